@@ -1,0 +1,32 @@
+/**
+ * The one seam between selfreport's tensor engine and the hardware: dense matrix products.
+ * Everything else (elementwise kernels, reductions, attention bookkeeping) is plain TypeScript.
+ *
+ * Conventions (as in BLAS, but row-major only):
+ *   C[M, N] = alpha · op(A)[M, K] · op(B)[K, N] + beta · C[M, N]
+ *   op(A) = A            when transA is false: A is stored [M, K] with row stride lda (lda ≥ K)
+ *   op(A) = Aᵀ           when transA is true:  A is stored [K, M] with row stride lda (lda ≥ M)
+ *   op(B) likewise: B is [K, N] (ldb ≥ N), or with transB [N, K] (ldb ≥ K).
+ *   C is [M, N] with row stride ldc (ldc ≥ N).
+ * A, B and C are Float32Array views (use subarray for offsets); C must not overlap A or B.
+ */
+export interface Backend {
+  readonly name: "native" | "js";
+  sgemm(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, lda: number, B: Float32Array, ldb: number,
+    beta: number, C: Float32Array, ldc: number,
+  ): void;
+  /**
+   * `batch` independent sgemms in one call; matrix i of A starts at element i·strideA of A
+   * (likewise B and C). Used for per-(batch, head) attention products, where one native call
+   * instead of B·H calls matters.
+   */
+  sgemmStridedBatched(
+    transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+    A: Float32Array, lda: number, strideA: number,
+    B: Float32Array, ldb: number, strideB: number,
+    beta: number, C: Float32Array, ldc: number, strideC: number,
+    batch: number,
+  ): void;
+}
