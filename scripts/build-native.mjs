@@ -11,7 +11,11 @@ const nativeDir = join(root, "native");
 if (!existsSync(join(nativeDir, "binding.gyp"))) process.exit(0);
 
 const gyp = join(dirname(process.execPath), "..", "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js");
-const args = existsSync(gyp) ? [gyp, "rebuild"] : ["-e", "process.exit(1)"];
+// Offline machines cannot fetch Node headers; point node-gyp at the ones installed beside node.
+const localHeaders = join(dirname(process.execPath), "..");
+const nodedir = process.env.npm_config_nodedir ??
+  (existsSync(join(localHeaders, "include", "node", "node_api.h")) ? localHeaders : undefined);
+const args = existsSync(gyp) ? [gyp, "rebuild", ...(nodedir ? [`--nodedir=${nodedir}`] : [])] : ["-e", "process.exit(1)"];
 const result = spawnSync(process.execPath, args, { cwd: nativeDir, encoding: "utf8" });
 if (result.status === 0) {
   console.log("selfreport: native OpenBLAS backend built (native/build/Release/selfreport_blas.node)");

@@ -1,0 +1,280 @@
+/*
+ * selfreport_blas: a plain C Node-API addon exposing OpenBLAS's cblas_sgemm, row-major.
+ *
+ *   sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+ *   sgemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA,
+ *                       B, ldb, strideB, beta, C, ldc, strideC, batch)
+ *   openblasInfo() -> { config: string, numThreads: number }
+ *
+ * Semantics (see src/tensor/backend/types.ts):
+ *   C[M, N] = alpha · op(A)[M, K] · op(B)[K, N] + beta · C[M, N]
+ *   A is stored [M, K] (lda ≥ K), or [K, M] when transA (lda ≥ M); B is [K, N] (ldb ≥ N),
+ *   or [N, K] when transB (ldb ≥ K); C is [M, N] (ldc ≥ N). Matrix i of a batch starts at
+ *   element i·stride of its array.
+ *
+ * Every argument is checked before OpenBLAS sees it (types, integer ranges, leading
+ * dimensions, that each Float32Array is long enough), so a bad call throws a JS TypeError
+ * or RangeError naming the argument instead of reading out of bounds or making OpenBLAS's
+ * xerbla print to stderr. The checks are O(1) per call.
+ */
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+#include <cblas.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_ARGS 17
+#define MSG_LEN 512
+
+/* Largest dimension / stride accepted: cblas_sgemm takes 32-bit ints (blasint). */
+#define MAX_INT 2147483647.0
+
+/* Throws (unless an exception is already pending) and returns false, so checks read as
+ * `if (!check(...)) return NULL;`. */
+static bool throw_type(napi_env env, const char* msg) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return false;
+}
+
+static bool throw_range(napi_env env, const char* msg) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+  return false;
+}
+
+static bool get_bool(napi_env env, const char* fn, napi_value v, const char* name, bool* out) {
+  char msg[MSG_LEN];
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) {
+    snprintf(msg, sizeof msg, "%s: %s must be a boolean", fn, name);
+    return throw_type(env, msg);
+  }
+  return napi_get_value_bool(env, v, out) == napi_ok;
+}
+
+static bool get_number(napi_env env, const char* fn, napi_value v, const char* name, double* out) {
+  char msg[MSG_LEN];
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    snprintf(msg, sizeof msg, "%s: %s must be a number", fn, name);
+    return throw_type(env, msg);
+  }
+  if (napi_get_value_double(env, v, out) != napi_ok) return false;
+  return true;
+}
+
+/* An integer in [0, 2^31 - 1]. */
+static bool get_dim(napi_env env, const char* fn, napi_value v, const char* name, int64_t* out) {
+  char msg[MSG_LEN];
+  double d;
+  if (!get_number(env, fn, v, name, &d)) return false;
+  if (!(d >= 0.0 && d <= MAX_INT) || d != (double)(int64_t)d) {
+    snprintf(msg, sizeof msg, "%s: %s must be an integer in [0, 2^31 - 1], got %.17g", fn, name, d);
+    return throw_range(env, msg);
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+/* A Float32Array (any byteOffset; `data` from Node-API already points at element 0 of the view). */
+static bool get_f32(napi_env env, const char* fn, napi_value v, const char* name, float** data, int64_t* length) {
+  char msg[MSG_LEN];
+  bool is_ta = false;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void* ptr = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) {
+    snprintf(msg, sizeof msg, "%s: %s must be a Float32Array", fn, name);
+    return throw_type(env, msg);
+  }
+  if (napi_get_typedarray_info(env, v, &type, &len, &ptr, NULL, NULL) != napi_ok) return false;
+  if (type != napi_float32_array) {
+    snprintf(msg, sizeof msg, "%s: %s must be a Float32Array, got another typed array", fn, name);
+    return throw_type(env, msg);
+  }
+  *data = (float*)ptr;
+  *length = (int64_t)len;
+  return true;
+}
+
+/* Elements spanned by a [rows, cols] matrix with row stride ld (0 when empty). */
+static int64_t span(int64_t rows, int64_t cols, int64_t ld) {
+  return (rows == 0 || cols == 0) ? 0 : (rows - 1) * ld + cols;
+}
+
+/* Elements spanned by `batch` matrices of `one` elements, `stride` apart. */
+static int64_t batch_span(int64_t one, int64_t stride, int64_t batch) {
+  return (one == 0 || batch == 0) ? 0 : (batch - 1) * stride + one;
+}
+
+/* One operand's description, for checks and messages. */
+typedef struct {
+  const char* name;    /* "A" */
+  const char* ld_name; /* "lda" */
+  const char* stride_name;
+  bool trans;
+  int64_t rows, cols;  /* stored shape (after accounting for the transpose) */
+  int64_t ld, stride;
+  float* data;
+  int64_t length;
+  const char* shape;   /* e.g. "[M, K]" or "[K, M] (transposed)" */
+} operand;
+
+static bool check_operand(napi_env env, const char* fn, const operand* op, int64_t batch, bool batched) {
+  char msg[MSG_LEN];
+  int64_t min_ld = op->cols > 1 ? op->cols : 1;
+  if (op->ld < min_ld) {
+    snprintf(msg, sizeof msg, "%s: %s = %lld must be >= max(1, %lld): %s is stored %s = [%lld, %lld]",
+             fn, op->ld_name, (long long)op->ld, (long long)op->cols, op->name, op->shape,
+             (long long)op->rows, (long long)op->cols);
+    return throw_range(env, msg);
+  }
+  int64_t one = span(op->rows, op->cols, op->ld);
+  int64_t need = batched ? batch_span(one, op->stride, batch) : one;
+  if (op->length < need) {
+    if (batched) {
+      snprintf(msg, sizeof msg,
+               "%s: %s is too short: %lld matrices stored %s = [%lld, %lld] with %s = %lld, %s = %lld "
+               "need %lld elements, the Float32Array has %lld",
+               fn, op->name, (long long)batch, op->shape, (long long)op->rows, (long long)op->cols,
+               op->ld_name, (long long)op->ld, op->stride_name, (long long)op->stride,
+               (long long)need, (long long)op->length);
+    } else {
+      snprintf(msg, sizeof msg,
+               "%s: %s is too short: stored %s = [%lld, %lld] with %s = %lld needs %lld elements, "
+               "the Float32Array has %lld",
+               fn, op->name, op->shape, (long long)op->rows, (long long)op->cols,
+               op->ld_name, (long long)op->ld, (long long)need, (long long)op->length);
+    }
+    return throw_range(env, msg);
+  }
+  return true;
+}
+
+/* Parsed arguments of either entry point. */
+typedef struct {
+  bool trans_a, trans_b;
+  int64_t M, N, K, batch;
+  double alpha, beta;
+  operand A, B, C;
+} gemm_args;
+
+/*
+ * Parses and checks the arguments. `batched` selects the 17-argument form:
+ *   (transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch)
+ * otherwise the 13-argument form:
+ *   (transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+ */
+static bool parse_args(napi_env env, napi_callback_info info, bool batched, gemm_args* g) {
+  const char* fn = batched ? "sgemmStridedBatched" : "sgemm";
+  const size_t expected = batched ? 17 : 13;
+  char msg[MSG_LEN];
+  size_t argc = MAX_ARGS;
+  napi_value argv[MAX_ARGS];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  if (argc != expected) {
+    snprintf(msg, sizeof msg, "%s: expected %zu arguments, got %zu", fn, expected, argc);
+    return throw_type(env, msg);
+  }
+  memset(g, 0, sizeof *g);
+  /* Argument positions: the batched form inserts a stride after each leading dimension. */
+  const size_t iA = 6, ilda = 7;
+  const size_t iB = batched ? 9 : 8, ildb = iB + 1;
+  const size_t ibeta = batched ? 12 : 10;
+  const size_t iC = ibeta + 1, ildc = iC + 1;
+
+  if (!get_bool(env, fn, argv[0], "transA", &g->trans_a)) return false;
+  if (!get_bool(env, fn, argv[1], "transB", &g->trans_b)) return false;
+  if (!get_dim(env, fn, argv[2], "M", &g->M)) return false;
+  if (!get_dim(env, fn, argv[3], "N", &g->N)) return false;
+  if (!get_dim(env, fn, argv[4], "K", &g->K)) return false;
+  if (!get_number(env, fn, argv[5], "alpha", &g->alpha)) return false;
+  if (!get_number(env, fn, argv[ibeta], "beta", &g->beta)) return false;
+  g->batch = 1;
+  if (batched && !get_dim(env, fn, argv[16], "batch", &g->batch)) return false;
+
+  operand* A = &g->A;
+  A->name = "A"; A->ld_name = "lda"; A->stride_name = "strideA"; A->trans = g->trans_a;
+  A->rows = g->trans_a ? g->K : g->M;
+  A->cols = g->trans_a ? g->M : g->K;
+  A->shape = g->trans_a ? "[K, M] (transA)" : "[M, K]";
+  if (!get_f32(env, fn, argv[iA], "A", &A->data, &A->length)) return false;
+  if (!get_dim(env, fn, argv[ilda], "lda", &A->ld)) return false;
+  if (batched && !get_dim(env, fn, argv[ilda + 1], "strideA", &A->stride)) return false;
+
+  operand* B = &g->B;
+  B->name = "B"; B->ld_name = "ldb"; B->stride_name = "strideB"; B->trans = g->trans_b;
+  B->rows = g->trans_b ? g->N : g->K;
+  B->cols = g->trans_b ? g->K : g->N;
+  B->shape = g->trans_b ? "[N, K] (transB)" : "[K, N]";
+  if (!get_f32(env, fn, argv[iB], "B", &B->data, &B->length)) return false;
+  if (!get_dim(env, fn, argv[ildb], "ldb", &B->ld)) return false;
+  if (batched && !get_dim(env, fn, argv[ildb + 1], "strideB", &B->stride)) return false;
+
+  operand* C = &g->C;
+  C->name = "C"; C->ld_name = "ldc"; C->stride_name = "strideC"; C->trans = false;
+  C->rows = g->M;
+  C->cols = g->N;
+  C->shape = "[M, N]";
+  if (!get_f32(env, fn, argv[iC], "C", &C->data, &C->length)) return false;
+  if (!get_dim(env, fn, argv[ildc], "ldc", &C->ld)) return false;
+  if (batched && !get_dim(env, fn, argv[ildc + 1], "strideC", &C->stride)) return false;
+
+  return check_operand(env, fn, A, g->batch, batched) &&
+         check_operand(env, fn, B, g->batch, batched) &&
+         check_operand(env, fn, C, g->batch, batched);
+}
+
+static void run_sgemm(const gemm_args* g, const float* a, const float* b, float* c) {
+  /* Leading dimensions are passed as checked (≥ max(1, cols)), so OpenBLAS never calls xerbla. */
+  cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans, g->trans_b ? CblasTrans : CblasNoTrans,
+              (blasint)g->M, (blasint)g->N, (blasint)g->K, (float)g->alpha,
+              a, (blasint)g->A.ld, b, (blasint)g->B.ld, (float)g->beta, c, (blasint)g->C.ld);
+}
+
+static napi_value sgemm(napi_env env, napi_callback_info info) {
+  gemm_args g;
+  if (!parse_args(env, info, false, &g)) return NULL;
+  if (g.M == 0 || g.N == 0) return NULL;
+  run_sgemm(&g, g.A.data, g.B.data, g.C.data);
+  return NULL;
+}
+
+static napi_value sgemm_strided_batched(napi_env env, napi_callback_info info) {
+  gemm_args g;
+  if (!parse_args(env, info, true, &g)) return NULL;
+  if (g.M == 0 || g.N == 0) return NULL;
+  for (int64_t i = 0; i < g.batch; i++) {
+    run_sgemm(&g, g.A.data + i * g.A.stride, g.B.data + i * g.B.stride, g.C.data + i * g.C.stride);
+  }
+  return NULL;
+}
+
+/* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
+static napi_value openblas_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value obj, config, threads;
+  if (napi_create_object(env, &obj) != napi_ok) return NULL;
+  if (napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &config) != napi_ok) return NULL;
+  if (napi_create_int32(env, openblas_get_num_threads(), &threads) != napi_ok) return NULL;
+  napi_set_named_property(env, obj, "config", config);
+  napi_set_named_property(env, obj, "numThreads", threads);
+  return obj;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+    {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sgemmStridedBatched", NULL, sgemm_strided_batched, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openblasInfo", NULL, openblas_info, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}

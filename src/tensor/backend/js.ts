@@ -1,0 +1,296 @@
+/**
+ * The pure TypeScript backend: a cache-blocked sgemm in the GotoBLAS/BLIS layout, for machines
+ * where the OpenBLAS addon cannot be built. About 1–2 % of OpenBLAS's speed; correct everywhere.
+ *
+ * Loop nest (C[M, N] += alpha · op(A)[M, K] · op(B)[K, N], after C is scaled by beta once):
+ *   for jc in N by NC:                 B block [KC, NC] packed once per (jc, pc), stays in L2/L3
+ *     for pc in K by KC:
+ *       pack op(B)[pc:pc+kc, jc:jc+nc] into NR-wide micro-panels      packB [nc/NR][kc][NR]
+ *       for ic in M by MC:
+ *         pack op(A)[ic:ic+mc, pc:pc+kc] into MR-tall micro-panels     packA [mc/MR][kc][MR]
+ *         for jr in nc by NR, ir in mc by MR:
+ *           MR×NR register block: kc rank-1 updates from two contiguous micro-panels
+ * Partial micro-panels are zero-padded, so the kernel always runs a full MR×NR block and only
+ * the write-back looks at the edge. Accumulation is in JS numbers (float64) within one KC block,
+ * rounded to float32 when added into C, so results are at least as accurate as BLAS's.
+ *
+ * No allocation per call: the two pack buffers are module-level and sized once.
+ * sgemmReference (float64 triple loop) stays beside it as documentation and as the check.
+ */
+import type { Backend } from "./types.ts";
+
+/** Register block: MR rows of op(A) × NR columns of op(B) held in 16 locals. */
+const MR = 4;
+const NR = 4;
+/** Depth of one packed block: a KC×NR micro-panel of B (4 KiB) stays in L1 across the ir loop. */
+const KC = 256;
+/** Rows of the packed A block: MC×KC floats = 128 KiB, in L2. */
+const MC = 128;
+/** Columns of the packed B block: KC×NC floats = 2 MiB, in L2/L3. */
+const NC = 2048;
+
+let packA: Float32Array | null = null; // [MC/MR][KC][MR]
+let packB: Float32Array | null = null; // [NC/NR][KC][NR]
+const edge = new Float64Array(MR * NR); // accumulators of a partial block, row-major [MR, NR]
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks, shared in spirit (and in message wording) with native/selfreport_blas.c.
+// ---------------------------------------------------------------------------------------------
+
+function checkDim(fn: string, name: string, v: number): void {
+  if (typeof v !== "number") throw new TypeError(`${fn}: ${name} must be a number`);
+  if (!(Number.isInteger(v) && v >= 0 && v <= 0x7fffffff)) {
+    throw new RangeError(`${fn}: ${name} must be an integer in [0, 2^31 - 1], got ${v}`);
+  }
+}
+
+/**
+ * Checks one operand stored as a [rows, cols] matrix with row stride ld, `batch` of them
+ * `stride` elements apart (batch = 1, stride = 0 for plain sgemm).
+ */
+function checkOperand(
+  fn: string, name: string, shape: string, arr: Float32Array, rows: number, cols: number,
+  ldName: string, ld: number, strideName: string, stride: number, batch: number, batched: boolean,
+): void {
+  if (!(arr instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
+  checkDim(fn, ldName, ld);
+  if (batched) checkDim(fn, strideName, stride);
+  if (ld < Math.max(1, cols)) {
+    throw new RangeError(`${fn}: ${ldName} = ${ld} must be >= max(1, ${cols}): ${name} is stored ${shape} = [${rows}, ${cols}]`);
+  }
+  const one = rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+  const need = one === 0 || batch === 0 ? 0 : (batch - 1) * stride + one;
+  if (arr.length < need) {
+    throw new RangeError(batched
+      ? `${fn}: ${name} is too short: ${batch} matrices stored ${shape} = [${rows}, ${cols}] with ${ldName} = ${ld}, ${strideName} = ${stride} need ${need} elements, the Float32Array has ${arr.length}`
+      : `${fn}: ${name} is too short: stored ${shape} = [${rows}, ${cols}] with ${ldName} = ${ld} needs ${need} elements, the Float32Array has ${arr.length}`);
+  }
+}
+
+/** Throws a TypeError/RangeError naming the bad argument; the same checks as the native addon. */
+export function checkSgemmArgs(
+  fn: string, batched: boolean,
+  transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, lda: number, strideA: number, B: Float32Array, ldb: number, strideB: number,
+  beta: number, C: Float32Array, ldc: number, strideC: number, batch: number,
+): void {
+  if (typeof transA !== "boolean") throw new TypeError(`${fn}: transA must be a boolean`);
+  if (typeof transB !== "boolean") throw new TypeError(`${fn}: transB must be a boolean`);
+  checkDim(fn, "M", M);
+  checkDim(fn, "N", N);
+  checkDim(fn, "K", K);
+  if (typeof alpha !== "number") throw new TypeError(`${fn}: alpha must be a number`);
+  if (typeof beta !== "number") throw new TypeError(`${fn}: beta must be a number`);
+  if (batched) checkDim(fn, "batch", batch);
+  checkOperand(fn, "A", transA ? "[K, M] (transA)" : "[M, K]", A, transA ? K : M, transA ? M : K,
+    "lda", lda, "strideA", strideA, batch, batched);
+  checkOperand(fn, "B", transB ? "[N, K] (transB)" : "[K, N]", B, transB ? N : K, transB ? K : N,
+    "ldb", ldb, "strideB", strideB, batch, batched);
+  checkOperand(fn, "C", "[M, N]", C, M, N, "ldc", ldc, "strideC", strideC, batch, batched);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Packs op(A)[i0:i0+mc, p0:p0+kc] into dst as MR-row micro-panels: dst[(r/MR)·kc·MR + p·MR + r%MR].
+ * Rows past mc are zero. A starts at element aOff; stored [M, K] (or [K, M] when transA), stride lda.
+ */
+function packAPanel(
+  transA: boolean, A: Float32Array, aOff: number, lda: number,
+  i0: number, mc: number, p0: number, kc: number, dst: Float32Array,
+): void {
+  let d = 0;
+  for (let ir = 0; ir < mc; ir += MR) {
+    const mr = Math.min(MR, mc - ir);
+    if (!transA && mr === MR) {
+      // Four rows of A, each contiguous in p.
+      const r0 = aOff + (i0 + ir) * lda + p0;
+      const r1 = r0 + lda, r2 = r1 + lda, r3 = r2 + lda;
+      for (let p = 0; p < kc; p++, d += MR) {
+        dst[d] = A[r0 + p]; dst[d + 1] = A[r1 + p]; dst[d + 2] = A[r2 + p]; dst[d + 3] = A[r3 + p];
+      }
+    } else if (transA && mr === MR) {
+      // A is [K, M]: the four values for one p are contiguous.
+      let s = aOff + p0 * lda + i0 + ir;
+      for (let p = 0; p < kc; p++, d += MR, s += lda) {
+        dst[d] = A[s]; dst[d + 1] = A[s + 1]; dst[d + 2] = A[s + 2]; dst[d + 3] = A[s + 3];
+      }
+    } else {
+      for (let p = 0; p < kc; p++, d += MR) {
+        for (let r = 0; r < MR; r++) {
+          const i = i0 + ir + r;
+          dst[d + r] = r < mr ? (transA ? A[aOff + (p0 + p) * lda + i] : A[aOff + i * lda + p0 + p]) : 0;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Packs op(B)[p0:p0+kc, j0:j0+nc] into dst as NR-column micro-panels: dst[(c/NR)·kc·NR + p·NR + c%NR].
+ * Columns past nc are zero. B starts at element bOff; stored [K, N] (or [N, K] when transB), stride ldb.
+ */
+function packBPanel(
+  transB: boolean, B: Float32Array, bOff: number, ldb: number,
+  p0: number, kc: number, j0: number, nc: number, dst: Float32Array,
+): void {
+  let d = 0;
+  for (let jr = 0; jr < nc; jr += NR) {
+    const nr = Math.min(NR, nc - jr);
+    if (!transB && nr === NR) {
+      // B is [K, N]: the four values for one p are contiguous.
+      let s = bOff + p0 * ldb + j0 + jr;
+      for (let p = 0; p < kc; p++, d += NR, s += ldb) {
+        dst[d] = B[s]; dst[d + 1] = B[s + 1]; dst[d + 2] = B[s + 2]; dst[d + 3] = B[s + 3];
+      }
+    } else if (transB && nr === NR) {
+      // B is [N, K]: four rows, each contiguous in p.
+      const c0 = bOff + (j0 + jr) * ldb + p0;
+      const c1 = c0 + ldb, c2 = c1 + ldb, c3 = c2 + ldb;
+      for (let p = 0; p < kc; p++, d += NR) {
+        dst[d] = B[c0 + p]; dst[d + 1] = B[c1 + p]; dst[d + 2] = B[c2 + p]; dst[d + 3] = B[c3 + p];
+      }
+    } else {
+      for (let p = 0; p < kc; p++, d += NR) {
+        for (let c = 0; c < NR; c++) {
+          const j = j0 + jr + c;
+          dst[d + c] = c < nr ? (transB ? B[bOff + j * ldb + p0 + p] : B[bOff + (p0 + p) * ldb + j]) : 0;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernel
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * C[0:mr, 0:nr] += alpha · Ap · Bp, where Ap is one packed [kc][MR] micro-panel at aOff and Bp one
+ * packed [kc][NR] micro-panel at bOff; C's block starts at cOff with row stride ldc.
+ */
+function kernel4x4(
+  kc: number, Ap: Float32Array, aOff: number, Bp: Float32Array, bOff: number,
+  C: Float32Array, cOff: number, ldc: number, alpha: number, mr: number, nr: number,
+): void {
+  let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
+  let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+  let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
+  let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+  let a = aOff, b = bOff;
+  for (let p = 0; p < kc; p++, a += MR, b += NR) {
+    const a0 = Ap[a], a1 = Ap[a + 1], a2 = Ap[a + 2], a3 = Ap[a + 3];
+    const b0 = Bp[b], b1 = Bp[b + 1], b2 = Bp[b + 2], b3 = Bp[b + 3];
+    c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+    c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+    c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+    c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+  }
+  if (mr === MR && nr === NR) {
+    let o = cOff;
+    C[o] += alpha * c00; C[o + 1] += alpha * c01; C[o + 2] += alpha * c02; C[o + 3] += alpha * c03;
+    o += ldc;
+    C[o] += alpha * c10; C[o + 1] += alpha * c11; C[o + 2] += alpha * c12; C[o + 3] += alpha * c13;
+    o += ldc;
+    C[o] += alpha * c20; C[o + 1] += alpha * c21; C[o + 2] += alpha * c22; C[o + 3] += alpha * c23;
+    o += ldc;
+    C[o] += alpha * c30; C[o + 1] += alpha * c31; C[o + 2] += alpha * c32; C[o + 3] += alpha * c33;
+    return;
+  }
+  edge[0] = c00; edge[1] = c01; edge[2] = c02; edge[3] = c03;
+  edge[4] = c10; edge[5] = c11; edge[6] = c12; edge[7] = c13;
+  edge[8] = c20; edge[9] = c21; edge[10] = c22; edge[11] = c23;
+  edge[12] = c30; edge[13] = c31; edge[14] = c32; edge[15] = c33;
+  for (let r = 0; r < mr; r++) {
+    for (let c = 0; c < nr; c++) C[cOff + r * ldc + c] += alpha * edge[r * NR + c];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------------------------
+
+/** C[M, N] (at cOff, stride ldc) *= beta; beta = 0 writes zeros whatever C held (NaN included). */
+function scaleC(M: number, N: number, beta: number, C: Float32Array, cOff: number, ldc: number): void {
+  if (beta === 1) return;
+  for (let i = 0; i < M; i++) {
+    const row = cOff + i * ldc;
+    if (beta === 0) C.fill(0, row, row + N);
+    else for (let j = row; j < row + N; j++) C[j] *= beta;
+  }
+}
+
+/** One checked sgemm with operands starting at element offsets aOff/bOff/cOff. */
+function gemmAt(
+  transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  if (M === 0 || N === 0) return;
+  scaleC(M, N, beta, C, cOff, ldc);
+  if (K === 0 || alpha === 0) return; // as BLAS: A and B are not read
+  if (packA === null) packA = new Float32Array(MC * KC);
+  if (packB === null) packB = new Float32Array(KC * NC);
+  const pa = packA, pb = packB;
+  for (let jc = 0; jc < N; jc += NC) {
+    const nc = Math.min(NC, N - jc);
+    for (let pc = 0; pc < K; pc += KC) {
+      const kc = Math.min(KC, K - pc);
+      packBPanel(transB, B, bOff, ldb, pc, kc, jc, nc, pb);
+      for (let ic = 0; ic < M; ic += MC) {
+        const mc = Math.min(MC, M - ic);
+        packAPanel(transA, A, aOff, lda, ic, mc, pc, kc, pa);
+        for (let jr = 0; jr < nc; jr += NR) {
+          const nr = Math.min(NR, nc - jr);
+          for (let ir = 0; ir < mc; ir += MR) {
+            const mr = Math.min(MR, mc - ir);
+            kernel4x4(kc, pa, ir * kc, pb, jr * kc, C, cOff + (ic + ir) * ldc + jc + jr, ldc, alpha, mr, nr);
+          }
+        }
+      }
+    }
+  }
+}
+
+export const jsBackend: Backend = {
+  name: "js",
+
+  sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
+    checkSgemmArgs("sgemm", false, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+    gemmAt(transA, transB, M, N, K, alpha, A, 0, lda, B, 0, ldb, beta, C, 0, ldc);
+  },
+
+  sgemmStridedBatched(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch) {
+    checkSgemmArgs("sgemmStridedBatched", true, transA, transB, M, N, K, alpha,
+      A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch);
+    for (let i = 0; i < batch; i++) {
+      gemmAt(transA, transB, M, N, K, alpha, A, i * strideA, lda, B, i * strideB, ldb, beta, C, i * strideC, ldc);
+    }
+  },
+};
+
+/**
+ * The naive reference: C[M, N] = alpha · op(A) · op(B) + beta · C, accumulating in float64,
+ * same arguments as Backend.sgemm. beta = 0 ignores C's old contents (NaN included), as BLAS does.
+ * For tests and as the definition; O(M·N·K) with no blocking.
+ */
+export function sgemmReference(
+  transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,
+  A: Float32Array, lda: number, B: Float32Array, ldb: number,
+  beta: number, C: Float32Array, ldc: number,
+): void {
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let acc = 0;
+      for (let p = 0; p < K; p++) {
+        const a = transA ? A[p * lda + i] : A[i * lda + p]; // op(A)[i, p]
+        const b = transB ? B[j * ldb + p] : B[p * ldb + j]; // op(B)[p, j]
+        acc += a * b;
+      }
+      const old = beta === 0 ? 0 : beta * C[i * ldc + j];
+      C[i * ldc + j] = (alpha === 0 ? 0 : alpha * acc) + old; // alpha = 0: A, B not read, as BLAS
+    }
+  }
+}

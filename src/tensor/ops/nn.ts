@@ -1,0 +1,294 @@
+/**
+ * Neural-network kernels, each a tight loop over rows of the last axis with its backward beside it:
+ * LayerNorm (in TransformerLens's two hookable steps), GELU (gelu_new), softmax, log-softmax,
+ * cross-entropy, MSE and dropout.
+ */
+import { Tensor, ShapeError, record, gradOf, shapeStr } from "../tensor.ts";
+import type { Rng } from "../random.ts";
+
+function lastDim(op: string, x: Tensor): [rows: number, C: number] {
+  if (x.ndim < 1) throw new ShapeError(`${op}: input must have at least one dim, got ${shapeStr(x.shape)}`);
+  const C = x.shape[x.ndim - 1]!;
+  return [C === 0 ? 0 : x.size / C, C];
+}
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm = lnScale → lnNormalize → affineLast, so that hook_scale and hook_normalized
+// (TransformerLens's names) sit between real ops and can be read or replaced.
+
+/** scale = sqrt(mean((x - mean(x))²) + eps) over the last axis: [..., C] → [..., 1]. */
+export function lnScale(x: Tensor, eps: number): Tensor {
+  const [rows, C] = lastDim("lnScale", x);
+  const X = x.data;
+  const out = new Float32Array(rows);
+  const mu = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    let m = 0;
+    for (let c = 0; c < C; c++) m += X[o + c]!;
+    m /= C;
+    let v = 0;
+    for (let c = 0; c < C; c++) {
+      const d = X[o + c]! - m;
+      v += d * d;
+    }
+    mu[r] = m;
+    out[r] = Math.sqrt(v / C + eps);
+  }
+  return record("lnScale", new Tensor(out, [...x.shape.slice(0, -1), 1]), [x], (g) => {
+    // d scale / d x_c = (x_c - mean) / (C · scale)
+    const gx = gradOf(x);
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      const k = g[r]! / (C * out[r]!);
+      const m = mu[r]!;
+      for (let c = 0; c < C; c++) gx[o + c]! += k * (X[o + c]! - m);
+    }
+  });
+}
+
+/** (x - mean(x)) / scale over the last axis, with scale [..., 1] from lnScale. */
+export function lnNormalize(x: Tensor, scale: Tensor): Tensor {
+  const [rows, C] = lastDim("lnNormalize", x);
+  if (scale.size !== rows) throw new ShapeError(`lnNormalize: scale ${shapeStr(scale.shape)} does not match input ${shapeStr(x.shape)}`);
+  const X = x.data;
+  const S = scale.data;
+  const out = new Float32Array(x.size);
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    let m = 0;
+    for (let c = 0; c < C; c++) m += X[o + c]!;
+    m /= C;
+    const inv = 1 / S[r]!;
+    for (let c = 0; c < C; c++) out[o + c] = (X[o + c]! - m) * inv;
+  }
+  return record("lnNormalize", new Tensor(out, x.shape), [x, scale], (g) => {
+    const gx = x.requiresGrad ? gradOf(x) : null;
+    const gs = scale.requiresGrad ? gradOf(scale) : null;
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      const inv = 1 / S[r]!;
+      let gm = 0;
+      let gy = 0;
+      for (let c = 0; c < C; c++) {
+        gm += g[o + c]!;
+        gy += g[o + c]! * out[o + c]!;
+      }
+      gm /= C;
+      if (gx) for (let c = 0; c < C; c++) gx[o + c]! += (g[o + c]! - gm) * inv;
+      // d out_c / d scale = -out_c / scale
+      if (gs) gs[r]! -= gy * inv;
+    }
+  });
+}
+
+/** x · w + b with w, b [C] broadcast over the last axis of x [..., C]. */
+export function affineLast(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
+  const [rows, C] = lastDim("affineLast", x);
+  if (w.size !== C || (b !== null && b.size !== C)) {
+    throw new ShapeError(`affineLast: weight ${shapeStr(w.shape)}${b ? ` / bias ${shapeStr(b.shape)}` : ""} do not match last dim of ${shapeStr(x.shape)}`);
+  }
+  const X = x.data;
+  const W = w.data;
+  const out = new Float32Array(x.size);
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    if (b === null) for (let c = 0; c < C; c++) out[o + c] = X[o + c]! * W[c]!;
+    else {
+      const Bv = b.data;
+      for (let c = 0; c < C; c++) out[o + c] = X[o + c]! * W[c]! + Bv[c]!;
+    }
+  }
+  return record("affineLast", new Tensor(out, x.shape), b === null ? [x, w] : [x, w, b], (g) => {
+    const gx = x.requiresGrad ? gradOf(x) : null;
+    const gw = w.requiresGrad ? gradOf(w) : null;
+    const gb = b !== null && b.requiresGrad ? gradOf(b) : null;
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      if (gx) for (let c = 0; c < C; c++) gx[o + c]! += g[o + c]! * W[c]!;
+      if (gw) for (let c = 0; c < C; c++) gw[c]! += g[o + c]! * X[o + c]!;
+      if (gb) for (let c = 0; c < C; c++) gb[c]! += g[o + c]!;
+    }
+  });
+}
+
+/** Full LayerNorm over the last axis (no hooks): affine((x - mean) / sqrt(var + eps)). */
+export function layerNorm(x: Tensor, w: Tensor, b: Tensor | null, eps: number): Tensor {
+  return affineLast(lnNormalize(x, lnScale(x, eps)), w, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+const GELU_K = Math.sqrt(2 / Math.PI);
+const GELU_C = 0.044715;
+
+/** GPT-2's GELU (`gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+export function geluNew(x: Tensor): Tensor {
+  const X = x.data;
+  const n = X.length;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = X[i]!;
+    out[i] = 0.5 * v * (1 + Math.tanh(GELU_K * (v + GELU_C * v * v * v)));
+  }
+  return record("geluNew", new Tensor(out, x.shape), [x], (g) => {
+    const gx = gradOf(x);
+    for (let i = 0; i < n; i++) {
+      const v = X[i]!;
+      const t = Math.tanh(GELU_K * (v + GELU_C * v * v * v));
+      const dt = (1 - t * t) * GELU_K * (1 + 3 * GELU_C * v * v);
+      gx[i]! += g[i]! * (0.5 * (1 + t) + 0.5 * v * dt);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax family (last axis). -Infinity entries get probability 0; an all -Infinity row gives zeros.
+
+/** Writes softmax of row X[o..o+C) into Y; returns log-sum-exp of the row. */
+export function softmaxRow(X: Float32Array, Y: Float32Array, o: number, C: number): number {
+  let m = -Infinity;
+  for (let c = 0; c < C; c++) if (X[o + c]! > m) m = X[o + c]!;
+  if (m === -Infinity) {
+    Y.fill(0, o, o + C);
+    return -Infinity;
+  }
+  let s = 0;
+  for (let c = 0; c < C; c++) {
+    const e = Math.exp(X[o + c]! - m);
+    Y[o + c] = e;
+    s += e;
+  }
+  const inv = 1 / s;
+  for (let c = 0; c < C; c++) Y[o + c]! *= inv;
+  return m + Math.log(s);
+}
+
+export function softmax(x: Tensor): Tensor {
+  const [rows, C] = lastDim("softmax", x);
+  const out = new Float32Array(x.size);
+  for (let r = 0; r < rows; r++) softmaxRow(x.data, out, r * C, C);
+  return record("softmax", new Tensor(out, x.shape), [x], (g) => softmaxBackward(gradOf(x), g, out, rows, C));
+}
+
+/** gx += y ⊙ (g - Σ g·y), row by row. */
+export function softmaxBackward(gx: Float32Array, g: Float32Array, y: Float32Array, rows: number, C: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    let dot = 0;
+    for (let c = 0; c < C; c++) dot += g[o + c]! * y[o + c]!;
+    for (let c = 0; c < C; c++) gx[o + c]! += y[o + c]! * (g[o + c]! - dot);
+  }
+}
+
+export function logSoftmax(x: Tensor): Tensor {
+  const [rows, C] = lastDim("logSoftmax", x);
+  const X = x.data;
+  const out = new Float32Array(x.size);
+  for (let r = 0; r < rows; r++) {
+    const o = r * C;
+    const lse = logSumExpRow(X, o, C);
+    for (let c = 0; c < C; c++) out[o + c] = X[o + c]! - lse;
+  }
+  return record("logSoftmax", new Tensor(out, x.shape), [x], (g) => {
+    // gx = g - softmax · Σg
+    const gx = gradOf(x);
+    for (let r = 0; r < rows; r++) {
+      const o = r * C;
+      let s = 0;
+      for (let c = 0; c < C; c++) s += g[o + c]!;
+      for (let c = 0; c < C; c++) gx[o + c]! += g[o + c]! - Math.exp(out[o + c]!) * s;
+    }
+  });
+}
+
+function logSumExpRow(X: Float32Array, o: number, C: number): number {
+  let m = -Infinity;
+  for (let c = 0; c < C; c++) if (X[o + c]! > m) m = X[o + c]!;
+  if (m === -Infinity) return -Infinity;
+  let s = 0;
+  for (let c = 0; c < C; c++) s += Math.exp(X[o + c]! - m);
+  return m + Math.log(s);
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (e.g. padding); the mean is over the rest. */
+  ignoreIndex?: number;
+}
+
+/**
+ * Mean cross-entropy of logits [N, V] (or [..., V]) against integer targets (one per row).
+ * Fused: the backward recomputes the softmax from the saved log-sum-exp instead of storing [N, V].
+ */
+export function crossEntropy(logits: Tensor, targets: ArrayLike<number>, opts: CrossEntropyOptions = {}): Tensor {
+  const [rows, V] = lastDim("crossEntropy", logits);
+  if (targets.length !== rows) throw new ShapeError(`crossEntropy: ${targets.length} targets for ${rows} rows of logits ${shapeStr(logits.shape)}`);
+  const X = logits.data;
+  const lse = new Float64Array(rows);
+  let total = 0;
+  let count = 0;
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r]!;
+    if (t === opts.ignoreIndex) continue;
+    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ShapeError(`crossEntropy: target ${t} at row ${r} is out of range for ${V} classes`);
+    lse[r] = logSumExpRow(X, r * V, V);
+    total += lse[r]! - X[r * V + t]!;
+    count++;
+  }
+  const loss = count === 0 ? 0 : total / count;
+  return record("crossEntropy", new Tensor(Float32Array.of(loss), []), [logits], (g) => {
+    if (count === 0) return;
+    const gx = gradOf(logits);
+    const k = g[0]! / count;
+    for (let r = 0; r < rows; r++) {
+      const t = targets[r]!;
+      if (t === opts.ignoreIndex) continue;
+      const o = r * V;
+      const l = lse[r]!;
+      for (let c = 0; c < V; c++) gx[o + c]! += k * Math.exp(X[o + c]! - l);
+      gx[o + t]! -= k;
+    }
+  });
+}
+
+/** Mean squared error between two tensors of the same shape. */
+export function mse(pred: Tensor, target: Tensor): Tensor {
+  if (pred.size !== target.size) throw new ShapeError(`mse: prediction ${shapeStr(pred.shape)} and target ${shapeStr(target.shape)} differ in size`);
+  const n = pred.size;
+  const P = pred.data;
+  const T = target.data;
+  let s = 0;
+  for (let i = 0; i < n; i++) {
+    const d = P[i]! - T[i]!;
+    s += d * d;
+  }
+  return record("mse", new Tensor(Float32Array.of(n === 0 ? 0 : s / n), []), [pred, target], (g) => {
+    const k = (2 * g[0]!) / n;
+    const gp = pred.requiresGrad ? gradOf(pred) : null;
+    const gt = target.requiresGrad ? gradOf(target) : null;
+    for (let i = 0; i < n; i++) {
+      const d = k * (P[i]! - T[i]!);
+      if (gp) gp[i]! += d;
+      if (gt) gt[i]! -= d;
+    }
+  });
+}
+
+/** Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, rng: Rng, training = true): Tensor {
+  if (!(p >= 0 && p < 1)) throw new RangeError(`dropout: p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const n = x.size;
+  const keep = 1 / (1 - p);
+  const mask = new Float32Array(n);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    mask[i] = rng.uniform() >= p ? keep : 0;
+    out[i] = x.data[i]! * mask[i]!;
+  }
+  return record("dropout", new Tensor(out, x.shape), [x], (g) => {
+    const gx = gradOf(x);
+    for (let i = 0; i < n; i++) gx[i]! += g[i]! * mask[i]!;
+  });
+}

@@ -1,0 +1,287 @@
+/**
+ * The Tensor and its reverse-mode autograd.
+ *
+ * A Tensor is a Float32Array in row-major order plus a shape. Ops are plain functions
+ * (see ops/*.ts) that compute their output eagerly and, when gradients are being recorded,
+ * attach a `GradNode`: the op's name, its inputs, and a closure that *adds* the output's
+ * gradient into the inputs' gradients (llm.c style). `backward(loss)` sorts the graph
+ * reachable from the loss topologically and walks it in reverse, exactly as micrograd does.
+ *
+ * Gradients are recorded only when grad mode is on (the default) and at least one input
+ * requires a gradient; `noGrad(fn)` turns recording off for inference, caching and analyses.
+ */
+
+export type Shape = readonly number[];
+
+export interface GradNode {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** Adds d(loss)/d(input) into input.grad for every input that requires a gradient. */
+  readonly backward: (gradOut: Float32Array) => void;
+}
+
+export class Tensor {
+  readonly data: Float32Array;
+  readonly shape: readonly number[];
+  /** d(loss)/d(this), same length as data; allocated on first use in backward. */
+  grad: Float32Array | null = null;
+  requiresGrad: boolean;
+  /** How this tensor was made, when recorded; null for leaves and for untracked results. */
+  node: GradNode | null = null;
+  /** Keep `grad` on a non-leaf tensor after backward (PyTorch's retain_grad). */
+  retainsGrad = false;
+
+  constructor(data: Float32Array, shape: Shape, requiresGrad = false) {
+    const n = numel(shape);
+    if (data.length !== n) {
+      throw new ShapeError(`Tensor: data has ${data.length} elements but shape [${shape.join(", ")}] needs ${n}`);
+    }
+    for (const d of shape) {
+      if (!Number.isInteger(d) || d < 0) throw new ShapeError(`Tensor: invalid shape [${shape.join(", ")}]`);
+    }
+    this.data = data;
+    this.shape = Object.freeze([...shape]);
+    this.requiresGrad = requiresGrad;
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.data.length !== 1) throw new ShapeError(`item(): tensor has shape [${this.shape.join(", ")}], not one element`);
+    return this.data[0]!;
+  }
+
+  /** Marks the tensor as a trainable leaf (returns this, for chaining). */
+  param(): this {
+    this.requiresGrad = true;
+    return this;
+  }
+
+  retainGrad(): this {
+    this.retainsGrad = true;
+    return this;
+  }
+
+  /** A new leaf with the same values that no gradient flows through. */
+  detach(): Tensor {
+    return new Tensor(this.data, this.shape, false);
+  }
+
+  clone(): Tensor {
+    return new Tensor(this.data.slice(), this.shape, false);
+  }
+
+  toString(): string {
+    return `Tensor[${this.shape.join(", ")}]${this.node ? ` (${this.node.op})` : ""}`;
+  }
+}
+
+export class ShapeError extends Error {
+  override name = "ShapeError";
+}
+
+export class NanError extends Error {
+  override name = "NanError";
+}
+
+export function numel(shape: Shape): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function shapeStr(shape: Shape): string {
+  return `[${shape.join(", ")}]`;
+}
+
+export function sameShape(a: Shape, b: Shape): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Throws a ShapeError naming the op and both shapes unless `t` has exactly `expected` (-1 matches any size). */
+export function assertShape(op: string, what: string, t: Tensor, expected: Shape): void {
+  const ok = t.shape.length === expected.length && expected.every((d, i) => d === -1 || d === t.shape[i]);
+  if (!ok) throw new ShapeError(`${op}: ${what} has shape ${shapeStr(t.shape)}, expected ${shapeStr(expected.map((d) => (d === -1 ? "*" : d)) as unknown as number[])}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grad mode
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn with gradient recording off (inference, caching, analyses). Restores the mode even on throw. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Runs fn with gradient recording on, e.g. for a gradient-based analysis inside a noGrad scope. */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opt-in NaN / Inf detection: SELFREPORT_CHECK_NAN=1 or setNanCheck(true).
+
+let nanCheck = process.env["SELFREPORT_CHECK_NAN"] === "1";
+
+export function setNanCheck(on: boolean): void {
+  nanCheck = on;
+}
+
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording
+
+/**
+ * Called by every op after computing `out`. Attaches the gradient node when recording is on
+ * and an input requires a gradient; runs the NaN check when enabled. Returns `out`.
+ */
+export function record(op: string, out: Tensor, inputs: readonly Tensor[], backward: (gradOut: Float32Array) => void): Tensor {
+  if (nanCheck) {
+    const i = firstNonFinite(out.data);
+    if (i >= 0) {
+      // -Infinity is legitimate in masked attention scores.
+      if (!(op === "attnScores" && out.data[i] === -Infinity && firstNonFinite(out.data.map((v) => (v === -Infinity ? 0 : v))) < 0)) {
+        throw new NanError(`${op}: produced ${out.data[i]} at flat index ${i} of output ${shapeStr(out.shape)} (inputs ${inputs.map((t) => shapeStr(t.shape)).join(", ")})`);
+      }
+    }
+  }
+  if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
+    out.requiresGrad = true;
+    out.node = { op, inputs, backward };
+  }
+  return out;
+}
+
+/** The gradient buffer of `t`, allocated (zeros) on first use. Ops call this from their backward. */
+export function gradOf(t: Tensor): Float32Array {
+  if (t.grad === null) t.grad = new Float32Array(t.data.length);
+  return t.grad;
+}
+
+/**
+ * Reverse-mode differentiation from `root` (normally a scalar loss). `gradRoot` defaults to ones.
+ * Adds into the `.grad` of every leaf that requires a gradient (so zero them between steps);
+ * intermediate gradients are freed afterwards unless the tensor called retainGrad().
+ */
+export function backward(root: Tensor, gradRoot?: Float32Array): void {
+  if (!root.requiresGrad) throw new Error(`backward: ${root.toString()} does not require a gradient (was it computed under noGrad, or from tensors without requiresGrad?)`);
+  if (gradRoot === undefined && root.size !== 1) {
+    throw new ShapeError(`backward: root has shape ${shapeStr(root.shape)}; pass gradRoot for a non-scalar root`);
+  }
+  if (gradRoot !== undefined && gradRoot.length !== root.size) {
+    throw new ShapeError(`backward: gradRoot has ${gradRoot.length} elements, root has shape ${shapeStr(root.shape)}`);
+  }
+  const order = topoSort(root);
+  // A retained grad from an earlier pass must not flow again: set it aside, propagate only
+  // this pass's gradient, then add the earlier value back (PyTorch accumulates the same way).
+  const earlier = new Map<Tensor, Float32Array>();
+  for (const t of order) {
+    if (t.grad !== null) { earlier.set(t, t.grad); t.grad = null; }
+  }
+  const g = gradOf(root);
+  if (gradRoot) for (let i = 0; i < g.length; i++) g[i]! += gradRoot[i]!;
+  else g[0]! += 1;
+
+  for (let i = order.length - 1; i >= 0; i--) {
+    const t = order[i]!;
+    const node = t.node!;
+    if (t.grad !== null) {
+      node.backward(t.grad);
+      if (nanCheck) {
+        for (const inp of node.inputs) {
+          if (inp.grad !== null && firstNonFinite(inp.grad) >= 0) {
+            throw new NanError(`backward of ${node.op}: produced a non-finite gradient for input ${shapeStr(inp.shape)}`);
+          }
+        }
+      }
+    }
+    if (!t.retainsGrad) t.grad = null;
+    else {
+      const before = earlier.get(t);
+      if (before) {
+        if (t.grad !== null) for (let j = 0; j < before.length; j++) before[j]! += t.grad[j]!;
+        t.grad = before;
+      }
+    }
+  }
+}
+
+/** Non-leaf tensors reachable from root, inputs before outputs. */
+function topoSort(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative DFS (graphs of deep models would overflow a recursive one).
+  const stack: Array<[Tensor, number]> = [[root, 0]];
+  seen.add(root);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const [t, next] = top;
+    const inputs = t.node ? t.node.inputs : [];
+    if (next < inputs.length) {
+      top[1] = next + 1;
+      const child = inputs[next]!;
+      if (!seen.has(child) && child.node !== null) {
+        seen.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      if (t.node !== null) order.push(t);
+    }
+  }
+  return order;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation
+
+export function tensor(values: ArrayLike<number>, shape?: Shape, requiresGrad = false): Tensor {
+  const data = values instanceof Float32Array ? values : Float32Array.from(values);
+  return new Tensor(data, shape ?? [data.length], requiresGrad);
+}
+
+export function scalar(v: number): Tensor {
+  return new Tensor(Float32Array.of(v), [], false);
+}
+
+export function zeros(shape: Shape, requiresGrad = false): Tensor {
+  return new Tensor(new Float32Array(numel(shape)), shape, requiresGrad);
+}
+
+export function ones(shape: Shape, requiresGrad = false): Tensor {
+  return full(shape, 1, requiresGrad);
+}
+
+export function full(shape: Shape, value: number, requiresGrad = false): Tensor {
+  return new Tensor(new Float32Array(numel(shape)).fill(value), shape, requiresGrad);
+}
