@@ -1,0 +1,92 @@
+/**
+ * Loading and saving models in the Hugging Face GPT-2 directory layout:
+ *   config.json, model.safetensors, and vocab.json + merges.txt (or tokenizer.json).
+ * Local files only: a name is resolved in the local Hugging Face cache, never downloaded.
+ */
+import { existsSync, readFileSync, copyFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { SelfreportError } from "../errors.ts";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { writeJsonAtomic } from "../io/atomic.ts";
+import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
+import { hfToParams, paramsToHf, type RawTensor } from "./hf.ts";
+import { processWeights, type WeightProcessing } from "./process.ts";
+import { HookedTransformer } from "./transformer.ts";
+import { resolveModelDir } from "./resolve.ts";
+
+export interface LoadOptions {
+  /** "tl" (default): TransformerLens's default processing; "raw": exactly the file. */
+  weights?: WeightProcessing;
+}
+
+export interface LoadedModel {
+  model: HookedTransformer;
+  /** The directory the model was read from. */
+  dir: string;
+  weights: WeightProcessing;
+}
+
+export function readModelConfig(dir: string): ModelConfig {
+  const path = join(dir, "config.json");
+  if (!existsSync(path)) throw new SelfreportError(`${dir}: config.json not found (a model directory needs config.json and model.safetensors)`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new SelfreportError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new SelfreportError(`${path}: expected a JSON object`);
+  return configFromHf(json as Record<string, unknown>, path);
+}
+
+/** Reads the raw (unprocessed) parameters of a model directory. */
+export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTensor> {
+  const path = join(dir, "model.safetensors");
+  if (!existsSync(path)) {
+    const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin is present: convert it to model.safetensors, see docs/real-gpt2.md)" : "";
+    throw new SelfreportError(`${dir}: model.safetensors not found${hint}`);
+  }
+  const { tensors } = readSafetensors(path);
+  const raw = new Map<string, RawTensor>();
+  for (const [k, t] of tensors) {
+    if (!(t.data instanceof Float32Array)) throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${t.dtype}; GPT-2 weights are floating point`);
+    raw.set(k, { shape: t.shape, data: t.data });
+  }
+  void cfg;
+  return raw;
+}
+
+/** Loads a model from a directory or a name (see resolveModelDir). */
+export function loadModel(nameOrDir: string, opts: LoadOptions = {}): LoadedModel {
+  const weights = opts.weights ?? "tl";
+  if (weights !== "raw" && weights !== "tl") throw new SelfreportError(`--weights must be "raw" or "tl", got "${String(weights)}"`);
+  const dir = resolveModelDir(nameOrDir);
+  const cfg = readModelConfig(dir);
+  const params = hfToParams(readHfParams(dir, cfg), cfg, join(dir, "model.safetensors"));
+  const processed = processWeights(params, cfg, weights);
+  return { model: new HookedTransformer(processed.cfg, processed.params), dir, weights };
+}
+
+export interface SaveOptions {
+  dtype?: "F32" | "F16";
+  /** Copy vocab.json + merges.txt (or tokenizer.json) from this model directory. */
+  tokenizerFrom?: string;
+  /** Extra fields for config.json (e.g. how the model was made). */
+  extraConfig?: Record<string, unknown>;
+}
+
+/** Writes config.json + model.safetensors (+ tokenizer files), each atomically. */
+export function saveModel(model: HookedTransformer, dir: string, opts: SaveOptions = {}): void {
+  mkdirSync(dir, { recursive: true });
+  const dtype = opts.dtype ?? "F32";
+  const hf = paramsToHf(model.params, model.cfg);
+  const tensors: Record<string, { dtype: "F32" | "F16"; shape: number[]; data: Float32Array }> = {};
+  for (const [k, t] of hf) tensors[k] = { dtype, shape: [...t.shape], data: t.data };
+  writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+  writeJsonAtomic(join(dir, "config.json"), configToHf(model.cfg, opts.extraConfig));
+  if (opts.tokenizerFrom !== undefined && opts.tokenizerFrom !== dir) {
+    const files = ["vocab.json", "merges.txt", "tokenizer.json"].filter((f) => existsSync(join(opts.tokenizerFrom!, f)));
+    if (files.length === 0) throw new SelfreportError(`${opts.tokenizerFrom}: no tokenizer files (vocab.json + merges.txt or tokenizer.json) to copy`);
+    for (const f of files) copyFileSync(join(opts.tokenizerFrom, f), join(dir, f));
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * HookedTransformer: GPT-2 in one readable file, with TransformerLens's parameter names, shapes and
+ * hook points.
+ *
+ * Glossary: B batch, T positions, C d_model, H heads, Dh d_head, M d_mlp, V d_vocab.
+ *
+ * Parameters live in one Map under TransformerLens names and shapes (weights right-multiplied):
+ *   embed.W_E [V, C]  pos_embed.W_pos [nCtx, C]
+ *   blocks.{l}.ln1.w/b [C]  attn.W_Q/W_K/W_V [H, C, Dh]  attn.b_Q/b_K/b_V [H, Dh]  attn.W_O [H, Dh, C]  attn.b_O [C]
+ *   blocks.{l}.ln2.w/b [C]  mlp.W_in [C, M]  mlp.b_in [M]  mlp.W_out [M, C]  mlp.b_out [C]
+ *   ln_final.w/b [C]  unembed.W_U [C, V] (absent when tied: the unembedding is W_Eᵀ)  unembed.b_U [V]
+ */
+import {
+  Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
+  lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, ShapeError,
+} from "../tensor/index.ts";
+import { SelfreportError } from "../errors.ts";
+import type { ModelConfig } from "./config.ts";
+import { HookRunner, hookNames, assertHookName, type Hook, type HookFilter } from "./hooks.ts";
+
+/** Right-padded token ids [batch, len] with an optional attention mask (1 = real token). */
+export interface TokenBatch {
+  ids: Int32Array;
+  batch: number;
+  len: number;
+  attentionMask?: Uint8Array;
+}
+
+export interface ForwardOptions {
+  hooks?: readonly Hook[];
+  /** Run blocks 0..stopAtLayer-1 only and return the residual stream (no logits), as TransformerLens's stop_at_layer. */
+  stopAtLayer?: number;
+  /** Compute logits (default true). Without them the forward ends at the final residual stream. */
+  logits?: boolean;
+}
+
+export interface ForwardResult {
+  /** [B, T, V], or null when not computed. */
+  logits: Tensor | null;
+  /** The residual stream where the forward stopped: [B, T, C]. */
+  resid: Tensor;
+}
+
+/** Names and shapes of every parameter, in a fixed order. */
+export function paramShapes(cfg: ModelConfig): Array<[string, number[]]> {
+  const { dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V, nCtx } = cfg;
+  const shapes: Array<[string, number[]]> = [
+    ["embed.W_E", [V, C]],
+    ["pos_embed.W_pos", [nCtx, C]],
+  ];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const p = `blocks.${l}`;
+    shapes.push(
+      [`${p}.ln1.w`, [C]], [`${p}.ln1.b`, [C]],
+      [`${p}.attn.W_Q`, [H, C, Dh]], [`${p}.attn.W_K`, [H, C, Dh]], [`${p}.attn.W_V`, [H, C, Dh]],
+      [`${p}.attn.b_Q`, [H, Dh]], [`${p}.attn.b_K`, [H, Dh]], [`${p}.attn.b_V`, [H, Dh]],
+      [`${p}.attn.W_O`, [H, Dh, C]], [`${p}.attn.b_O`, [C]],
+      [`${p}.ln2.w`, [C]], [`${p}.ln2.b`, [C]],
+      [`${p}.mlp.W_in`, [C, M]], [`${p}.mlp.b_in`, [M]],
+      [`${p}.mlp.W_out`, [M, C]], [`${p}.mlp.b_out`, [C]],
+    );
+  }
+  shapes.push(["ln_final.w", [C]], ["ln_final.b", [C]]);
+  if (!cfg.tiedEmbeddings) shapes.push(["unembed.W_U", [C, V]]);
+  shapes.push(["unembed.b_U", [V]]);
+  return shapes;
+}
+
+export class HookedTransformer {
+  readonly cfg: ModelConfig;
+  readonly params: ReadonlyMap<string, Tensor>;
+
+  constructor(cfg: ModelConfig, params: Map<string, Tensor>) {
+    for (const [name, shape] of paramShapes(cfg)) {
+      const t = params.get(name);
+      if (t === undefined) throw new SelfreportError(`model: parameter "${name}" is missing (expected shape [${shape.join(", ")}])`);
+      if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+        throw new SelfreportError(`model: parameter "${name}" has shape [${t.shape.join(", ")}], the config needs [${shape.join(", ")}]`);
+      }
+    }
+    const expected = new Set(paramShapes(cfg).map(([n]) => n));
+    for (const name of params.keys()) if (!expected.has(name)) throw new SelfreportError(`model: unexpected parameter "${name}"`);
+    this.cfg = cfg;
+    this.params = params;
+  }
+
+  /** GPT-2 initialisation from a seed: N(0, 0.02), residual writers scaled by 1/√(2·nLayers), LayerNorm 1/0, biases 0. */
+  static init(cfg: ModelConfig, seed: number): HookedTransformer {
+    const rng = new Rng(seed);
+    const params = new Map<string, Tensor>();
+    const writerStd = 0.02 / Math.sqrt(2 * cfg.nLayers);
+    for (const [name, shape] of paramShapes(cfg)) {
+      const t = zeros(shape);
+      if (/\.(w)$/.test(name)) t.data.fill(1);
+      else if (/\.W_(O|out)$/.test(name)) fillNormal(t.data, rng, writerStd);
+      else if (/\.W_/.test(name)) fillNormal(t.data, rng, 0.02);
+      params.set(name, t);
+    }
+    return new HookedTransformer(cfg, params);
+  }
+
+  /** A parameter by name; throws naming it if absent. */
+  p(name: string): Tensor {
+    const t = this.params.get(name);
+    if (t === undefined) throw new SelfreportError(`model: no parameter "${name}"`);
+    return t;
+  }
+
+  parameters(): Tensor[] {
+    return [...this.params.values()];
+  }
+
+  hookNames(): string[] {
+    return hookNames(this.cfg);
+  }
+
+  /** Throws a clear error unless 0 ≤ layer < nLayers. */
+  checkLayer(layer: number, what = "layer"): void {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.cfg.nLayers) {
+      throw new SelfreportError(`${what} ${layer} is out of range: the model has ${this.cfg.nLayers} layers (0..${this.cfg.nLayers - 1})`);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Weight accessors (TransformerLens names and shapes)
+
+  get W_E(): Tensor { return this.p("embed.W_E"); } //                       [V, C]
+  get W_pos(): Tensor { return this.p("pos_embed.W_pos"); } //               [nCtx, C]
+  W_Q(l: number): Tensor { return this.p(`blocks.${l}.attn.W_Q`); } //       [H, C, Dh]
+  W_K(l: number): Tensor { return this.p(`blocks.${l}.attn.W_K`); } //       [H, C, Dh]
+  W_V(l: number): Tensor { return this.p(`blocks.${l}.attn.W_V`); } //       [H, C, Dh]
+  W_O(l: number): Tensor { return this.p(`blocks.${l}.attn.W_O`); } //       [H, Dh, C]
+  b_Q(l: number): Tensor { return this.p(`blocks.${l}.attn.b_Q`); } //       [H, Dh]
+  b_K(l: number): Tensor { return this.p(`blocks.${l}.attn.b_K`); } //       [H, Dh]
+  b_V(l: number): Tensor { return this.p(`blocks.${l}.attn.b_V`); } //       [H, Dh]
+  b_O(l: number): Tensor { return this.p(`blocks.${l}.attn.b_O`); } //       [C]
+  W_in(l: number): Tensor { return this.p(`blocks.${l}.mlp.W_in`); } //      [C, M]
+  b_in(l: number): Tensor { return this.p(`blocks.${l}.mlp.b_in`); } //      [M]
+  W_out(l: number): Tensor { return this.p(`blocks.${l}.mlp.W_out`); } //    [M, C]
+  b_out(l: number): Tensor { return this.p(`blocks.${l}.mlp.b_out`); } //    [C]
+  ln1W(l: number): Tensor { return this.p(`blocks.${l}.ln1.w`); } //         [C]
+  ln2W(l: number): Tensor { return this.p(`blocks.${l}.ln2.w`); } //         [C]
+  get b_U(): Tensor { return this.p("unembed.b_U"); } //                     [V]
+  /** [C, V]; for tied embeddings a fresh copy of W_Eᵀ. */
+  get W_U(): Tensor {
+    return this.cfg.tiedEmbeddings ? noGrad(() => permute(this.W_E, [1, 0])) : this.p("unembed.W_U");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Forward
+
+  forward(tokens: TokenBatch, opts: ForwardOptions = {}): ForwardResult {
+    const { batch: B, len: T, ids } = tokens;
+    const cfg = this.cfg;
+    if (ids.length !== B * T) throw new ShapeError(`forward: ${ids.length} token ids do not fill [${B}, ${T}]`);
+    if (T > cfg.nCtx) throw new SelfreportError(`input has ${T} tokens but the model's context (n_positions) is ${cfg.nCtx}`);
+    if (T === 0) throw new SelfreportError("input has no tokens");
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!(id >= 0 && id < cfg.dVocab)) throw new SelfreportError(`token id ${id} is out of range for a vocabulary of ${cfg.dVocab}`);
+    }
+    const stop = opts.stopAtLayer ?? cfg.nLayers;
+    if (!Number.isInteger(stop) || stop < 0 || stop > cfg.nLayers) {
+      throw new SelfreportError(`stopAtLayer ${stop} is out of range 0..${cfg.nLayers}`);
+    }
+    const hooks = new HookRunner(cfg, opts.hooks ?? []);
+    const keyMask = tokens.attentionMask ?? null;
+
+    const embed = hooks.run("hook_embed", embedding(this.W_E, ids, [B, T])); //            [B, T, C]
+    const pos = hooks.run("hook_pos_embed", add(zeros([B, T, cfg.dModel]), slice(this.W_pos, 0, 0, T))); // [B, T, C]
+    let resid = add(embed, pos); //                                                        [B, T, C]
+    for (let l = 0; l < stop; l++) resid = this.block(l, resid, hooks, keyMask);
+    if (stop < cfg.nLayers || opts.logits === false) return { logits: null, resid };
+    const x = this.lnFinal(resid, hooks); //                                               [B, T, C]
+    return { logits: this.unembed(x), resid };
+  }
+
+  /** Runs blocks from..to-1 on a residual stream [B, T, C] (e.g. to resume after a patched layer). */
+  runBlocks(resid: Tensor, from: number, to: number, hooks: readonly Hook[] = [], keyMask: Uint8Array | null = null): Tensor {
+    const runner = new HookRunner(this.cfg, hooks);
+    let r = resid;
+    for (let l = from; l < to; l++) r = this.block(l, r, runner, keyMask);
+    return r;
+  }
+
+  /** One transformer block: attention then MLP, each added to the residual stream. */
+  private block(l: number, residIn: Tensor, hooks: HookRunner, keyMask: Uint8Array | null): Tensor {
+    const { nHeads: H, dHead: Dh, dModel: C } = this.cfg;
+    const [B, T] = [residIn.shape[0]!, residIn.shape[1]!];
+    const p = `blocks.${l}`;
+    const name = (h: string): string => `${p}.${h}`;
+
+    const residPre = hooks.run(name("hook_resid_pre"), residIn); //                         [B, T, C]
+    const x1 = this.layerNorm(residPre, `${p}.ln1`, hooks); //                              [B, T, C]
+    const q = hooks.run(name("attn.hook_q"), reshape(linear(x1, headsIn(this.W_Q(l)), flatBias(this.b_Q(l))), [B, T, H, Dh]));
+    const k = hooks.run(name("attn.hook_k"), reshape(linear(x1, headsIn(this.W_K(l)), flatBias(this.b_K(l))), [B, T, H, Dh]));
+    const v = hooks.run(name("attn.hook_v"), reshape(linear(x1, headsIn(this.W_V(l)), flatBias(this.b_V(l))), [B, T, H, Dh]));
+    let z: Tensor; //                                                                       [B, T, H, Dh]
+    if (hooks.needs(name("attn.hook_attn_scores")) || hooks.needs(name("attn.hook_pattern"))) {
+      const scores = hooks.run(name("attn.hook_attn_scores"), attnScores(q, k, keyMask)); // [B, H, T, T]
+      const pattern = hooks.run(name("attn.hook_pattern"), softmax(scores)); //              [B, H, T, T]
+      z = attnApply(pattern, v);
+    } else {
+      z = causalAttention(q, k, v, keyMask);
+    }
+    z = hooks.run(name("attn.hook_z"), z);
+    const attnOut = hooks.run(name("hook_attn_out"), linear(reshape(z, [B, T, H * Dh]), reshape(this.W_O(l), [H * Dh, C]), this.b_O(l)));
+    const residMid = hooks.run(name("hook_resid_mid"), add(residPre, attnOut)); //          [B, T, C]
+
+    const x2 = this.layerNorm(residMid, `${p}.ln2`, hooks); //                              [B, T, C]
+    const pre = hooks.run(name("mlp.hook_pre"), linear(x2, this.W_in(l), this.b_in(l))); //  [B, T, M]
+    const post = hooks.run(name("mlp.hook_post"), geluNew(pre)); //                          [B, T, M]
+    const mlpOut = hooks.run(name("hook_mlp_out"), linear(post, this.W_out(l), this.b_out(l))); // [B, T, C]
+    return hooks.run(name("hook_resid_post"), add(residMid, mlpOut)); //                     [B, T, C]
+  }
+
+  /** LayerNorm as TransformerLens writes it, with hook_scale and hook_normalized between the steps. */
+  private layerNorm(x: Tensor, prefix: string, hooks: HookRunner): Tensor {
+    const scale = hooks.run(`${prefix}.hook_scale`, lnScale(x, this.cfg.lnEps)); //          [..., 1]
+    const normalized = hooks.run(`${prefix}.hook_normalized`, lnNormalize(x, scale)); //    [..., C]
+    return affineLast(normalized, this.p(`${prefix}.w`), this.p(`${prefix}.b`));
+  }
+
+  /** ln_final applied to a residual stream [..., C]. */
+  lnFinal(resid: Tensor, hooks: HookRunner = new HookRunner(this.cfg, [])): Tensor {
+    return this.layerNorm(resid, "ln_final", hooks);
+  }
+
+  /** Logits [..., V] from the normalised final residual [..., C]. */
+  unembed(x: Tensor): Tensor {
+    if (!this.cfg.tiedEmbeddings) return linear(x, this.p("unembed.W_U"), this.b_U);
+    const logits = matmul(x, this.W_E, { transB: true });
+    return this.b_U.data.some((v) => v !== 0) || this.b_U.requiresGrad ? add(logits, this.b_U) : logits;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // TransformerLens conveniences
+
+  /** Forward pass that stores the activations at the named hook points (only those). */
+  runWithCache(tokens: TokenBatch, names: readonly string[] | ((name: string) => boolean), opts: ForwardOptions = {}): ForwardResult & { cache: Map<string, Tensor> } {
+    const cache = new Map<string, Tensor>();
+    let filter: HookFilter;
+    if (typeof names === "function") filter = names;
+    else {
+      for (const n of names) assertHookName(this.cfg, n);
+      const wanted = new Set(names);
+      filter = (n: string) => wanted.has(n);
+    }
+    const store: Hook = [filter, (act, hook) => void cache.set(hook.name, act)];
+    const result = this.forward(tokens, { ...opts, hooks: [...(opts.hooks ?? []), store] });
+    return { ...result, cache };
+  }
+
+  /** Forward pass with hooks that may read or replace activations. */
+  runWithHooks(tokens: TokenBatch, hooks: readonly Hook[], opts: ForwardOptions = {}): ForwardResult {
+    return this.forward(tokens, { ...opts, hooks: [...(opts.hooks ?? []), ...hooks] });
+  }
+}
+
+/** W [H, C, Dh] → [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1, as in GPT-2's c_attn. */
+function headsIn(W: Tensor): Tensor {
+  const [H, C, Dh] = W.shape as [number, number, number];
+  return reshape(permute(W, [1, 0, 2]), [C, H * Dh]);
+}
+
+function flatBias(b: Tensor): Tensor {
+  return reshape(b, [b.size]);
+}
+
+/** Token ids as a right-padded TokenBatch (pad id 50256 by default). */
+export function tokenBatch(rows: readonly (readonly number[])[], padId = 50256): TokenBatch & { lengths: number[] } {
+  const B = rows.length;
+  const T = Math.max(1, ...rows.map((r) => r.length));
+  const ids = new Int32Array(B * T).fill(padId);
+  const attentionMask = new Uint8Array(B * T);
+  rows.forEach((r, b) => {
+    r.forEach((id, t) => {
+      ids[b * T + t] = id;
+      attentionMask[b * T + t] = 1;
+    });
+  });
+  return { ids, batch: B, len: T, attentionMask, lengths: rows.map((r) => r.length) };
+}
