@@ -1,0 +1,315 @@
+/**
+ * Text generation with a key/value cache.
+ *
+ * The full forward pass (model.forward) recomputes every position at every step. A KV cache keeps,
+ * per layer, the keys and values of the positions seen so far ([pos, head, d_head]); a step then runs
+ * only the new tokens through the blocks, attending from the new queries to all cached keys. Causal
+ * attention makes this exact: position p never sees positions after p, so its keys and values do not
+ * change when tokens are appended. The test checks the cached logits against the full forward.
+ *
+ * Glossary: T new tokens in a step, P positions cached before it, C d_model, H heads, Dh d_head,
+ * M d_mlp, V d_vocab.
+ *
+ * Sampling: temperature 0 is greedy (argmax, lowest id on ties); otherwise the logits are divided by
+ * the temperature, restricted to the topK largest (topK 0 = the whole vocabulary), softmaxed, and one
+ * token drawn with the engine's seeded Rng, so a seed always gives the same continuation.
+ * Generation stops after maxNewTokens, at <|endoftext|> (not included in the output), or when the
+ * sequence fills the model's context n_ctx (stopReason says which).
+ */
+import { Tensor, Rng, noGrad, linear, layerNorm, geluNew, reshape, permute, softmaxRow } from "../tensor/index.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import { SelfreportError } from "../errors.ts";
+
+/** One layer's weights in the layout a cached step uses (query/key/value heads side by side). */
+interface LayerWeights {
+  ln1W: Tensor; ln1B: Tensor; //   [C]
+  WQ: Tensor; WK: Tensor; WV: Tensor; // [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1
+  bQ: Tensor; bK: Tensor; bV: Tensor; // [H·Dh]
+  WO: Tensor; bO: Tensor; //       [H·Dh, C], [C]
+  ln2W: Tensor; ln2B: Tensor; //   [C]
+  Win: Tensor; bin: Tensor; //     [C, M], [M]
+  Wout: Tensor; bout: Tensor; //   [M, C], [C]
+}
+
+/** W [H, C, Dh] → [C, H·Dh]. */
+function headsIn(W: Tensor): Tensor {
+  const [H, C, Dh] = W.shape as [number, number, number];
+  return reshape(permute(W, [1, 0, 2]), [C, H * Dh]);
+}
+
+function flat(t: Tensor): Tensor {
+  return reshape(t, [t.size]);
+}
+
+/**
+ * An incremental forward pass over one sequence. `append(ids)` runs the new tokens at positions
+ * length..length+T-1 and returns their logits [T, V] (or only the last row's [1, V]).
+ */
+export class KVCache {
+  readonly model: HookedTransformer;
+  private readonly layers: LayerWeights[];
+  /** keys[l], values[l]: [nCtx, H, Dh], filled for positions 0..length-1. */
+  private readonly keys: Float32Array[];
+  private readonly values: Float32Array[];
+  private pos = 0;
+
+  constructor(model: HookedTransformer) {
+    this.model = model;
+    const cfg = model.cfg;
+    const p = (l: number, n: string): Tensor => model.p(`blocks.${l}.${n}`);
+    this.layers = noGrad(() =>
+      Array.from({ length: cfg.nLayers }, (_, l) => ({
+        ln1W: p(l, "ln1.w"), ln1B: p(l, "ln1.b"),
+        WQ: headsIn(model.W_Q(l)), WK: headsIn(model.W_K(l)), WV: headsIn(model.W_V(l)),
+        bQ: flat(model.b_Q(l)), bK: flat(model.b_K(l)), bV: flat(model.b_V(l)),
+        WO: reshape(model.W_O(l), [cfg.nHeads * cfg.dHead, cfg.dModel]), bO: model.b_O(l),
+        ln2W: p(l, "ln2.w"), ln2B: p(l, "ln2.b"),
+        Win: model.W_in(l), bin: model.b_in(l), Wout: model.W_out(l), bout: model.b_out(l),
+      })),
+    );
+    const size = cfg.nCtx * cfg.nHeads * cfg.dHead;
+    this.keys = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
+    this.values = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
+  }
+
+  /** Positions cached so far. */
+  get length(): number {
+    return this.pos;
+  }
+
+  /** Forgets every cached position. */
+  reset(): void {
+    this.pos = 0;
+  }
+
+  /** Runs `ids` at the next positions; returns logits [T, V], or [1, V] for the last one with lastOnly. */
+  append(ids: ArrayLike<number>, opts: { lastOnly?: boolean } = {}): Tensor {
+    const cfg = this.model.cfg;
+    const T = ids.length;
+    const P = this.pos;
+    if (T === 0) throw new SelfreportError("KVCache.append: no tokens to append");
+    if (P + T > cfg.nCtx) throw new SelfreportError(`KVCache.append: ${P} cached + ${T} new tokens exceed the model's context n_ctx ${cfg.nCtx}`);
+    const { dModel: C } = cfg;
+    return noGrad(() => {
+      // Token + position embeddings.
+      const x0 = new Float32Array(T * C); //                                  [T, C]
+      const WE = this.model.W_E.data;
+      const Wpos = this.model.W_pos.data;
+      for (let t = 0; t < T; t++) {
+        const id = ids[t]!;
+        if (!(Number.isInteger(id) && id >= 0 && id < cfg.dVocab)) throw new SelfreportError(`token id ${id} is out of range for a vocabulary of ${cfg.dVocab}`);
+        for (let c = 0; c < C; c++) x0[t * C + c] = WE[id * C + c]! + Wpos[(P + t) * C + c]!;
+      }
+      let resid = new Tensor(x0, [T, C]); //                                   [T, C]
+      for (let l = 0; l < cfg.nLayers; l++) resid = this.block(l, resid, P);
+      this.pos = P + T;
+      const last = opts.lastOnly === true ? new Tensor(resid.data.slice((T - 1) * C), [1, C]) : resid;
+      const x = this.model.lnFinal(last); //                                   [T or 1, C]
+      return this.model.unembed(x); //                                         [T or 1, V]
+    });
+  }
+
+  /** One block on the new positions P..P+T-1, appending their keys and values to the cache. */
+  private block(l: number, residIn: Tensor, P: number): Tensor {
+    const { nHeads: H, dHead: Dh, lnEps } = this.model.cfg;
+    const w = this.layers[l]!;
+    const T = residIn.shape[0]!;
+    const HD = H * Dh;
+    const x1 = layerNorm(residIn, w.ln1W, w.ln1B, lnEps); //                  [T, C]
+    const q = linear(x1, w.WQ, w.bQ).data; //                                  [T, H·Dh]
+    const K = this.keys[l]!; //                                                [nCtx, H, Dh]
+    const V = this.values[l]!; //                                              [nCtx, H, Dh]
+    K.set(linear(x1, w.WK, w.bK).data, P * HD);
+    V.set(linear(x1, w.WV, w.bV).data, P * HD);
+
+    // Attention of each new query (absolute position P+t) to the keys 0..P+t.
+    const z = new Float32Array(T * HD); //                                     [T, H, Dh]
+    const scores = new Float32Array(P + T);
+    const scale = 1 / Math.sqrt(Dh);
+    for (let t = 0; t < T; t++) {
+      const n = P + t + 1;
+      for (let h = 0; h < H; h++) {
+        const qo = t * HD + h * Dh;
+        for (let j = 0; j < n; j++) {
+          const ko = j * HD + h * Dh;
+          let s = 0;
+          for (let d = 0; d < Dh; d++) s += q[qo + d]! * K[ko + d]!;
+          scores[j] = s * scale;
+        }
+        softmaxRow(scores, scores, 0, n);
+        for (let j = 0; j < n; j++) {
+          const p = scores[j]!;
+          const vo = j * HD + h * Dh;
+          for (let d = 0; d < Dh; d++) z[qo + d]! += p * V[vo + d]!;
+        }
+      }
+    }
+    const attnOut = linear(new Tensor(z, [T, HD]), w.WO, w.bO); //            [T, C]
+    const residMid = addInto(residIn, attnOut); //                             [T, C]
+    const x2 = layerNorm(residMid, w.ln2W, w.ln2B, lnEps); //                 [T, C]
+    const post = geluNew(linear(x2, w.Win, w.bin)); //                         [T, M]
+    return addInto(residMid, linear(post, w.Wout, w.bout)); //                 [T, C]
+  }
+}
+
+/** a + b for two untracked tensors of one shape (a fresh tensor). */
+function addInto(a: Tensor, b: Tensor): Tensor {
+  const out = a.data.slice();
+  const B = b.data;
+  for (let i = 0; i < out.length; i++) out[i]! += B[i]!;
+  return new Tensor(out, a.shape);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sampling
+
+export interface SamplingOptions {
+  /** 0 = greedy; otherwise logits are divided by it before the softmax. Default 0.8. */
+  temperature?: number;
+  /** Sample among the topK most likely tokens (0 = all). Default 40. */
+  topK?: number;
+  /** Seed of the sampling Rng. Default 0. */
+  seed?: number;
+}
+
+export interface GenerateIdsOptions extends SamplingOptions {
+  /** Tokens to add at most. Default 50. */
+  maxNewTokens?: number;
+  /** Stop when this token is drawn (it is not included in the output); null = never. */
+  eosId?: number | null;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  prompt: string;
+  maxNewTokens?: number;
+}
+
+export type StopReason = "max_new_tokens" | "eos" | "n_ctx";
+
+export interface GenerateIdsResult {
+  /** Prompt ids followed by the new ones. */
+  ids: number[];
+  newIds: number[];
+  stopReason: StopReason;
+}
+
+export interface GenerateResult extends GenerateIdsResult {
+  /** The prompt and its continuation, decoded. */
+  text: string;
+  /** The continuation only. */
+  continuation: string;
+}
+
+export const GENERATE_DEFAULTS = { maxNewTokens: 50, temperature: 0.8, topK: 40, seed: 0 };
+
+function checkSampling(o: Required<SamplingOptions>, maxNewTokens: number): void {
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SelfreportError(`max new tokens must be a non-negative integer, got ${maxNewTokens}`);
+  if (!(Number.isFinite(o.temperature) && o.temperature >= 0)) throw new SelfreportError(`temperature must be a finite number ≥ 0 (0 = greedy), got ${o.temperature}`);
+  if (!Number.isInteger(o.topK) || o.topK < 0) throw new SelfreportError(`top-k must be a non-negative integer (0 = no limit), got ${o.topK}`);
+  if (!Number.isFinite(o.seed)) throw new SelfreportError(`seed must be a finite number, got ${o.seed}`);
+}
+
+/** Index of the largest logit (the lowest index on ties). */
+export function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+  return best;
+}
+
+/**
+ * The k largest entries' indices, largest first (ties: lower index first), with a bounded
+ * min-heap: O(V log k) instead of sorting the vocabulary.
+ */
+export function topKIndices(values: Float32Array, k: number): number[] {
+  const n = Math.min(k, values.length);
+  // "a ranks below b": smaller value, or equal value and larger index.
+  const below = (a: number, b: number): boolean => values[a]! < values[b]! || (values[a] === values[b] && a > b);
+  const heap: number[] = []; // heap[0] ranks lowest
+  const siftDown = (i: number): void => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < heap.length && below(heap[l]!, heap[m]!)) m = l;
+      if (r < heap.length && below(heap[r]!, heap[m]!)) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+      i = m;
+    }
+  };
+  for (let i = 0; i < values.length; i++) {
+    if (heap.length < n) {
+      heap.push(i);
+      for (let c = heap.length - 1; c > 0; ) {
+        const parent = (c - 1) >> 1;
+        if (!below(heap[c]!, heap[parent]!)) break;
+        [heap[c], heap[parent]] = [heap[parent]!, heap[c]!];
+        c = parent;
+      }
+    } else if (n > 0 && below(heap[0]!, i)) {
+      heap[0] = i;
+      siftDown(0);
+    }
+  }
+  return heap.sort((a, b) => (below(a, b) ? 1 : below(b, a) ? -1 : 0));
+}
+
+/** Draws the next token from one row of logits [V] (see the top of this file). */
+export function sampleToken(logits: Float32Array, temperature: number, topK: number, rng: Rng): number {
+  if (temperature === 0) return argmax(logits);
+  const candidates = topK > 0 && topK < logits.length ? topKIndices(logits, topK) : Array.from(logits.keys());
+  const scaled = Float32Array.from(candidates, (i) => logits[i]! / temperature);
+  softmaxRow(scaled, scaled, 0, scaled.length);
+  const u = rng.uniform();
+  let acc = 0;
+  for (let j = 0; j < candidates.length; j++) {
+    acc += scaled[j]!;
+    if (u < acc) return candidates[j]!;
+  }
+  // Rounding left u above the total: the last candidate with any probability.
+  for (let j = candidates.length - 1; j >= 0; j--) if (scaled[j]! > 0) return candidates[j]!;
+  return candidates[0]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+/** Continues a prompt given as token ids (see the top of this file). */
+export function generateIds(model: HookedTransformer, promptIds: readonly number[], opts: GenerateIdsOptions = {}): GenerateIdsResult {
+  const maxNewTokens = opts.maxNewTokens ?? GENERATE_DEFAULTS.maxNewTokens;
+  const sampling = {
+    temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature,
+    topK: opts.topK ?? GENERATE_DEFAULTS.topK,
+    seed: opts.seed ?? GENERATE_DEFAULTS.seed,
+  };
+  checkSampling(sampling, maxNewTokens);
+  const nCtx = model.cfg.nCtx;
+  if (promptIds.length === 0) throw new SelfreportError("the prompt is empty: give at least one token to continue");
+  if (promptIds.length > nCtx) throw new SelfreportError(`the prompt has ${promptIds.length} tokens, longer than the model's context n_ctx ${nCtx}`);
+  const eosId = opts.eosId ?? null;
+  const rng = new Rng(sampling.seed);
+  const ids = [...promptIds];
+  const newIds: number[] = [];
+  if (ids.length >= nCtx) return { ids, newIds, stopReason: "n_ctx" };
+  if (maxNewTokens === 0) return { ids, newIds, stopReason: "max_new_tokens" };
+
+  const cache = new KVCache(model);
+  let logits = cache.append(ids, { lastOnly: true }).data; //                  [V]
+  for (;;) {
+    const next = sampleToken(logits, sampling.temperature, sampling.topK, rng);
+    if (next === eosId) return { ids, newIds, stopReason: "eos" };
+    ids.push(next);
+    newIds.push(next);
+    if (newIds.length >= maxNewTokens) return { ids, newIds, stopReason: "max_new_tokens" };
+    if (ids.length >= nCtx) return { ids, newIds, stopReason: "n_ctx" };
+    logits = cache.append([next]).data;
+  }
+}
+
+/** Continues a text prompt: encodes it, generates with a KV cache, decodes. */
+export function generate(model: HookedTransformer, tokenizer: Tokenizer, opts: GenerateOptions): GenerateResult {
+  if (opts.prompt.length === 0) throw new SelfreportError("the prompt is empty: give some text to continue");
+  const r = generateIds(model, tokenizer.encode(opts.prompt), { ...opts, eosId: tokenizer.eosId });
+  return { ...r, text: tokenizer.decode(r.ids), continuation: tokenizer.decode(r.newIds) };
+}
