@@ -1,0 +1,61 @@
+/**
+ * What every analysis starts from: a run directory and its dataset, read from files only
+ * (analyses never import the trainer). Checks that the dataset belongs to the run.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { HookedTransformer } from "../model/transformer.ts";
+import { SelfreportError } from "../errors.ts";
+import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { readDataset, type Dataset } from "../selfreport/dataset.ts";
+import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
+
+export interface AnalysisContext {
+  run: Run;
+  /** The model the predictor runs on (fine-tuned for unfrozen/partial runs). */
+  model: HookedTransformer;
+  /** The base model the run started from (the same object as `model` for frozen runs). */
+  baseModel: HookedTransformer;
+  ds: Dataset;
+  datasetPath: string;
+}
+
+/** Throws unless the dataset was built for the run's model, layer, neuron and hook. */
+export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: string): void {
+  const c = run.config;
+  const m = ds.meta;
+  const problems: string[] = [];
+  if (m.layer !== c.target_layer) problems.push(`layer ${m.layer} ≠ run's ${c.target_layer}`);
+  if (m.neuron !== c.target_neuron) problems.push(`neuron ${m.neuron} ≠ run's ${c.target_neuron}`);
+  if (m.layer_type !== c.layer_type) problems.push(`layer_type ${m.layer_type} ≠ run's ${c.layer_type}`);
+  if (resolve(m.model_dir) !== resolve(c.dataset.model_dir)) problems.push(`model ${m.model_dir} ≠ run's ${c.dataset.model_dir}`);
+  if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
+}
+
+export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
+  const run = loadRun(runDir);
+  const datasetPath = dataPath ?? run.config.dataset.path;
+  if (!existsSync(datasetPath)) {
+    throw new SelfreportError(`dataset ${datasetPath} not found${dataPath === undefined ? " (the path recorded in the run's config.json); pass --data FILE" : ""}`);
+  }
+  const ds = readDataset(datasetPath);
+  checkDatasetMatchesRun(run, ds, datasetPath);
+  const baseModel = loadBaseModel(run);
+  const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
+  return { run, model, baseModel, ds, datasetPath };
+}
+
+/** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
+export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
+  mkdirSync(outDir, { recursive: true });
+  const written: string[] = [];
+  for (const [name, svg] of Object.entries(plots)) {
+    const file = join(outDir, `${name}.svg`);
+    writeFileAtomic(file, svg);
+    written.push(file);
+  }
+  const file = join(outDir, "summary.json");
+  writeJsonAtomic(file, { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
+  written.push(file);
+  return written;
+}

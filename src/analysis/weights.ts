@@ -1,0 +1,562 @@
+/**
+ * Weights analysis: does the head read what the target neuron writes?
+ *
+ *   1. The head's reading direction w in the residual stream (resid_post of feature_layer):
+ *        regression, no hidden layer   w = output.weight[0]
+ *        classification                w = Σ_i (centre_i − c̄)·output.weight[i]       (softmax ignores a shared shift)
+ *        token                         w[c] = Σ_i (centre_i − c̄)·W[i, c]·ln_final.w[c], then centred
+ *                                      (ln_final's scale folded; its mean-subtraction removes the all-ones direction)
+ *        with a hidden layer           w = mean over examples of ∂prediction/∂resid
+ *      plus the per-example gradients g_i = ∂prediction_i/∂resid_i (activation units) and their top 3
+ *      principal directions.
+ *   2. w against the neuron's vectors W_in[:, n] (as loaded, and folded: centre(ln2.w ⊙ W_in[:, n])) and
+ *      W_out[n, :]: cosine, z = cosine·√d_model (random directions: mean 0, std 1/√d_model), and the rank of
+ *      |cosine| among every neuron of the target layer and of all layers (1 = highest).
+ *   3. The activation pattern a = Σ w / (wᵀ Σ w) (Haufe et al., NeuroImage 2014), Σ = Cov(resid) over the
+ *      dataset, against the same vectors; and cosines in the whitened basis (Σ + ridge)^{-1/2}.
+ *   4. The share of the prediction's variance carried by the neuron's direct write:
+ *      (ḡ·W_out[n, :])²·Var(act) / Var(prediction).
+ *   5. A PCA of the target layer's W_out rows with the head direction projected.
+ *
+ * For an `mlp_out` target the "neuron" is residual dimension n: its vector is the unit vector e_n.
+ * See docs/analyses/weights.md for what each number answers, and the summary.json schema.
+ */
+import { existsSync } from "node:fs";
+import { Tensor, backward, noGrad, withGrad } from "../tensor/index.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
+import { SelfreportError } from "../errors.ts";
+import { binCentres, pearson } from "../selfreport/stats.ts";
+import { headForward, predictionTensor } from "../selfreport/predictor.ts";
+import { cachedFeatures, featureCachePath } from "../selfreport/features.ts";
+import { targetHookName, exampleBatch } from "../selfreport/dataset.ts";
+import type { Run } from "../selfreport/run.ts";
+import { histogram, scatter, renderSvg } from "../report/charts.ts";
+import type { AnalysisContext } from "./context.ts";
+import * as la from "./linalg.ts";
+
+type Vec = la.Vec;
+
+export interface WeightsOptions {
+  /** Examples for the covariance, gradients and variances (evenly spaced over the dataset). Default 2000. */
+  maxExamples?: number;
+  /** Whitening ridge, as a fraction of the mean residual variance: Σ + ridge·(tr Σ / d_model)·I. Default 0.01. */
+  ridge?: number;
+}
+
+export const WEIGHTS_DEFAULTS = { maxExamples: 2000, ridge: 0.01 } as const;
+
+/** The neuron vectors a direction is compared with. */
+export type VectorKind = "W_in_raw" | "W_in_folded" | "W_out" | "e_n";
+
+export interface Comparison {
+  cosine: number;
+  /** cosine·√d_model: the cosine in units of the null's standard deviation. */
+  z: number;
+  /** Rank of this neuron's |cosine| among the n_in_layer candidates (1 = highest); for e_n among the d_model basis vectors. */
+  rank_in_layer: number;
+  n_in_layer: number;
+  /** Rank among every neuron of every layer; null for e_n. */
+  rank_overall: number | null;
+  n_overall: number | null;
+}
+
+export interface PrincipalDirection {
+  explained_variance_ratio: number;
+  /** Cosines of the (sign-arbitrary) principal direction with the head direction and the neuron's vectors. */
+  cosine_with_direction: number;
+  cosine_with: Partial<Record<VectorKind, number>>;
+}
+
+export interface WeightsSummary {
+  target: {
+    layer: number; neuron: number; layer_type: string; hook: string; feature_layer: number;
+    d_model: number; d_mlp: number; n_layers: number; weights: string; freeze_mode: string;
+  };
+  examples: { n_used: number; n_dataset: number; features: string; prediction_activation_r: number };
+  null_model: { mean: number; std: number; description: string };
+  head: {
+    type: string; hidden_dim: number | null; method: string;
+    /** The reading direction, unit length [d_model]. */
+    direction: number[];
+    /** For a token head: cosine of the direction without ln_final's scale with the folded one; else null. */
+    cosine_unfolded_vs_folded: number | null;
+  };
+  gradient: {
+    /** |ḡ|: prediction change (activation units) per unit of residual along the mean gradient. */
+    mean_norm: number;
+    /** |ḡ|² / mean |g_i|²: 1 when every example is read along the same direction. */
+    mean_share: number;
+    cosine_mean_with_direction: number;
+    /** Top 3 principal directions of the per-example gradients (empty for a linear regression head, whose gradient is constant). */
+    principal: PrincipalDirection[];
+  };
+  vectors: VectorKind[];
+  w_in: { ln2_already_folded: boolean; note: string } | null;
+  reading: Partial<Record<VectorKind, Comparison>>;
+  pattern: { direction: number[]; comparisons: Partial<Record<VectorKind, Comparison>> };
+  whitened: { ridge: number; cosines: Partial<Record<VectorKind, number>>; note: string };
+  residual: { participation_ratio: number; top_pc_variance_ratio: number; mean_norm_share: number };
+  direct_write: {
+    applicable: boolean; note: string;
+    w_dot_write: number | null; var_activation: number; var_prediction: number; share: number | null;
+  };
+  w_out_pca: {
+    explained_variance_ratio: number[]; head_in_plane: number;
+    head: [number, number]; target: [number, number]; points: Array<[number, number]>;
+  } | null;
+  /** Every candidate's cosine in the target layer (for the histograms), keyed "reading_W_out" etc. */
+  layer_cosines: Record<string, number[]>;
+  notes: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Examples and features
+
+/** At most `max` example indices, evenly spaced over 0..n-1. */
+export function exampleIndices(n: number, max: number): number[] {
+  const m = Math.min(n, max);
+  return Array.from({ length: m }, (_, i) => Math.floor((i * n) / m));
+}
+
+/**
+ * Residual features [N, C] of the chosen examples: the frozen feature cache when training left one,
+ * else computed with the run's model. As in computeFeatures, examples cut from one text window share
+ * their prefix, so one forward pass over the longest covers the others (causal attention: a position
+ * never sees what follows it, so neither the longer suffix nor the right-padding changes it).
+ */
+function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32Array; source: string } {
+  const c = ctx.run.config;
+  const ds = ctx.ds;
+  const { dModel: C, dVocab } = ctx.model.cfg;
+  const X = new Float32Array(idx.length * C);
+  if (c.freeze_mode === "frozen" && existsSync(featureCachePath(ctx.datasetPath, c.feature_layer, c.weights))) {
+    const all = cachedFeatures(ctx.model, c.base_model_dir, ds, ctx.datasetPath, c.feature_layer, c.weights).data;
+    idx.forEach((i, j) => X.set(all.subarray(i * C, (i + 1) * C), j * C));
+    return { X, source: "frozen feature cache" };
+  }
+  const groups = new Map<number, number[]>(); // window → rows j of X
+  idx.forEach((i, j) => {
+    const g = groups.get(ds.window[i]!);
+    if (g) g.push(j);
+    else groups.set(ds.window[i]!, [j]);
+  });
+  const list = [...groups.values()];
+  const padId = Math.min(50256, dVocab - 1); // <|endoftext|>, or any valid id for a small test vocabulary
+  noGrad(() => {
+    for (let g0 = 0; g0 < list.length; g0 += 16) {
+      const chunk = list.slice(g0, g0 + 16);
+      const longest = chunk.map((rows) => idx[rows.reduce((a, b) => (ds.lengths[idx[b]!]! > ds.lengths[idx[a]!]! ? b : a))]!);
+      const batch = exampleBatch(ds, longest, padId);
+      const { resid } = ctx.model.forward(batch, { stopAtLayer: c.feature_layer + 1 }); // [B, T, C]
+      chunk.forEach((rows, b) => {
+        for (const j of rows) {
+          const o = (b * batch.len + ds.positions[idx[j]!]!) * C;
+          X.set(resid.data.subarray(o, o + C), j * C);
+        }
+      });
+    }
+  });
+  return { X, source: c.freeze_mode === "frozen" ? "computed with the base model" : "computed with the fine-tuned model" };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The head
+
+/** Per-example gradients ∂prediction/∂resid [N, C] (activation units) and the predictions [N]. */
+export function headGradients(run: Run, model: HookedTransformer, X: Float32Array, N: number): { grads: Vec; pred: Vec } {
+  const C = run.config.head_config.input_dim;
+  return withGrad(() => {
+    const x = new Tensor(X.slice(), [N, C], true); //                       [N, C]
+    const out = headForward(run.config.head_config, run.head, x, model); //  [N] or [N, K]
+    const pred = predictionTensor(run.headType, out, run.readout); //        [N]
+    // rows are independent (no dropout at inference), so one backward gives every row's gradient
+    backward(pred, new Float32Array(N).fill(1));
+    return { grads: Float64Array.from(x.grad!), pred: Float64Array.from(pred.data) };
+  });
+}
+
+/** The head's static reading direction (see the file comment); `meanGradient` is used for hidden-layer heads. */
+export function headDirection(run: Run, model: HookedTransformer, meanGradient: Vec): { direction: Vec; method: string; unfolded: Vec | null } {
+  const cfg = run.config.head_config;
+  const W = run.head.get("output.weight")!; // [out, in]
+  const C = cfg.input_dim;
+  if (cfg.hidden_dim !== null) {
+    return { direction: meanGradient.slice(), method: "mean over the examples of ∂prediction/∂resid (the head has a hidden layer)", unfolded: null };
+  }
+  if (run.headType === "regression") {
+    return { direction: Float64Array.from(W.data), method: "output.weight row (linear regression head)", unfolded: null };
+  }
+  const centres = binCentres(run.config.bin_edges);
+  const K = W.shape[0]!;
+  if (centres.length !== K) throw new SelfreportError(`${run.dir}: the head has ${K} classes but the run's bin_edges give ${centres.length} bins`);
+  const cbar = centres.reduce((a, b) => a + b, 0) / K;
+  const w = new Float64Array(C); // Σ_i (centre_i − c̄)·W[i, :]
+  for (let i = 0; i < K; i++) for (let c = 0; c < C; c++) w[c]! += (centres[i]! - cbar) * W.data[i * C + c]!;
+  if (run.headType === "classification") {
+    return { direction: w, method: "Σ_i (centre_i − mean centre)·output.weight[i] (classification head; softmax ignores a shared shift)", unfolded: null };
+  }
+  const lnf = model.p("ln_final.w").data; // [C]
+  const folded = la.centred(w.map((v, c) => v * lnf[c]!));
+  return {
+    direction: folded,
+    method: "Σ_i (centre_i − mean centre)·output.weight[i] ⊙ ln_final.w, centred (token head read through ln_final)",
+    unfolded: w,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Neuron vectors and cosines with every neuron
+
+/** W_in of layer l with ln2 folded in: centre over d_model of ln2.w[c]·W_in[c, m] → [C, M]. */
+export function foldedWin(model: HookedTransformer, l: number): Vec {
+  const { dModel: C, dMlp: M } = model.cfg;
+  const W = model.W_in(l).data;
+  const s = model.ln2W(l).data;
+  const F = new Float64Array(C * M);
+  const mean = new Float64Array(M);
+  for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) {
+    const v = s[c]! * W[c * M + m]!;
+    F[c * M + m] = v;
+    mean[m]! += v / C;
+  }
+  for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) F[c * M + m]! -= mean[m]!;
+  return F;
+}
+
+/** Whether the model's ln2 is already folded into W_in (tl weights): ln2.w = 1, ln2.b = 0, W_in columns centred. */
+function ln2AlreadyFolded(model: HookedTransformer): boolean {
+  const { nLayers, dModel: C, dMlp: M } = model.cfg;
+  for (let l = 0; l < nLayers; l++) {
+    if (model.ln2W(l).data.some((v) => v !== 1) || model.p(`blocks.${l}.ln2.b`).data.some((v) => v !== 0)) return false;
+    const W = model.W_in(l).data;
+    for (let m = 0; m < M; m++) {
+      let s = 0;
+      let ss = 0;
+      for (let c = 0; c < C; c++) {
+        s += W[c * M + m]!;
+        ss += W[c * M + m]! ** 2;
+      }
+      if (Math.abs(s / C) > 1e-4 * Math.sqrt(ss / C) + 1e-12) return false;
+    }
+  }
+  return true;
+}
+
+/** One layer's neuron vectors of a kind as a matrix and its layout: "cols" [C, M] (W_in) or "rows" [M, C] (W_out). */
+function layerMatrix(model: HookedTransformer, kind: Exclude<VectorKind, "e_n">, l: number): { A: ArrayLike<number>; layout: "cols" | "rows" } {
+  if (kind === "W_in_raw") return { A: model.W_in(l).data, layout: "cols" };
+  if (kind === "W_in_folded") return { A: foldedWin(model, l), layout: "cols" };
+  return { A: model.W_out(l).data, layout: "rows" };
+}
+
+/** cos(u, v_m) for every neuron m of layer l → [M]. */
+function layerCosines(model: HookedTransformer, kind: Exclude<VectorKind, "e_n">, l: number, u: Vec): Vec {
+  const { dModel: C, dMlp: M } = model.cfg;
+  const { A, layout } = layerMatrix(model, kind, l);
+  const dots = new Float64Array(M);
+  const sq = new Float64Array(M);
+  if (layout === "cols") {
+    for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) {
+      const v = A[c * M + m]!;
+      dots[m]! += u[c]! * v;
+      sq[m]! += v * v;
+    }
+  } else {
+    for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) {
+      const v = A[m * C + c]!;
+      dots[m]! += u[c]! * v;
+      sq[m]! += v * v;
+    }
+  }
+  const nu = la.norm(u);
+  return dots.map((d, m) => (nu === 0 || sq[m] === 0 ? 0 : d / (nu * Math.sqrt(sq[m]!))));
+}
+
+/** The target neuron's vector of a kind [C]. */
+function neuronVector(model: HookedTransformer, kind: VectorKind, l: number, n: number): Vec {
+  const { dModel: C, dMlp: M } = model.cfg;
+  if (kind === "e_n") {
+    const e = new Float64Array(C);
+    e[n] = 1;
+    return e;
+  }
+  const { A, layout } = layerMatrix(model, kind, l);
+  return Float64Array.from({ length: C }, (_, c) => (layout === "cols" ? A[c * M + n]! : A[n * C + c]!));
+}
+
+/** 1 + the number of candidates whose |cosine| is strictly larger than the target's. */
+function rankOf(target: number, all: ArrayLike<number>): number {
+  let r = 1;
+  for (let i = 0; i < all.length; i++) if (Math.abs(all[i]!) > Math.abs(target)) r++;
+  return r;
+}
+
+/** Compares direction u with the target neuron's vector of a kind; also returns the target layer's cosines. */
+function compare(model: HookedTransformer, kind: VectorKind, layer: number, neuron: number, u: Vec): { cmp: Comparison; inLayer: Vec } {
+  const C = model.cfg.dModel;
+  if (kind === "e_n") {
+    const inLayer = la.unit(u); // cos(u, e_j) = u_j / |u|
+    const cos = inLayer[neuron]!;
+    return { cmp: { cosine: cos, z: cos * Math.sqrt(C), rank_in_layer: rankOf(cos, inLayer), n_in_layer: C, rank_overall: null, n_overall: null }, inLayer };
+  }
+  const perLayer = Array.from({ length: model.cfg.nLayers }, (_, l) => layerCosines(model, kind, l, u));
+  const inLayer = perLayer[layer]!;
+  const cos = inLayer[neuron]!;
+  let overall = 1;
+  for (const cs of perLayer) overall += rankOf(cos, cs) - 1;
+  return {
+    cmp: {
+      cosine: cos, z: cos * Math.sqrt(C), rank_in_layer: rankOf(cos, inLayer), n_in_layer: inLayer.length,
+      rank_overall: overall, n_overall: perLayer.length * inLayer.length,
+    },
+    inLayer,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation pattern and whitening
+
+/**
+ * The activation pattern of a linear read-out w (Haufe et al. 2014): a = Σ w / (wᵀ Σ w), the
+ * residual-stream direction that co-varies with what the head reads (a = Cov(x, w·x) / Var(w·x)).
+ */
+export function activationPattern(S: Vec, C: number, w: ArrayLike<number>): Vec {
+  const Sw = la.matVec(S, w, C, C);
+  const wSw = la.dot(w, Sw);
+  return la.scaled(Sw, wSw > 0 ? 1 / wSw : 0);
+}
+
+/**
+ * The whitened basis x̃ = L⁻¹ x with L Lᵀ = Σ + ridge·(tr Σ / C)·I (Cholesky: the same cosines as
+ * the symmetric Σ^{-1/2}, which differs by a rotation). Vectors that are added to the residual
+ * stream (writers: W_out rows, e_n) map by L⁻¹; vectors that read it (the head, W_in) by Lᵀ, so
+ * that a reading w·x equals (Lᵀw)·(L⁻¹x).
+ */
+export function whitener(S: Vec, C: number, ridge: number): { reader: (v: ArrayLike<number>) => Vec; writer: (v: ArrayLike<number>) => Vec } {
+  let trace = 0;
+  for (let i = 0; i < C; i++) trace += S[i * C + i]!;
+  const Sr = S.slice();
+  for (let i = 0; i < C; i++) Sr[i * C + i]! += ridge * (trace / C) + 1e-30;
+  const L = la.cholesky(Sr, C);
+  return { reader: (v) => la.mulLowerT(L, v, C), writer: (v) => la.solveLower(L, v, C) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The analysis
+
+export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {}): WeightsSummary {
+  const maxExamples = opts.maxExamples ?? WEIGHTS_DEFAULTS.maxExamples;
+  if (!Number.isInteger(maxExamples) || maxExamples < 1) throw new SelfreportError(`--max-examples must be a positive integer, got ${maxExamples}`);
+  const ridge = opts.ridge ?? WEIGHTS_DEFAULTS.ridge;
+  if (!(ridge > 0)) throw new SelfreportError(`the whitening ridge must be positive, got ${ridge}`);
+  const { run, model, ds } = ctx;
+  const c = run.config;
+  const { dModel: C, dMlp: M, nLayers } = model.cfg;
+  const layer = c.target_layer;
+  const neuron = c.target_neuron;
+  model.checkLayer(layer, "target layer");
+  model.checkLayer(c.feature_layer, "feature layer");
+  const width = c.layer_type === "mlp_post" ? M : C;
+  if (!Number.isInteger(neuron) || neuron < 0 || neuron >= width) throw new SelfreportError(`${run.dir}: target neuron ${neuron} is out of range 0..${width - 1}`);
+  if (ds.meta.n < 2) throw new SelfreportError(`dataset ${ctx.datasetPath} has ${ds.meta.n} examples; the weights analysis needs at least 2`);
+  const notes: string[] = [];
+  const isPost = c.layer_type === "mlp_post";
+
+  // ---- examples, features, gradients, predictions
+  const idx = exampleIndices(ds.meta.n, maxExamples);
+  const N = idx.length;
+  if (N < ds.meta.n) notes.push(`${N} of ${ds.meta.n} examples used (evenly spaced; --max-examples ${maxExamples})`);
+  const { X, source } = featuresOf(ctx, idx); //                   [N, C]
+  const act = Float64Array.from(idx, (i) => ds.targets[i]!); //   [N]
+  const { grads, pred } = headGradients(run, model, X, N); //      [N, C], [N]
+  const meanGrad = la.columnMeans(grads, N, C); //                 [C]
+  let meanSq = 0;
+  for (let i = 0; i < N * C; i++) meanSq += grads[i]! ** 2 / N;
+
+  const { direction: rawDirection, method, unfolded } = headDirection(run, model, meanGrad);
+  const w = la.unit(rawDirection); // [C]
+  if (la.norm(rawDirection) === 0) notes.push("the head's reading direction is zero: every cosine below is 0");
+
+  // ---- which neuron vectors
+  const vectors: VectorKind[] = isPost ? ["W_in_raw", "W_in_folded", "W_out"] : ["e_n"];
+  const folded = isPost ? ln2AlreadyFolded(model) : false;
+  if (!isPost) notes.push(`layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`);
+  if (c.freeze_mode !== "frozen") notes.push(`${c.freeze_mode} run: weights and features are the fine-tuned model's; the activations (dataset targets) are the base model's`);
+  const target = (kind: VectorKind): Vec => neuronVector(model, kind, layer, neuron);
+
+  // ---- 2. reading direction against the neuron
+  const reading: Partial<Record<VectorKind, Comparison>> = {};
+  const layerCos: Record<string, number[]> = {};
+  for (const kind of vectors) {
+    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
+    reading[kind] = cmp;
+    if (kind !== "W_in_raw") layerCos[`reading_${kind}`] = round6(inLayer);
+  }
+
+  // ---- 3. activation pattern, whitened cosines, residual anisotropy
+  const S = la.covariance(X, N, C); // [C, C]
+  const a = activationPattern(S, C, w); // [C]
+  const patternCmp: Partial<Record<VectorKind, Comparison>> = {};
+  for (const kind of vectors) {
+    const { cmp, inLayer } = compare(model, kind, layer, neuron, a);
+    patternCmp[kind] = cmp;
+    if (kind === "W_out" || kind === "e_n") layerCos[`pattern_${kind}`] = round6(inLayer);
+  }
+  let trace = 0;
+  let frob = 0;
+  for (let i = 0; i < C; i++) trace += S[i * C + i]!;
+  for (let i = 0; i < C * C; i++) frob += S[i]! ** 2;
+  const white = whitener(S, C, ridge);
+  const whitened: Partial<Record<VectorKind, number>> = {};
+  for (const kind of vectors) {
+    const isWriter = kind === "W_out" || kind === "e_n";
+    whitened[kind] = la.cosine(white.reader(w), isWriter ? white.writer(target(kind)) : white.reader(target(kind)));
+  }
+  const mu = la.columnMeans(X, N, C);
+  let meanSqX = 0;
+  for (let i = 0; i < N * C; i++) meanSqX += X[i]! ** 2 / N;
+  const topVariance = la.topEigenvalue(S, C);
+
+  // ---- 4. direct-write share
+  const varAct = la.variance(act);
+  const varPred = la.variance(pred);
+  const writer = isPost ? target("W_out") : target("e_n");
+  const readsAfterWrite = c.feature_layer >= layer;
+  const wDotWrite = readsAfterWrite ? la.dot(meanGrad, writer) : null;
+  const directWrite = {
+    applicable: readsAfterWrite,
+    note: readsAfterWrite
+      ? `(ḡ·${isPost ? "W_out[n, :]" : `e_${neuron}`})²·Var(act)/Var(prediction), ḡ = mean gradient in activation units; a first-order share (may exceed 1 when other paths cancel)`
+      : `the head reads layer ${c.feature_layer}, before the target layer ${layer} writes: there is no direct write to read`,
+    w_dot_write: wDotWrite,
+    var_activation: varAct,
+    var_prediction: varPred,
+    share: wDotWrite === null || !(varPred > 0) ? null : (wDotWrite ** 2 * varAct) / varPred,
+  };
+  if (!readsAfterWrite) notes.push(directWrite.note);
+
+  // ---- 5. PCA of the target layer's W_out rows
+  let wOutPca: WeightsSummary["w_out_pca"] = null;
+  if (isPost) {
+    const Wout = model.W_out(layer).data; // [M, C]
+    const p = la.pca(Wout, M, C, 2);
+    const mean = la.columnMeans(Wout, M, C);
+    let rms = 0;
+    const points: Array<[number, number]> = [];
+    for (let m = 0; m < M; m++) {
+      const row = Float64Array.from({ length: C }, (_, k) => Wout[m * C + k]! - mean[k]!);
+      rms += la.dot(row, row) / M;
+      points.push([r6(la.dot(row, p.components[0]!)), r6(la.dot(row, p.components[1] ?? new Float64Array(C)))]);
+    }
+    const h1 = la.dot(w, p.components[0]!);
+    const h2 = la.dot(w, p.components[1] ?? new Float64Array(C));
+    wOutPca = {
+      explained_variance_ratio: [...p.explainedRatio],
+      head_in_plane: h1 * h1 + h2 * h2,
+      head: [h1 * Math.sqrt(rms), h2 * Math.sqrt(rms)],
+      target: points[neuron]!,
+      points,
+    };
+  }
+
+  // ---- gradient principal directions (not for a linear regression head: its gradient is constant)
+  const linearRegression = run.headType === "regression" && c.head_config.hidden_dim === null;
+  const principal: PrincipalDirection[] = [];
+  if (!linearRegression && N >= 2) {
+    const p = la.pca(grads, N, C, Math.min(3, C));
+    p.components.forEach((v, k) => {
+      const cosWith: Partial<Record<VectorKind, number>> = {};
+      for (const kind of vectors) cosWith[kind] = la.cosine(v, target(kind));
+      principal.push({ explained_variance_ratio: p.explainedRatio[k]!, cosine_with_direction: la.cosine(v, w), cosine_with: cosWith });
+    });
+  }
+
+  return {
+    target: {
+      layer, neuron, layer_type: c.layer_type, hook: targetHookName(layer, c.layer_type), feature_layer: c.feature_layer,
+      d_model: C, d_mlp: M, n_layers: nLayers, weights: c.weights, freeze_mode: c.freeze_mode,
+    },
+    examples: { n_used: N, n_dataset: ds.meta.n, features: source, prediction_activation_r: pearson(pred, act) },
+    null_model: { mean: 0, std: 1 / Math.sqrt(C), description: `cosine of two independent random directions in ${C} dimensions: mean 0, std 1/√${C}` },
+    head: {
+      type: run.headType, hidden_dim: c.head_config.hidden_dim, method, direction: round6(w),
+      cosine_unfolded_vs_folded: unfolded === null ? null : la.cosine(unfolded, rawDirection),
+    },
+    gradient: {
+      mean_norm: la.norm(meanGrad),
+      mean_share: meanSq > 0 ? la.dot(meanGrad, meanGrad) / meanSq : 0,
+      cosine_mean_with_direction: la.cosine(meanGrad, w),
+      principal,
+    },
+    vectors,
+    w_in: isPost
+      ? {
+        ln2_already_folded: folded,
+        note: folded
+          ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
+          : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
+      }
+      : null,
+    reading,
+    pattern: { direction: round6(la.unit(a)), comparisons: patternCmp },
+    whitened: {
+      ridge,
+      cosines: whitened,
+      note: "basis x̃ = (Σ + ridge·tr(Σ)/d·I)^{-1/2} x; readers (head, W_in) map by Σ^{1/2}, writers (W_out, e_n) by Σ^{-1/2}; here the head's pattern and filter coincide",
+    },
+    residual: {
+      participation_ratio: frob > 0 ? (trace * trace) / frob : 0,
+      top_pc_variance_ratio: trace > 0 ? topVariance / trace : 0,
+      mean_norm_share: meanSqX > 0 ? la.dot(mu, mu) / meanSqX : 0,
+    },
+    direct_write: directWrite,
+    w_out_pca: wOutPca,
+    layer_cosines: layerCos,
+    notes,
+  };
+}
+
+function r6(x: number): number {
+  return Number(x.toPrecision(6));
+}
+
+function round6(v: ArrayLike<number>): number[] {
+  return Array.from(v, r6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plots
+
+/** SVGs by name: histograms of the target layer's cosines (target marked) and the W_out PCA scatter. */
+export async function weightsPlots(s: WeightsSummary): Promise<Record<string, string>> {
+  const t = s.target;
+  const who = t.layer_type === "mlp_post" ? `L${t.layer}N${t.neuron}` : `mlp_out[${t.neuron}]`;
+  const plots: Record<string, string> = {};
+  const hist = async (name: string, title: string, key: string, cmp: Comparison | undefined, xLabel: string): Promise<void> => {
+    const values = s.layer_cosines[key];
+    if (values === undefined || cmp === undefined) return;
+    plots[name] = await renderSvg(histogram({
+      title, values, bins: 40, markValue: cmp.cosine, markLabel: `${who}: ${cmp.cosine.toFixed(3)} (rank ${cmp.rank_in_layer}/${cmp.n_in_layer})`,
+      xLabel, subtitle: `null std 1/√${t.d_model} = ${s.null_model.std.toFixed(3)}`,
+    }));
+  };
+  if (t.layer_type === "mlp_post") {
+    await hist("reading_vs_W_out", `Head direction · W_out rows, layer ${t.layer}`, "reading_W_out", s.reading.W_out, "cosine(head direction, W_out[m, :])");
+    await hist("reading_vs_W_in", `Head direction · W_in columns (ln2 folded), layer ${t.layer}`, "reading_W_in_folded", s.reading.W_in_folded, "cosine(head direction, W_in[:, m])");
+    await hist("pattern_vs_W_out", `Activation pattern · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern.comparisons.W_out, "cosine(pattern, W_out[m, :])");
+  } else {
+    await hist("reading_vs_basis", "Head direction · residual basis vectors", "reading_e_n", s.reading.e_n, "cosine(head direction, e_j)");
+    await hist("pattern_vs_basis", "Activation pattern · residual basis vectors", "pattern_e_n", s.pattern.comparisons.e_n, "cosine(pattern, e_j)");
+  }
+  const p = s.w_out_pca;
+  if (p !== null) {
+    const points = p.points.map(([x, y], m) => ({ x, y, ...(m === t.neuron ? { label: who } : {}) }));
+    points.push({ x: p.head[0], y: p.head[1], label: "head direction" });
+    plots["w_out_pca"] = await renderSvg(scatter({
+      title: `W_out rows of layer ${t.layer}: top 2 principal components`,
+      subtitle: `PC1 ${(100 * p.explained_variance_ratio[0]!).toFixed(1)}%, PC2 ${(100 * (p.explained_variance_ratio[1] ?? 0)).toFixed(1)}% of variance; head direction (scaled to the rms row norm) ${(100 * p.head_in_plane).toFixed(1)}% in this plane`,
+      points, xLabel: "PC1", yLabel: "PC2",
+    }));
+  }
+  return plots;
+}

@@ -1,0 +1,68 @@
+/**
+ * Model commands: `inspect` (config, parameter count, hook names) and `activations`
+ * (run prompts and save chosen hook activations to a safetensors file).
+ */
+import type { Command } from "commander";
+import { loadModel } from "../../model/load.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
+import { assertHookName } from "../../model/hooks.ts";
+import { writeSafetensors } from "../../io/safetensors.ts";
+import { noGrad, getBackend } from "../../tensor/index.ts";
+import { SelfreportError } from "../../errors.ts";
+import { collect, parseChoice } from "../options.ts";
+import type { WeightProcessing } from "../../model/process.ts";
+
+export function registerModelCommands(program: Command): void {
+  program
+    .command("inspect")
+    .description("print a model's config, parameter count and hook names")
+    .requiredOption("--model <dir|name>", "model directory or name (e.g. brown-gpt2-mini, gpt2)")
+    .option("--weights <raw|tl>", "weight processing", parseChoice<WeightProcessing>("--weights", ["raw", "tl"]), "tl")
+    .option("--json", "print JSON instead of text")
+    .action((o: { model: string; weights: WeightProcessing; json?: boolean }) => {
+      const { model, dir } = loadModel(o.model, { weights: o.weights });
+      const nParams = model.parameters().reduce((s, t) => s + t.size, 0);
+      const info = { dir, weights: o.weights, backend: getBackend().name, config: model.cfg, parameters: nParams, hooks: model.hookNames() };
+      if (o.json) {
+        console.log(JSON.stringify(info, null, 2));
+        return;
+      }
+      const c = model.cfg;
+      console.log(`model        ${dir}`);
+      console.log(`weights      ${o.weights}   (backend: ${info.backend})`);
+      console.log(`layers ${c.nLayers}  d_model ${c.dModel}  heads ${c.nHeads} × d_head ${c.dHead}  d_mlp ${c.dMlp}  n_ctx ${c.nCtx}  d_vocab ${c.dVocab}`);
+      console.log(`parameters   ${nParams.toLocaleString("en-US")}`);
+      console.log(`hook points  ${info.hooks.length}:`);
+      for (const h of info.hooks) if (!h.startsWith("blocks.") || h.startsWith("blocks.0.")) console.log(`  ${h}`);
+      if (c.nLayers > 1) console.log(`  … and the same blocks.{l}.* hooks for layers 1..${c.nLayers - 1}`);
+    });
+
+  program
+    .command("activations")
+    .description("run prompts through a model and save hook activations ([batch, pos, …] float32) to a safetensors file")
+    .requiredOption("--model <dir|name>", "model directory or name")
+    .requiredOption("--prompt <text>", "a prompt (repeat for a batch)", collect, [])
+    .requiredOption("--hook <name>", "a hook name, e.g. blocks.0.mlp.hook_post (repeatable)", collect, [])
+    .option("--weights <raw|tl>", "weight processing", parseChoice<WeightProcessing>("--weights", ["raw", "tl"]), "tl")
+    .requiredOption("--out <file.safetensors>", "output file")
+    .action((o: { model: string; prompt: string[]; hook: string[]; weights: WeightProcessing; out: string }) => {
+      if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must name a .safetensors file, got "${o.out}"`);
+      const { model, dir } = loadModel(o.model, { weights: o.weights });
+      for (const h of o.hook) assertHookName(model.cfg, h);
+      const tok = loadTokenizer(dir);
+      const encoded = o.prompt.map((p) => tok.encode(p));
+      encoded.forEach((ids, i) => {
+        if (ids.length === 0) throw new SelfreportError(`prompt ${i + 1} is empty after tokenization`);
+        if (ids.length > model.cfg.nCtx) throw new SelfreportError(`prompt ${i + 1} has ${ids.length} tokens, longer than the model's n_positions ${model.cfg.nCtx}`);
+      });
+      const batch = tok.encodeBatch(o.prompt);
+      const { logits, cache } = noGrad(() => model.runWithCache(batch, o.hook));
+      const tensors: Record<string, { dtype: "F32" | "I32"; shape: number[]; data: Float32Array | Int32Array }> = {};
+      for (const [name, t] of cache) tensors[name] = { dtype: "F32", shape: [...t.shape], data: t.data };
+      tensors["tokens"] = { dtype: "I32", shape: [batch.batch, batch.len], data: batch.ids };
+      tensors["attention_mask"] = { dtype: "I32", shape: [batch.batch, batch.len], data: Int32Array.from(batch.attentionMask) };
+      if (logits) tensors["logits"] = { dtype: "F32", shape: [...logits.shape], data: logits.data };
+      writeSafetensors(o.out, tensors, { model: dir, weights: o.weights, prompts: JSON.stringify(o.prompt) });
+      console.log(`wrote ${o.out}: ${Object.keys(tensors).map((k) => `${k} [${tensors[k]!.shape.join(", ")}]`).join(", ")}`);
+    });
+}

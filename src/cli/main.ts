@@ -1,0 +1,53 @@
+/**
+ * The `selfreport` command line: one sub-command per file in ./commands, registered here.
+ * User errors (SelfreportError) print as one line; anything else prints one line too, with the
+ * stack only when SELFREPORT_DEBUG=1.
+ */
+import { Command, CommanderError } from "commander";
+import { SelfreportError } from "../errors.ts";
+import { ShapeError, NanError } from "../tensor/index.ts";
+import { registerModelCommands } from "./commands/model.ts";
+import { registerSelfreportCommands } from "./commands/selfreport.ts";
+import { registerAnalyzeCommands } from "./commands/analyze.ts";
+import { registerLmCommands } from "./commands/lm.ts";
+
+export type Register = (program: Command) => void;
+
+/** Every command group; each registers its sub-commands. */
+const groups: Register[] = [registerModelCommands, registerSelfreportCommands, registerAnalyzeCommands, registerLmCommands];
+
+export function buildProgram(): Command {
+  const program = new Command("selfreport")
+    .description("Train a language model to report one of its own MLP neurons, then find out how it does it.")
+    .version("0.1.0")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  for (const register of groups) register(program);
+  return program;
+}
+
+/** Runs the CLI; returns the process exit code. */
+export async function run(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+    return 0;
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+export function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // commander already printed its message (or the help/version text)
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (e instanceof SelfreportError || e instanceof ShapeError || e instanceof NanError) {
+    console.error(`selfreport: error: ${e.message}`);
+    return 1;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  if (process.env["SELFREPORT_DEBUG"] === "1") console.error(err.stack);
+  else console.error(`selfreport: error: ${err.message} (set SELFREPORT_DEBUG=1 for the stack trace)`);
+  return 1;
+}

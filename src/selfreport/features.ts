@@ -1,0 +1,80 @@
+/**
+ * Frozen feature cache: the residual stream (resid_post of the feature layer) at every example's
+ * read position, computed once so that frozen training costs only the head.
+ *
+ * Examples cut from one text window share their prefix, so one forward pass over the longest
+ * example of a window gives the features of all of them (causal attention: position p never sees
+ * what follows it). The cache is a safetensors file beside the dataset, keyed by the model file,
+ * the weight processing and the layer; a stale or foreign cache is recomputed, never trusted.
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { Tensor, noGrad } from "../tensor/index.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { progress } from "../util/progress.ts";
+import { exampleBatch, type Dataset } from "./dataset.ts";
+
+export function featureCachePath(datasetPath: string, featureLayer: number, weights: string): string {
+  return datasetPath.replace(/\.safetensors$/, `.features-L${featureLayer}-${weights}.safetensors`);
+}
+
+/** Identifies the model weights a cache was computed from (path, size and mtime of the file). */
+export function modelFingerprint(modelDir: string): string {
+  const f = join(modelDir, "model.safetensors");
+  if (!existsSync(f)) return `${modelDir}:missing`;
+  const s = statSync(f);
+  return `${f}:${s.size}:${Math.floor(s.mtimeMs)}`;
+}
+
+/** Features [n, d_model] for every example of the dataset (in dataset order). */
+export function computeFeatures(model: HookedTransformer, ds: Dataset, featureLayer: number, batchWindows = 16): Tensor {
+  const n = ds.meta.n;
+  const C = model.cfg.dModel;
+  const out = new Float32Array(n * C);
+  // group examples by source window; the longest example of a group covers the others
+  const groups = new Map<number, number[]>();
+  for (let i = 0; i < n; i++) {
+    const w = ds.window[i]!;
+    const g = groups.get(w);
+    if (g) g.push(i);
+    else groups.set(w, [i]);
+  }
+  const list = [...groups.values()];
+  const bar = progress("features", list.length);
+  noGrad(() => {
+    for (let g0 = 0; g0 < list.length; g0 += batchWindows) {
+      const chunk = list.slice(g0, g0 + batchWindows);
+      const longest = chunk.map((members) => members.reduce((a, b) => (ds.lengths[b]! > ds.lengths[a]! ? b : a)));
+      const batch = exampleBatch(ds, longest);
+      const { resid } = model.forward(batch, { stopAtLayer: featureLayer + 1 }); // [B, T, C]
+      const T = batch.len;
+      chunk.forEach((members, b) => {
+        for (const i of members) out.set(resid.data.subarray((b * T + ds.positions[i]!) * C, (b * T + ds.positions[i]! + 1) * C), i * C);
+      });
+      bar.update(Math.min(g0 + batchWindows, list.length));
+    }
+  });
+  bar.stop();
+  return new Tensor(out, [n, C]);
+}
+
+/** Loads the cache when it matches (model fingerprint, layer, size), else computes and saves it. */
+export function cachedFeatures(model: HookedTransformer, modelDir: string, ds: Dataset, datasetPath: string, featureLayer: number, weights: string): Tensor {
+  const path = featureCachePath(datasetPath, featureLayer, weights);
+  const fingerprint = modelFingerprint(modelDir);
+  if (existsSync(path)) {
+    try {
+      const { tensors, metadata } = readSafetensors(path);
+      const f = tensors.get("features");
+      if (metadata["fingerprint"] === fingerprint && f && f.data instanceof Float32Array && f.shape[0] === ds.meta.n && f.shape[1] === model.cfg.dModel) {
+        return new Tensor(f.data, f.shape);
+      }
+    } catch {
+      // unreadable cache: recompute below
+    }
+  }
+  const features = computeFeatures(model, ds, featureLayer);
+  writeSafetensors(path, { features: { dtype: "F32", shape: [...features.shape], data: features.data } }, { fingerprint, feature_layer: String(featureLayer), weights });
+  return features;
+}
