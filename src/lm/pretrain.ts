@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import {
-  Rng, noGrad, crossEntropy, reshape, backward, adamW, clipGradNorm, warmupCosine, getBackend,
+  Rng, noGrad, backward, adamW, clipGradNorm, warmupCosine, getBackend,
 } from "../tensor/index.ts";
 import { HookedTransformer, type TokenBatch } from "../model/transformer.ts";
 import { makeConfig, type ModelConfig } from "../model/config.ts";
@@ -101,8 +101,7 @@ export function evaluateLoss(model: HookedTransformer, stream: Int32Array, ctx: 
         ids.set(stream.subarray(start, start + ctx), b * ctx);
         targets.set(stream.subarray(start + 1, start + ctx + 1), b * ctx);
       }
-      const { logits } = model.forward({ ids, batch: bs, len: ctx });
-      const loss = crossEntropy(reshape(logits!, [bs * ctx, model.cfg.dVocab]), targets).item();
+      const loss = model.nextTokenLoss({ ids, batch: bs, len: ctx }, targets).item();
       total += loss * bs * ctx;
       count += bs * ctx;
     }
@@ -208,8 +207,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     while (step < o.steps) {
       const lr = schedule(step);
       const { batch, targets } = sampleWindows(trainStream, o.batchSize, o.ctx, new Rng(o.seed * 1_000_003 + step));
-      const { logits } = model.forward(batch);
-      const loss = crossEntropy(reshape(logits!, [o.batchSize * o.ctx, cfg.dVocab]), targets);
+      const loss = model.nextTokenLoss(batch, targets);
       const lossValue = loss.item();
       if (!Number.isFinite(lossValue)) {
         throw new SelfreportError(`loss became ${lossValue} at step ${step}; the last good checkpoint (step ${curve.at(-1)?.step ?? 0}) is in ${ckDir}; lower --lr and --resume`);

@@ -12,7 +12,7 @@
  */
 import {
   Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
-  lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, ShapeError,
+  lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
 } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
 import type { ModelConfig } from "./config.ts";
@@ -231,6 +231,21 @@ export class HookedTransformer {
     if (!this.cfg.tiedEmbeddings) return linear(x, this.p("unembed.W_U"), this.b_U);
     const logits = matmul(x, this.W_E, { transB: true });
     return this.b_U.data.some((v) => v !== 0) || this.b_U.requiresGrad ? add(logits, this.b_U) : logits;
+  }
+
+  /**
+   * Mean next-token cross-entropy of a batch against `targets` (one per position, [B·T]),
+   * fused with the unembedding so the [B, T, V] logits are never held (see unembedCrossEntropy).
+   * Equal to crossEntropy(forward(tokens).logits, targets); the pre-training loss.
+   */
+  nextTokenLoss(tokens: TokenBatch, targets: ArrayLike<number>, opts: { ignoreIndex?: number } = {}): Tensor {
+    const { resid } = this.forward(tokens, { logits: false });
+    const x = this.lnFinal(resid); //                                                        [B, T, C]
+    const rows = reshape(x, [tokens.batch * tokens.len, this.cfg.dModel]); //               [B·T, C]
+    const bias = this.b_U.requiresGrad || this.b_U.data.some((v) => v !== 0) ? this.b_U : null;
+    return this.cfg.tiedEmbeddings
+      ? unembedCrossEntropy(rows, this.W_E, targets, { layout: "out_in", bias, ...opts })
+      : unembedCrossEntropy(rows, this.p("unembed.W_U"), targets, { layout: "in_out", bias, ...opts });
   }
 
   // -------------------------------------------------------------------------------------------

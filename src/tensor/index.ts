@@ -7,6 +7,7 @@ export * from "./ops/shape.ts";
 export * from "./ops/matmul.ts";
 export * from "./ops/nn.ts";
 export * from "./ops/attention.ts";
+export * from "./ops/unembed-loss.ts";
 export * from "./optim.ts";
 export { getBackend, setBackend, availableBackends } from "./backend/index.ts";
 export type { Backend } from "./backend/types.ts";

@@ -254,8 +254,43 @@ function gemmAt(
   }
 }
 
+function checkRows(fn: string, X: Float32Array, rows: number, cols: number, vectors: [string, Float32Array][]): void {
+  if (!(X instanceof Float32Array)) throw new TypeError(`${fn}: X must be a Float32Array`);
+  checkDim(fn, "rows", rows);
+  checkDim(fn, "cols", cols);
+  if (rows * cols > X.length) throw new RangeError(`${fn}: X has ${X.length} elements, fewer than rows·cols = ${rows * cols}`);
+  for (const [name, v] of vectors) {
+    if (!(v instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
+    if (v.length < rows) throw new RangeError(`${fn}: ${name} has ${v.length} elements, fewer than rows = ${rows}`);
+  }
+}
+
 export const jsBackend: Backend = {
   name: "js",
+
+  logSumExpRows(X, rows, cols, out) {
+    checkRows("logSumExpRows", X, rows, cols, [["out", out]]);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let m = -Infinity;
+      for (let c = 0; c < cols; c++) if (X[o + c]! > m) m = X[o + c]!;
+      if (m === -Infinity) { out[r] = m; continue; }
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += Math.exp(X[o + c]! - m);
+      out[r] = m + Math.log(s);
+    }
+  },
+
+  softmaxScaleRows(X, rows, cols, lse, scale) {
+    checkRows("softmaxScaleRows", X, rows, cols, [["lse", lse], ["scale", scale]]);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const l = lse[r]!;
+      const k = scale[r]!;
+      if (k === 0) { X.fill(0, o, o + cols); continue; }
+      for (let c = 0; c < cols; c++) X[o + c] = k * Math.exp(X[o + c]! - l);
+    }
+  },
 
   sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
     checkSgemmArgs("sgemm", false, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);

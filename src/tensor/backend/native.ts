@@ -18,6 +18,8 @@ export interface OpenblasInfo {
   config: string;
   /** Threads OpenBLAS will use (OPENBLAS_NUM_THREADS, else the number of cores). */
   numThreads: number;
+  /** Which build of the row kernels runs: "avx2" (x86-64 with AVX2+FMA) or "base"; SELFREPORT_SIMD=base forces "base". */
+  rowKernels: "avx2" | "base";
 }
 
 /** The addon's exports (native/selfreport_blas.c). */
@@ -25,6 +27,8 @@ interface BlasAddon {
   sgemm: Backend["sgemm"];
   sgemmStridedBatched: Backend["sgemmStridedBatched"];
   openblasInfo(): OpenblasInfo;
+  logSumExpRows: Backend["logSumExpRows"];
+  softmaxScaleRows: Backend["softmaxScaleRows"];
 }
 
 export type NativeLoadResult =
@@ -35,7 +39,8 @@ function isBlasAddon(mod: unknown): mod is BlasAddon {
   if (typeof mod !== "object" || mod === null) return false;
   const m = mod as Record<string, unknown>;
   return typeof m.sgemm === "function" && typeof m.sgemmStridedBatched === "function" &&
-    typeof m.openblasInfo === "function";
+    typeof m.openblasInfo === "function" && typeof m.logSumExpRows === "function" &&
+    typeof m.softmaxScaleRows === "function";
 }
 
 /**
@@ -84,12 +89,14 @@ function tryLoad(): NativeLoadResult {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
   }
-  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched`, path };
+  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows (rebuild it: npm ci)`, path };
   const addon = mod;
   const backend: Backend = {
     name: "native",
     sgemm: addon.sgemm,
     sgemmStridedBatched: addon.sgemmStridedBatched,
+    logSumExpRows: addon.logSumExpRows,
+    softmaxScaleRows: addon.softmaxScaleRows,
   };
   return { ok: true, backend, info: addon.openblasInfo(), path };
 }

@@ -1,5 +1,6 @@
 /**
- * The one seam between selfreport's tensor engine and the hardware: dense matrix products.
+ * The one seam between selfreport's tensor engine and the hardware: dense matrix products, and
+ * the two row kernels of softmax over a large vocabulary (exp-bound, not memory-bound).
  * Everything else (elementwise kernels, reductions, attention bookkeeping) is plain TypeScript.
  *
  * Conventions (as in BLAS, but row-major only):
@@ -29,4 +30,8 @@ export interface Backend {
     beta: number, C: Float32Array, ldc: number, strideC: number,
     batch: number,
   ): void;
+  /** out[r] = log Σ_c exp(X[r, c]) for X [rows, cols]; −Infinity for a row of −Infinity. */
+  logSumExpRows(X: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  /** In place: X[r, c] ← scale[r] · exp(X[r, c] − lse[r]) (a softmax times a per-row scale). */
+  softmaxScaleRows(X: Float32Array, rows: number, cols: number, lse: Float32Array, scale: Float32Array): void;
 }

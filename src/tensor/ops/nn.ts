@@ -5,6 +5,7 @@
  */
 import { Tensor, ShapeError, record, gradOf, shapeStr } from "../tensor.ts";
 import type { Rng } from "../random.ts";
+import { getBackend } from "../backend/index.ts";
 
 function lastDim(op: string, x: Tensor): [rows: number, C: number] {
   if (x.ndim < 1) throw new ShapeError(`${op}: input must have at least one dim, got ${shapeStr(x.shape)}`);
@@ -185,36 +186,45 @@ export function softmaxBackward(gx: Float32Array, g: Float32Array, y: Float32Arr
 export function logSoftmax(x: Tensor): Tensor {
   const [rows, C] = lastDim("logSoftmax", x);
   const X = x.data;
+  const lse = new Float32Array(rows);
+  getBackend().logSumExpRows(X, rows, C, lse);
   const out = new Float32Array(x.size);
   for (let r = 0; r < rows; r++) {
     const o = r * C;
-    const lse = logSumExpRow(X, o, C);
-    for (let c = 0; c < C; c++) out[o + c] = X[o + c]! - lse;
+    const l = lse[r]!;
+    for (let c = 0; c < C; c++) out[o + c] = X[o + c]! - l;
   }
   return record("logSoftmax", new Tensor(out, x.shape), [x], (g) => {
     // gx = g - softmax · Σg
     const gx = gradOf(x);
+    const sums = new Float32Array(rows);
     for (let r = 0; r < rows; r++) {
-      const o = r * C;
       let s = 0;
-      for (let c = 0; c < C; c++) s += g[o + c]!;
-      for (let c = 0; c < C; c++) gx[o + c]! += g[o + c]! - Math.exp(out[o + c]!) * s;
+      for (let c = 0; c < C; c++) s += g[r * C + c]!;
+      sums[r] = s;
     }
+    const soft = X.slice(0, rows * C);
+    getBackend().softmaxScaleRows(soft, rows, C, lse, sums);
+    for (let i = 0; i < rows * C; i++) gx[i]! += g[i]! - soft[i]!;
   });
-}
-
-function logSumExpRow(X: Float32Array, o: number, C: number): number {
-  let m = -Infinity;
-  for (let c = 0; c < C; c++) if (X[o + c]! > m) m = X[o + c]!;
-  if (m === -Infinity) return -Infinity;
-  let s = 0;
-  for (let c = 0; c < C; c++) s += Math.exp(X[o + c]! - m);
-  return m + Math.log(s);
 }
 
 export interface CrossEntropyOptions {
   /** Targets equal to this are skipped (e.g. padding); the mean is over the rest. */
   ignoreIndex?: number;
+}
+
+/** Checks the targets of a cross-entropy and counts those not ignored. */
+export function checkTargets(op: string, targets: ArrayLike<number>, rows: number, V: number, ignoreIndex: number | undefined): number {
+  if (targets.length !== rows) throw new ShapeError(`${op}: ${targets.length} targets for ${rows} rows`);
+  let count = 0;
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r]!;
+    if (t === ignoreIndex) continue;
+    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ShapeError(`${op}: target ${t} at row ${r} is out of range for ${V} classes`);
+    count++;
+  }
+  return count;
 }
 
 /**
@@ -224,31 +234,26 @@ export interface CrossEntropyOptions {
 export function crossEntropy(logits: Tensor, targets: ArrayLike<number>, opts: CrossEntropyOptions = {}): Tensor {
   const [rows, V] = lastDim("crossEntropy", logits);
   if (targets.length !== rows) throw new ShapeError(`crossEntropy: ${targets.length} targets for ${rows} rows of logits ${shapeStr(logits.shape)}`);
+  const count = checkTargets("crossEntropy", targets, rows, V, opts.ignoreIndex);
   const X = logits.data;
-  const lse = new Float64Array(rows);
+  const lse = new Float32Array(rows);
+  getBackend().logSumExpRows(X, rows, V, lse);
   let total = 0;
-  let count = 0;
   for (let r = 0; r < rows; r++) {
     const t = targets[r]!;
-    if (t === opts.ignoreIndex) continue;
-    if (!Number.isInteger(t) || t < 0 || t >= V) throw new ShapeError(`crossEntropy: target ${t} at row ${r} is out of range for ${V} classes`);
-    lse[r] = logSumExpRow(X, r * V, V);
-    total += lse[r]! - X[r * V + t]!;
-    count++;
+    if (t !== opts.ignoreIndex) total += lse[r]! - X[r * V + t]!;
   }
   const loss = count === 0 ? 0 : total / count;
   return record("crossEntropy", new Tensor(Float32Array.of(loss), []), [logits], (g) => {
     if (count === 0) return;
-    const gx = gradOf(logits);
     const k = g[0]! / count;
-    for (let r = 0; r < rows; r++) {
-      const t = targets[r]!;
-      if (t === opts.ignoreIndex) continue;
-      const o = r * V;
-      const l = lse[r]!;
-      for (let c = 0; c < V; c++) gx[o + c]! += k * Math.exp(X[o + c]! - l);
-      gx[o + t]! -= k;
-    }
+    const scale = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) scale[r] = targets[r] === opts.ignoreIndex ? 0 : k;
+    const soft = X.slice(0, rows * V); // k · softmax, then − k at each target
+    getBackend().softmaxScaleRows(soft, rows, V, lse, scale);
+    for (let r = 0; r < rows; r++) if (scale[r] !== 0) soft[r * V + targets[r]!]! -= k;
+    const gx = gradOf(logits);
+    for (let i = 0; i < soft.length; i++) gx[i]! += soft[i]!;
   });
 }
 

@@ -1,0 +1,95 @@
+/*
+ * Row kernels of selfreport_blas.c, written once over a vector of RK_W float32 lanes (GCC/Clang
+ * vector extensions) and included once per instruction set: RK_W = 4 for baseline SSE2/NEON,
+ * RK_W = 8 under `#pragma GCC target("avx2,fma")`. RK_NAME(f) gives each copy its own names.
+ *
+ * exp: x = n·ln2 + r with |r| ≤ ln2/2, e^r by Cephes's degree-6 polynomial, 2^n by writing the
+ * exponent bits. Lanes below -87.34 (incl. -inf) give 0; NaN lanes give NaN.
+ */
+typedef float RK_NAME(vf) __attribute__((vector_size(RK_W * 4)));
+typedef int32_t RK_NAME(vi) __attribute__((vector_size(RK_W * 4)));
+#define VF RK_NAME(vf)
+#define VI RK_NAME(vi)
+
+static inline __attribute__((always_inline)) VF RK_NAME(splat)(float v) {
+  VF r;
+  for (int j = 0; j < RK_W; j++) r[j] = v;
+  return r;
+}
+
+static inline __attribute__((always_inline)) VF RK_NAME(vexp)(VF x) {
+  const VF hi = RK_NAME(splat)(88.3762626647949f), lo = RK_NAME(splat)(-87.3365478515625f);
+  VI keep = (x >= lo) | (x != x);                    /* all-ones where the result is not 0 */
+  VI big = x > hi;
+  x = (VF)(((VI)x & ~big) | ((VI)hi & big));         /* min(x, hi), NaN kept */
+  VI small = x < lo;
+  x = (VF)(((VI)x & ~small) | ((VI)lo & small));     /* max(x, lo) */
+  /* n = round(x / ln2) by truncating a positive number (x ≥ -87.34 keeps it positive). */
+  VI ni = __builtin_convertvector(x * RK_NAME(splat)(1.44269504088896341f) + RK_NAME(splat)(127.5f), VI) - 127;
+  VF n = __builtin_convertvector(ni, VF);
+  VF r = x - n * RK_NAME(splat)(0.693359375f);
+  r = r - n * RK_NAME(splat)(-2.12194440e-4f);
+  VF p = RK_NAME(splat)(1.9875691500e-4f);
+  p = p * r + RK_NAME(splat)(1.3981999507e-3f);
+  p = p * r + RK_NAME(splat)(8.3334519073e-3f);
+  p = p * r + RK_NAME(splat)(4.1665795894e-2f);
+  p = p * r + RK_NAME(splat)(1.6666665459e-1f);
+  p = p * r + RK_NAME(splat)(5.0000001201e-1f);
+  p = p * r * r + r + RK_NAME(splat)(1.0f);
+  VF two = (VF)((ni + 127) << 23);
+  return (VF)((VI)(p * two) & keep);
+}
+
+static inline __attribute__((always_inline)) VF RK_NAME(load)(const float* p) { VF v; memcpy(&v, p, sizeof v); return v; }
+
+/* The last n < RK_W values of a row, padded with `fill`. */
+static inline __attribute__((always_inline)) VF RK_NAME(tail)(const float* p, int64_t n, float fill) {
+  VF v = RK_NAME(splat)(fill);
+  for (int64_t j = 0; j < n; j++) v[j] = p[j];
+  return v;
+}
+
+static void RK_NAME(lse_rows)(const float* X, int64_t rows, int64_t cols, float* out) {
+  const float ninf = -__builtin_inff();
+  const int64_t body = cols - cols % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * cols;
+    VF mv = RK_NAME(splat)(ninf);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = RK_NAME(load)(x + c);
+      VI gt = v > mv;
+      mv = (VF)(((VI)v & gt) | ((VI)mv & ~gt));
+    }
+    float m = ninf;
+    for (int j = 0; j < RK_W; j++) m = mv[j] > m ? mv[j] : m;
+    for (int64_t c = body; c < cols; c++) m = x[c] > m ? x[c] : m;
+    if (m == ninf) { out[r] = m; continue; }
+    const VF mm = RK_NAME(splat)(m);
+    VF sv = RK_NAME(splat)(0.0f);
+    for (int64_t c = 0; c < body; c += RK_W) sv += RK_NAME(vexp)(RK_NAME(load)(x + c) - mm);
+    if (body < cols) sv += RK_NAME(vexp)(RK_NAME(tail)(x + body, cols - body, ninf) - mm);
+    double s = 0.0;
+    for (int j = 0; j < RK_W; j++) s += sv[j];
+    out[r] = m + (float)log(s);
+  }
+}
+
+static void RK_NAME(softmax_scale)(float* X, int64_t rows, int64_t cols, const float* lse, const float* scale) {
+  const int64_t body = cols - cols % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    float* x = X + r * cols;
+    if (scale[r] == 0.0f) { memset(x, 0, (size_t)cols * sizeof(float)); continue; }
+    const VF l = RK_NAME(splat)(lse[r]), k = RK_NAME(splat)(scale[r]);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = k * RK_NAME(vexp)(RK_NAME(load)(x + c) - l);
+      memcpy(x + c, &v, sizeof v);
+    }
+    if (body < cols) {
+      VF t = k * RK_NAME(vexp)(RK_NAME(tail)(x + body, cols - body, 0.0f) - l);
+      for (int64_t j = 0; j < cols - body; j++) x[body + j] = t[j];
+    }
+  }
+}
+
+#undef VF
+#undef VI

@@ -1,0 +1,129 @@
+/**
+ * The backends' row kernels (log-sum-exp per row; softmax times a per-row scale, in place) against
+ * float64 references, on widths that are and are not multiples of the SIMD width, with rows of
+ * −Infinity, huge and tiny logits, a zero scale; and the argument errors.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { availableBackends } from "../../src/tensor/backend/index.ts";
+import { mulberry32, randn } from "../helpers/rng.ts";
+import { assertClose } from "./gradcheck.ts";
+
+function refLse(X: Float32Array, rows: number, cols: number): Float64Array {
+  const out = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let m = -Infinity;
+    for (let c = 0; c < cols; c++) m = Math.max(m, X[r * cols + c]!);
+    if (m === -Infinity) { out[r] = -Infinity; continue; }
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += Math.exp(X[r * cols + c]! - m);
+    out[r] = m + Math.log(s);
+  }
+  return out;
+}
+
+function randRows(seed: number, rows: number, cols: number, std: number): Float32Array {
+  const rng = mulberry32(seed);
+  return Float32Array.from({ length: rows * cols }, () => randn(rng) * std);
+}
+
+for (const backend of availableBackends()) {
+  describe(`row kernels, backend ${backend.name}`, () => {
+    it("logSumExpRows matches float64 on widths 1, 3, 7, 8, 9, 31, 1000 and logits up to ±80", () => {
+      for (const cols of [1, 3, 7, 8, 9, 31, 1000]) {
+        for (const std of [0.1, 5, 30]) {
+          const rows = 5;
+          const X = randRows(cols * 7 + std, rows, cols, std);
+          const out = new Float32Array(rows);
+          backend.logSumExpRows(X, rows, cols, out);
+          assertClose(`lse cols ${cols} std ${std}`, out, refLse(X, rows, cols), { atol: 1e-5, rtol: 2e-6 });
+        }
+      }
+    });
+
+    it("logSumExpRows: −Infinity entries are skipped, an all −Infinity row gives −Infinity, huge values do not overflow", () => {
+      const X = Float32Array.from([
+        0, -Infinity, 0, -Infinity, 0, 0, 0, 0, 0, 0, //     8 zeros → log 8
+        -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity,
+        1e30, 1e30, -1e30, 0, 0, 0, 0, 0, 0, 0, //          1e30 + log 2
+        -100, -100, -100, -100, -100, -100, -100, -100, -100, -100, // −100 + log 10
+      ]);
+      const out = new Float32Array(4);
+      backend.logSumExpRows(X, 4, 10, out);
+      assert.ok(Math.abs(out[0]! - Math.log(8)) < 1e-6, `row 0: ${out[0]}`);
+      assert.equal(out[1], -Infinity);
+      assert.equal(out[2], Math.fround(1e30));
+      assert.ok(Math.abs(out[3]! - (-100 + Math.log(10))) < 1e-4, `row 3: ${out[3]}`);
+    });
+
+    it("logSumExpRows propagates NaN", () => {
+      const X = Float32Array.from([1, 2, Number.NaN, 4, 5, 6, 7, 8, 9]);
+      const out = new Float32Array(1);
+      backend.logSumExpRows(X, 1, 9, out);
+      assert.ok(Number.isNaN(out[0]), `got ${out[0]}`);
+    });
+
+    it("softmaxScaleRows gives scale · softmax, sums to the scale per row; scale 0 zeroes the row", () => {
+      for (const cols of [1, 5, 8, 13, 300]) {
+        const rows = 4;
+        const X = randRows(cols, rows, cols, 4);
+        const lse = new Float32Array(rows);
+        backend.logSumExpRows(X, rows, cols, lse);
+        const scale = Float32Array.from([1, 0.5, 0, -2]);
+        const ref = new Float64Array(rows * cols);
+        const lse64 = refLse(X, rows, cols);
+        for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) ref[r * cols + c] = scale[r]! * Math.exp(X[r * cols + c]! - lse64[r]!);
+        const Y = X.slice();
+        backend.softmaxScaleRows(Y, rows, cols, lse, scale);
+        assertClose(`softmaxScale cols ${cols}`, Y, ref, { atol: 1e-7, rtol: 1e-5 });
+        for (let r = 0; r < rows; r++) {
+          let s = 0;
+          for (let c = 0; c < cols; c++) s += Y[r * cols + c]!;
+          assert.ok(Math.abs(s - scale[r]!) < 1e-5, `row ${r} sums to ${s}, expected ${scale[r]}`);
+        }
+        for (let c = 0; c < cols; c++) assert.equal(Y[2 * cols + c], 0);
+      }
+    });
+
+    it("softmaxScaleRows: −Infinity logits become exactly 0; elements past rows·cols are untouched", () => {
+      const X = Float32Array.from([0, -Infinity, 0, -Infinity, 0, 0, 0, 0, 0, 0, 42]);
+      const lse = Float32Array.of(Math.log(8));
+      backend.softmaxScaleRows(X, 1, 10, lse, Float32Array.of(1));
+      assert.equal(X[1], 0);
+      assert.equal(X[3], 0);
+      assert.ok(Math.abs(X[0]! - 0.125) < 1e-7, `X[0] = ${X[0]}`);
+      assert.equal(X[10], 42);
+    });
+
+    it("bad arguments get one clear error", () => {
+      const X = new Float32Array(6);
+      assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);
+      assert.throws(() => backend.logSumExpRows(X, 2, 3, new Float32Array(1)), /logSumExpRows: out has 1 elements, fewer than rows = 2/);
+      assert.throws(() => backend.logSumExpRows(X, -1, 3, new Float32Array(1)), /logSumExpRows: rows/);
+      assert.throws(() => backend.softmaxScaleRows(X, 2, 3, new Float32Array(2), new Float32Array(1)), /softmaxScaleRows: scale has 1 elements, fewer than rows = 2/);
+      assert.throws(() => backend.softmaxScaleRows(new Float64Array(6) as unknown as Float32Array, 2, 3, new Float32Array(2), new Float32Array(2)), /softmaxScaleRows: X must be a Float32Array/);
+    });
+  });
+}
+
+describe("row kernels, native base (non-AVX2) build", () => {
+  it("SELFREPORT_SIMD=base selects the base build, which passes the same checks", async () => {
+    const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
+    const loaded = loadNativeBackend();
+    if (!loaded.ok) return; // no addon on this machine: the js backend is the only one, tested above
+    if (process.env.SELFREPORT_SIMD === "base") {
+      assert.equal(loaded.info.rowKernels, "base");
+      return;
+    }
+    const { spawnSync } = await import("node:child_process");
+    const { fileURLToPath } = await import("node:url");
+    const env: NodeJS.ProcessEnv = { ...process.env, SELFREPORT_SIMD: "base", SELFREPORT_BACKEND: "native" };
+    delete env.NODE_TEST_CONTEXT; // else the child reports to this runner instead of printing TAP
+    const r = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fileURLToPath(import.meta.url)], {
+      env,
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 0, `base build failed:\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /# fail 0/);
+  });
+});
