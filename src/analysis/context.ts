@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
-import { readDataset, type Dataset } from "../selfreport/dataset.ts";
+import { readDataset, splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
 export interface AnalysisContext {
@@ -58,4 +58,27 @@ export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, 
   writeJsonAtomic(file, { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
   written.push(file);
   return written;
+}
+
+/** `m` of `list`, evenly spaced (all of it when m ≥ its length). */
+function evenly<T>(list: readonly T[], m: number): T[] {
+  if (m >= list.length) return [...list];
+  return Array.from({ length: m }, (_, i) => list[Math.floor((i * list.length) / m)]!);
+}
+
+/** Up to n example indices: the test split first (held out from training), then validation, then train; evenly spaced within a split. */
+export function selectInputs(ds: Dataset, n: number): { indices: number[]; counts: Record<SplitName, number> } {
+  const indices: number[] = [];
+  const counts: Record<SplitName, number> = { test: 0, validation: 0, train: 0 };
+  for (const split of ["test", "validation", "train"] as const) {
+    const take = evenly(splitIndices(ds, split), n - indices.length);
+    counts[split] = take.length;
+    indices.push(...take);
+  }
+  return { indices, counts };
+}
+
+/** A pad id valid for the model (see padIdForVocab). */
+export function padIdFor(model: HookedTransformer): number {
+  return padIdForVocab(model.cfg.dVocab);
 }

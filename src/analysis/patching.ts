@@ -27,12 +27,12 @@ import { Tensor, Rng, noGrad, add, linear, layerNorm, geluNew, reshape, permute,
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
-import { exampleBatch, splitIndices, targetHookName, type Dataset, type SplitName } from "../selfreport/dataset.ts";
+import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, histogram, scatter, renderSvg } from "../report/charts.ts";
-import type { AnalysisContext } from "./context.ts";
+import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
 import { linearFit, emptyMoments, addPair, addMoments, slopeOf, type LinearFit, type Moments } from "./fit.ts";
 
 export interface PatchingOptions {
@@ -56,32 +56,6 @@ export const PATCHING_DEFAULTS = { nInputs: 500, scales: [0, 0.5, 1, 1.5, 2], co
 const ROWS_PER_BATCH = 2048;
 /** Points kept in summary.json for the scatter plot. */
 const MAX_POINTS = 2000;
-
-// ---------------------------------------------------------------------------------------------
-// Inputs
-
-/** `m` of `list`, evenly spaced (all of it when m ≥ its length). */
-function evenly<T>(list: readonly T[], m: number): T[] {
-  if (m >= list.length) return [...list];
-  return Array.from({ length: m }, (_, i) => list[Math.floor((i * list.length) / m)]!);
-}
-
-/** Up to n example indices: the test split first (held out from training), then validation, then train; evenly spaced within a split. */
-export function selectInputs(ds: Dataset, n: number): { indices: number[]; counts: Record<SplitName, number> } {
-  const indices: number[] = [];
-  const counts: Record<SplitName, number> = { test: 0, validation: 0, train: 0 };
-  for (const split of ["test", "validation", "train"] as const) {
-    const take = evenly(splitIndices(ds, split), n - indices.length);
-    counts[split] = take.length;
-    indices.push(...take);
-  }
-  return { indices, counts };
-}
-
-/** A pad id valid for the model (GPT-2's <|endoftext|>, or the last id of a small test vocabulary). */
-function padIdFor(model: HookedTransformer): number {
-  return Math.min(50256, model.cfg.dVocab - 1);
-}
 
 /** Width of the target hook: d_mlp for mlp_post, d_model for mlp_out. */
 function targetWidth(ctx: AnalysisContext): number {

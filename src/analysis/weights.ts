@@ -31,7 +31,7 @@ import { cachedFeatures, featureCachePath } from "../selfreport/features.ts";
 import { targetHookName, exampleBatch } from "../selfreport/dataset.ts";
 import type { Run } from "../selfreport/run.ts";
 import { histogram, scatter, renderSvg } from "../report/charts.ts";
-import type { AnalysisContext } from "./context.ts";
+import { padIdFor, type AnalysisContext } from "./context.ts";
 import * as la from "./linalg.ts";
 
 type Vec = la.Vec;
@@ -127,7 +127,7 @@ export function exampleIndices(n: number, max: number): number[] {
 function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32Array; source: string } {
   const c = ctx.run.config;
   const ds = ctx.ds;
-  const { dModel: C, dVocab } = ctx.model.cfg;
+  const { dModel: C } = ctx.model.cfg;
   const X = new Float32Array(idx.length * C);
   if (c.freeze_mode === "frozen" && existsSync(featureCachePath(ctx.datasetPath, c.feature_layer, c.weights))) {
     const all = cachedFeatures(ctx.model, c.base_model_dir, ds, ctx.datasetPath, c.feature_layer, c.weights).data;
@@ -141,7 +141,7 @@ function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32A
     else groups.set(ds.window[i]!, [j]);
   });
   const list = [...groups.values()];
-  const padId = Math.min(50256, dVocab - 1); // <|endoftext|>, or any valid id for a small test vocabulary
+  const padId = padIdFor(ctx.model);
   noGrad(() => {
     for (let g0 = 0; g0 < list.length; g0 += 16) {
       const chunk = list.slice(g0, g0 + 16);

@@ -346,6 +346,15 @@ export function exampleTokens(ds: Dataset, i: number): Int32Array {
   return ds.tokens.subarray(i * ds.meta.max_len, i * ds.meta.max_len + ds.lengths[i]!);
 }
 
+/**
+ * The id to right-pad with for a model of vocabulary dVocab: GPT-2's <|endoftext|> (50256), or the
+ * last id of a smaller test vocabulary. Pad positions are never read (causal attention, last-token
+ * read position), so any valid id gives the same numbers; it only has to be inside the embedding.
+ */
+export function padIdForVocab(dVocab: number): number {
+  return Math.min(50256, dVocab - 1);
+}
+
 /** A right-padded batch of examples (padded to the longest) with their read positions. */
 export function exampleBatch(ds: Dataset, indices: readonly number[], padId = 50256): { ids: Int32Array; batch: number; len: number; attentionMask: Uint8Array; positions: Int32Array } {
   const T = Math.max(1, ...indices.map((i) => ds.lengths[i]!));

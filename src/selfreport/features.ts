@@ -13,7 +13,7 @@ import { Tensor, noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { progress } from "../util/progress.ts";
-import { exampleBatch, type Dataset } from "./dataset.ts";
+import { exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 
 export function featureCachePath(datasetPath: string, featureLayer: number, weights: string): string {
   return datasetPath.replace(/\.safetensors$/, `.features-L${featureLayer}-${weights}.safetensors`);
@@ -46,7 +46,7 @@ export function computeFeatures(model: HookedTransformer, ds: Dataset, featureLa
     for (let g0 = 0; g0 < list.length; g0 += batchWindows) {
       const chunk = list.slice(g0, g0 + batchWindows);
       const longest = chunk.map((members) => members.reduce((a, b) => (ds.lengths[b]! > ds.lengths[a]! ? b : a)));
-      const batch = exampleBatch(ds, longest);
+      const batch = exampleBatch(ds, longest, padIdForVocab(model.cfg.dVocab));
       const { resid } = model.forward(batch, { stopAtLayer: featureLayer + 1 }); // [B, T, C]
       const T = batch.len;
       chunk.forEach((members, b) => {

@@ -22,7 +22,7 @@ import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
-import { readDataset, splitIndices, exampleBatch, type Dataset } from "./dataset.ts";
+import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
@@ -190,7 +190,7 @@ function forwardBatch(p: Prepared, head: HeadParams, idx: readonly number[], tra
   let feats: Tensor;
   if (p.features !== null) feats = indexSelect(p.features, 0, idx);
   else {
-    const b = exampleBatch(p.ds, idx);
+    const b = exampleBatch(p.ds, idx, padIdForVocab(p.model.cfg.dVocab));
     feats = readFeatures(p.model, b, b.positions, p.featureLayer);
   }
   return headForward(p.headCfg, head, feats, p.model, { training, rng });

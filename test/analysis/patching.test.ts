@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync, existsSync, readFileSync, unlinkSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAnalysisContext, type AnalysisContext } from "../../src/analysis/context.ts";
-import { patchingAnalysis, patchingPlots, runPatches, patchedReference, selectInputs, type Patch } from "../../src/analysis/patching.ts";
+import { patchingAnalysis, patchingPlots, runPatches, patchedReference, type Patch } from "../../src/analysis/patching.ts";
+import { selectInputs } from "../../src/analysis/context.ts";
 import { linearFit, tQuantile, tCdf } from "../../src/analysis/fit.ts";
 import { run as runCli } from "../../src/cli/main.ts";
 import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
