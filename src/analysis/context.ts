@@ -34,6 +34,13 @@ export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: strin
 
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
   const run = loadRun(runDir);
+  if (dataPath === undefined && run.config.dataset.path === "") {
+    const c = run.config;
+    throw new SelfreportError(
+      `run ${run.dir} has no dataset (it was imported); build one with \`selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
+        `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""} --weights ${c.weights} --out FILE\` and pass --data FILE`,
+    );
+  }
   const datasetPath = dataPath ?? run.config.dataset.path;
   if (!existsSync(datasetPath)) {
     throw new SelfreportError(`dataset ${datasetPath} not found${dataPath === undefined ? " (the path recorded in the run's config.json); pass --data FILE" : ""}`);

@@ -1,5 +1,5 @@
 /**
- * Self-report commands: `dataset`, `train`, `predict`.
+ * Self-report commands: `dataset`, `train`, `predict`, `import-pt`.
  */
 import type { Command } from "commander";
 import { loadModel } from "../../model/load.ts";
@@ -13,6 +13,7 @@ import { FREEZE_MODES, loadRun, loadRunModel, loadBaseModel, type FreezeMode } f
 import { predictPrompts } from "../../selfreport/predict.ts";
 import { collect, parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 import { info } from "../../util/progress.ts";
+import { registerImportPt } from "./import-pt.ts";
 
 function parseTokenPos(value: string): TokenPos {
   if (value === "last") return "last";
@@ -22,6 +23,7 @@ function parseTokenPos(value: string): TokenPos {
 }
 
 export function registerSelfreportCommands(program: Command): void {
+  registerImportPt(program);
   program
     .command("dataset")
     .description("build a self-report dataset: text prefixes and the target neuron's activation at the read position")
