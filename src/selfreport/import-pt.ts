@@ -11,13 +11,15 @@
  *   - feature_layer −1 (or missing) means the last layer.
  *   - fields the Python config lacks get selfreport's defaults (freeze_mode frozen, token_pos last,
  *     weights "tl" = TransformerLens's from_pretrained processing, which the Python tool used).
- * The base model must be a local Hugging Face directory (`--model DIR`, or base_model_name when it is one).
+ * The base model must be local: `--model DIR`, or base_model_name when it resolves to a local directory
+ * (a path, a model in models/, or the local Hugging Face cache; see src/model/resolve.ts). Nothing is downloaded.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Tensor } from "../tensor/index.ts";
 import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
+import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
@@ -169,9 +171,14 @@ export function importPythonRun(o: ImportOptions): ImportResult {
 
   // ---- the base model: local files only
   const baseName = typeof pc["base_model_name"] === "string" ? pc["base_model_name"] : "";
-  const modelDir = o.modelDir ?? (baseName !== "" && existsSync(join(baseName, "config.json")) ? baseName : undefined);
+  let modelDir = o.modelDir;
   if (modelDir === undefined) {
-    throw new SelfreportError(`base_model_name ${JSON.stringify(baseName)} is not a local model directory; pass --model DIR (a local Hugging Face GPT-2 directory; nothing is downloaded)`);
+    if (baseName === "") throw new SelfreportError(`${path}: base_model_name is missing; pass --model DIR (a local Hugging Face GPT-2 directory)`);
+    try {
+      modelDir = resolveModelDir(baseName);
+    } catch (e) {
+      throw new SelfreportError(`base_model_name ${JSON.stringify(baseName)} is not available locally (${(e as Error).message}); pass --model DIR (a local Hugging Face GPT-2 directory; nothing is downloaded)`);
+    }
   }
   const weights = o.weights ?? "tl";
   const model = loadModel(modelDir, { weights }).model;
