@@ -5,7 +5,8 @@
  * Examples cut from one text window share their prefix, so one forward pass over the longest
  * example of a window gives the features of all of them (causal attention: position p never sees
  * what follows it). The cache is a safetensors file beside the dataset, keyed by the model file,
- * the weight processing and the layer; a stale or foreign cache is recomputed, never trusted.
+ * the weight processing, the layer and the examples (a dataset rebuilt at the same path with other
+ * text gets new features); a stale or foreign cache is recomputed, never trusted.
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -25,6 +26,18 @@ export function modelFingerprint(modelDir: string): string {
   if (!existsSync(f)) return `${modelDir}:missing`;
   const s = statSync(f);
   return `${f}:${s.size}:${Math.floor(s.mtimeMs)}`;
+}
+
+/** Identifies the examples a cache was computed for: a hash of their tokens, lengths and read positions. */
+export function examplesFingerprint(ds: Dataset): string {
+  let h = 2166136261;
+  for (const a of [ds.lengths, ds.positions, ds.tokens]) {
+    for (let i = 0; i < a.length; i++) {
+      h = Math.imul(h ^ a[i]!, 16777619) >>> 0;
+      h = (h ^ (h >>> 15)) >>> 0;
+    }
+  }
+  return `${ds.meta.n}x${ds.meta.max_len}:${h.toString(16)}`;
 }
 
 /** Features [n, d_model] for every example of the dataset (in dataset order). */
@@ -59,15 +72,16 @@ export function computeFeatures(model: HookedTransformer, ds: Dataset, featureLa
   return new Tensor(out, [n, C]);
 }
 
-/** Loads the cache when it matches (model fingerprint, layer, size), else computes and saves it. */
+/** Loads the cache when it matches (model fingerprint, examples, layer, size), else computes and saves it. */
 export function cachedFeatures(model: HookedTransformer, modelDir: string, ds: Dataset, datasetPath: string, featureLayer: number, weights: string): Tensor {
   const path = featureCachePath(datasetPath, featureLayer, weights);
   const fingerprint = modelFingerprint(modelDir);
+  const examples = examplesFingerprint(ds);
   if (existsSync(path)) {
     try {
       const { tensors, metadata } = readSafetensors(path);
       const f = tensors.get("features");
-      if (metadata["fingerprint"] === fingerprint && f && f.data instanceof Float32Array && f.shape[0] === ds.meta.n && f.shape[1] === model.cfg.dModel) {
+      if (metadata["fingerprint"] === fingerprint && metadata["examples"] === examples && f && f.data instanceof Float32Array && f.shape[0] === ds.meta.n && f.shape[1] === model.cfg.dModel) {
         return new Tensor(f.data, f.shape);
       }
     } catch {
@@ -75,6 +89,6 @@ export function cachedFeatures(model: HookedTransformer, modelDir: string, ds: D
     }
   }
   const features = computeFeatures(model, ds, featureLayer);
-  writeSafetensors(path, { features: { dtype: "F32", shape: [...features.shape], data: features.data } }, { fingerprint, feature_layer: String(featureLayer), weights });
+  writeSafetensors(path, { features: { dtype: "F32", shape: [...features.shape], data: features.data } }, { fingerprint, examples, feature_layer: String(featureLayer), weights });
   return features;
 }

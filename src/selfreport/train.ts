@@ -99,6 +99,18 @@ interface TrainState {
   fingerprint: string;
 }
 
+/**
+ * Inputs already in memory, for callers that train many runs on one dataset (the sweep): each one
+ * given replaces the corresponding read from disk in prepare(). `loaded.model` is trained in place
+ * when the mode is not frozen, so pass a fresh model for those.
+ */
+export interface TrainInputs {
+  dataset?: Dataset;
+  /** Frozen mode: the feature cache [n, d_model] for `dataset`. */
+  features?: Tensor;
+  loaded?: { model: HookedTransformer; dir: string };
+}
+
 /** Everything the training loop needs about one example set. */
 interface Prepared {
   ds: Dataset;
@@ -129,11 +141,11 @@ function validateOptions(o: TrainOptions): void {
   if (!Number.isInteger(o.patience) || o.patience < 1) throw new SelfreportError(`--patience must be a positive integer, got ${o.patience}`);
 }
 
-function prepare(o: TrainOptions): Prepared {
-  const ds = readDataset(o.data);
+function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
+  const ds = inputs.dataset ?? readDataset(o.data);
   const meta = ds.meta;
   const modelDir = o.model ?? meta.model_dir;
-  const { model, dir } = loadModel(modelDir, { weights: meta.weights });
+  const { model, dir } = inputs.loaded ?? loadModel(modelDir, { weights: meta.weights });
   if (o.model !== undefined && resolve(dir) !== resolve(meta.model_dir)) {
     throw new SelfreportError(`dataset ${o.data} was built from model ${meta.model_dir}, not ${dir}; rebuild the dataset for this model or drop --model`);
   }
@@ -162,7 +174,7 @@ function prepare(o: TrainOptions): Prepared {
     labels[i] = (ds.targets[i]! - mean) / std;
     classes[i] = binOf(ds.targets[i]!, binEdges);
   }
-  const features = o.freeze === "frozen" ? cachedFeatures(model, dir, ds, o.data, featureLayer, meta.weights) : null;
+  const features = o.freeze === "frozen" ? (inputs.features ?? cachedFeatures(model, dir, ds, o.data, featureLayer, meta.weights)) : null;
   return { ds, model, modelDir: dir, featureLayer, headCfg, readout: { activationMean: mean, activationStd: std, binEdges }, labels, classes, features, train, val, test };
 }
 
@@ -229,14 +241,17 @@ function testMetrics(type: HeadType, p: Prepared, head: HeadParams, idx: readonl
   return { ...m, accuracy: ev.accuracy, baseline: { description: "always predict the training mean", mse: base.mse, mae: base.mae, r2: base.r2 } };
 }
 
-export async function train(o: TrainOptions): Promise<TrainResult> {
+export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<TrainResult> {
   validateOptions(o);
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   if (existsSync(join(out, "config.json")) && !o.force && !o.resume) {
     throw new SelfreportError(`${out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
   }
-  const p = prepare(o);
+  const p = prepare(o, inputs);
+  if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
+    throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
+  }
   const meta = p.ds.meta;
   const type = o.head;
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
@@ -276,6 +291,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     opt.loadState(ck.optimizer);
     state = ck.state;
+    // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
+    if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
     info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
   } else {
     rmSync(join(out, "train_log.jsonl"), { force: true });
@@ -297,7 +314,11 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const interrupt = onInterrupt();
   const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
   let stoppedEarly = false;
-  let lastGoodStep = state.step;
+  // A checkpoint is written only for weights known to give a finite loss: the one due after step s
+  // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
+  // behind by a diverging run never holds the weights that diverged (resuming them would fail again).
+  let lastGoodStep: number | null = o.resume ? state.step : null;
+  let due = false;
   let ema = NaN;
   try {
     while (state.epoch < o.epochs) {
@@ -309,7 +330,13 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         const loss = lossOf(type, outT, p, idx);
         const lv = loss.item();
         if (!Number.isFinite(lv)) {
-          throw new SelfreportError(`loss became ${lv} at step ${state.step} (epoch ${state.epoch + 1}); the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`);
+          const kept = lastGoodStep === null ? "no checkpoint was written before it; lower --lr and start again" : `the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`;
+          throw new SelfreportError(`loss became ${lv} at step ${state.step + 1} (epoch ${state.epoch + 1}); ${kept}`);
+        }
+        if (due) {
+          checkpoint();
+          lastGoodStep = state.step;
+          due = false;
         }
         opt.zeroGrad();
         backward(loss);
@@ -321,11 +348,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         log({ step: state.step, epoch: state.epoch + 1, loss: lv, lr });
         state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
         bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
-        if (state.step % o.checkpointEvery === 0 || interrupt.requested) {
-          checkpoint();
-          lastGoodStep = state.step;
-        }
+        if (state.step % o.checkpointEvery === 0) due = true;
         if (interrupt.requested) {
+          checkpoint();
           bar.stop();
           info(`stopped at step ${state.step}; continue with the same command plus --resume`);
           process.exit(130);
@@ -344,8 +369,12 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       } else state.badEpochs++;
       state.epoch++;
       state.stepInEpoch = 0;
-      checkpoint();
-      lastGoodStep = state.step;
+      due = true;
+      if (Number.isFinite(ev.loss)) {
+        checkpoint();
+        lastGoodStep = state.step;
+        due = false;
+      }
       if (state.badEpochs >= o.patience) {
         stoppedEarly = state.epoch < o.epochs;
         break;
