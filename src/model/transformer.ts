@@ -28,7 +28,11 @@ export interface TokenBatch {
 
 export interface ForwardOptions {
   hooks?: readonly Hook[];
-  /** Run blocks 0..stopAtLayer-1 only and return the residual stream (no logits), as TransformerLens's stop_at_layer. */
+  /**
+   * Run blocks 0..stopAtLayer-1 only and return the residual stream, as TransformerLens's
+   * stop_at_layer. Given at all (even = n_layers), the forward computes no logits: ln_final and the
+   * [B, T, d_vocab] unembedding are skipped, which is most of the cost of a small model's forward.
+   */
   stopAtLayer?: number;
   /** Compute logits (default true). Without them the forward ends at the final residual stream. */
   logits?: boolean;
@@ -170,7 +174,7 @@ export class HookedTransformer {
     const pos = hooks.run("hook_pos_embed", add(zeros([B, T, cfg.dModel]), slice(this.W_pos, 0, 0, T))); // [B, T, C]
     let resid = add(embed, pos); //                                                        [B, T, C]
     for (let l = 0; l < stop; l++) resid = this.block(l, resid, hooks, keyMask);
-    if (stop < cfg.nLayers || opts.logits === false) return { logits: null, resid };
+    if (opts.stopAtLayer !== undefined || opts.logits === false) return { logits: null, resid };
     const x = this.lnFinal(resid, hooks); //                                               [B, T, C]
     return { logits: this.unembed(x), resid };
   }

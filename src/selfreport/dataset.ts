@@ -217,6 +217,11 @@ export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: rea
   });
   const trainTargets = ds.targets.filter((_, i) => ds.split[i] === 0);
   if (trainTargets.length < 2) throw new SelfreportError(`only ${trainTargets.length} training examples: the corpus has too few documents for a train/validation/test split`);
+  for (const [name, code] of [["validation", 1], ["test", 2]] as const) {
+    if (!ds.split.some((s) => s === code)) {
+      throw new SelfreportError(`no ${name} examples: the documents used all fell into other splits (splits are by document, 80/10/10); use a corpus with more documents or a larger --n`);
+    }
+  }
   const numBins = o.numBins ?? 10;
   ds.meta = {
     format: DATASET_FORMAT,

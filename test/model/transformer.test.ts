@@ -327,7 +327,8 @@ test("stopAtLayer runs the first blocks only and returns their residual stream",
   const stop0 = noGrad(() => model.forward(tokens, { stopAtLayer: 0 }));
   assert.deepEqual(stop0.resid.data, full.cache.get("blocks.0.hook_resid_pre")!.data);
   const stop2 = noGrad(() => model.forward(tokens, { stopAtLayer: 2 }));
-  assert.deepEqual(stop2.logits!.data, full.logits!.data, "stopAtLayer = nLayers is the full forward");
+  assert.equal(stop2.logits, null, "stopAtLayer = nLayers: every block, but no ln_final/unembedding");
+  assert.deepEqual(stop2.resid.data, full.cache.get("blocks.1.hook_resid_post")!.data);
   assertError(() => model.forward(tokens, { stopAtLayer: 3 }), /stopAtLayer 3/, /0\.\.2/);
 });
 

@@ -171,7 +171,7 @@ test("errors: gpt2 without --model, d_model mismatches, an existing run without 
   // unfrozen without and with --finetuned
   const cu = pyConfig({ freeze_mode: "unfrozen" });
   const outU = join(root, "unfrozen");
-  throwsExactly(() => importPythonRun({ headPath: fixture("head.pt"), configPath: cu, outDir: outU, modelDir: d8 }), `${cu}: a unfrozen run needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
+  throwsExactly(() => importPythonRun({ headPath: fixture("head.pt"), configPath: cu, outDir: outU, modelDir: d8 }), `${cu}: a run with freeze_mode unfrozen needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
   assert.equal(existsSync(outU), false);
   importPythonRun({ headPath: fixture("head.pt"), configPath: cu, outDir: outU, modelDir: d8, finetunedDir: d8 });
   assert.deepEqual(readdirSync(join(outU, "finetuned")).filter((f) => f === "model.safetensors" || f === "config.json").sort(), ["config.json", "model.safetensors"]);

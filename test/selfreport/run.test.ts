@@ -110,5 +110,5 @@ test("loadRunModel: the base model for frozen runs, finetuned/ for the others (a
   for (const [k, t] of ft.runModel.params) assertExact(`finetuned ${k}`, m.p(k).data, t.data);
   assert.ok([...ft.model.params].some(([k, t]) => t.data.some((v, i) => v !== m.p(k).data[i])), "the fine-tuned model differs from the base");
   rmSync(finetunedDir(ft.runDir), { recursive: true });
-  throwsExactly(() => loadRunModel(run), `${ft.runDir}: a unfrozen run needs finetuned/model.safetensors, which is missing`);
+  throwsExactly(() => loadRunModel(run), `${ft.runDir}: a run with freeze_mode unfrozen needs finetuned/model.safetensors, which is missing`);
 });
