@@ -91,5 +91,53 @@ static void RK_NAME(softmax_scale)(float* X, int64_t rows, int64_t cols, const f
   }
 }
 
+/*
+ * GPT-2's GELU, gelu_new(x) = ½·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³), computed as
+ * x·σ(2u) with σ(z) = 1/(1 + e^{−z}) through vexp: ½(1 + tanh u) = σ(2u) exactly, and this form has
+ * no cancellation where tanh u ≈ −1 (x ≲ −3, where 1 + tanh u would lose most of its digits).
+ * Derivative: σ + 2x·σ(1 − σ)·√(2/π)·(1 + 3·0.044715·x²). The tail (< RK_W values) uses libm's expf.
+ */
+#define RK_GELU_K 0.7978845608028654f
+#define RK_GELU_C 0.044715f
+
+/* σ(2u) for u = √(2/π)·(x + 0.044715·x³) */
+static inline __attribute__((always_inline)) VF RK_NAME(gelu_sig)(VF x) {
+  const VF k2 = RK_NAME(splat)(-2.0f * RK_GELU_K), c = RK_NAME(splat)(RK_GELU_C), one = RK_NAME(splat)(1.0f);
+  return one / (one + RK_NAME(vexp)(k2 * (x + c * x * x * x)));
+}
+
+static inline float RK_NAME(gelu_sig1)(float x) {
+  return 1.0f / (1.0f + expf(-2.0f * RK_GELU_K * (x + RK_GELU_C * x * x * x)));
+}
+
+static void RK_NAME(gelu_fwd)(const float* X, int64_t n, float* Y) {
+  const int64_t body = n - n % RK_W;
+  for (int64_t i = 0; i < body; i += RK_W) {
+    VF x = RK_NAME(load)(X + i);
+    VF y = x * RK_NAME(gelu_sig)(x);
+    memcpy(Y + i, &y, sizeof y);
+  }
+  for (int64_t i = body; i < n; i++) Y[i] = X[i] * RK_NAME(gelu_sig1)(X[i]);
+}
+
+/* DX += G · gelu_new'(X) */
+static void RK_NAME(gelu_bwd)(const float* X, const float* G, int64_t n, float* DX) {
+  const VF k2 = RK_NAME(splat)(2.0f * RK_GELU_K), c3 = RK_NAME(splat)(3.0f * RK_GELU_C), one = RK_NAME(splat)(1.0f);
+  const int64_t body = n - n % RK_W;
+  for (int64_t i = 0; i < body; i += RK_W) {
+    VF x = RK_NAME(load)(X + i);
+    VF s = RK_NAME(gelu_sig)(x);
+    VF d = RK_NAME(load)(DX + i) + RK_NAME(load)(G + i) * (s + x * s * (one - s) * k2 * (one + c3 * x * x));
+    memcpy(DX + i, &d, sizeof d);
+  }
+  for (int64_t i = body; i < n; i++) {
+    float x = X[i], s = RK_NAME(gelu_sig1)(x);
+    DX[i] += G[i] * (s + x * s * (1.0f - s) * 2.0f * RK_GELU_K * (1.0f + 3.0f * RK_GELU_C * x * x));
+  }
+}
+
+#undef RK_GELU_K
+#undef RK_GELU_C
+
 #undef VF
 #undef VI

@@ -314,12 +314,13 @@ static bool get_rows(napi_env env, const char* fn, napi_value* argv, float** X, 
   return true;
 }
 
-static bool get_row_vector(napi_env env, const char* fn, napi_value v, const char* name, int64_t rows, float** data) {
+/* A Float32Array argument `name` with at least `rows` elements (`dim` names that count in the message). */
+static bool get_vector(napi_env env, const char* fn, napi_value v, const char* name, int64_t rows, const char* dim, float** data) {
   int64_t len;
   char msg[MSG_LEN];
   if (!get_f32(env, fn, v, name, data, &len)) return false;
   if (len < rows) {
-    snprintf(msg, sizeof msg, "%s: %s has %lld elements, fewer than rows = %lld", fn, name, (long long)len, (long long)rows);
+    snprintf(msg, sizeof msg, "%s: %s has %lld elements, fewer than %s = %lld", fn, name, (long long)len, dim, (long long)rows);
     return throw_range(env, msg);
   }
   return true;
@@ -334,7 +335,7 @@ static napi_value log_sum_exp_rows(napi_env env, napi_callback_info info) {
   float *X, *out;
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
-  if (!get_row_vector(env, fn, argv[3], "out", rows, &out)) return NULL;
+  if (!get_vector(env, fn, argv[3], "out", rows, "rows", &out)) return NULL;
   DISPATCH(lse_rows, X, rows, cols, out);
   return NULL;
 }
@@ -348,9 +349,42 @@ static napi_value softmax_scale_rows(napi_env env, napi_callback_info info) {
   float *X, *lse, *scale;
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
-  if (!get_row_vector(env, fn, argv[3], "lse", rows, &lse)) return NULL;
-  if (!get_row_vector(env, fn, argv[4], "scale", rows, &scale)) return NULL;
+  if (!get_vector(env, fn, argv[3], "lse", rows, "rows", &lse)) return NULL;
+  if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
   DISPATCH(softmax_scale, X, rows, cols, lse, scale);
+  return NULL;
+}
+
+/* geluForward(X, n, Y): Y[i] = gelu_new(X[i]) for i < n. */
+static napi_value gelu_forward(napi_env env, napi_callback_info info) {
+  const char* fn = "geluForward";
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 3) { throw_type(env, "geluForward(X, n, Y) takes 3 arguments"); return NULL; }
+  float *X, *Y;
+  int64_t n;
+  if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
+  if (!get_vector(env, fn, argv[2], "Y", n, "n", &Y)) return NULL;
+  DISPATCH(gelu_fwd, X, n, Y);
+  return NULL;
+}
+
+/* geluBackward(X, G, n, DX): DX[i] += G[i]·gelu_new'(X[i]) for i < n. */
+static napi_value gelu_backward(napi_env env, napi_callback_info info) {
+  const char* fn = "geluBackward";
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 4) { throw_type(env, "geluBackward(X, G, n, DX) takes 4 arguments"); return NULL; }
+  float *X, *G, *DX;
+  int64_t n;
+  if (!get_dim(env, fn, argv[2], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
+  if (!get_vector(env, fn, argv[1], "G", n, "n", &G)) return NULL;
+  if (!get_vector(env, fn, argv[3], "DX", n, "n", &DX)) return NULL;
+  DISPATCH(gelu_bwd, X, G, n, DX);
   return NULL;
 }
 
@@ -376,6 +410,8 @@ NAPI_MODULE_INIT() {
     {"openblasInfo", NULL, openblas_info, NULL, NULL, NULL, napi_enumerable, NULL},
     {"logSumExpRows", NULL, log_sum_exp_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"softmaxScaleRows", NULL, softmax_scale_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"geluForward", NULL, gelu_forward, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -95,6 +95,32 @@ for (const backend of availableBackends()) {
       assert.equal(X[10], 42);
     });
 
+    it("geluForward / geluBackward match float64 gelu_new and its derivative, tails and extremes included", () => {
+      const K = Math.sqrt(2 / Math.PI), Cc = 0.044715;
+      const ref = (x: number): number => 0.5 * x * (1 + Math.tanh(K * (x + Cc * x ** 3)));
+      const dref = (x: number): number => {
+        const t = Math.tanh(K * (x + Cc * x ** 3));
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K * (1 + 3 * Cc * x * x);
+      };
+      for (const n of [1, 7, 8, 9, 1000]) {
+        const X = randRows(n + 11, 1, n, 3);
+        if (n === 1000) X.set([0, -0, 1e-8, -1e-8, 30, -30, 100, -100, 1e6, -1e6, 10.5, -10.5]);
+        const Y = new Float32Array(n);
+        backend.geluForward(X, n, Y);
+        assertClose(`gelu n ${n}`, Y, Float64Array.from(X, ref), { atol: 2e-7, rtol: 2e-6 });
+        const G = randRows(n + 13, 1, n, 1);
+        const D0 = randRows(n + 17, 1, n, 1);
+        const D = D0.slice();
+        backend.geluBackward(X, G, n, D);
+        assertClose(`gelu' n ${n}`, D, Float64Array.from(X, (x, i) => D0[i]! + G[i]! * dref(x)), { atol: 2e-6, rtol: 2e-6 });
+      }
+      const Y = new Float32Array(9);
+      backend.geluForward(Float32Array.from([Number.NaN, 1, 1, 1, 1, 1, 1, 1, Number.NaN]), 9, Y);
+      assert.ok(Number.isNaN(Y[0]) && Number.isNaN(Y[8]), `NaN in, NaN out: ${Y[0]}, ${Y[8]}`);
+      assert.throws(() => backend.geluForward(new Float32Array(3), 4, new Float32Array(4)), /geluForward: X has 3 elements, fewer than n = 4/);
+      assert.throws(() => backend.geluBackward(new Float32Array(4), new Float32Array(4), 4, new Float32Array(2)), /geluBackward: DX has 2 elements, fewer than n = 4/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);

@@ -265,8 +265,37 @@ function checkRows(fn: string, X: Float32Array, rows: number, cols: number, vect
   }
 }
 
+const GELU_K = Math.sqrt(2 / Math.PI);
+const GELU_C = 0.044715;
+
+function checkVectors(fn: string, n: number, vectors: [string, Float32Array][]): void {
+  checkDim(fn, "n", n);
+  for (const [name, v] of vectors) {
+    if (!(v instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
+    if (v.length < n) throw new RangeError(`${fn}: ${name} has ${v.length} elements, fewer than n = ${n}`);
+  }
+}
+
 export const jsBackend: Backend = {
   name: "js",
+
+  geluForward(X, n, Y) {
+    checkVectors("geluForward", n, [["X", X], ["Y", Y]]);
+    for (let i = 0; i < n; i++) {
+      const v = X[i]!;
+      Y[i] = 0.5 * v * (1 + Math.tanh(GELU_K * (v + GELU_C * v * v * v)));
+    }
+  },
+
+  geluBackward(X, G, n, DX) {
+    checkVectors("geluBackward", n, [["X", X], ["G", G], ["DX", DX]]);
+    for (let i = 0; i < n; i++) {
+      const v = X[i]!;
+      const t = Math.tanh(GELU_K * (v + GELU_C * v * v * v));
+      const dt = (1 - t * t) * GELU_K * (1 + 3 * GELU_C * v * v);
+      DX[i]! += G[i]! * (0.5 * (1 + t) + 0.5 * v * dt);
+    }
+  },
 
   logSumExpRows(X, rows, cols, out) {
     checkRows("logSumExpRows", X, rows, cols, [["out", out]]);

@@ -29,6 +29,8 @@ interface BlasAddon {
   openblasInfo(): OpenblasInfo;
   logSumExpRows: Backend["logSumExpRows"];
   softmaxScaleRows: Backend["softmaxScaleRows"];
+  geluForward: Backend["geluForward"];
+  geluBackward: Backend["geluBackward"];
 }
 
 export type NativeLoadResult =
@@ -40,7 +42,7 @@ function isBlasAddon(mod: unknown): mod is BlasAddon {
   const m = mod as Record<string, unknown>;
   return typeof m.sgemm === "function" && typeof m.sgemmStridedBatched === "function" &&
     typeof m.openblasInfo === "function" && typeof m.logSumExpRows === "function" &&
-    typeof m.softmaxScaleRows === "function";
+    typeof m.softmaxScaleRows === "function" && typeof m.geluForward === "function" && typeof m.geluBackward === "function";
 }
 
 /**
@@ -89,7 +91,7 @@ function tryLoad(): NativeLoadResult {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
   }
-  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows (rebuild it: npm ci)`, path };
+  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward (rebuild it: npm ci)`, path };
   const addon = mod;
   const backend: Backend = {
     name: "native",
@@ -97,6 +99,8 @@ function tryLoad(): NativeLoadResult {
     sgemmStridedBatched: addon.sgemmStridedBatched,
     logSumExpRows: addon.logSumExpRows,
     softmaxScaleRows: addon.softmaxScaleRows,
+    geluForward: addon.geluForward,
+    geluBackward: addon.geluBackward,
   };
   return { ok: true, backend, info: addon.openblasInfo(), path };
 }

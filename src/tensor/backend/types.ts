@@ -34,4 +34,8 @@ export interface Backend {
   logSumExpRows(X: Float32Array, rows: number, cols: number, out: Float32Array): void;
   /** In place: X[r, c] ← scale[r] · exp(X[r, c] − lse[r]) (a softmax times a per-row scale). */
   softmaxScaleRows(X: Float32Array, rows: number, cols: number, lse: Float32Array, scale: Float32Array): void;
+  /** Y[i] = gelu_new(X[i]) = ½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) for i < n. */
+  geluForward(X: Float32Array, n: number, Y: Float32Array): void;
+  /** DX[i] += G[i]·gelu_new'(X[i]) for i < n (adds, as every backward does). */
+  geluBackward(X: Float32Array, G: Float32Array, n: number, DX: Float32Array): void;
 }

@@ -121,26 +121,17 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor | null, eps: number): 
 // ---------------------------------------------------------------------------------------------
 // Activations
 
-const GELU_K = Math.sqrt(2 / Math.PI);
-const GELU_C = 0.044715;
-
-/** GPT-2's GELU (`gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+/**
+ * GPT-2's GELU (`gelu_new`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). The loops are the
+ * backend's (native: vectorised; js: Math.tanh), forward and backward.
+ */
 export function geluNew(x: Tensor): Tensor {
   const X = x.data;
   const n = X.length;
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const v = X[i]!;
-    out[i] = 0.5 * v * (1 + Math.tanh(GELU_K * (v + GELU_C * v * v * v)));
-  }
+  getBackend().geluForward(X, n, out);
   return record("geluNew", new Tensor(out, x.shape), [x], (g) => {
-    const gx = gradOf(x);
-    for (let i = 0; i < n; i++) {
-      const v = X[i]!;
-      const t = Math.tanh(GELU_K * (v + GELU_C * v * v * v));
-      const dt = (1 - t * t) * GELU_K * (1 + 3 * GELU_C * v * v);
-      gx[i]! += g[i]! * (0.5 * (1 + t) + 0.5 * v * dt);
-    }
+    getBackend().geluBackward(X, g, n, gradOf(x));
   });
 }
 
