@@ -18,6 +18,7 @@
  *   split     I32 [n]          0 train, 1 validation, 2 test
  *   window    I32 [n]          which source window (examples of one window share a prefix)
  */
+import { resolve } from "node:path";
 import { existsSync } from "node:fs";
 import { Rng, noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
@@ -226,7 +227,7 @@ export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: rea
   ds.meta = {
     format: DATASET_FORMAT,
     version: DATASET_VERSION,
-    model_dir: o.modelDir,
+    model_dir: resolve(o.modelDir),
     model_name: o.modelName,
     weights: o.weights,
     layer: o.layer,

@@ -406,7 +406,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     feature_layer: p.featureLayer,
     head_config: p.headCfg,
     base_model_name: meta.model_name,
-    base_model_dir: p.modelDir,
+    base_model_dir: resolve(p.modelDir),
     weights: meta.weights,
     d_model: p.model.cfg.dModel,
     bin_edges: [...p.readout.binEdges],

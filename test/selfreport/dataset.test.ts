@@ -76,7 +76,7 @@ test("every target equals the hook's activation on the example's own prefix (one
 });
 
 test("layer_type mlp_out reads dimension N of blocks.L.hook_mlp_out", () => {
-  const d = buildDataset(model, tok, docs, { ...base, layer: 0, neuron: 7, layerType: "mlp_out", n: 20 });
+  const d = buildDataset(model, tok, docs, { ...base, layer: 0, neuron: 7, layerType: "mlp_out" });
   assert.equal(d.meta.hook, "blocks.0.hook_mlp_out");
   assert.equal(targetHookName(0, "mlp_out"), "blocks.0.hook_mlp_out");
   for (let i = 0; i < d.meta.n; i++) {
