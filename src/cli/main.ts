@@ -10,11 +10,14 @@ import { registerModelCommands } from "./commands/model.ts";
 import { registerSelfreportCommands } from "./commands/selfreport.ts";
 import { registerAnalyzeCommands } from "./commands/analyze.ts";
 import { registerLmCommands } from "./commands/lm.ts";
+import { registerReportCommands } from "./commands/report.ts";
+import { registerSweepCommands } from "./commands/sweep.ts";
+import { registerDemo } from "./commands/demo.ts";
 
 export type Register = (program: Command) => void;
 
 /** Every command group; each registers its sub-commands. */
-const groups: Register[] = [registerModelCommands, registerSelfreportCommands, registerAnalyzeCommands, registerLmCommands];
+const groups: Register[] = [registerModelCommands, registerSelfreportCommands, registerAnalyzeCommands, registerLmCommands, registerReportCommands, registerSweepCommands, registerDemo];
 
 export function buildProgram(): Command {
   const program = new Command("selfreport")
