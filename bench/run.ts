@@ -7,6 +7,11 @@
  */
 import { pathToFileURL } from "node:url";
 import { benchSgemm } from "./sgemm.ts";
+import { benchSweep } from "./sweep.ts";
+import { benchKernels } from "./kernels.ts";
+import { benchForward } from "./forward.ts";
+import { benchPretrain } from "./pretrain.ts";
+import { benchSelfreportStep, benchSelfreportFrozen } from "./selfreport.ts";
 
 /** One table row: column name → cell (numbers are printed as given; format them in the section). */
 export type BenchRow = Record<string, string | number>;
@@ -20,6 +25,12 @@ interface Section {
 
 const SECTIONS: Section[] = [
   { name: "sgemm", title: "Dense matmul (sgemm), GFLOPS, median after warm-up", run: benchSgemm },
+  { name: "kernels", title: "LayerNorm, GELU, softmax, causal attention at [8, 128, 768]: ms per call vs torch", run: benchKernels },
+  { name: "forward", title: "GPT-2-small forward (runWithCache), tokens/s vs torch", run: benchForward },
+  { name: "pretrain", title: "Pre-training step (4 × 128, vocab 50257, batch 16 × 128), tokens/s vs torch", run: benchPretrain },
+  { name: "selfreport-step", title: "Unfrozen self-report step (GPT-2 small, batch 16 × 64), ms per step vs torch", run: benchSelfreportStep },
+  { name: "selfreport-frozen", title: "Frozen head training: cached features vs re-running the base model, examples/s per epoch", run: benchSelfreportFrozen },
+  { name: "sweep", title: "Sweep: frozen regression heads of one 768-wide layer, multi-output vs separate runs, jobs/hour", run: benchSweep },
 ];
 
 /** Rows → a markdown table; columns are the union of the rows' keys in first-seen order. */

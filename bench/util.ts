@@ -1,0 +1,108 @@
+/**
+ * Helpers shared by the bench sections written after sgemm.ts and forward.ts (which keep their own
+ * copies): run counts from the environment, timing with a median after warm-up, fixed pseudo-random
+ * data, and the PyTorch peer run in one /usr/bin/python3 subprocess that prints JSON.
+ */
+import { spawnSync } from "node:child_process";
+import type { TokenBatch } from "../src/model/transformer.ts";
+
+/** Debian's Python, which sees python3-numpy and python3-torch (the pyenv shim on PATH does not). */
+export const PYTHON = "/usr/bin/python3";
+
+/** A positive integer from the environment variable `name`, else `fallback`. */
+export function envCount(name: string, fallback: number): number {
+  const v = Math.floor(Number(process.env[name] ?? fallback));
+  return Number.isFinite(v) && v >= 1 ? v : fallback;
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Seconds of each of `runs` timed calls of fn, after `warmup` untimed ones. */
+export function timeRuns(fn: () => void, warmup: number, runs: number): number[] {
+  for (let i = 0; i < warmup; i++) fn();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return times;
+}
+
+/** Standard-normal-ish floats (sum of uniforms) from a fixed LCG; values only need to be non-degenerate. */
+export function filledNormal(n: number, seed: number, std = 1): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  const u = (): number => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
+  for (let i = 0; i < n; i++) out[i] = (u() + u() + u() + u() - 2) * 1.7320508 * std; // variance 4/12 · 3 = 1
+  return out;
+}
+
+/** Token ids [batch, len] from a fixed LCG, all positions real (attention mask of ones). */
+export function randomTokens(batch: number, len: number, vocab: number, seed: number): TokenBatch {
+  const ids = new Int32Array(batch * len);
+  let s = seed >>> 0;
+  for (let i = 0; i < ids.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    ids[i] = s % vocab;
+  }
+  return { ids, batch, len, attentionMask: new Uint8Array(batch * len).fill(1) };
+}
+
+/** Peak resident set of this Node process so far (the whole bench run, not just the section), MB. */
+export function nodePeakRssMb(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+/** The fields every torch script prints, plus the section's own (checked by `valid`). */
+export interface TorchCommon {
+  version: string;
+  threads: number;
+  maxrss_kb: number;
+}
+
+/**
+ * Runs `script` with `args` in one /usr/bin/python3 subprocess and parses the JSON it prints.
+ * Returns the reason instead when torch is not importable, the script fails, or the JSON is not
+ * what `valid` expects.
+ */
+export function runTorch<T extends TorchCommon>(script: string, args: readonly (string | number)[], valid: (x: Record<string, unknown>) => boolean): T | { error: string } {
+  const probe = spawnSync(PYTHON, ["-c", "import torch"], { encoding: "utf8" });
+  if (probe.status !== 0) return { error: `${PYTHON} cannot import torch` };
+  const run = spawnSync(PYTHON, ["-c", script, ...args.map(String)], { encoding: "utf8", maxBuffer: 1 << 22 });
+  if (run.status !== 0) return { error: `torch script failed (exit ${run.status ?? run.signal}): ${run.stderr.trim().split("\n").pop() ?? ""}` };
+  let parsed: unknown = null;
+  try {
+    parsed = JSON.parse(run.stdout);
+  } catch {
+    // reported below
+  }
+  if (typeof parsed === "object" && parsed !== null) {
+    const r = parsed as Record<string, unknown>;
+    if (typeof r.version === "string" && typeof r.threads === "number" && typeof r.maxrss_kb === "number" && valid(r)) return parsed as T;
+  }
+  return { error: `torch script printed ${run.stdout.trim().slice(0, 200)}` };
+}
+
+/** True when x is an array of numbers. */
+export function isNumberArray(x: unknown): x is number[] {
+  return Array.isArray(x) && x.every((v) => typeof v === "number");
+}
+
+/** Milliseconds with a precision that suits the size. */
+export function fmtMs(seconds: number): string {
+  const ms = seconds * 1000;
+  return ms.toFixed(ms < 10 ? 2 : ms < 100 ? 1 : 0);
+}
+
+/** ours/peer ratio of speeds given their seconds (> 1: we are faster), or "n/a". */
+export function speedRatio(oursSeconds: number, peerSeconds: number | null): string {
+  return peerSeconds === null || !(oursSeconds > 0) ? "n/a" : (peerSeconds / oursSeconds).toFixed(2);
+}
