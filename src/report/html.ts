@@ -17,6 +17,7 @@
  * Missing analyses are listed as "not run" with the command that runs them; a residual analysis is
  * "not applicable" for a frozen run. A missing or invalid run directory is a SelfreportError.
  */
+import type { RegressionMetrics } from "../selfreport/stats.ts";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
@@ -60,13 +61,8 @@ export type AnalysisRead<K extends AnalysisName> =
   | { status: "not run"; name: K; dir: string }
   | { status: "unreadable"; name: K; dir: string; reason: string };
 
-export interface TestMetricsFile {
-  n: number;
-  mse: number;
-  mae: number;
-  pearson_r: number;
-  spearman_rho: number;
-  r2: number;
+/** One split's metrics in metrics.json: the regression metrics plus bin accuracy and the mean baseline. */
+export interface TestMetricsFile extends RegressionMetrics {
   accuracy: number | null;
   baseline: { description: string; mse: number; mae: number; r2: number };
 }

@@ -25,18 +25,10 @@ import { Rng, getBackend, warmupCosine } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
 import { initHead, makeHeadConfig } from "../selfreport/predictor.ts";
 import { activationStats, regressionMetrics, type ActivationStats } from "../selfreport/stats.ts";
-import type { TestMetrics } from "../selfreport/train.ts";
+import type { TestMetrics, TrainOptions } from "../selfreport/train.ts";
 
-export interface MultiHeadOptions {
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  weightDecay: number;
-  warmup: number;
-  gradClip: number;
-  seed: number;
-  patience: number;
-}
+/** The single-neuron trainer's options that the multi-output trainer shares (same meaning, same math). */
+export type MultiHeadOptions = Pick<TrainOptions, "epochs" | "batchSize" | "lr" | "weightDecay" | "warmup" | "gradClip" | "seed" | "patience">;
 
 export interface MultiHeadInput {
   /** Cached residual features [n, C]. */
