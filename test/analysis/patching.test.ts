@@ -13,7 +13,7 @@ import { loadAnalysisContext, type AnalysisContext } from "../../src/analysis/co
 import { patchingAnalysis, patchingPlots, runPatches, patchedReference, type Patch } from "../../src/analysis/patching.ts";
 import { selectInputs } from "../../src/analysis/context.ts";
 import { linearFit, tQuantile, tCdf } from "../../src/analysis/fit.ts";
-import { run as runCli } from "../../src/cli/main.ts";
+import { runCapture } from "../helpers/cli.ts";
 import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
@@ -220,18 +220,8 @@ test("tQuantile against scipy.stats.t.ppf", () => {
 // CLI
 
 async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  const logs: string[] = [];
-  const origLog = console.log;
-  const origErr = console.error;
-  console.log = (...a: unknown[]) => void logs.push(a.join(" "));
-  console.error = (...a: unknown[]) => void logs.push(a.join(" "));
-  try {
-    const code = await runCli(["node", "selfreport", "analyze", "patching", ...args]);
-    return { code, out: logs.join("\n") };
-  } finally {
-    console.log = origLog;
-    console.error = origErr;
-  }
+  const { code, lines } = await runCapture(["analyze", "patching", ...args]);
+  return { code, out: lines.join("\n") };
 }
 
 test("CLI: writes summary.json and the four plots", async () => {

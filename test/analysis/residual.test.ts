@@ -14,7 +14,7 @@ import { loadAnalysisContext } from "../../src/analysis/context.ts";
 import { residualAnalysis, residualPlots, parameterChanges, type ResidualSummary } from "../../src/analysis/residual.ts";
 import { loadModel, saveModel } from "../../src/model/load.ts";
 import { finetunedDir } from "../../src/selfreport/run.ts";
-import { run as runCli } from "../../src/cli/main.ts";
+import { runCapture } from "../helpers/cli.ts";
 import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
@@ -31,19 +31,7 @@ function close(actual: number, expected: number, tol: number, what: string): voi
 }
 
 /** Captures console output of a CLI call; returns the exit code and the lines. */
-async function cli(args: string[]): Promise<{ code: number; lines: string[] }> {
-  const lines: string[] = [];
-  const origLog = console.log;
-  const origErr = console.error;
-  console.log = (...a: unknown[]) => void lines.push(a.join(" "));
-  console.error = (...a: unknown[]) => void lines.push(a.join(" "));
-  try {
-    return { code: await runCli(["node", "selfreport", "analyze", "residual", ...args]), lines };
-  } finally {
-    console.log = origLog;
-    console.error = origErr;
-  }
-}
+const cli = (args: string[]): Promise<{ code: number; lines: string[] }> => runCapture(["analyze", "residual", ...args]);
 
 test("a fine-tuned model identical to its base: every change is exactly 0, the neuron is unchanged", () => {
   const fx = tinyRun({ freeze: "unfrozen", finetuneNoise: 0, seed: 1 });

@@ -22,7 +22,7 @@ import {
   type WeightsVerdictInput, type PatchingVerdictInput, type ResidualVerdictInput,
 } from "../../src/report/verdicts.ts";
 import { SelfreportError } from "../../src/errors.ts";
-import { run as runCli } from "../../src/cli/main.ts";
+import { runCapture } from "../helpers/cli.ts";
 import { makeTinyRun } from "../helpers/run-fixture.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
@@ -355,19 +355,7 @@ test("errors: a missing, empty, file or invalid run directory and a missing --an
   assert.ok(!existsSync(out));
 });
 
-async function cli(args: string[]): Promise<{ code: number; lines: string[] }> {
-  const lines: string[] = [];
-  const origLog = console.log;
-  const origErr = console.error;
-  console.log = (...a: unknown[]) => void lines.push(a.join(" "));
-  console.error = (...a: unknown[]) => void lines.push(a.join(" "));
-  try {
-    return { code: await runCli(["node", "selfreport", "report", ...args]), lines };
-  } finally {
-    console.log = origLog;
-    console.error = origErr;
-  }
-}
+const cli = (args: string[]): Promise<{ code: number; lines: string[] }> => runCapture(["report", ...args]);
 
 test("CLI: writes the page and lists what was not run; bad --run and --out give one error line", async () => {
   await fixtures;

@@ -254,27 +254,26 @@ function gemmAt(
   }
 }
 
+/** Each of `vectors` is a Float32Array of at least n elements (n a dimension, named `nName`). */
+function checkVectors(fn: string, n: number, vectors: [string, Float32Array][], nName = "n"): void {
+  checkDim(fn, nName, n);
+  for (const [name, v] of vectors) {
+    if (!(v instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
+    if (v.length < n) throw new RangeError(`${fn}: ${name} has ${v.length} elements, fewer than ${nName} = ${n}`);
+  }
+}
+
 function checkRows(fn: string, X: Float32Array, rows: number, cols: number, vectors: [string, Float32Array][]): void {
   if (!(X instanceof Float32Array)) throw new TypeError(`${fn}: X must be a Float32Array`);
   checkDim(fn, "rows", rows);
   checkDim(fn, "cols", cols);
   if (rows * cols > X.length) throw new RangeError(`${fn}: X has ${X.length} elements, fewer than rows·cols = ${rows * cols}`);
-  for (const [name, v] of vectors) {
-    if (!(v instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
-    if (v.length < rows) throw new RangeError(`${fn}: ${name} has ${v.length} elements, fewer than rows = ${rows}`);
-  }
+  checkVectors(fn, rows, vectors, "rows");
 }
 
 const GELU_K = Math.sqrt(2 / Math.PI);
 const GELU_C = 0.044715;
 
-function checkVectors(fn: string, n: number, vectors: [string, Float32Array][]): void {
-  checkDim(fn, "n", n);
-  for (const [name, v] of vectors) {
-    if (!(v instanceof Float32Array)) throw new TypeError(`${fn}: ${name} must be a Float32Array`);
-    if (v.length < n) throw new RangeError(`${fn}: ${name} has ${v.length} elements, fewer than n = ${n}`);
-  }
-}
 
 export const jsBackend: Backend = {
   name: "js",
