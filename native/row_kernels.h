@@ -139,5 +139,71 @@ static void RK_NAME(gelu_bwd)(const float* X, const float* G, int64_t n, float* 
 #undef RK_GELU_K
 #undef RK_GELU_C
 
+/*
+ * LayerNorm forward, in TransformerLens's three hookable steps (see src/tensor/ops/nn.ts):
+ *   ln_scale      mean[r] = Σ x / C;  scale[r] = √(Σ (x − mean)² / C + eps)   (two passes)
+ *   ln_normalize  out = (x − mean) / S[r], the mean recomputed (S may be a replaced hook value)
+ *   affine        out = x·w + b (b may be NULL)
+ * Sums run in RK_W float lanes and are combined in double.
+ */
+static inline double RK_NAME(row_sum)(const float* x, int64_t C) {
+  const int64_t body = C - C % RK_W;
+  VF acc = RK_NAME(splat)(0.0f);
+  for (int64_t c = 0; c < body; c += RK_W) acc += RK_NAME(load)(x + c);
+  double s = 0.0;
+  for (int j = 0; j < RK_W; j++) s += acc[j];
+  for (int64_t c = body; c < C; c++) s += x[c];
+  return s;
+}
+
+static void RK_NAME(ln_scale)(const float* X, int64_t rows, int64_t C, float eps, float* scale, float* mean) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * C;
+    const float m = (float)(RK_NAME(row_sum)(x, C) / (double)C);
+    const VF mm = RK_NAME(splat)(m);
+    VF acc = RK_NAME(splat)(0.0f);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF d = RK_NAME(load)(x + c) - mm;
+      acc += d * d;
+    }
+    double v = 0.0;
+    for (int j = 0; j < RK_W; j++) v += acc[j];
+    for (int64_t c = body; c < C; c++) v += (double)(x[c] - m) * (double)(x[c] - m);
+    mean[r] = m;
+    scale[r] = (float)sqrt(v / (double)C + (double)eps);
+  }
+}
+
+static void RK_NAME(ln_normalize)(const float* X, int64_t rows, int64_t C, const float* S, float* out) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * C;
+    float* y = out + r * C;
+    const float m = (float)(RK_NAME(row_sum)(x, C) / (double)C);
+    const float inv = 1.0f / S[r];
+    const VF mm = RK_NAME(splat)(m), iv = RK_NAME(splat)(inv);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = (RK_NAME(load)(x + c) - mm) * iv;
+      memcpy(y + c, &v, sizeof v);
+    }
+    for (int64_t c = body; c < C; c++) y[c] = (x[c] - m) * inv;
+  }
+}
+
+static void RK_NAME(affine)(const float* X, int64_t rows, int64_t C, const float* w, const float* b, float* out) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * C;
+    float* y = out + r * C;
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = RK_NAME(load)(x + c) * RK_NAME(load)(w + c);
+      if (b) v += RK_NAME(load)(b + c);
+      memcpy(y + c, &v, sizeof v);
+    }
+    for (int64_t c = body; c < C; c++) y[c] = x[c] * w[c] + (b ? b[c] : 0.0f);
+  }
+}
+
 #undef VF
 #undef VI

@@ -388,6 +388,65 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* An optional Float32Array: null/undefined gives NULL; otherwise as get_vector. */
+static bool get_optional_vector(napi_env env, const char* fn, napi_value v, const char* name, int64_t n, const char* dim, float** data) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (t == napi_null || t == napi_undefined) { *data = NULL; return true; }
+  return get_vector(env, fn, v, name, n, dim, data);
+}
+
+/* lnScaleRows(X, rows, cols, eps, scale, mean): per-row mean and √(var + eps). */
+static napi_value ln_scale_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "lnScaleRows";
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 6) { throw_type(env, "lnScaleRows(X, rows, cols, eps, scale, mean) takes 6 arguments"); return NULL; }
+  float *X, *scale, *mean;
+  int64_t rows, cols;
+  double eps;
+  if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
+  if (!get_number(env, fn, argv[3], "eps", &eps)) return NULL;
+  if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
+  if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
+  DISPATCH(ln_scale, X, rows, cols, (float)eps, scale, mean);
+  return NULL;
+}
+
+/* lnNormalizeRows(X, rows, cols, S, out): out = (x − mean(x)) / S[r]. */
+static napi_value ln_normalize_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "lnNormalizeRows";
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 5) { throw_type(env, "lnNormalizeRows(X, rows, cols, S, out) takes 5 arguments"); return NULL; }
+  float *X, *S, *out;
+  int64_t rows, cols;
+  if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
+  if (!get_vector(env, fn, argv[3], "S", rows, "rows", &S)) return NULL;
+  if (!get_vector(env, fn, argv[4], "out", rows * cols, "rows·cols", &out)) return NULL;
+  DISPATCH(ln_normalize, X, rows, cols, S, out);
+  return NULL;
+}
+
+/* affineRows(X, rows, cols, w, b | null, out): out = x·w + b over the last axis. */
+static napi_value affine_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "affineRows";
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 6) { throw_type(env, "affineRows(X, rows, cols, w, b, out) takes 6 arguments"); return NULL; }
+  float *X, *w, *b, *out;
+  int64_t rows, cols;
+  if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
+  if (!get_vector(env, fn, argv[3], "w", cols, "cols", &w)) return NULL;
+  if (!get_optional_vector(env, fn, argv[4], "b", cols, "cols", &b)) return NULL;
+  if (!get_vector(env, fn, argv[5], "out", rows * cols, "rows·cols", &out)) return NULL;
+  DISPATCH(affine, X, rows, cols, w, b, out);
+  return NULL;
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -412,6 +471,9 @@ NAPI_MODULE_INIT() {
     {"softmaxScaleRows", NULL, softmax_scale_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"geluForward", NULL, gelu_forward, NULL, NULL, NULL, napi_enumerable, NULL},
     {"geluBackward", NULL, gelu_backward, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lnScaleRows", NULL, ln_scale_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lnNormalizeRows", NULL, ln_normalize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"affineRows", NULL, affine_rows, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

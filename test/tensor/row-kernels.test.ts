@@ -121,6 +121,44 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.geluBackward(new Float32Array(4), new Float32Array(4), 4, new Float32Array(2)), /geluBackward: DX has 2 elements, fewer than n = 4/);
     });
 
+    it("lnScaleRows / lnNormalizeRows / affineRows match float64 LayerNorm on widths 1, 7, 8, 9, 768, with a large offset", () => {
+      for (const cols of [1, 7, 8, 9, 768]) {
+        const rows = 3;
+        const X = randRows(cols + 29, rows, cols, 2);
+        for (let c = 0; c < cols; c++) X[2 * cols + c]! += 100; // row 2: mean far from 0
+        const eps = 1e-5;
+        const mean64 = new Float64Array(rows), scale64 = new Float64Array(rows);
+        for (let r = 0; r < rows; r++) {
+          let m = 0;
+          for (let c = 0; c < cols; c++) m += X[r * cols + c]!;
+          m /= cols;
+          let v = 0;
+          for (let c = 0; c < cols; c++) v += (X[r * cols + c]! - m) ** 2;
+          mean64[r] = m;
+          scale64[r] = Math.sqrt(v / cols + eps);
+        }
+        const scale = new Float32Array(rows), mean = new Float32Array(rows);
+        backend.lnScaleRows(X, rows, cols, eps, scale, mean);
+        assertClose(`ln mean cols ${cols}`, mean, mean64, { atol: 1e-5, rtol: 1e-6 });
+        assertClose(`ln scale cols ${cols}`, scale, scale64, { atol: 1e-5, rtol: 1e-4 });
+        const out = new Float32Array(rows * cols);
+        backend.lnNormalizeRows(X, rows, cols, scale, out);
+        const norm64 = Float64Array.from(X, (x, i) => (x - mean64[Math.floor(i / cols)]!) / scale[Math.floor(i / cols)]!);
+        assertClose(`ln normalize cols ${cols}`, out, norm64, { atol: 2e-5, rtol: 1e-5 });
+        const w = randRows(cols + 31, 1, cols, 1), b = randRows(cols + 37, 1, cols, 1);
+        const y = new Float32Array(rows * cols), y0 = new Float32Array(rows * cols);
+        backend.affineRows(out, rows, cols, w, b, y);
+        backend.affineRows(out, rows, cols, w, null, y0);
+        assertClose(`affine cols ${cols}`, y, Float64Array.from(out, (v, i) => v * w[i % cols]! + b[i % cols]!), { atol: 1e-6, rtol: 1e-6 });
+        assertClose(`affine no bias cols ${cols}`, y0, Float64Array.from(out, (v, i) => v * w[i % cols]!), { atol: 1e-6, rtol: 1e-6 });
+      }
+      const X = new Float32Array(6);
+      assert.throws(() => backend.lnScaleRows(X, 2, 3, 1e-5, new Float32Array(1), new Float32Array(2)), /lnScaleRows: scale has 1 elements, fewer than rows = 2/);
+      assert.throws(() => backend.lnNormalizeRows(X, 2, 3, new Float32Array(2), new Float32Array(5)), /lnNormalizeRows: out has 5 elements, fewer than rows·cols = 6/);
+      assert.throws(() => backend.affineRows(X, 2, 3, new Float32Array(3), new Float32Array(2), new Float32Array(6)), /affineRows: b has 2 elements, fewer than cols = 3/);
+      assert.throws(() => backend.affineRows(X, 2, 4, new Float32Array(4), null, new Float32Array(8)), /affineRows: X has 6 elements, fewer than rows·cols = 8/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);

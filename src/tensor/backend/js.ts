@@ -286,6 +286,47 @@ export const jsBackend: Backend = {
     }
   },
 
+  lnScaleRows(X, rows, cols, eps, scale, mean) {
+    checkRows("lnScaleRows", X, rows, cols, [["scale", scale], ["mean", mean]]);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let m = 0;
+      for (let c = 0; c < cols; c++) m += X[o + c]!;
+      m /= cols;
+      let v = 0;
+      for (let c = 0; c < cols; c++) {
+        const d = X[o + c]! - m;
+        v += d * d;
+      }
+      mean[r] = m;
+      scale[r] = Math.sqrt(v / cols + eps);
+    }
+  },
+
+  lnNormalizeRows(X, rows, cols, S, out) {
+    checkRows("lnNormalizeRows", X, rows, cols, [["S", S]]);
+    checkVectors("lnNormalizeRows", rows * cols, [["out", out]], "rows·cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let m = 0;
+      for (let c = 0; c < cols; c++) m += X[o + c]!;
+      m /= cols;
+      const inv = 1 / S[r]!;
+      for (let c = 0; c < cols; c++) out[o + c] = (X[o + c]! - m) * inv;
+    }
+  },
+
+  affineRows(X, rows, cols, w, b, out) {
+    checkRows("affineRows", X, rows, cols, []);
+    checkVectors("affineRows", cols, b === null ? [["w", w]] : [["w", w], ["b", b]], "cols");
+    checkVectors("affineRows", rows * cols, [["out", out]], "rows·cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      if (b === null) for (let c = 0; c < cols; c++) out[o + c] = X[o + c]! * w[c]!;
+      else for (let c = 0; c < cols; c++) out[o + c] = X[o + c]! * w[c]! + b[c]!;
+    }
+  },
+
   geluBackward(X, G, n, DX) {
     checkVectors("geluBackward", n, [["X", X], ["G", G], ["DX", DX]]);
     for (let i = 0; i < n; i++) {

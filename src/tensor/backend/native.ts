@@ -31,6 +31,9 @@ interface BlasAddon {
   softmaxScaleRows: Backend["softmaxScaleRows"];
   geluForward: Backend["geluForward"];
   geluBackward: Backend["geluBackward"];
+  lnScaleRows: Backend["lnScaleRows"];
+  lnNormalizeRows: Backend["lnNormalizeRows"];
+  affineRows: Backend["affineRows"];
 }
 
 export type NativeLoadResult =
@@ -42,7 +45,8 @@ function isBlasAddon(mod: unknown): mod is BlasAddon {
   const m = mod as Record<string, unknown>;
   return typeof m.sgemm === "function" && typeof m.sgemmStridedBatched === "function" &&
     typeof m.openblasInfo === "function" && typeof m.logSumExpRows === "function" &&
-    typeof m.softmaxScaleRows === "function" && typeof m.geluForward === "function" && typeof m.geluBackward === "function";
+    typeof m.softmaxScaleRows === "function" && typeof m.geluForward === "function" && typeof m.geluBackward === "function" &&
+    typeof m.lnScaleRows === "function" && typeof m.lnNormalizeRows === "function" && typeof m.affineRows === "function";
 }
 
 /**
@@ -91,7 +95,7 @@ function tryLoad(): NativeLoadResult {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
   }
-  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward (rebuild it: npm ci)`, path };
+  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward/lnScaleRows/lnNormalizeRows/affineRows (rebuild it: npm ci)`, path };
   const addon = mod;
   const backend: Backend = {
     name: "native",
@@ -101,6 +105,9 @@ function tryLoad(): NativeLoadResult {
     softmaxScaleRows: addon.softmaxScaleRows,
     geluForward: addon.geluForward,
     geluBackward: addon.geluBackward,
+    lnScaleRows: addon.lnScaleRows,
+    lnNormalizeRows: addon.lnNormalizeRows,
+    affineRows: addon.affineRows,
   };
   return { ok: true, backend, info: addon.openblasInfo(), path };
 }

@@ -38,4 +38,10 @@ export interface Backend {
   geluForward(X: Float32Array, n: number, Y: Float32Array): void;
   /** DX[i] += G[i]·gelu_new'(X[i]) for i < n (adds, as every backward does). */
   geluBackward(X: Float32Array, G: Float32Array, n: number, DX: Float32Array): void;
+  /** LayerNorm statistics of X [rows, cols]: mean[r] and scale[r] = √(mean((x − mean)²) + eps). */
+  lnScaleRows(X: Float32Array, rows: number, cols: number, eps: number, scale: Float32Array, mean: Float32Array): void;
+  /** out[r, c] = (X[r, c] − mean of row r) / S[r]. */
+  lnNormalizeRows(X: Float32Array, rows: number, cols: number, S: Float32Array, out: Float32Array): void;
+  /** out[r, c] = X[r, c]·w[c] + b[c] (b null: no bias). */
+  affineRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array): void;
 }

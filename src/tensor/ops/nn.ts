@@ -23,19 +23,7 @@ export function lnScale(x: Tensor, eps: number): Tensor {
   const X = x.data;
   const out = new Float32Array(rows);
   const mu = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let m = 0;
-    for (let c = 0; c < C; c++) m += X[o + c]!;
-    m /= C;
-    let v = 0;
-    for (let c = 0; c < C; c++) {
-      const d = X[o + c]! - m;
-      v += d * d;
-    }
-    mu[r] = m;
-    out[r] = Math.sqrt(v / C + eps);
-  }
+  getBackend().lnScaleRows(X, rows, C, eps, out, mu);
   return record("lnScale", new Tensor(out, [...x.shape.slice(0, -1), 1]), [x], (g) => {
     // d scale / d x_c = (x_c - mean) / (C · scale)
     const gx = gradOf(x);
@@ -55,14 +43,7 @@ export function lnNormalize(x: Tensor, scale: Tensor): Tensor {
   const X = x.data;
   const S = scale.data;
   const out = new Float32Array(x.size);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let m = 0;
-    for (let c = 0; c < C; c++) m += X[o + c]!;
-    m /= C;
-    const inv = 1 / S[r]!;
-    for (let c = 0; c < C; c++) out[o + c] = (X[o + c]! - m) * inv;
-  }
+  getBackend().lnNormalizeRows(X, rows, C, S, out);
   return record("lnNormalize", new Tensor(out, x.shape), [x, scale], (g) => {
     const gx = x.requiresGrad ? gradOf(x) : null;
     const gs = scale.requiresGrad ? gradOf(scale) : null;
@@ -92,14 +73,7 @@ export function affineLast(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
   const X = x.data;
   const W = w.data;
   const out = new Float32Array(x.size);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    if (b === null) for (let c = 0; c < C; c++) out[o + c] = X[o + c]! * W[c]!;
-    else {
-      const Bv = b.data;
-      for (let c = 0; c < C; c++) out[o + c] = X[o + c]! * W[c]! + Bv[c]!;
-    }
-  }
+  getBackend().affineRows(X, rows, C, W, b === null ? null : b.data, out);
   return record("affineLast", new Tensor(out, x.shape), b === null ? [x, w] : [x, w, b], (g) => {
     const gx = x.requiresGrad ? gradOf(x) : null;
     const gw = w.requiresGrad ? gradOf(w) : null;
