@@ -71,6 +71,10 @@ export function broadcastIndex(outShape: Shape, inShape: Shape): Int32Array {
 /** Adds g (over outShape) into dst (over the input's shape), summing over broadcast dims. */
 function accumulate(dst: Float32Array, g: Float32Array, access: Access, scale: Float32Array | null, scaleAccess: Access | null): void {
   const n = g.length;
+  if (scale === null && access.kind === "same") { // the residual stream's adds: a plain dst += g
+    for (let i = 0; i < n; i++) dst[i]! += g[i]!;
+    return;
+  }
   for (let i = 0; i < n; i++) {
     const gi = scale === null ? g[i]! : g[i]! * scale[readIndex(scaleAccess!, i)]!;
     dst[readIndex(access, i)]! += gi;

@@ -109,9 +109,8 @@ export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
   return record("linear", new Tensor(out, [...x.shape.slice(0, -1), O]), inputs, (g) => {
     if (x.requiresGrad) gemm(false, true, rows, I, O, g, 0, W.data, 0, 1, gradOf(x), 0, 1); // dx += g · Wᵀ
     if (W.requiresGrad) gemm(true, false, I, O, rows, x.data, 0, g, 0, 1, gradOf(W), 0, 1); // dW += xᵀ · g
-    if (bias !== null && bias.requiresGrad) {
-      const gb = gradOf(bias);
-      for (let r = 0; r < rows; r++) for (let o = 0; o < O; o++) gb[o]! += g[r * O + o]!;
+    if (bias !== null && bias.requiresGrad) { // db += 1ᵀ · g, the column sums of g [rows, O], as a [1, rows]·[rows, O] product
+      gemm(false, false, 1, O, rows, new Float32Array(rows).fill(1), 0, g, 0, 1, gradOf(bias), 0, 1);
     }
   });
 }
