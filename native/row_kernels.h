@@ -49,20 +49,31 @@ static inline __attribute__((always_inline)) VF RK_NAME(tail)(const float* p, in
   return v;
 }
 
+/*
+ * softmax_rows: Y[r] = softmax(X[r]) with the row maximum subtracted first, so huge logits stay exact
+ * (Y may be X). A row of -inf gives zeros. softmax_bwd_rows: DX[r] += Y[r] ⊙ (G[r] − Σ G[r]·Y[r]).
+ */
+static inline __attribute__((always_inline)) float RK_NAME(row_max)(const float* x, int64_t cols) {
+  const float ninf = -__builtin_inff();
+  const int64_t body = cols - cols % RK_W;
+  VF mv = RK_NAME(splat)(ninf);
+  for (int64_t c = 0; c < body; c += RK_W) {
+    VF v = RK_NAME(load)(x + c);
+    VI gt = v > mv;
+    mv = (VF)(((VI)v & gt) | ((VI)mv & ~gt));
+  }
+  float m = ninf;
+  for (int j = 0; j < RK_W; j++) m = mv[j] > m ? mv[j] : m;
+  for (int64_t c = body; c < cols; c++) m = x[c] > m ? x[c] : m;
+  return m;
+}
+
 static void RK_NAME(lse_rows)(const float* X, int64_t rows, int64_t cols, float* out) {
   const float ninf = -__builtin_inff();
   const int64_t body = cols - cols % RK_W;
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * cols;
-    VF mv = RK_NAME(splat)(ninf);
-    for (int64_t c = 0; c < body; c += RK_W) {
-      VF v = RK_NAME(load)(x + c);
-      VI gt = v > mv;
-      mv = (VF)(((VI)v & gt) | ((VI)mv & ~gt));
-    }
-    float m = ninf;
-    for (int j = 0; j < RK_W; j++) m = mv[j] > m ? mv[j] : m;
-    for (int64_t c = body; c < cols; c++) m = x[c] > m ? x[c] : m;
+    const float m = RK_NAME(row_max)(x, cols);
     if (m == ninf) { out[r] = m; continue; }
     const VF mm = RK_NAME(splat)(m);
     VF sv = RK_NAME(splat)(0.0f);
@@ -88,6 +99,59 @@ static void RK_NAME(softmax_scale)(float* X, int64_t rows, int64_t cols, const f
       VF t = k * RK_NAME(vexp)(RK_NAME(tail)(x + body, cols - body, 0.0f) - l);
       for (int64_t j = 0; j < cols - body; j++) x[body + j] = t[j];
     }
+  }
+}
+
+static void RK_NAME(softmax_rows)(const float* X, int64_t rows, int64_t cols, float* Y) {
+  const float ninf = -__builtin_inff();
+  const int64_t body = cols - cols % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * cols;
+    float* y = Y + r * cols;
+    const float m = RK_NAME(row_max)(x, cols);
+    if (m == ninf) { memset(y, 0, (size_t)cols * sizeof(float)); continue; }
+    const VF mm = RK_NAME(splat)(m);
+    VF sv = RK_NAME(splat)(0.0f);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF e = RK_NAME(vexp)(RK_NAME(load)(x + c) - mm);
+      memcpy(y + c, &e, sizeof e);
+      sv += e;
+    }
+    if (body < cols) {
+      VF e = RK_NAME(vexp)(RK_NAME(tail)(x + body, cols - body, ninf) - mm); /* padding lanes give 0 */
+      for (int64_t j = 0; j < cols - body; j++) y[body + j] = e[j];
+      sv += e;
+    }
+    double s = 0.0;
+    for (int j = 0; j < RK_W; j++) s += sv[j];
+    const float inv = (float)(1.0 / s);
+    const VF iv = RK_NAME(splat)(inv);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = RK_NAME(load)(y + c) * iv;
+      memcpy(y + c, &v, sizeof v);
+    }
+    for (int64_t c = body; c < cols; c++) y[c] *= inv;
+  }
+}
+
+static void RK_NAME(softmax_bwd_rows)(const float* G, const float* Y, int64_t rows, int64_t cols, float* DX) {
+  const int64_t body = cols - cols % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = G + r * cols;
+    const float* y = Y + r * cols;
+    float* dx = DX + r * cols;
+    VF acc = RK_NAME(splat)(0.0f);
+    for (int64_t c = 0; c < body; c += RK_W) acc += RK_NAME(load)(g + c) * RK_NAME(load)(y + c);
+    double dot = 0.0;
+    for (int j = 0; j < RK_W; j++) dot += acc[j];
+    for (int64_t c = body; c < cols; c++) dot += (double)g[c] * (double)y[c];
+    const float d = (float)dot;
+    const VF dd = RK_NAME(splat)(d);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = RK_NAME(load)(dx + c) + RK_NAME(load)(y + c) * (RK_NAME(load)(g + c) - dd);
+      memcpy(dx + c, &v, sizeof v);
+    }
+    for (int64_t c = body; c < cols; c++) dx[c] += y[c] * (g[c] - d);
   }
 }
 
@@ -202,6 +266,75 @@ static void RK_NAME(affine)(const float* X, int64_t rows, int64_t C, const float
       memcpy(y + c, &v, sizeof v);
     }
     for (int64_t c = body; c < C; c++) y[c] = x[c] * w[c] + (b ? b[c] : 0.0f);
+  }
+}
+
+/*
+ * LayerNorm backward, one kernel per forward step (each adds into its gradients, as every backward does):
+ *   ln_scale_bwd      GX[r] += G[r] / (C·scale[r]) · (X[r] − mean[r])
+ *   ln_normalize_bwd  GX[r] += (G[r] − mean(G[r])) / S[r];  GS[r] −= (G[r]·Y[r]) / S[r]   (Y = forward output)
+ *   affine_bwd        GX[r] += G[r]·w;  GW += Σ_r G[r]·X[r];  GB += Σ_r G[r]
+ * Any of GX, GS, GW, GB may be NULL (that input needs no gradient).
+ */
+static void RK_NAME(ln_scale_bwd)(const float* G, const float* X, int64_t rows, int64_t C, const float* scale, const float* mean, float* GX) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * C;
+    float* gx = GX + r * C;
+    const float k = G[r] / ((float)C * scale[r]), m = mean[r];
+    const VF kk = RK_NAME(splat)(k), mm = RK_NAME(splat)(m);
+    for (int64_t c = 0; c < body; c += RK_W) {
+      VF v = RK_NAME(load)(gx + c) + kk * (RK_NAME(load)(x + c) - mm);
+      memcpy(gx + c, &v, sizeof v);
+    }
+    for (int64_t c = body; c < C; c++) gx[c] += k * (x[c] - m);
+  }
+}
+
+static void RK_NAME(ln_normalize_bwd)(const float* G, const float* Y, int64_t rows, int64_t C, const float* S, float* GX, float* GS) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = G + r * C;
+    const float* y = Y + r * C;
+    const float inv = 1.0f / S[r];
+    if (GS) {
+      VF acc = RK_NAME(splat)(0.0f);
+      for (int64_t c = 0; c < body; c += RK_W) acc += RK_NAME(load)(g + c) * RK_NAME(load)(y + c);
+      double gy = 0.0;
+      for (int j = 0; j < RK_W; j++) gy += acc[j];
+      for (int64_t c = body; c < C; c++) gy += (double)g[c] * (double)y[c];
+      GS[r] -= (float)gy * inv;
+    }
+    if (GX) {
+      const float gm = (float)(RK_NAME(row_sum)(g, C) / (double)C);
+      const VF gmv = RK_NAME(splat)(gm), iv = RK_NAME(splat)(inv);
+      float* gx = GX + r * C;
+      for (int64_t c = 0; c < body; c += RK_W) {
+        VF v = RK_NAME(load)(gx + c) + (RK_NAME(load)(g + c) - gmv) * iv;
+        memcpy(gx + c, &v, sizeof v);
+      }
+      for (int64_t c = body; c < C; c++) gx[c] += (g[c] - gm) * inv;
+    }
+  }
+}
+
+static void RK_NAME(affine_bwd)(const float* G, const float* X, int64_t rows, int64_t C, const float* w, float* GX, float* GW, float* GB) {
+  const int64_t body = C - C % RK_W;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = G + r * C;
+    const float* x = X + r * C;
+    float* gx = GX ? GX + r * C : NULL;
+    for (int64_t c = 0; c < body; c += RK_W) {
+      const VF gv = RK_NAME(load)(g + c);
+      if (gx) { VF v = RK_NAME(load)(gx + c) + gv * RK_NAME(load)(w + c); memcpy(gx + c, &v, sizeof v); }
+      if (GW) { VF v = RK_NAME(load)(GW + c) + gv * RK_NAME(load)(x + c); memcpy(GW + c, &v, sizeof v); }
+      if (GB) { VF v = RK_NAME(load)(GB + c) + gv; memcpy(GB + c, &v, sizeof v); }
+    }
+    for (int64_t c = body; c < C; c++) {
+      if (gx) gx[c] += g[c] * w[c];
+      if (GW) GW[c] += g[c] * x[c];
+      if (GB) GB[c] += g[c];
+    }
   }
 }
 

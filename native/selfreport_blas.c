@@ -447,6 +447,156 @@ static napi_value affine_rows(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* lnScaleBackwardRows(G, X, rows, cols, scale, mean, GX): GX[r] += G[r]/(cols·scale[r])·(X[r] − mean[r]). */
+static napi_value ln_scale_backward_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "lnScaleBackwardRows";
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 7) { throw_type(env, "lnScaleBackwardRows(G, X, rows, cols, scale, mean, GX) takes 7 arguments"); return NULL; }
+  float *G, *X, *scale, *mean, *GX;
+  int64_t rows, cols;
+  if (!get_dim(env, fn, argv[2], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[3], "cols", &cols)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", rows, "rows", &G)) return NULL;
+  if (!get_vector(env, fn, argv[1], "X", rows * cols, "rows·cols", &X)) return NULL;
+  if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
+  if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
+  if (!get_vector(env, fn, argv[6], "GX", rows * cols, "rows·cols", &GX)) return NULL;
+  DISPATCH(ln_scale_bwd, G, X, rows, cols, scale, mean, GX);
+  return NULL;
+}
+
+/* lnNormalizeBackwardRows(G, Y, rows, cols, S, GX | null, GS | null). */
+static napi_value ln_normalize_backward_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "lnNormalizeBackwardRows";
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 7) { throw_type(env, "lnNormalizeBackwardRows(G, Y, rows, cols, S, GX, GS) takes 7 arguments"); return NULL; }
+  float *G, *Y, *S, *GX, *GS;
+  int64_t rows, cols;
+  if (!get_dim(env, fn, argv[2], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[3], "cols", &cols)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
+  if (!get_vector(env, fn, argv[1], "Y", rows * cols, "rows·cols", &Y)) return NULL;
+  if (!get_vector(env, fn, argv[4], "S", rows, "rows", &S)) return NULL;
+  if (!get_optional_vector(env, fn, argv[5], "GX", rows * cols, "rows·cols", &GX)) return NULL;
+  if (!get_optional_vector(env, fn, argv[6], "GS", rows, "rows", &GS)) return NULL;
+  DISPATCH(ln_normalize_bwd, G, Y, rows, cols, S, GX, GS);
+  return NULL;
+}
+
+/* affineBackwardRows(G, X, rows, cols, w, GX | null, GW | null, GB | null). */
+static napi_value affine_backward_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "affineBackwardRows";
+  size_t argc = 8;
+  napi_value argv[8];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 8) { throw_type(env, "affineBackwardRows(G, X, rows, cols, w, GX, GW, GB) takes 8 arguments"); return NULL; }
+  float *G, *X, *w, *GX, *GW, *GB;
+  int64_t rows, cols;
+  if (!get_dim(env, fn, argv[2], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[3], "cols", &cols)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
+  if (!get_vector(env, fn, argv[1], "X", rows * cols, "rows·cols", &X)) return NULL;
+  if (!get_vector(env, fn, argv[4], "w", cols, "cols", &w)) return NULL;
+  if (!get_optional_vector(env, fn, argv[5], "GX", rows * cols, "rows·cols", &GX)) return NULL;
+  if (!get_optional_vector(env, fn, argv[6], "GW", cols, "cols", &GW)) return NULL;
+  if (!get_optional_vector(env, fn, argv[7], "GB", cols, "cols", &GB)) return NULL;
+  DISPATCH(affine_bwd, G, X, rows, cols, w, GX, GW, GB);
+  return NULL;
+}
+
+/* softmaxRows(X, rows, cols, Y): Y[r] = softmax(X[r]), max subtracted (Y may be X). */
+static napi_value softmax_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "softmaxRows";
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 4) { throw_type(env, "softmaxRows(X, rows, cols, Y) takes 4 arguments"); return NULL; }
+  float *X, *Y;
+  int64_t rows, cols;
+  if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
+  if (!get_vector(env, fn, argv[3], "Y", rows * cols, "rows·cols", &Y)) return NULL;
+  DISPATCH(softmax_rows, X, rows, cols, Y);
+  return NULL;
+}
+
+/* softmaxBackwardRows(G, Y, rows, cols, DX): DX[r] += Y[r] ⊙ (G[r] − G[r]·Y[r]). */
+static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "softmaxBackwardRows";
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 5) { throw_type(env, "softmaxBackwardRows(G, Y, rows, cols, DX) takes 5 arguments"); return NULL; }
+  float *G, *Y, *DX;
+  int64_t rows, cols;
+  if (!get_dim(env, fn, argv[2], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[3], "cols", &cols)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
+  if (!get_vector(env, fn, argv[1], "Y", rows * cols, "rows·cols", &Y)) return NULL;
+  if (!get_vector(env, fn, argv[4], "DX", rows * cols, "rows·cols", &DX)) return NULL;
+  DISPATCH(softmax_bwd_rows, G, Y, rows, cols, DX);
+  return NULL;
+}
+
+/*
+ * adamwUpdate(P, G, M, V, n, lr, beta1, beta2, eps, shrink, bc1, bc2): one AdamW step over n
+ * elements, each in double in exactly the order of the JS backend's loop (and stored to float32
+ * at the same points), so both backends give the same bits:
+ *   M = β1·M + (1−β1)·g;  V = β2·V + (1−β2)·g·g;  P = P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
+ */
+static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n,
+                         double lr, double b1, double b2, double eps, double shrink, double bc1, double bc2) {
+  for (int64_t i = 0; i < n; i++) {
+    const double g = G[i];
+    M[i] = (float)(b1 * (double)M[i] + (1.0 - b1) * g);
+    V[i] = (float)(b2 * (double)V[i] + (1.0 - b2) * g * g);
+    const double mh = (double)M[i] / bc1;
+    const double vh = (double)V[i] / bc2;
+    P[i] = (float)((double)P[i] * shrink - (lr * mh) / (sqrt(vh) + eps));
+  }
+}
+
+static napi_value adamw_update_js(napi_env env, napi_callback_info info) {
+  const char* fn = "adamwUpdate";
+  size_t argc = 12;
+  napi_value argv[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 12) { throw_type(env, "adamwUpdate(P, G, M, V, n, lr, beta1, beta2, eps, shrink, bc1, bc2) takes 12 arguments"); return NULL; }
+  float *P, *G, *M, *V;
+  int64_t n;
+  if (!get_dim(env, fn, argv[4], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "P", n, "n", &P)) return NULL;
+  if (!get_vector(env, fn, argv[1], "G", n, "n", &G)) return NULL;
+  if (!get_vector(env, fn, argv[2], "M", n, "n", &M)) return NULL;
+  if (!get_vector(env, fn, argv[3], "V", n, "n", &V)) return NULL;
+  double h[7];
+  static const char* names[7] = {"lr", "beta1", "beta2", "eps", "shrink", "bc1", "bc2"};
+  for (int i = 0; i < 7; i++) if (!get_number(env, fn, argv[5 + i], names[i], &h[i])) return NULL;
+  adamw_update(P, G, M, V, n, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+  return NULL;
+}
+
+/* sumSquares(X, n) = Σ X[i]² over i < n, accumulated in double. */
+static napi_value sum_squares(napi_env env, napi_callback_info info) {
+  const char* fn = "sumSquares";
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 2) { throw_type(env, "sumSquares(X, n) takes 2 arguments"); return NULL; }
+  float* X;
+  int64_t n;
+  if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i++) s += (double)X[i] * (double)X[i];
+  napi_value out;
+  if (napi_create_double(env, s, &out) != napi_ok) return NULL;
+  return out;
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -474,6 +624,13 @@ NAPI_MODULE_INIT() {
     {"lnScaleRows", NULL, ln_scale_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnNormalizeRows", NULL, ln_normalize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"affineRows", NULL, affine_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lnScaleBackwardRows", NULL, ln_scale_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"lnNormalizeBackwardRows", NULL, ln_normalize_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"affineBackwardRows", NULL, affine_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"softmaxRows", NULL, softmax_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"softmaxBackwardRows", NULL, softmax_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"adamwUpdate", NULL, adamw_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"sumSquares", NULL, sum_squares, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -16,7 +16,7 @@
  * Generation stops after maxNewTokens, at <|endoftext|> (not included in the output), or when the
  * sequence fills the model's context n_ctx (stopReason says which).
  */
-import { Tensor, Rng, noGrad, linear, layerNorm, geluNew, reshape, permute, softmaxRow } from "../tensor/index.ts";
+import { Tensor, Rng, noGrad, linear, layerNorm, geluNew, reshape, permute, getBackend } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { SelfreportError } from "../errors.ts";
@@ -137,7 +137,7 @@ export class KVCache {
           for (let d = 0; d < Dh; d++) s += q[qo + d]! * K[ko + d]!;
           scores[j] = s * scale;
         }
-        softmaxRow(scores, scores, 0, n);
+        getBackend().softmaxRows(scores, 1, n, scores);
         for (let j = 0; j < n; j++) {
           const p = scores[j]!;
           const vo = j * HD + h * Dh;
@@ -260,7 +260,7 @@ export function sampleToken(logits: Float32Array, temperature: number, topK: num
   if (temperature === 0) return argmax(logits);
   const candidates = topK > 0 && topK < logits.length ? topKIndices(logits, topK) : Array.from(logits.keys());
   const scaled = Float32Array.from(candidates, (i) => logits[i]! / temperature);
-  softmaxRow(scaled, scaled, 0, scaled.length);
+  getBackend().softmaxRows(scaled, 1, scaled.length, scaled);
   const u = rng.uniform();
   let acc = 0;
   for (let j = 0; j < candidates.length; j++) {

@@ -3,6 +3,7 @@
  * momentum, global-norm gradient clipping, and linear warm-up followed by cosine decay.
  */
 import type { Tensor } from "./tensor.ts";
+import { getBackend } from "./backend/index.ts";
 
 export interface Optimizer {
   /** Applies one update with learning rate `lr` to every parameter that has a gradient. */
@@ -35,22 +36,11 @@ export function adamW(params: readonly Tensor[], opts: AdamWOptions = {}): Optim
       t++;
       const bc1 = 1 - Math.pow(b1, t);
       const bc2 = 1 - Math.pow(b2, t);
+      const be = getBackend();
       params.forEach((p, i) => {
-        const g = p.grad;
-        if (g === null) return;
-        const P = p.data;
-        const M = m[i]!;
-        const Vv = v[i]!;
+        if (p.grad === null) return;
         const decay = opts.noDecay?.has(p) ? 0 : wd;
-        const shrink = 1 - lr * decay;
-        for (let j = 0; j < P.length; j++) {
-          const gj = g[j]!;
-          M[j] = b1 * M[j]! + (1 - b1) * gj;
-          Vv[j] = b2 * Vv[j]! + (1 - b2) * gj * gj;
-          const mh = M[j]! / bc1;
-          const vh = Vv[j]! / bc2;
-          P[j] = P[j]! * shrink - (lr * mh) / (Math.sqrt(vh) + eps);
-        }
+        be.adamwUpdate(p.data, p.grad, m[i]!, v[i]!, p.size, lr, b1, b2, eps, 1 - lr * decay, bc1, bc2);
       });
     },
     zeroGrad(): void {
@@ -121,12 +111,9 @@ export function sgd(params: readonly Tensor[], opts: SgdOptions = {}): Optimizer
 
 /** Scales all gradients so that their global L2 norm is at most maxNorm. Returns the norm before clipping. */
 export function clipGradNorm(params: readonly Tensor[], maxNorm: number): number {
+  const be = getBackend();
   let ss = 0;
-  for (const p of params) {
-    const g = p.grad;
-    if (g === null) continue;
-    for (let j = 0; j < g.length; j++) ss += g[j]! * g[j]!;
-  }
+  for (const p of params) if (p.grad !== null) ss += be.sumSquares(p.grad, p.grad.length);
   const norm = Math.sqrt(ss);
   if (maxNorm > 0 && norm > maxNorm) {
     const k = maxNorm / (norm + 1e-6);

@@ -1,7 +1,8 @@
 /**
- * The backends' row kernels (log-sum-exp per row; softmax times a per-row scale, in place) against
- * float64 references, on widths that are and are not multiples of the SIMD width, with rows of
- * −Infinity, huge and tiny logits, a zero scale; and the argument errors.
+ * The backends' row kernels (log-sum-exp, softmax and its backward, softmax times a per-row scale,
+ * GELU, LayerNorm's forward steps, the AdamW update, the sum of squares) against float64 references,
+ * on widths that are and are not multiples of the SIMD width, with rows of −Infinity, huge and tiny
+ * logits, a zero scale; and the argument errors.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -159,6 +160,101 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.affineRows(X, 2, 4, new Float32Array(4), null, new Float32Array(8)), /affineRows: X has 6 elements, fewer than rows·cols = 8/);
     });
 
+    it("softmaxRows matches float64 softmax (max subtracted) on widths 1, 3, 8, 9, 31, 128, 1000, in place too", () => {
+      for (const cols of [1, 3, 8, 9, 31, 128, 1000]) {
+        for (const std of [0.1, 5, 30]) {
+          const rows = 4;
+          const X = randRows(cols * 11 + std, rows, cols, std);
+          const lse = refLse(X, rows, cols);
+          const ref = Float64Array.from(X, (x, i) => Math.exp(x - lse[Math.floor(i / cols)]!));
+          const Y = new Float32Array(rows * cols);
+          backend.softmaxRows(X, rows, cols, Y);
+          assertClose(`softmax cols ${cols} std ${std}`, Y, ref, { atol: 1e-7, rtol: 2e-6 });
+          backend.softmaxRows(X, rows, cols, X); // in place: Y = X
+          assert.deepEqual(X, Y);
+        }
+      }
+    });
+
+    it("softmaxRows: −Infinity gives exactly 0, an all −Infinity row gives zeros, logits of 1e4 and 1e30 keep their precision", () => {
+      const X = Float32Array.from([
+        0, -Infinity, 0, -Infinity, 0, 0, 0, 0, 0, //                      7 zeros share 1
+        -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity,
+        1e4, 1e4 - 1, 1e4 - 2, -Infinity, -Infinity, -Infinity, -Infinity, -Infinity, 1e4 - 3, // a shift of 1e4 changes nothing
+        1e30, 1e30, -1e30, 0, 0, 0, 0, 0, 0,
+      ]);
+      const Y = new Float32Array(X.length);
+      backend.softmaxRows(X, 4, 9, Y);
+      for (const c of [0, 2, 4, 5, 6, 7, 8]) assert.ok(Math.abs(Y[c]! - 1 / 7) < 1e-7, `row 0 col ${c}: ${Y[c]}`);
+      assert.equal(Y[1], 0);
+      assert.deepEqual([...Y.subarray(9, 18)], new Array(9).fill(0));
+      const z = 1 + Math.exp(-1) + Math.exp(-2) + Math.exp(-3);
+      for (const [c, k] of [[18, 0], [19, 1], [20, 2], [26, 3]] as const) {
+        assert.ok(Math.abs(Y[c]! - Math.exp(-k) / z) < 1e-7, `row 2 col ${c}: ${Y[c]} vs ${Math.exp(-k) / z}`);
+      }
+      assert.equal(Y[21], 0);
+      assert.equal(Y[27], 0.5);
+      assert.equal(Y[28], 0.5);
+      assert.equal(Y[29], 0);
+    });
+
+    it("softmaxBackwardRows adds y ⊙ (g − g·y) and matches a finite difference of Σ g·softmax", () => {
+      for (const cols of [1, 7, 8, 9, 128]) {
+        const rows = 3;
+        const X = randRows(cols + 3, rows, cols, 2), G = randRows(cols + 5, rows, cols, 1);
+        const Y = new Float32Array(rows * cols);
+        backend.softmaxRows(X, rows, cols, Y);
+        const DX = new Float32Array(rows * cols).fill(0.25); // adds to what is there
+        backend.softmaxBackwardRows(G, Y, rows, cols, DX);
+        const ref = new Float64Array(rows * cols);
+        for (let r = 0; r < rows; r++) {
+          const f = (x: Float64Array): number => { // Σ_c g_c·softmax(x)_c in float64
+            const m = Math.max(...x);
+            const e = x.map((v) => Math.exp(v - m));
+            const s = e.reduce((a, b) => a + b, 0);
+            return e.reduce((a, v, c) => a + G[r * cols + c]! * (v / s), 0);
+          };
+          const x = Float64Array.from(X.subarray(r * cols, (r + 1) * cols));
+          for (let c = 0; c < cols; c++) {
+            const h = 1e-6, xp = x.slice(), xm = x.slice();
+            xp[c]! += h;
+            xm[c]! -= h;
+            ref[r * cols + c] = 0.25 + (f(xp) - f(xm)) / (2 * h);
+          }
+        }
+        assertClose(`softmax backward cols ${cols}`, DX, ref, { atol: 1e-5, rtol: 1e-4 });
+      }
+      assert.throws(() => backend.softmaxBackwardRows(new Float32Array(6), new Float32Array(6), 2, 3, new Float32Array(5)), /softmaxBackwardRows: DX has 5 elements, fewer than rows·cols = 6/);
+      assert.throws(() => backend.softmaxRows(new Float32Array(6), 2, 3, new Float32Array(4)), /softmaxRows: Y has 4 elements, fewer than rows·cols = 6/);
+    });
+
+    it("adamwUpdate gives the same bits as the float64 formula, step by step; sumSquares is Σ x² in float64", () => {
+      const n = 1037; // not a multiple of any vector width
+      const P = randRows(1, 1, n, 1), M = new Float32Array(n), V = new Float32Array(n);
+      const P64 = Float32Array.from(P), M64 = new Float32Array(n), V64 = new Float32Array(n);
+      const [lr, b1, b2, eps, wd] = [1e-3, 0.9, 0.999, 1e-8, 0.01];
+      for (let t = 1; t <= 3; t++) {
+        const G = randRows(10 + t, 1, n, t === 2 ? 1e-6 : 3); // a step of tiny gradients too
+        const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+        backend.adamwUpdate(P, G, M, V, n, lr, b1, b2, eps, 1 - lr * wd, bc1, bc2);
+        for (let i = 0; i < n; i++) { // the definition, rounded to float32 where the state is stored
+          M64[i] = b1 * M64[i]! + (1 - b1) * G[i]!;
+          V64[i] = b2 * V64[i]! + (1 - b2) * G[i]! * G[i]!;
+          P64[i] = P64[i]! * (1 - lr * wd) - (lr * (M64[i]! / bc1)) / (Math.sqrt(V64[i]! / bc2) + eps);
+        }
+        assert.deepEqual(M, M64, `m after step ${t}`);
+        assert.deepEqual(V, V64, `v after step ${t}`);
+        assert.deepEqual(P, P64, `p after step ${t}`);
+      }
+      const X = randRows(77, 1, n, 2);
+      let ss = 0;
+      for (const x of X) ss += x * x;
+      assert.ok(Math.abs(backend.sumSquares(X, n) - ss) <= 1e-12 * ss, `sumSquares ${backend.sumSquares(X, n)} vs ${ss}`);
+      assert.equal(backend.sumSquares(X, 0), 0);
+      assert.throws(() => backend.adamwUpdate(P, new Float32Array(3), M, V, n, lr, b1, b2, eps, 1, 1, 1), /adamwUpdate: G has 3 elements, fewer than n = 1037/);
+      assert.throws(() => backend.sumSquares(X, n + 1), /sumSquares: X has 1037 elements, fewer than n = 1038/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);
@@ -166,6 +262,12 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.logSumExpRows(X, -1, 3, new Float32Array(1)), /logSumExpRows: rows/);
       assert.throws(() => backend.softmaxScaleRows(X, 2, 3, new Float32Array(2), new Float32Array(1)), /softmaxScaleRows: scale has 1 elements, fewer than rows = 2/);
       assert.throws(() => backend.softmaxScaleRows(new Float64Array(6) as unknown as Float32Array, 2, 3, new Float32Array(2), new Float32Array(2)), /softmaxScaleRows: X must be a Float32Array/);
+      const f = (n: number): Float32Array => new Float32Array(n);
+      assert.throws(() => backend.lnScaleBackwardRows(f(2), X, 2, 3, f(2), f(2), f(5)), /lnScaleBackwardRows: GX has 5 elements, fewer than rows·cols = 6/);
+      assert.throws(() => backend.lnNormalizeBackwardRows(f(6), f(6), 2, 3, f(1), null, null), /lnNormalizeBackwardRows: S has 1 elements, fewer than rows = 2/);
+      assert.throws(() => backend.lnNormalizeBackwardRows(f(6), f(6), 2, 3, f(2), f(6), f(1)), /lnNormalizeBackwardRows: GS has 1 elements, fewer than rows = 2/);
+      assert.throws(() => backend.affineBackwardRows(f(6), X, 2, 3, f(3), null, f(2), null), /affineBackwardRows: GW has 2 elements, fewer than cols = 3/);
+      assert.throws(() => backend.affineBackwardRows(f(5), X, 2, 3, f(3), f(6), null, null), /affineBackwardRows: G has 5 elements, fewer than rows·cols = 6/);
     });
   });
 }

@@ -361,6 +361,95 @@ export const jsBackend: Backend = {
     }
   },
 
+  lnScaleBackwardRows(G, X, rows, cols, scale, mean, GX) {
+    checkRows("lnScaleBackwardRows", X, rows, cols, [["G", G], ["scale", scale], ["mean", mean]]);
+    checkVectors("lnScaleBackwardRows", rows * cols, [["GX", GX]], "rows·cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const k = G[r]! / (cols * scale[r]!);
+      const m = mean[r]!;
+      for (let c = 0; c < cols; c++) GX[o + c]! += k * (X[o + c]! - m);
+    }
+  },
+
+  lnNormalizeBackwardRows(G, Y, rows, cols, S, GX, GS) {
+    checkVectors("lnNormalizeBackwardRows", rows * cols, GX === null ? [["G", G], ["Y", Y]] : [["G", G], ["Y", Y], ["GX", GX]], "rows·cols");
+    checkVectors("lnNormalizeBackwardRows", rows, GS === null ? [["S", S]] : [["S", S], ["GS", GS]], "rows");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const inv = 1 / S[r]!;
+      let gm = 0;
+      let gy = 0;
+      for (let c = 0; c < cols; c++) {
+        gm += G[o + c]!;
+        gy += G[o + c]! * Y[o + c]!;
+      }
+      gm /= cols;
+      if (GX) for (let c = 0; c < cols; c++) GX[o + c]! += (G[o + c]! - gm) * inv;
+      if (GS) GS[r]! -= gy * inv; // d y_c / d S = −y_c / S
+    }
+  },
+
+  affineBackwardRows(G, X, rows, cols, w, GX, GW, GB) {
+    checkRows("affineBackwardRows", X, rows, cols, []);
+    checkVectors("affineBackwardRows", rows * cols, GX === null ? [["G", G]] : [["G", G], ["GX", GX]], "rows·cols");
+    checkVectors("affineBackwardRows", cols, [["w", w], ...(GW === null ? [] : [["GW", GW]] as [string, Float32Array][]), ...(GB === null ? [] : [["GB", GB]] as [string, Float32Array][])], "cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      if (GX) for (let c = 0; c < cols; c++) GX[o + c]! += G[o + c]! * w[c]!;
+      if (GW) for (let c = 0; c < cols; c++) GW[c]! += G[o + c]! * X[o + c]!;
+      if (GB) for (let c = 0; c < cols; c++) GB[c]! += G[o + c]!;
+    }
+  },
+
+  softmaxRows(X, rows, cols, Y) {
+    checkRows("softmaxRows", X, rows, cols, []);
+    checkVectors("softmaxRows", rows * cols, [["Y", Y]], "rows·cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let m = -Infinity;
+      for (let c = 0; c < cols; c++) if (X[o + c]! > m) m = X[o + c]!;
+      if (m === -Infinity) { Y.fill(0, o, o + cols); continue; }
+      let s = 0;
+      for (let c = 0; c < cols; c++) {
+        const e = Math.exp(X[o + c]! - m);
+        Y[o + c] = e;
+        s += e;
+      }
+      const inv = 1 / s;
+      for (let c = 0; c < cols; c++) Y[o + c]! *= inv;
+    }
+  },
+
+  softmaxBackwardRows(G, Y, rows, cols, DX) {
+    checkVectors("softmaxBackwardRows", rows * cols, [["G", G], ["Y", Y], ["DX", DX]], "rows·cols");
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let dot = 0;
+      for (let c = 0; c < cols; c++) dot += G[o + c]! * Y[o + c]!;
+      for (let c = 0; c < cols; c++) DX[o + c]! += Y[o + c]! * (G[o + c]! - dot);
+    }
+  },
+
+  adamwUpdate(P, G, M, V, n, lr, beta1, beta2, eps, shrink, bc1, bc2) {
+    checkVectors("adamwUpdate", n, [["P", P], ["G", G], ["M", M], ["V", V]]);
+    for (let i = 0; i < n; i++) {
+      const g = G[i]!;
+      M[i] = beta1 * M[i]! + (1 - beta1) * g;
+      V[i] = beta2 * V[i]! + (1 - beta2) * g * g;
+      const mh = M[i]! / bc1;
+      const vh = V[i]! / bc2;
+      P[i] = P[i]! * shrink - (lr * mh) / (Math.sqrt(vh) + eps);
+    }
+  },
+
+  sumSquares(X, n) {
+    checkVectors("sumSquares", n, [["X", X]]);
+    let s = 0;
+    for (let i = 0; i < n; i++) s += X[i]! * X[i]!;
+    return s;
+  },
+
   sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
     checkSgemmArgs("sgemm", false, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
     gemmAt(transA, transB, M, N, K, alpha, A, 0, lda, B, 0, ldb, beta, C, 0, ldc);

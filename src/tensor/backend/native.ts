@@ -34,6 +34,13 @@ interface BlasAddon {
   lnScaleRows: Backend["lnScaleRows"];
   lnNormalizeRows: Backend["lnNormalizeRows"];
   affineRows: Backend["affineRows"];
+  lnScaleBackwardRows: Backend["lnScaleBackwardRows"];
+  lnNormalizeBackwardRows: Backend["lnNormalizeBackwardRows"];
+  affineBackwardRows: Backend["affineBackwardRows"];
+  softmaxRows: Backend["softmaxRows"];
+  softmaxBackwardRows: Backend["softmaxBackwardRows"];
+  adamwUpdate: Backend["adamwUpdate"];
+  sumSquares: Backend["sumSquares"];
 }
 
 export type NativeLoadResult =
@@ -46,7 +53,10 @@ function isBlasAddon(mod: unknown): mod is BlasAddon {
   return typeof m.sgemm === "function" && typeof m.sgemmStridedBatched === "function" &&
     typeof m.openblasInfo === "function" && typeof m.logSumExpRows === "function" &&
     typeof m.softmaxScaleRows === "function" && typeof m.geluForward === "function" && typeof m.geluBackward === "function" &&
-    typeof m.lnScaleRows === "function" && typeof m.lnNormalizeRows === "function" && typeof m.affineRows === "function";
+    typeof m.lnScaleRows === "function" && typeof m.lnNormalizeRows === "function" && typeof m.affineRows === "function" &&
+    typeof m.lnScaleBackwardRows === "function" && typeof m.lnNormalizeBackwardRows === "function" && typeof m.affineBackwardRows === "function" &&
+    typeof m.softmaxRows === "function" && typeof m.softmaxBackwardRows === "function" &&
+    typeof m.adamwUpdate === "function" && typeof m.sumSquares === "function";
 }
 
 /**
@@ -95,7 +105,7 @@ function tryLoad(): NativeLoadResult {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
   }
-  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward/lnScaleRows/lnNormalizeRows/affineRows (rebuild it: npm ci)`, path };
+  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward/lnScaleRows/lnNormalizeRows/affineRows/lnScaleBackwardRows/lnNormalizeBackwardRows/affineBackwardRows/softmaxRows/softmaxBackwardRows/adamwUpdate/sumSquares (rebuild it: npm ci)`, path };
   const addon = mod;
   const backend: Backend = {
     name: "native",
@@ -108,6 +118,13 @@ function tryLoad(): NativeLoadResult {
     lnScaleRows: addon.lnScaleRows,
     lnNormalizeRows: addon.lnNormalizeRows,
     affineRows: addon.affineRows,
+    lnScaleBackwardRows: addon.lnScaleBackwardRows,
+    lnNormalizeBackwardRows: addon.lnNormalizeBackwardRows,
+    affineBackwardRows: addon.affineBackwardRows,
+    softmaxRows: addon.softmaxRows,
+    softmaxBackwardRows: addon.softmaxBackwardRows,
+    adamwUpdate: addon.adamwUpdate,
+    sumSquares: addon.sumSquares,
   };
   return { ok: true, backend, info: addon.openblasInfo(), path };
 }

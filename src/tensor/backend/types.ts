@@ -1,7 +1,8 @@
 /**
- * The one seam between selfreport's tensor engine and the hardware: dense matrix products, and
- * the two row kernels of softmax over a large vocabulary (exp-bound, not memory-bound).
- * Everything else (elementwise kernels, reductions, attention bookkeeping) is plain TypeScript.
+ * The one seam between selfreport's tensor engine and the hardware: dense matrix products, and the
+ * hot loops around them (softmax rows, GELU, LayerNorm forward and backward, the AdamW update, the gradient
+ * norm), which the native backend runs vectorised. Everything else (shape ops, broadcasting,
+ * attention bookkeeping, the remaining backward loops) is plain TypeScript over typed arrays.
  *
  * Conventions (as in BLAS, but row-major only):
  *   C[M, N] = alpha · op(A)[M, K] · op(B)[K, N] + beta · C[M, N]
@@ -44,4 +45,29 @@ export interface Backend {
   lnNormalizeRows(X: Float32Array, rows: number, cols: number, S: Float32Array, out: Float32Array): void;
   /** out[r, c] = X[r, c]·w[c] + b[c] (b null: no bias). */
   affineRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array): void;
+  /** lnScale's backward: GX[r, c] += G[r] / (cols·scale[r]) · (X[r, c] − mean[r]) (mean and scale from lnScaleRows). */
+  lnScaleBackwardRows(G: Float32Array, X: Float32Array, rows: number, cols: number, scale: Float32Array, mean: Float32Array, GX: Float32Array): void;
+  /**
+   * lnNormalize's backward from its output Y: GX[r] += (G[r] − mean(G[r])) / S[r] and
+   * GS[r] −= (Σ_c G[r, c]·Y[r, c]) / S[r]. GX or GS null: that gradient is not wanted.
+   */
+  lnNormalizeBackwardRows(G: Float32Array, Y: Float32Array, rows: number, cols: number, S: Float32Array, GX: Float32Array | null, GS: Float32Array | null): void;
+  /** affineRows's backward: GX[r] += G[r] ⊙ w; GW += Σ_r G[r] ⊙ X[r]; GB += Σ_r G[r]. Null: not wanted. */
+  affineBackwardRows(G: Float32Array, X: Float32Array, rows: number, cols: number, w: Float32Array, GX: Float32Array | null, GW: Float32Array | null, GB: Float32Array | null): void;
+  /** Y[r] = softmax(X[r]) for X [rows, cols], the row maximum subtracted first; Y may be X. A row of −Infinity gives zeros. */
+  softmaxRows(X: Float32Array, rows: number, cols: number, Y: Float32Array): void;
+  /** Softmax backward from its output Y: DX[r] += Y[r] ⊙ (G[r] − Σ_c G[r, c]·Y[r, c]) (adds). */
+  softmaxBackwardRows(G: Float32Array, Y: Float32Array, rows: number, cols: number, DX: Float32Array): void;
+  /**
+   * One AdamW step over n elements, in float64 per element and stored to float32 at the same points
+   * on both backends (so they agree bit for bit):
+   *   M ← β1·M + (1−β1)·g;  V ← β2·V + (1−β2)·g²;  P ← P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
+   * with shrink = 1 − lr·weight_decay, bc1 = 1 − β1^t, bc2 = 1 − β2^t (computed by the caller).
+   */
+  adamwUpdate(
+    P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, n: number,
+    lr: number, beta1: number, beta2: number, eps: number, shrink: number, bc1: number, bc2: number,
+  ): void;
+  /** Σ X[i]² for i < n, accumulated in float64 (the order may differ between backends). */
+  sumSquares(X: Float32Array, n: number): number;
 }

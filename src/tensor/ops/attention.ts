@@ -13,7 +13,6 @@
  */
 import { Tensor, ShapeError, record, gradOf, shapeStr } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
-import { softmaxRow, softmaxBackward } from "./nn.ts";
 
 interface Dims {
   B: number;
@@ -142,7 +141,8 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, keyMask: Uint8A
   const { B, T, H } = d;
   const P = new Float32Array(B * H * T * T);
   scoresForward(q.data, k.data, P, d, keyMask);
-  for (let r = 0; r < B * H * T; r++) softmaxRow(P, P, r * T, T);
+  const be = getBackend();
+  be.softmaxRows(P, B * H * T, T, P);
   const Z = new Float32Array(v.size);
   applyForward(P, v.data, Z, d);
   return record("causalAttention", new Tensor(Z, v.shape), [q, k, v], (g) => {
@@ -150,7 +150,7 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, keyMask: Uint8A
     applyBackward(g, P, v.data, dP, v.requiresGrad ? gradOf(v) : null, d);
     if (!q.requiresGrad && !k.requiresGrad) return;
     const dS = new Float32Array(P.length);
-    softmaxBackward(dS, dP, P, B * H * T, T); // masked entries have P = 0, hence dS = 0
+    be.softmaxBackwardRows(dP, P, B * H * T, T, dS); // masked entries have P = 0, hence dS = 0
     scoresBackward(dS, q.data, k.data, q.requiresGrad ? gradOf(q) : null, k.requiresGrad ? gradOf(k) : null, d);
   });
 }

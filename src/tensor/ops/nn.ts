@@ -25,14 +25,7 @@ export function lnScale(x: Tensor, eps: number): Tensor {
   const mu = new Float32Array(rows);
   getBackend().lnScaleRows(X, rows, C, eps, out, mu);
   return record("lnScale", new Tensor(out, [...x.shape.slice(0, -1), 1]), [x], (g) => {
-    // d scale / d x_c = (x_c - mean) / (C · scale)
-    const gx = gradOf(x);
-    for (let r = 0; r < rows; r++) {
-      const o = r * C;
-      const k = g[r]! / (C * out[r]!);
-      const m = mu[r]!;
-      for (let c = 0; c < C; c++) gx[o + c]! += k * (X[o + c]! - m);
-    }
+    getBackend().lnScaleBackwardRows(g, X, rows, C, out, mu, gradOf(x)); // d scale / d x_c = (x_c − mean) / (C · scale)
   });
 }
 
@@ -45,22 +38,7 @@ export function lnNormalize(x: Tensor, scale: Tensor): Tensor {
   const out = new Float32Array(x.size);
   getBackend().lnNormalizeRows(X, rows, C, S, out);
   return record("lnNormalize", new Tensor(out, x.shape), [x, scale], (g) => {
-    const gx = x.requiresGrad ? gradOf(x) : null;
-    const gs = scale.requiresGrad ? gradOf(scale) : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * C;
-      const inv = 1 / S[r]!;
-      let gm = 0;
-      let gy = 0;
-      for (let c = 0; c < C; c++) {
-        gm += g[o + c]!;
-        gy += g[o + c]! * out[o + c]!;
-      }
-      gm /= C;
-      if (gx) for (let c = 0; c < C; c++) gx[o + c]! += (g[o + c]! - gm) * inv;
-      // d out_c / d scale = -out_c / scale
-      if (gs) gs[r]! -= gy * inv;
-    }
+    getBackend().lnNormalizeBackwardRows(g, out, rows, C, S, x.requiresGrad ? gradOf(x) : null, scale.requiresGrad ? gradOf(scale) : null);
   });
 }
 
@@ -75,15 +53,8 @@ export function affineLast(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
   const out = new Float32Array(x.size);
   getBackend().affineRows(X, rows, C, W, b === null ? null : b.data, out);
   return record("affineLast", new Tensor(out, x.shape), b === null ? [x, w] : [x, w, b], (g) => {
-    const gx = x.requiresGrad ? gradOf(x) : null;
-    const gw = w.requiresGrad ? gradOf(w) : null;
     const gb = b !== null && b.requiresGrad ? gradOf(b) : null;
-    for (let r = 0; r < rows; r++) {
-      const o = r * C;
-      if (gx) for (let c = 0; c < C; c++) gx[o + c]! += g[o + c]! * W[c]!;
-      if (gw) for (let c = 0; c < C; c++) gw[c]! += g[o + c]! * X[o + c]!;
-      if (gb) for (let c = 0; c < C; c++) gb[c]! += g[o + c]!;
-    }
+    getBackend().affineBackwardRows(g, X, rows, C, W, x.requiresGrad ? gradOf(x) : null, w.requiresGrad ? gradOf(w) : null, gb);
   });
 }
 
@@ -112,40 +83,11 @@ export function geluNew(x: Tensor): Tensor {
 // ---------------------------------------------------------------------------------------------
 // Softmax family (last axis). -Infinity entries get probability 0; an all -Infinity row gives zeros.
 
-/** Writes softmax of row X[o..o+C) into Y; returns log-sum-exp of the row. */
-export function softmaxRow(X: Float32Array, Y: Float32Array, o: number, C: number): number {
-  let m = -Infinity;
-  for (let c = 0; c < C; c++) if (X[o + c]! > m) m = X[o + c]!;
-  if (m === -Infinity) {
-    Y.fill(0, o, o + C);
-    return -Infinity;
-  }
-  let s = 0;
-  for (let c = 0; c < C; c++) {
-    const e = Math.exp(X[o + c]! - m);
-    Y[o + c] = e;
-    s += e;
-  }
-  const inv = 1 / s;
-  for (let c = 0; c < C; c++) Y[o + c]! *= inv;
-  return m + Math.log(s);
-}
-
 export function softmax(x: Tensor): Tensor {
   const [rows, C] = lastDim("softmax", x);
   const out = new Float32Array(x.size);
-  for (let r = 0; r < rows; r++) softmaxRow(x.data, out, r * C, C);
-  return record("softmax", new Tensor(out, x.shape), [x], (g) => softmaxBackward(gradOf(x), g, out, rows, C));
-}
-
-/** gx += y ⊙ (g - Σ g·y), row by row. */
-export function softmaxBackward(gx: Float32Array, g: Float32Array, y: Float32Array, rows: number, C: number): void {
-  for (let r = 0; r < rows; r++) {
-    const o = r * C;
-    let dot = 0;
-    for (let c = 0; c < C; c++) dot += g[o + c]! * y[o + c]!;
-    for (let c = 0; c < C; c++) gx[o + c]! += y[o + c]! * (g[o + c]! - dot);
-  }
+  getBackend().softmaxRows(x.data, rows, C, out);
+  return record("softmax", new Tensor(out, x.shape), [x], (g) => getBackend().softmaxBackwardRows(g, out, rows, C, gradOf(x)));
 }
 
 export function logSoftmax(x: Tensor): Tensor {
