@@ -12,6 +12,7 @@ import { benchKernels } from "./kernels.ts";
 import { benchForward } from "./forward.ts";
 import { benchPretrain } from "./pretrain.ts";
 import { benchSelfreportStep, benchSelfreportFrozen } from "./selfreport.ts";
+import { benchPatching } from "./patching.ts";
 
 /** One table row: column name → cell (numbers are printed as given; format them in the section). */
 export type BenchRow = Record<string, string | number>;
@@ -30,6 +31,7 @@ const SECTIONS: Section[] = [
   { name: "pretrain", title: "Pre-training step (4 × 128, vocab 50257, batch 16 × 128), tokens/s vs torch", run: benchPretrain },
   { name: "selfreport-step", title: "Unfrozen self-report step (GPT-2 small, batch 16 × 64), ms per step vs torch", run: benchSelfreportStep },
   { name: "selfreport-frozen", title: "Frozen head training: cached features vs re-running the base model, examples/s per epoch", run: benchSelfreportFrozen },
+  { name: "patching", title: "Activation patching on GPT-2-small shapes: 500 inputs, batched path vs one forward per patch", run: benchPatching },
   { name: "sweep", title: "Sweep: frozen regression heads of one 768-wide layer, multi-output vs separate runs, jobs/hour", run: benchSweep },
 ];
 

@@ -1,0 +1,85 @@
+/**
+ * patching: the activation-patching analysis on GPT-2-small shapes (12 layers, d_model 768, 12 heads,
+ * d_mlp 3072, vocab 50257, random weights), target blocks.8.mlp.hook_post neuron 481, a frozen
+ * regression head on resid_post of block 11.
+ *   run      the tests' hand-written run fixture (test/helpers/run-fixture.ts) at that size: the model
+ *            saved and reloaded, a dataset of 600 prefixes (≤ 64 tokens, 8 per random window) whose
+ *            targets are the neuron's activations, and run/config.json + head weights. Not timed.
+ *   fast     patchingAnalysis (src/analysis/patching.ts) over 500 inputs with the default target
+ *            settings (5 scales, 5 set values, mean, resample = 12), no controls: the batched path that
+ *            recomputes only the patched read-position row through the later blocks.
+ *   +controls  the same with the default 20 control neurons × 5 scales (112 settings per input).
+ *   naive    the reference patch (patchedReference): one whole forward per input and setting, up to
+ *            the feature layer, with a hook that sets the neuron; timed on NAIVE_INPUTS inputs × the
+ *            12 target settings plus the clean pass, extrapolated to 500 inputs.
+ * speed-up = naive seconds ÷ fast seconds for the same 500 × 12 patches.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getBackend } from "../src/tensor/index.ts";
+import { loadAnalysisContext, selectInputs } from "../src/analysis/context.ts";
+import { patchingAnalysis, patchedReference } from "../src/analysis/patching.ts";
+import { makeTinyRun } from "../test/helpers/run-fixture.ts";
+import type { BenchRow } from "./run.ts";
+import { envCount, nodePeakRssMb } from "./util.ts";
+
+const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
+const LAYER = 8;
+const NEURON = 481;
+const N_INPUTS = 500;
+/** BENCH_PATCHING_NAIVE: inputs for the naive reference (default 2), extrapolated to N_INPUTS. */
+const NAIVE_INPUTS = envCount("BENCH_PATCHING_NAIVE", 2);
+
+const seconds = (fn: () => void): number => {
+  const t0 = process.hrtime.bigint();
+  fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+};
+
+export async function benchPatching(): Promise<BenchRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), "selfreport-bench-patching-"));
+  try {
+    const fx = makeTinyRun(dir, { model: SIZES, layer: LAYER, neuron: NEURON, n: 600, maxLen: 64, perWindow: 8 });
+    const ctx = loadAnalysisContext(fx.runDir);
+
+    let nSettings = 0;
+    let nUsed = 0;
+    const fast = seconds(() => {
+      const s = patchingAnalysis(ctx, { nInputs: N_INPUTS, controls: 0 });
+      nSettings = s.settings.length;
+      nUsed = s.inputs.n_used;
+    });
+    const withControls = seconds(() => patchingAnalysis(ctx, { nInputs: N_INPUTS }));
+
+    // naive: the same target settings, one whole forward each (plus the clean one)
+    const { indices } = selectInputs(ctx.ds, NAIVE_INPUTS);
+    const q = ctx.ds.meta.stats.quantiles;
+    const values: Array<(a: number) => number> = [
+      ...[0, 0.5, 1, 1.5, 2].map((k) => (a: number) => k * a),
+      ...[ctx.ds.meta.stats.min, q["q25"]!, q["q50"]!, q["q75"]!, ctx.ds.meta.stats.max, ctx.ds.meta.stats.mean].map((v) => () => v),
+      () => ctx.ds.targets[0]!, // resample: some other input's value
+    ];
+    const naivePerInput = seconds(() => {
+      for (const input of indices) {
+        patchedReference(ctx, input, NEURON, (a) => a); // clean
+        for (const v of values) patchedReference(ctx, input, NEURON, v);
+      }
+    }) / indices.length;
+    const naive = naivePerInput * nUsed;
+    const rssMb = nodePeakRssMb();
+
+    console.log([
+      `GPT-2 small shapes (12 × 768, d_mlp 3072, vocab 50257), target blocks.${LAYER}.mlp.hook_post[${NEURON}], frozen regression head on resid_post of block 11`,
+      `${nUsed} inputs (prefixes ≤ 64 tokens), ${nSettings} target settings; naive timed on ${indices.length} input${indices.length === 1 ? "" : "s"} × ${values.length + 1} forwards, extrapolated`,
+      `backend ${getBackend().name}; peak RSS node ${rssMb.toFixed(0)} MB (whole run so far); one run each`,
+    ].join("; ") + "\n");
+    return [
+      { path: "patchingAnalysis, target only", patches: `${nUsed} × ${nSettings}`, seconds: fast.toFixed(1), "speed-up": `${(naive / fast).toFixed(0)}×` },
+      { path: "patchingAnalysis, + 20 control neurons × 5 scales", patches: `${nUsed} × ${nSettings + 100}`, seconds: withControls.toFixed(1), "speed-up": "" },
+      { path: "naive: one whole forward per patch", patches: `${nUsed} × ${nSettings}`, seconds: `${naive.toFixed(0)} (extrapolated)`, "speed-up": "1×" },
+    ];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
