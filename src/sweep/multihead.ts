@@ -225,14 +225,10 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
         for (let r = 0; r < Bn; r++) sb += Out[r * Ka + a]!;
         dB[a] = sb;
       }
-      // per neuron: clip, AdamW (t = step + 1 for every active neuron)
-      const t = step + 1;
-      const bc1 = 1 - Math.pow(B1, t);
-      const bc2 = 1 - Math.pow(B2, t);
-      const shrink = 1 - lr * o.weightDecay;
-      for (let a = 0; a < Ka; a++) {
-        const base = a * C;
-        if (o.gradClip > 0) {
+      // per neuron: clip by its own gradient norm; then AdamW over all of them (t = step + 1 for every active neuron)
+      if (o.gradClip > 0) {
+        for (let a = 0; a < Ka; a++) {
+          const base = a * C;
           let ss = 0;
           for (let c = 0; c < C; c++) ss += dW[base + c]! * dW[base + c]!;
           ss += dB[a]! * dB[a]!;
@@ -243,22 +239,13 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
             dB[a]! *= f;
           }
         }
-        for (let c = 0; c < C; c++) {
-          const j = base + c;
-          const g = dW[j]!;
-          mW[j] = B1 * mW[j]! + (1 - B1) * g;
-          vW[j] = B2 * vW[j]! + (1 - B2) * g * g;
-          const mh = mW[j]! / bc1;
-          const vh = vW[j]! / bc2;
-          W[j] = W[j]! * shrink - (lr * mh) / (Math.sqrt(vh) + EPS);
-        }
-        const g = dB[a]!;
-        mB[a] = B1 * mB[a]! + (1 - B1) * g;
-        vB[a] = B2 * vB[a]! + (1 - B2) * g * g;
-        const mh = mB[a]! / bc1;
-        const vh = vB[a]! / bc2;
-        bias[a] = bias[a]! * 1 - (lr * mh) / (Math.sqrt(vh) + EPS);
       }
+      const t = step + 1;
+      const bc1 = 1 - Math.pow(B1, t);
+      const bc2 = 1 - Math.pow(B2, t);
+      const be = getBackend(); // the update train() applies, element for element (weights decay, biases do not)
+      be.adamwUpdate(W, dW, mW, vW, Ka * C, lr, B1, B2, EPS, 1 - lr * o.weightDecay, bc1, bc2);
+      be.adamwUpdate(bias, dB, mB, vB, Ka, lr, B1, B2, EPS, 1, bc1, bc2);
       step++;
       if (anyFailed) compact((k) => !failed.has(k));
     }
