@@ -22,41 +22,28 @@ export interface OpenblasInfo {
   rowKernels: "avx2" | "base";
 }
 
-/** The addon's exports (native/selfreport_blas.c). */
-interface BlasAddon {
-  sgemm: Backend["sgemm"];
-  sgemmStridedBatched: Backend["sgemmStridedBatched"];
+/** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
+const KERNELS = [
+  "sgemm", "sgemmStridedBatched", "logSumExpRows", "softmaxScaleRows", "geluForward", "geluBackward",
+  "lnScaleRows", "lnNormalizeRows", "affineRows", "lnScaleBackwardRows", "lnNormalizeBackwardRows", "affineBackwardRows",
+  "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares",
+] as const satisfies readonly (keyof Backend)[];
+type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
+
+/** The addon's exports: the kernels, plus what OpenBLAS says about itself. */
+interface BlasAddon extends Kernels {
   openblasInfo(): OpenblasInfo;
-  logSumExpRows: Backend["logSumExpRows"];
-  softmaxScaleRows: Backend["softmaxScaleRows"];
-  geluForward: Backend["geluForward"];
-  geluBackward: Backend["geluBackward"];
-  lnScaleRows: Backend["lnScaleRows"];
-  lnNormalizeRows: Backend["lnNormalizeRows"];
-  affineRows: Backend["affineRows"];
-  lnScaleBackwardRows: Backend["lnScaleBackwardRows"];
-  lnNormalizeBackwardRows: Backend["lnNormalizeBackwardRows"];
-  affineBackwardRows: Backend["affineBackwardRows"];
-  softmaxRows: Backend["softmaxRows"];
-  softmaxBackwardRows: Backend["softmaxBackwardRows"];
-  adamwUpdate: Backend["adamwUpdate"];
-  sumSquares: Backend["sumSquares"];
 }
 
 export type NativeLoadResult =
   | { ok: true; backend: Backend; info: OpenblasInfo; path: string }
   | { ok: false; reason: string; path: string | null };
 
-function isBlasAddon(mod: unknown): mod is BlasAddon {
-  if (typeof mod !== "object" || mod === null) return false;
+/** The exports a BlasAddon needs that `mod` lacks (empty: it is one). */
+function missingExports(mod: unknown): string[] {
+  if (typeof mod !== "object" || mod === null) return ["everything (not an object)"];
   const m = mod as Record<string, unknown>;
-  return typeof m.sgemm === "function" && typeof m.sgemmStridedBatched === "function" &&
-    typeof m.openblasInfo === "function" && typeof m.logSumExpRows === "function" &&
-    typeof m.softmaxScaleRows === "function" && typeof m.geluForward === "function" && typeof m.geluBackward === "function" &&
-    typeof m.lnScaleRows === "function" && typeof m.lnNormalizeRows === "function" && typeof m.affineRows === "function" &&
-    typeof m.lnScaleBackwardRows === "function" && typeof m.lnNormalizeBackwardRows === "function" && typeof m.affineBackwardRows === "function" &&
-    typeof m.softmaxRows === "function" && typeof m.softmaxBackwardRows === "function" &&
-    typeof m.adamwUpdate === "function" && typeof m.sumSquares === "function";
+  return [...KERNELS, "openblasInfo"].filter((name) => typeof m[name] !== "function");
 }
 
 /**
@@ -105,26 +92,10 @@ function tryLoad(): NativeLoadResult {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
   }
-  if (!isBlasAddon(mod)) return { ok: false, reason: `${path} does not export sgemm/sgemmStridedBatched/logSumExpRows/softmaxScaleRows/geluForward/geluBackward/lnScaleRows/lnNormalizeRows/affineRows/lnScaleBackwardRows/lnNormalizeBackwardRows/affineBackwardRows/softmaxRows/softmaxBackwardRows/adamwUpdate/sumSquares (rebuild it: npm ci)`, path };
-  const addon = mod;
-  const backend: Backend = {
-    name: "native",
-    sgemm: addon.sgemm,
-    sgemmStridedBatched: addon.sgemmStridedBatched,
-    logSumExpRows: addon.logSumExpRows,
-    softmaxScaleRows: addon.softmaxScaleRows,
-    geluForward: addon.geluForward,
-    geluBackward: addon.geluBackward,
-    lnScaleRows: addon.lnScaleRows,
-    lnNormalizeRows: addon.lnNormalizeRows,
-    affineRows: addon.affineRows,
-    lnScaleBackwardRows: addon.lnScaleBackwardRows,
-    lnNormalizeBackwardRows: addon.lnNormalizeBackwardRows,
-    affineBackwardRows: addon.affineBackwardRows,
-    softmaxRows: addon.softmaxRows,
-    softmaxBackwardRows: addon.softmaxBackwardRows,
-    adamwUpdate: addon.adamwUpdate,
-    sumSquares: addon.sumSquares,
-  };
+  const missing = missingExports(mod);
+  if (missing.length > 0) return { ok: false, reason: `${path} does not export ${missing.join(", ")} (an older build? rebuild it: npm ci)`, path };
+  const addon = mod as BlasAddon;
+  const kernels = Object.fromEntries(KERNELS.map((name) => [name, addon[name]])) as unknown as Kernels;
+  const backend: Backend = { name: "native", ...kernels };
   return { ok: true, backend, info: addon.openblasInfo(), path };
 }
