@@ -4,30 +4,21 @@
  * whose slopes are known exactly, the ablations' definitions, the fit and t quantiles against
  * scipy, and the CLI's errors.
  */
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, existsSync, readFileSync, unlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { loadAnalysisContext, type AnalysisContext } from "../../src/analysis/context.ts";
 import { patchingAnalysis, patchingPlots, runPatches, patchedReference, type Patch } from "../../src/analysis/patching.ts";
 import { selectInputs } from "../../src/analysis/context.ts";
 import { linearFit, tQuantile, tCdf } from "../../src/analysis/fit.ts";
 import { runCapture } from "../helpers/cli.ts";
-import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
+import { tinyRunFolder } from "../helpers/run-fixture.ts";
+import { close } from "../helpers/close.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
-const root = mkdtempSync(join(tmpdir(), "selfreport-patching-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-let counter = 0;
+const { root, tinyRun } = tinyRunFolder("patching");
 
-function tinyRun(opts: TinyRunOptions = {}): ReturnType<typeof makeTinyRun> {
-  return makeTinyRun(join(root, `run${counter++}`), opts);
-}
-
-function close(actual: number, expected: number, tol: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: ${actual} vs ${expected} (difference ${Math.abs(actual - expected)}, tolerance ${tol})`);
-}
 
 /**
  * Makes a freshly initialised tiny model do something: weights N(0, 0.02) give near-uniform

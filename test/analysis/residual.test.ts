@@ -5,30 +5,22 @@
  * residual (β = α·W_out[n, :], cosine 1, the whole prediction change in the target layer); the
  * read-out decomposition adds up exactly for a linear head; and the errors (frozen run, bad options).
  */
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadAnalysisContext } from "../../src/analysis/context.ts";
 import { residualAnalysis, residualPlots, parameterChanges, type ResidualSummary } from "../../src/analysis/residual.ts";
 import { loadModel, saveModel } from "../../src/model/load.ts";
 import { finetunedDir } from "../../src/selfreport/run.ts";
 import { runCapture } from "../helpers/cli.ts";
-import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
+import { tinyRunFolder } from "../helpers/run-fixture.ts";
+import { close } from "../helpers/close.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
-const root = mkdtempSync(join(tmpdir(), "selfreport-residual-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-let counter = 0;
+const { root, tinyRun } = tinyRunFolder("residual");
+let counter = 0; // for output folders
 
-function tinyRun(opts: TinyRunOptions = {}): ReturnType<typeof makeTinyRun> {
-  return makeTinyRun(join(root, `run${counter++}`), opts);
-}
-
-function close(actual: number, expected: number, tol: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: ${actual} vs ${expected} (difference ${Math.abs(actual - expected)}, tolerance ${tol})`);
-}
 
 /** Captures console output of a CLI call; returns the exit code and the lines. */
 const cli = (args: string[]): Promise<{ code: number; lines: string[] }> => runCapture(["analyze", "residual", ...args]);

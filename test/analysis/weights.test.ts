@@ -3,10 +3,9 @@
  * heads planted on a neuron's vectors must score cosine 1 and rank 1, a random head must look like
  * the null, and each piece of math is checked against an independent float64 computation.
  */
-import { test, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, existsSync, readFileSync, unlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "../../src/tensor/index.ts";
 import { loadAnalysisContext } from "../../src/analysis/context.ts";
@@ -17,15 +16,11 @@ import { cachedFeatures, computeFeatures } from "../../src/selfreport/features.t
 import { binCentres } from "../../src/selfreport/stats.ts";
 import { loadRun } from "../../src/selfreport/run.ts";
 import { run as runCli } from "../../src/cli/main.ts";
-import { makeTinyRun, type TinyRunOptions } from "../helpers/run-fixture.ts";
+import { makeTinyRun, tinyRunFolder, type TinyRunOptions } from "../helpers/run-fixture.ts";
+import { close } from "../helpers/close.ts";
 
-const root = mkdtempSync(join(tmpdir(), "selfreport-weights-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-let counter = 0;
-
-function tinyRun(opts: TinyRunOptions = {}): ReturnType<typeof makeTinyRun> {
-  return makeTinyRun(join(root, `run${counter++}`), opts);
-}
+const { root, tinyRun } = tinyRunFolder("weights");
+let counter = 0; // for output folders
 
 function analyse(opts: TinyRunOptions = {}, maxExamples?: number): { s: WeightsSummary; fx: ReturnType<typeof makeTinyRun> } {
   const fx = tinyRun(opts);
@@ -33,9 +28,6 @@ function analyse(opts: TinyRunOptions = {}, maxExamples?: number): { s: WeightsS
   return { s: weightsAnalysis(ctx, maxExamples === undefined ? {} : { maxExamples }), fx };
 }
 
-function close(actual: number, expected: number, tol: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: ${actual} vs ${expected} (tolerance ${tol})`);
-}
 
 test("regression head planted on W_in[:, n]: cosine 1 and rank 1 in the layer and overall", () => {
   const { s } = analyse({ plantedDirection: "W_in" });

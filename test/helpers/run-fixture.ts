@@ -37,8 +37,10 @@
  *   randomLn          every LayerNorm gets w ~ U(0.5, 1.5), b ~ N(0, 0.1²), as in a trained model (default false)
  *   lnFinalW          ln_final.w of the saved model (a Float32Array [d_model]); applied after randomLn
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { after } from "node:test";
 import { Rng, Tensor, noGrad } from "../../src/tensor/index.ts";
 import { makeConfig } from "../../src/model/config.ts";
 import { HookedTransformer } from "../../src/model/transformer.ts";
@@ -228,4 +230,15 @@ function plantedVector(model: HookedTransformer, layer: number, neuron: number, 
   for (let c = 0; c < C; c++) col[c]! *= ln2[c]!;
   const mean = col.reduce((a, b) => a + b, 0) / C;
   return col.map((v) => v - mean);
+}
+
+/**
+ * A temporary folder for one test file's tiny runs, removed when the file's tests end: `root` (for
+ * other outputs too) and `tinyRun(opts)`, which writes a new run in it (run0, run1, …).
+ */
+export function tinyRunFolder(prefix: string): { root: string; tinyRun: (opts?: TinyRunOptions) => TinyRun } {
+  const root = mkdtempSync(join(tmpdir(), `selfreport-${prefix}-`));
+  after(() => rmSync(root, { recursive: true, force: true }));
+  let counter = 0;
+  return { root, tinyRun: (opts = {}) => makeTinyRun(join(root, `run${counter++}`), opts) };
 }

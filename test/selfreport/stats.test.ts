@@ -7,10 +7,8 @@ import assert from "node:assert/strict";
 import {
   mean, std, quantileSorted, activationStats, quantileBinEdges, binOf, binCentres, pearson, ranks, spearman, regressionMetrics,
 } from "../../src/selfreport/stats.ts";
+import { close } from "../helpers/close.ts";
 
-function close(actual: number, expected: number, tol: number, what: string): void {
-  assert.ok(Math.abs(actual - expected) <= tol, `${what}: ${actual} vs ${expected} (tolerance ${tol})`);
-}
 
 test("mean and population std", () => {
   close(mean([1, 2, 3, 4]), 2.5, 0, "mean");
