@@ -19,21 +19,15 @@ import { getBackend } from "../src/tensor/backend/index.ts";
 import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer, type TokenBatch } from "../src/model/transformer.ts";
 import type { BenchRow } from "./run.ts";
+import { PYTHON, envCount, median, timeRuns } from "./util.ts";
 
 const BATCH = 8;
 const POS = 128;
 const WARMUP = 2;
 /** BENCH_FORWARD_RUNS overrides the number of timed runs (default 7). */
-const RUNS = Math.max(1, Math.floor(Number(process.env.BENCH_FORWARD_RUNS ?? 7)) || 7);
+const RUNS = envCount("BENCH_FORWARD_RUNS", 7);
 const CACHED = "blocks.6.mlp.hook_post";
-const PYTHON = "/usr/bin/python3";
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** Token ids from a fixed LCG (values do not matter for speed). */
 function tokens(): TokenBatch {
@@ -120,14 +114,7 @@ function timeOurs(model: HookedTransformer, batch: TokenBatch): number {
     const { logits, cache } = noGrad(() => model.runWithCache(batch, [CACHED]));
     if (logits === null || !cache.has(CACHED)) throw new Error("bench forward: no logits or cache");
   };
-  for (let i = 0; i < WARMUP; i++) once();
-  const times: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const t0 = process.hrtime.bigint();
-    once();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  return median(times);
+  return median(timeRuns(once, WARMUP, RUNS));
 }
 
 export async function benchForward(): Promise<BenchRow[]> {

@@ -22,7 +22,7 @@ import { loadAnalysisContext, selectInputs } from "../src/analysis/context.ts";
 import { patchingAnalysis, patchedReference } from "../src/analysis/patching.ts";
 import { makeTinyRun } from "../test/helpers/run-fixture.ts";
 import type { BenchRow } from "./run.ts";
-import { envCount, nodePeakRssMb } from "./util.ts";
+import { envCount, nodePeakRssMb, timeRuns } from "./util.ts";
 
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
 const LAYER = 8;
@@ -31,11 +31,8 @@ const N_INPUTS = 500;
 /** BENCH_PATCHING_NAIVE: inputs for the naive reference (default 2), extrapolated to N_INPUTS. */
 const NAIVE_INPUTS = envCount("BENCH_PATCHING_NAIVE", 2);
 
-const seconds = (fn: () => void): number => {
-  const t0 = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-};
+/** Seconds of one call of fn, no warm-up. */
+const seconds = (fn: () => void): number => timeRuns(fn, 0, 1)[0]!;
 
 export async function benchPatching(): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "selfreport-bench-patching-"));

@@ -12,6 +12,7 @@ import { jsBackend } from "../src/tensor/backend/js.ts";
 import { loadNativeBackend } from "../src/tensor/backend/native.ts";
 import type { Backend } from "../src/tensor/backend/types.ts";
 import type { BenchRow } from "./run.ts";
+import { PYTHON, median, timeRuns } from "./util.ts";
 
 /** [M, K, N]: A is [M, K], B is [K, N]. */
 const SHAPES: [number, number, number][] = [
@@ -24,13 +25,6 @@ const NATIVE_RUNS = 15;
 const JS_WARMUP = 1;
 /** BENCH_JS_RUNS=0 skips the js column (about 20 s at the default 3). */
 const JS_RUNS = Math.max(0, Math.floor(Number(process.env.BENCH_JS_RUNS ?? 3)) || 0);
-const PYTHON = "/usr/bin/python3";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
 
 /** Uniform [-1, 1) floats from a fixed LCG (the values do not matter for speed, only that they are not 0). */
 function filled(n: number, seed: number): Float32Array {
@@ -49,14 +43,7 @@ function timeBackend(backend: Backend, M: number, K: number, N: number, warmup: 
   const B = filled(K * N, 2); // [K, N]
   const C = new Float32Array(M * N); // [M, N]
   const once = (): void => backend.sgemm(false, false, M, N, K, 1, A, K, B, N, 0, C, N);
-  for (let i = 0; i < warmup; i++) once();
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = process.hrtime.bigint();
-    once();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  return median(times);
+  return median(timeRuns(once, warmup, runs));
 }
 
 /** The numpy side: one subprocess timing every shape; prints {"version", "seconds": [...]} as JSON. */

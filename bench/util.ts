@@ -1,7 +1,7 @@
 /**
- * Helpers shared by the bench sections written after sgemm.ts and forward.ts (which keep their own
- * copies): run counts from the environment, timing with a median after warm-up, fixed pseudo-random
- * data, and the PyTorch peer run in one /usr/bin/python3 subprocess that prints JSON.
+ * Helpers shared by the bench sections: run counts from the environment, timing with a median after
+ * warm-up, fixed pseudo-random data, and the PyTorch peer run in one /usr/bin/python3 subprocess
+ * that prints JSON.
  */
 import { spawnSync } from "node:child_process";
 import type { TokenBatch } from "../src/model/transformer.ts";
