@@ -15,7 +15,7 @@ import { readDataset, writeDataset } from "../../src/selfreport/dataset.ts";
 import { cachedFeatures, computeFeatures } from "../../src/selfreport/features.ts";
 import { binCentres } from "../../src/selfreport/stats.ts";
 import { loadRun } from "../../src/selfreport/run.ts";
-import { run as runCli } from "../../src/cli/main.ts";
+import { runCapture } from "../helpers/cli.ts";
 import { makeTinyRun, tinyRunFolder, type TinyRunOptions } from "../helpers/run-fixture.ts";
 import { close } from "../helpers/close.ts";
 
@@ -294,19 +294,11 @@ test("plots: SVGs for the histograms and the W_out PCA; the CLI writes summary.j
   assert.equal(s.layer_cosines["reading_W_out"]!.length, 64);
 
   const out = join(root, `out${counter++}`);
-  const logs: string[] = [];
-  const origLog = console.log;
-  const origErr = console.error;
-  console.log = (...a: unknown[]) => void logs.push(a.join(" "));
-  console.error = (...a: unknown[]) => void logs.push(a.join(" "));
-  try {
-    assert.equal(await runCli(["node", "selfreport", "analyze", "weights", "--run", fx.runDir, "--out", out, "--max-examples", "50"]), 0, logs.join("\n"));
-    logs.length = 0;
-    assert.equal(await runCli(["node", "selfreport", "analyze", "weights", "--run", fx.runDir, "--out", out, "--max-examples", "0"]), 1);
-  } finally {
-    console.log = origLog;
-    console.error = origErr;
-  }
+  const ok = await runCapture(["analyze", "weights", "--run", fx.runDir, "--out", out, "--max-examples", "50"]);
+  assert.equal(ok.code, 0, ok.lines.join("\n"));
+  const bad = await runCapture(["analyze", "weights", "--run", fx.runDir, "--out", out, "--max-examples", "0"]);
+  assert.equal(bad.code, 1);
+  const logs = bad.lines;
   assert.equal(logs.length, 1, logs.join("\n"));
   assert.match(logs[0]!, /^selfreport: error: --max-examples must be a positive integer, got 0$/);
   const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as WeightsSummary & { analysis: string; plots: string[] };
