@@ -29,7 +29,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
-import { pearson } from "../selfreport/stats.ts";
+import { pearson, mean, std } from "../selfreport/stats.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, heatmap, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
@@ -213,13 +213,7 @@ function cosines(v: ArrayLike<number>, dirs: { W_in_raw: la.Vec; W_in_folded: la
 }
 
 function meanStd(xs: ArrayLike<number>): { mean: number; std: number } {
-  const n = xs.length;
-  let m = 0;
-  for (let i = 0; i < n; i++) m += xs[i]!;
-  m /= n;
-  let v = 0;
-  for (let i = 0; i < n; i++) v += (xs[i]! - m) ** 2;
-  return { mean: m, std: Math.sqrt(v / n) };
+  return { mean: mean(xs), std: std(xs) };
 }
 
 function rmse(a: ArrayLike<number>, b: ArrayLike<number>): number {
