@@ -254,10 +254,12 @@ export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: rea
 
 /**
  * Keeps the validation and test examples with their natural distribution and fills the training
- * quota with equal numbers from each activation decile of the pool (so high activations of a sparse
- * neuron are over-represented relative to the raw text, up to 10× for the top decile).
+ * quota from the activation deciles of the pool's training examples, decile b (0 = lowest) drawn
+ * perBin·(0.5 + b/9) times: 0.5× its fair share for the lowest decile up to 1.5× for the highest, so
+ * high activations of a sparse neuron are over-represented relative to the raw text. Within a decile
+ * the draws are a seeded random sample, so every decile keeps its range (and the top one the tail).
  */
-function balancedChoice(targets: number[], split: number[], n: number, rng: Rng): number[] {
+export function balancedChoice(targets: number[], split: number[], n: number, rng: Rng): number[] {
   const idx = targets.map((_, i) => i);
   const trainIdx = idx.filter((i) => split[i] === 0);
   const other = idx.filter((i) => split[i] !== 0);
@@ -273,9 +275,12 @@ function balancedChoice(targets: number[], split: number[], n: number, rng: Rng)
     const hi = Math.floor(((b + 1) * sorted.length) / bins);
     const members = sorted.slice(lo, hi);
     if (members.length === 0) continue;
-    // top deciles get more draws: bin b is drawn perBin·(0.5 + b/9) times, with replacement past its size
+    // top deciles get more draws: bin b is drawn perBin·(0.5 + b/9) times. The draws are a seeded random
+    // sample of the decile (without replacement; every member once, then at random, past its size), so each
+    // decile keeps its whole range: its highest values (the tail) as well as its lowest.
     const draws = Math.round(perBin * (0.5 + b / (bins - 1)));
-    for (let k = 0; k < draws; k++) chosen.push(members[k < members.length ? k : rng.int(members.length)]!);
+    const order = rng.shuffle([...members]);
+    for (let k = 0; k < draws; k++) chosen.push(k < order.length ? order[k]! : members[rng.int(members.length)]!);
   }
   rng.shuffle(chosen);
   return [...chosen.slice(0, trainQuota), ...keepOther];

@@ -8,14 +8,14 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { noGrad } from "../../src/tensor/index.ts";
+import { noGrad, Rng } from "../../src/tensor/index.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { SelfreportError } from "../../src/errors.ts";
 import {
   buildDataset, writeDataset, readDataset, documentSplit, targetHookName, exampleTokens, exampleBatch, splitIndices, padIdForVocab, jsonlPathFor,
-  type BuildOptions, type Dataset,
+  balancedChoice, type BuildOptions, type Dataset,
 } from "../../src/selfreport/dataset.ts";
 import { computeFeatures } from "../../src/selfreport/features.ts";
 import { makeTinyHfModel } from "../helpers/tiny-model.ts";
@@ -205,6 +205,41 @@ test("--balance over-samples high activations in the training split only", () =>
   assert.ok(meanTrain(bal) > meanTrain(plain), `train mean ${meanTrain(bal)} vs ${meanTrain(plain)}`);
   // stats describe the balanced training split
   assert.ok(Math.abs(bal.meta.stats.mean - meanTrain(bal)) <= 1e-6);
+});
+
+test("--balance keeps each decile's whole range: draws within a decile are random, so the tail survives", () => {
+  // a heavy-tailed pool (exponential), 90 % training examples
+  const rng = new Rng(21);
+  const P = 6000;
+  const targets = Array.from({ length: P }, () => -Math.log(1 - rng.uniform()));
+  const split = Array.from({ length: P }, (_, i) => (i % 10 === 9 ? 2 : 0));
+  const n = 2000;
+  const chosen = balancedChoice(targets, split, n, new Rng(5));
+  assert.equal(chosen.length, n);
+  const pool = targets.filter((_, i) => split[i] === 0).sort((a, b) => a - b);
+  const train = chosen.filter((i) => split[i] === 0).map((i) => targets[i]!).sort((a, b) => a - b);
+  const q = (xs: number[], p: number): number => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
+  // the pool's top decile has 540 members, 300 of them drawn without replacement: the chance that none of
+  // the pool's 20 largest is drawn is below 1e-6, so the balanced max is at least the 20th largest
+  assert.ok(train.at(-1)! >= pool.at(-20)!, `balanced max ${train.at(-1)} < the pool's 20th largest ${pool.at(-20)} (pool max ${pool.at(-1)})`);
+  // within every decile the chosen values are a random sample of the decile: same median within 4 standard errors
+  const bins = 10;
+  for (let b = 0; b < bins; b++) {
+    const lo = pool[Math.floor((b * pool.length) / bins)]!;
+    const hi = b === bins - 1 ? Infinity : pool[Math.floor(((b + 1) * pool.length) / bins)]!;
+    const members = pool.filter((v) => v >= lo && v < hi);
+    const drawn = train.filter((v) => v >= lo && v < hi);
+    const median = q(members, 0.5);
+    const above = drawn.filter((v) => v > median).length / drawn.length;
+    assert.ok(Math.abs(above - 0.5) < 4 * Math.sqrt(0.25 / drawn.length), `decile ${b}: ${(100 * above).toFixed(1)}% of ${drawn.length} draws above the decile's median (expected 50%)`);
+  }
+  // and so the pool's upper tail is represented: of the pool examples above its 95th percentile, the top decile's
+  // draws (300 of 540) take about half of them, and the balanced split's 95th/99th percentiles are the pool's or higher
+  const p95 = q(pool, 0.95);
+  const overP95 = new Set(chosen.filter((i) => split[i] === 0 && targets[i]! > p95)).size;
+  const poolOverP95 = pool.filter((v) => v > p95).length;
+  assert.ok(overP95 / poolOverP95 > 0.4, `${overP95} of the pool's ${poolOverP95} examples above its 95th percentile survive`);
+  for (const p of [0.95, 0.99]) assert.ok(q(train, p) >= q(pool, p), `balanced q${100 * p} ${q(train, p)} < pool q${100 * p} ${q(pool, p)}`);
 });
 
 test("writeDataset → readDataset is exact; the .jsonl has one readable line per example", () => {
