@@ -26,7 +26,6 @@ import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, type TestMetrics } from "../selfreport/train.ts";
-import { makeHeadConfig } from "../selfreport/predictor.ts";
 import { loadRun, loadRunModel, writeHead, writeRunConfig, RUN_FORMAT_VERSION, type RunConfig } from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
 import { weightsAnalysis } from "../analysis/weights.ts";
@@ -287,7 +286,7 @@ export class JobRunner {
     for (let i = 0; i < n; i++) for (let a = 0; a < K; a++) targets[i * K + a] = lt.targets[i * Kl + cols[a]!]!;
     let fits: NeuronFit[];
     try {
-      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split }, {
+      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, {
         epochs: s.training.epochs, batchSize: s.training.batch_size, lr: s.training.lr_frozen, weightDecay: s.training.weight_decay,
         warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed, patience: s.training.patience,
       });
@@ -307,14 +306,16 @@ export class JobRunner {
         if (failures.has(job.id)) throw new SelfreportError(`injected failure (SELFREPORT_SWEEP_FAIL_JOBS) in ${job.id}`);
         if (!fit.ok) throw new SelfreportError(fit.error);
         const ds = neuronDataset(examples, lt, job.neuron);
-        const headCfg = makeHeadConfig("regression", { inputDim: C });
-        writeHead(stage, new Map([["output.weight", new Tensor(fit.weight, [1, C])], ["output.bias", new Tensor(Float32Array.of(fit.bias), [1])]]));
+        const headCfg = fit.headConfig;
+        const P = fit.bias.length;
+        writeHead(stage, new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]));
         writeJsonAtomic(join(stage, "metrics.json"), { test: fit.test, validation: fit.validation, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K });
         writeFileAtomic(join(stage, "train_log.jsonl"), fit.curve.map((c) => JSON.stringify({ epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })).join("\n") + "\n");
         const config: RunConfig = {
-          format_version: RUN_FORMAT_VERSION, head_type: "regression", target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
+          format_version: RUN_FORMAT_VERSION, head_type: task.head, target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
           token_pos: "last", feature_layer: F, head_config: headCfg, base_model_name: s.model_dir, base_model_dir: s.model_dir, weights: s.weights,
-          d_model: C, bin_edges: [...ds.meta.bin_edges], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
+          // the bins the head was trained on; a regression run records the dataset's (as train() does)
+          d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
           unfreeze_last: null, dataset: { path: resolve(examplesPath(this.sweepDir)), n, layer: job.layer, neuron: job.neuron, model_dir: s.model_dir },
           training: {
             epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,

@@ -1,30 +1,38 @@
 /**
- * Frozen regression heads for K neurons of one layer, trained together as one multi-output head.
+ * Frozen heads for K neurons of one layer, trained together as one multi-output head: regression,
+ * classification or token heads without a hidden layer.
  *
- * Every neuron's head reads the same cached features X [n, C] and sees the same batches (the
- * single trainer's shuffle depends only on the seed and the epoch), so one step for all K neurons is
- *   Out  [B, K] = X_b [B, C] · Wᵀ [C, K] + b        (one sgemm)
- *   dW   [K, C] = dOutᵀ [K, B] · X_b [B, C]         (one sgemm)
+ * Every neuron's head reads the same cached features X [n, C] (the token head: ln_final(X), computed
+ * once) and sees the same batches (the single trainer's shuffle depends only on the seed and the
+ * epoch), so with P outputs per neuron (1 for regression, the number of bins otherwise) one step for
+ * all K neurons is
+ *   Out  [B, K·P] = X_b [B, C] · Wᵀ [C, K·P] + b     (one sgemm; neuron k's outputs are columns k·P … k·P+P−1)
+ *   dW   [K·P, C] = dOutᵀ [K·P, B] · X_b [B, C]      (one sgemm)
  * and everything else is per neuron, written to repeat the single trainer (src/selfreport/train.ts,
- * frozen regression, no hidden layer, no dropout) operation for operation:
- *   init            initHead(RegressionHead, seed): the same row for every neuron
- *   labels          (a − mean)/std with the training split's population mean/std, stored as float32
- *   loss            mse: float64 sum of float32 differences, rounded to float32; dOut = (2/B)·(out − y)
- *   clipping        the global norm over (W row, bias), clipGradNorm's formula
+ * frozen, no hidden layer, no dropout) operation for operation:
+ *   init            initHead(config, seed, model): the same rows for every neuron
+ *   labels          regression: (a − mean)/std with the training split's population mean/std, as float32;
+ *                   bins: binOf(a, quantile edges of the neuron's training split), as prepare() does
+ *   loss            regression: mse (float64 sum of float32 differences, rounded to float32), dOut = (2/B)·(out − y);
+ *                   bins: crossEntropy on the rows Out[b, k·P … k·P+P−1] as [B·K, P] (the backend's
+ *                   log-sum-exp and scaled softmax, so the same kernels as the single trainer)
+ *   clipping        the global norm over the neuron's (W rows, bias), clipGradNorm's formula
  *   AdamW           torch.optim.AdamW as src/tensor/optim.ts (bias without decay), float32 state
  *   schedule        warmupCosine with warm-up min(warmup, ⌊total/2⌋) and minRatio 0.1
  *   early stopping  validation loss per epoch (chunks of 128, as evaluate()), best weights kept,
  *                   stop after `patience` epochs without improvement by 1e-6
- *   metrics         predictions out·std + mean as float32, regressionMetrics, the mean baseline
+ *   metrics         predictions as predictionsFromOutput (regression: out·std + mean; bins: Σ softmax·centre),
+ *                   bin accuracy as argmaxLast, regressionMetrics, the mean baseline
  * A neuron that stops leaves the active set: the matrices are compacted so later steps cost only
  * the neurons still training. The sgemm's summation order differs from the single trainer's
- * [B, C]·[C, 1] product, so results agree to float32 rounding (test/sweep/multihead.test.ts checks
+ * [B, C]·[C, P] product, so results agree to float32 rounding (test/sweep/multihead.test.ts checks
  * r to 1e-4), not bit for bit.
  */
-import { Rng, getBackend, warmupCosine } from "../tensor/index.ts";
+import { Rng, Tensor, getBackend, noGrad, warmupCosine } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
-import { initHead, makeHeadConfig } from "../selfreport/predictor.ts";
-import { activationStats, regressionMetrics, type ActivationStats } from "../selfreport/stats.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
+import { initHead, makeHeadConfig, type HeadConfig, type HeadType } from "../selfreport/predictor.ts";
+import { activationStats, binCentres, binOf, quantileBinEdges, regressionMetrics, type ActivationStats } from "../selfreport/stats.ts";
 import type { TestMetrics, TrainOptions } from "../selfreport/train.ts";
 
 /** The single-neuron trainer's options that the multi-output trainer shares (same meaning, same math). */
@@ -39,23 +47,33 @@ export interface MultiHeadInput {
   K: number;
   /** [n] 0 train, 1 validation, 2 test. */
   split: Int32Array;
+  /** The head of every neuron (default regression). */
+  head?: HeadType;
+  /** Classification: the number of quantile bins (default 10, as the single trainer). */
+  numClasses?: number | null;
+  /** The token head's base model: its final LayerNorm and digit unembedding. */
+  model?: HookedTransformer | null;
   /** Called after every epoch with the number of neurons still training. */
   onEpoch?: (epoch: number, active: number) => void;
 }
 
 export interface NeuronFitOk {
   ok: true;
-  /** output.weight [C] and output.bias of the best epoch (standardised units). */
+  /** The head's config (the same for every neuron). */
+  headConfig: HeadConfig;
+  /** output.weight [P, C] and output.bias [P] of the best epoch (regression: standardised units). */
   weight: Float32Array;
-  bias: number;
+  bias: Float32Array;
   stats: ActivationStats;
+  /** The quantile bin edges of the neuron's training split (numBins + 1; the run's bin_edges). */
+  binEdges: number[];
   test: TestMetrics;
   validation: TestMetrics;
   epochsRun: number;
   bestEpoch: number;
   stoppedEarly: boolean;
   steps: number;
-  /** Per epoch: mean training loss and validation loss (standardised MSE). */
+  /** Per epoch: mean training loss and validation loss (standardised MSE, or cross-entropy). */
   curve: Array<{ epoch: number; train: number; val: number }>;
 }
 
@@ -65,6 +83,8 @@ const B1 = 0.9;
 const B2 = 0.999;
 const EPS = 1e-8;
 const EVAL_CHUNK = 128;
+/** The dataset builder's default number of bins (DEFAULT num_bins), which the token head needs. */
+const DEFAULT_BINS = 10;
 
 function indicesOf(split: Int32Array, code: number): number[] {
   const out: number[] = [];
@@ -77,56 +97,129 @@ function gatherRows(X: Float32Array, C: number, idx: readonly number[], out: Flo
   for (let r = 0; r < idx.length; r++) out.set(X.subarray(idx[r]! * C, (idx[r]! + 1) * C), r * C);
 }
 
-/** Trains K frozen regression heads together; result k is what `train()` gives for neuron k alone. */
+/** What the loss reads per example and neuron: standardised targets, or class indices. */
+type Labels = { kind: "regression"; Y: Float32Array } | { kind: "bins"; classes: Int32Array; centres: number[][] };
+
+/**
+ * Per-neuron loss of Out [rows, Ka·P] against the labels of examples idx (neuron of column block a
+ * = ids[a]), as the single trainer's loss op computes it; with `grad`, Out is replaced by dLoss/dOut.
+ */
+function lossAndGrad(
+  Out: Float32Array, idx: readonly number[], ids: readonly number[], K: number, P: number, labels: Labels, lossOut: Float64Array, grad: boolean, lse: Float32Array, scale: Float32Array,
+): void {
+  const rows = idx.length;
+  const Ka = ids.length;
+  const KP = Ka * P;
+  if (labels.kind === "regression") {
+    const Y = labels.Y;
+    for (let a = 0; a < Ka; a++) {
+      const k = ids[a]!;
+      let sse = 0;
+      for (let r = 0; r < rows; r++) {
+        const d = Out[r * Ka + a]! - Y[idx[r]! * K + k]!;
+        sse += d * d;
+      }
+      lossOut[a] = Math.fround(sse / rows);
+    }
+    if (!grad) return;
+    const kf = 2 / rows;
+    for (let r = 0; r < rows; r++) {
+      const o = r * Ka;
+      const yo = idx[r]! * K;
+      for (let a = 0; a < Ka; a++) Out[o + a] = kf * (Out[o + a]! - Y[yo + ids[a]!]!);
+    }
+    return;
+  }
+  // cross-entropy over each [rows·Ka] row of P logits (crossEntropy in src/tensor/ops/nn.ts)
+  const cls = labels.classes;
+  const be = getBackend();
+  be.logSumExpRows(Out, rows * Ka, P, lse);
+  for (let a = 0; a < Ka; a++) {
+    const k = ids[a]!;
+    let total = 0;
+    for (let r = 0; r < rows; r++) total += lse[r * Ka + a]! - Out[r * KP + a * P + cls[idx[r]! * K + k]!]!;
+    lossOut[a] = Math.fround(total / rows);
+  }
+  if (!grad) return;
+  const kc = 1 / rows;
+  scale.fill(kc, 0, rows * Ka);
+  be.softmaxScaleRows(Out, rows * Ka, P, lse, scale);
+  for (let r = 0; r < rows; r++) {
+    const o = r * KP;
+    const co = idx[r]! * K;
+    for (let a = 0; a < Ka; a++) Out[o + a * P + cls[co + ids[a]!]!]! -= kc;
+  }
+}
+
+/** Trains K frozen heads together; result k is what `train()` gives for neuron k alone. */
 export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): NeuronFit[] {
-  const { features: X, C, targets: A, K, split } = input;
+  const { C, targets: A, K, split } = input;
+  const type = input.head ?? "regression";
   const n = split.length;
-  if (X.length !== n * C) throw new SelfreportError(`multi-output head: features have ${X.length} values, expected n·C = ${n}·${C}`);
+  if (input.features.length !== n * C) throw new SelfreportError(`multi-output head: features have ${input.features.length} values, expected n·C = ${n}·${C}`);
   if (A.length !== n * K) throw new SelfreportError(`multi-output head: targets have ${A.length} values, expected n·K = ${n}·${K}`);
+  const model = input.model ?? null;
+  if (type === "token" && model === null) throw new SelfreportError("multi-output head: the token head needs the base model (its final LayerNorm and unembedding)");
   const train = indicesOf(split, 0);
   const val = indicesOf(split, 1);
   const test = indicesOf(split, 2);
   if (train.length === 0 || val.length === 0 || test.length === 0) {
     throw new SelfreportError(`the dataset has ${train.length}/${val.length}/${test.length} train/validation/test examples; every split needs at least one`);
   }
-  const sgemm = getBackend().sgemm;
+  const headCfg = makeHeadConfig(type, { inputDim: C, ...(type === "classification" && input.numClasses != null ? { numClasses: input.numClasses } : {}) });
+  const P = type === "regression" ? 1 : headCfg.num_classes!;
+  const numBins = type === "regression" ? DEFAULT_BINS : P;
+  // the token head reads ln_final(features): one row-wise LayerNorm, the same values per row as per batch
+  const X = type === "token" ? noGrad(() => model!.lnFinal(new Tensor(input.features, [n, C])).data) : input.features;
+  const be = getBackend();
+  const sgemm = be.sgemm;
   const results: NeuronFit[] = new Array<NeuronFit>(K);
 
-  // ---- per-neuron statistics and standardised labels Y [n, K]
+  // ---- per-neuron statistics, bin edges and labels [n, K]
   const stats: ActivationStats[] = [];
-  const Y = new Float32Array(n * K);
-  const col = new Float64Array(train.length);
+  const edges: number[][] = [];
+  const Y = type === "regression" ? new Float32Array(n * K) : null;
+  const classes = type === "regression" ? null : new Int32Array(n * K);
+  const col = new Float32Array(train.length);
   const usable: number[] = [];
   for (let k = 0; k < K; k++) {
     train.forEach((i, j) => (col[j] = A[i * K + k]!));
-    const s = activationStats(Float32Array.from(col));
+    const s = activationStats(col);
+    const e = quantileBinEdges(col, numBins);
     stats.push(s);
+    edges.push(e);
     if (!(s.std > 0)) {
       results[k] = { ok: false, error: `the target activation is constant (${s.mean}) on the training split: nothing to predict; choose another neuron` };
       continue;
     }
     usable.push(k);
-    for (let i = 0; i < n; i++) Y[i * K + k] = (A[i * K + k]! - s.mean) / s.std;
+    if (Y !== null) for (let i = 0; i < n; i++) Y[i * K + k] = (A[i * K + k]! - s.mean) / s.std;
+    else for (let i = 0; i < n; i++) classes![i * K + k] = binOf(A[i * K + k]!, e);
   }
+  const labels: Labels = Y !== null ? { kind: "regression", Y } : { kind: "bins", classes: classes!, centres: edges.map(binCentres) };
 
-  // ---- state of the active neurons, packed: row r belongs to neuron ids[r]
-  const init = initHead(makeHeadConfig("regression", { inputDim: C }), o.seed, null);
-  const w0 = init.get("output.weight")!.data; // [1, C]
-  const b0 = init.get("output.bias")!.data[0]!;
+  // ---- state of the active neurons, packed: rows r·P … r·P+P−1 belong to neuron ids[r]
+  const init = initHead(headCfg, o.seed, model);
+  const w0 = init.get("output.weight")!.data; // [P, C]
+  const b0 = init.get("output.bias")!.data; //   [P]
+  const PC = P * C;
   let ids = usable.slice();
   let Ka = ids.length;
-  let W = new Float32Array(Ka * C);
-  for (let r = 0; r < Ka; r++) W.set(w0, r * C);
-  let bias = new Float32Array(Ka).fill(b0);
-  let mW = new Float32Array(Ka * C);
-  let vW = new Float32Array(Ka * C);
-  let mB = new Float32Array(Ka);
-  let vB = new Float32Array(Ka);
-  const bestW = new Float32Array(K * C);
-  const bestB = new Float32Array(K);
+  let W = new Float32Array(Ka * PC);
+  let bias = new Float32Array(Ka * P);
+  for (let r = 0; r < Ka; r++) {
+    W.set(w0, r * PC);
+    bias.set(b0, r * P);
+  }
+  let mW = new Float32Array(Ka * PC);
+  let vW = new Float32Array(Ka * PC);
+  let mB = new Float32Array(Ka * P);
+  let vB = new Float32Array(Ka * P);
+  const bestW = new Float32Array(K * PC);
+  const bestB = new Float32Array(K * P);
   for (const k of ids) {
-    bestW.set(w0, k * C);
-    bestB[k] = b0;
+    bestW.set(w0, k * PC);
+    bestB.set(b0, k * P);
   }
   const bestVal = new Float64Array(K).fill(Infinity);
   const bestEpoch = new Int32Array(K).fill(-1);
@@ -137,54 +230,58 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
   const ended = new Map<number, { epochsRun: number; stoppedEarly: boolean; steps: number }>();
 
   const bs = o.batchSize;
+  const maxRows = Math.max(bs, EVAL_CHUNK);
   const stepsPerEpoch = Math.ceil(train.length / bs);
   const totalSteps = stepsPerEpoch * o.epochs;
   const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
-  const Xb = new Float32Array(Math.max(bs, EVAL_CHUNK) * C);
-  let Out = new Float32Array(Math.max(bs, EVAL_CHUNK) * Ka);
-  let dW = new Float32Array(Ka * C);
-  let dB = new Float32Array(Ka);
+  const Xb = new Float32Array(maxRows * C);
+  let Out = new Float32Array(maxRows * Ka * P);
+  let dW = new Float32Array(Ka * PC);
+  let dB = new Float32Array(Ka * P);
+  let lse = new Float32Array(P > 1 ? maxRows * Ka : 0);
+  let rowScale = new Float32Array(P > 1 ? maxRows * Ka : 0);
+  let stepLoss = new Float64Array(Ka);
   const lossSum = new Float64Array(K);
   let step = 0;
   let epoch = 0;
 
-  /** Keeps the rows whose neuron passes `keep`, in order. */
+  /** Keeps the neurons that pass `keep`, in order. */
   const compact = (keep: (k: number) => boolean): void => {
     let w = 0;
     for (let r = 0; r < Ka; r++) {
       if (!keep(ids[r]!)) continue;
       if (w !== r) {
-        W.copyWithin(w * C, r * C, (r + 1) * C);
-        mW.copyWithin(w * C, r * C, (r + 1) * C);
-        vW.copyWithin(w * C, r * C, (r + 1) * C);
-        bias[w] = bias[r]!;
-        mB[w] = mB[r]!;
-        vB[w] = vB[r]!;
+        for (const m of [W, mW, vW]) m.copyWithin(w * PC, r * PC, (r + 1) * PC);
+        for (const m of [bias, mB, vB]) m.copyWithin(w * P, r * P, (r + 1) * P);
         ids[w] = ids[r]!;
       }
       w++;
     }
     Ka = w;
     ids = ids.slice(0, Ka);
-    W = W.slice(0, Ka * C);
-    mW = mW.slice(0, Ka * C);
-    vW = vW.slice(0, Ka * C);
-    bias = bias.slice(0, Ka);
-    mB = mB.slice(0, Ka);
-    vB = vB.slice(0, Ka);
-    Out = new Float32Array(Math.max(bs, EVAL_CHUNK) * Ka);
-    dW = new Float32Array(Ka * C);
-    dB = new Float32Array(Ka);
+    W = W.slice(0, Ka * PC);
+    mW = mW.slice(0, Ka * PC);
+    vW = vW.slice(0, Ka * PC);
+    bias = bias.slice(0, Ka * P);
+    mB = mB.slice(0, Ka * P);
+    vB = vB.slice(0, Ka * P);
+    Out = new Float32Array(maxRows * Ka * P);
+    dW = new Float32Array(Ka * PC);
+    dB = new Float32Array(Ka * P);
+    lse = new Float32Array(P > 1 ? maxRows * Ka : 0);
+    rowScale = new Float32Array(P > 1 ? maxRows * Ka : 0);
+    stepLoss = new Float64Array(Ka);
   };
 
-  /** Out [rows, Ka] = X_rows · Wᵀ + b, each element rounded to float32 as matmul then add. */
+  /** Out [rows, Ka·P] = X_rows · Wᵀ + b, each element rounded to float32 as matmul then add. */
   const forward = (idx: readonly number[]): void => {
     const rows = idx.length;
+    const KP = Ka * P;
     gatherRows(X, C, idx, Xb);
-    sgemm(false, true, rows, Ka, C, 1, Xb, C, W, C, 0, Out, Ka);
+    sgemm(false, true, rows, KP, C, 1, Xb, C, W, C, 0, Out, KP);
     for (let r = 0; r < rows; r++) {
-      const o2 = r * Ka;
-      for (let a = 0; a < Ka; a++) Out[o2 + a] = Out[o2 + a]! + bias[a]!;
+      const o2 = r * KP;
+      for (let j = 0; j < KP; j++) Out[o2 + j] = Out[o2 + j]! + bias[j]!;
     }
   };
 
@@ -194,58 +291,46 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
     for (let s = 0; s < stepsPerEpoch && Ka > 0; s++) {
       const idx = order.slice(s * bs, (s + 1) * bs);
       const Bn = idx.length;
+      const KP = Ka * P;
       const lr = schedule(step);
       forward(idx);
-      // loss per neuron, and dOut in place of Out
-      const kf = 2 / Bn;
+      lossAndGrad(Out, idx, ids, K, P, labels, stepLoss, true, lse, rowScale); // Out now holds dOut
       let anyFailed = false;
       for (let a = 0; a < Ka; a++) {
         const k = ids[a]!;
-        let sse = 0;
-        for (let r = 0; r < Bn; r++) {
-          const d = Out[r * Ka + a]! - Y[idx[r]! * K + k]!;
-          sse += d * d;
-        }
-        const loss = Math.fround(sse / Bn);
+        const loss = stepLoss[a]!;
         if (!Number.isFinite(loss)) {
           failed.set(k, `loss became ${loss} at step ${step} (epoch ${epoch + 1}); lower the learning rate`);
           anyFailed = true;
         }
         lossSum[k]! += loss;
       }
-      for (let r = 0; r < Bn; r++) {
-        const o2 = r * Ka;
-        const yo = idx[r]! * K;
-        for (let a = 0; a < Ka; a++) Out[o2 + a] = kf * (Out[o2 + a]! - Y[yo + ids[a]!]!);
-      }
-      // dW [Ka, C] = dOutᵀ · X_b; db = column sums of dOut
-      sgemm(true, false, Ka, C, Bn, 1, Out, Ka, Xb, C, 0, dW, C);
-      for (let a = 0; a < Ka; a++) {
+      // dW [Ka·P, C] = dOutᵀ · X_b; db = column sums of dOut
+      sgemm(true, false, KP, C, Bn, 1, Out, KP, Xb, C, 0, dW, C);
+      for (let j = 0; j < KP; j++) {
         let sb = 0;
-        for (let r = 0; r < Bn; r++) sb += Out[r * Ka + a]!;
-        dB[a] = sb;
+        for (let r = 0; r < Bn; r++) sb += Out[r * KP + j]!;
+        dB[j] = sb;
       }
       // per neuron: clip by its own gradient norm; then AdamW over all of them (t = step + 1 for every active neuron)
       if (o.gradClip > 0) {
         for (let a = 0; a < Ka; a++) {
-          const base = a * C;
-          let ss = 0;
-          for (let c = 0; c < C; c++) ss += dW[base + c]! * dW[base + c]!;
-          ss += dB[a]! * dB[a]!;
-          const norm = Math.sqrt(ss);
+          const wv = dW.subarray(a * PC, (a + 1) * PC);
+          const bv = dB.subarray(a * P, (a + 1) * P);
+          const norm = Math.sqrt(be.sumSquares(wv, PC) + be.sumSquares(bv, P));
           if (norm > o.gradClip) {
             const f = o.gradClip / (norm + 1e-6);
-            for (let c = 0; c < C; c++) dW[base + c]! *= f;
-            dB[a]! *= f;
+            for (let c = 0; c < PC; c++) wv[c]! *= f;
+            for (let c = 0; c < P; c++) bv[c]! *= f;
           }
         }
       }
       const t = step + 1;
       const bc1 = 1 - Math.pow(B1, t);
       const bc2 = 1 - Math.pow(B2, t);
-      const be = getBackend(); // the update train() applies, element for element (weights decay, biases do not)
-      be.adamwUpdate(W, dW, mW, vW, Ka * C, lr, B1, B2, EPS, 1 - lr * o.weightDecay, bc1, bc2);
-      be.adamwUpdate(bias, dB, mB, vB, Ka, lr, B1, B2, EPS, 1, bc1, bc2);
+      // the update train() applies, element for element (weights decay, biases do not)
+      be.adamwUpdate(W, dW, mW, vW, Ka * PC, lr, B1, B2, EPS, 1 - lr * o.weightDecay, bc1, bc2);
+      be.adamwUpdate(bias, dB, mB, vB, KP, lr, B1, B2, EPS, 1, bc1, bc2);
       step++;
       if (anyFailed) compact((k) => !failed.has(k));
     }
@@ -255,15 +340,8 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
     for (let s = 0; s < val.length; s += EVAL_CHUNK) {
       const chunk = val.slice(s, s + EVAL_CHUNK);
       forward(chunk);
-      for (let a = 0; a < Ka; a++) {
-        const k = ids[a]!;
-        let sse = 0;
-        for (let r = 0; r < chunk.length; r++) {
-          const d = Out[r * Ka + a]! - Y[chunk[r]! * K + k]!;
-          sse += d * d;
-        }
-        valLoss[a]! += Math.fround(sse / chunk.length) * chunk.length;
-      }
+      lossAndGrad(Out, chunk, ids, K, P, labels, stepLoss, false, lse, rowScale);
+      for (let a = 0; a < Ka; a++) valLoss[a]! += stepLoss[a]! * chunk.length;
     }
     epoch++;
     const stopped = new Set<number>();
@@ -275,8 +353,8 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
         bestVal[k] = vl;
         bestEpoch[k] = epoch;
         badEpochs[k] = 0;
-        bestW.set(W.subarray(a * C, (a + 1) * C), k * C);
-        bestB[k] = bias[a]!;
+        bestW.set(W.subarray(a * PC, (a + 1) * PC), k * PC);
+        bestB.set(bias.subarray(a * P, (a + 1) * P), k * P);
       } else badEpochs[k]!++;
       if (badEpochs[k]! >= o.patience) stopped.add(k);
     }
@@ -289,42 +367,94 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
 
   // ---- metrics with the best weights, all finished neurons at once
   const done = usable.filter((k) => !failed.has(k));
-  const testM = splitMetrics(X, C, A, K, test, done, bestW, bestB, stats);
-  const valM = splitMetrics(X, C, A, K, val, done, bestW, bestB, stats);
+  const best = { W: bestW, b: bestB, P };
+  const testM = splitMetrics(X, C, A, K, test, done, best, labels, stats);
+  const valM = splitMetrics(X, C, A, K, val, done, best, labels, stats);
   for (const k of done) {
     const e = ended.get(k)!;
     results[k] = {
-      ok: true, weight: bestW.slice(k * C, (k + 1) * C), bias: bestB[k]!, stats: stats[k]!, test: testM.get(k)!, validation: valM.get(k)!,
-      epochsRun: e.epochsRun, bestEpoch: bestEpoch[k]!, stoppedEarly: e.stoppedEarly, steps: e.steps, curve: curve[k]!,
+      ok: true, headConfig: headCfg, weight: bestW.slice(k * PC, (k + 1) * PC), bias: bestB.slice(k * P, (k + 1) * P), stats: stats[k]!, binEdges: edges[k]!,
+      test: testM.get(k)!, validation: valM.get(k)!, epochsRun: e.epochsRun, bestEpoch: bestEpoch[k]!, stoppedEarly: e.stoppedEarly, steps: e.steps, curve: curve[k]!,
     };
   }
   return results;
 }
 
-/** Test metrics of neurons `ks` (best weights) on the examples idx, as testMetrics() in the trainer. */
-function splitMetrics(X: Float32Array, C: number, A: Float32Array, K: number, idx: readonly number[], ks: readonly number[], bestW: Float32Array, bestB: Float32Array, stats: readonly ActivationStats[]): Map<number, TestMetrics> {
+/**
+ * Test metrics of neurons `ks` (best weights) on the examples idx, as testMetrics() in the trainer:
+ * predictions in chunks of EVAL_CHUNK rows (a [rows, K·P] block at a time, never [m, K·P]).
+ */
+function splitMetrics(
+  X: Float32Array, C: number, A: Float32Array, K: number, idx: readonly number[], ks: readonly number[],
+  best: { W: Float32Array; b: Float32Array; P: number }, labels: Labels, stats: readonly ActivationStats[],
+): Map<number, TestMetrics> {
   const out = new Map<number, TestMetrics>();
   if (ks.length === 0) return out;
+  const { P } = best;
+  const PC = P * C;
   const Kd = ks.length;
-  const Wd = new Float32Array(Kd * C);
-  ks.forEach((k, a) => Wd.set(bestW.subarray(k * C, (k + 1) * C), a * C));
+  const KP = Kd * P;
+  const Wd = new Float32Array(Kd * PC);
+  const bd = new Float32Array(KP);
+  ks.forEach((k, a) => {
+    Wd.set(best.W.subarray(k * PC, (k + 1) * PC), a * PC);
+    bd.set(best.b.subarray(k * P, (k + 1) * P), a * P);
+  });
   const m = idx.length;
-  const Xs = new Float32Array(m * C);
-  gatherRows(X, C, idx, Xs);
-  const Out = new Float32Array(m * Kd); // [m, Kd]
-  getBackend().sgemm(false, true, m, Kd, C, 1, Xs, C, Wd, C, 0, Out, Kd);
-  const pred = new Float32Array(m);
+  const pred = new Float32Array(Kd * m); // [Kd, m]
+  const correct = new Int32Array(Kd);
+  const be = getBackend();
+  const Xs = new Float32Array(EVAL_CHUNK * C);
+  const Out = new Float32Array(EVAL_CHUNK * KP);
+  for (let s = 0; s < m; s += EVAL_CHUNK) {
+    const chunk = idx.slice(s, s + EVAL_CHUNK);
+    const rows = chunk.length;
+    gatherRows(X, C, chunk, Xs);
+    be.sgemm(false, true, rows, KP, C, 1, Xs, C, Wd, C, 0, Out, KP);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < KP; j++) Out[r * KP + j] = Out[r * KP + j]! + bd[j]!;
+    if (labels.kind === "regression") {
+      ks.forEach((k, a) => {
+        const st = stats[k]!;
+        for (let r = 0; r < rows; r++) pred[a * m + s + r] = Out[r * KP + a]! * st.std + st.mean;
+      });
+      continue;
+    }
+    // bin accuracy on the logits (argmaxLast: the first maximum), then predictions Σ softmax·centre
+    ks.forEach((k, a) => {
+      for (let r = 0; r < rows; r++) {
+        const o = r * KP + a * P;
+        let bestV = -Infinity;
+        let bi = 0;
+        for (let c = 0; c < P; c++) {
+          if (Out[o + c]! > bestV) {
+            bestV = Out[o + c]!;
+            bi = c;
+          }
+        }
+        if (bi === labels.classes[chunk[r]! * K + k]) correct[a]!++;
+      }
+    });
+    be.softmaxRows(Out, rows * Kd, P, Out);
+    ks.forEach((k, a) => {
+      const centres = labels.centres[k]!;
+      for (let r = 0; r < rows; r++) {
+        const o = r * KP + a * P;
+        let sum = 0;
+        for (let c = 0; c < P; c++) sum += Out[o + c]! * centres[c]!;
+        pred[a * m + s + r] = sum;
+      }
+    });
+  }
   const target = new Float64Array(m);
   ks.forEach((k, a) => {
-    const s = stats[k]!;
-    for (let r = 0; r < m; r++) {
-      const o = Math.fround(Out[r * Kd + a]! + bestB[k]!);
-      pred[r] = o * s.std + s.mean;
-      target[r] = A[idx[r]! * K + k]!;
-    }
-    const met = regressionMetrics(pred, target);
-    const base = regressionMetrics(new Float64Array(m).fill(s.mean), target);
-    out.set(k, { ...met, accuracy: null, baseline: { description: "always predict the training mean", mse: base.mse, mae: base.mae, r2: base.r2 } });
+    const st = stats[k]!;
+    for (let r = 0; r < m; r++) target[r] = A[idx[r]! * K + k]!;
+    const met = regressionMetrics(pred.subarray(a * m, (a + 1) * m), target);
+    const base = regressionMetrics(new Float64Array(m).fill(st.mean), target);
+    out.set(k, {
+      ...met, accuracy: labels.kind === "regression" ? null : correct[a]! / m,
+      baseline: { description: "always predict the training mean", mse: base.mse, mae: base.mae, r2: base.r2 },
+    });
   });
   return out;
 }

@@ -7,8 +7,8 @@
  * folder over), so results made with different settings never mix.
  *
  *   one job  = (layer, neuron, head, freezing)        → jobs/<job id>/ (a run directory + result.json)
- *   one task = what a worker runs at once: one job, or up to `group_size` frozen regression jobs of
- *              one layer trained together as one multi-output head (src/sweep/multihead.ts)
+ *   one task = what a worker runs at once: one job, or up to `group_size` frozen jobs of one layer
+ *              and one head trained together as one multi-output head (src/sweep/multihead.ts)
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -156,7 +156,7 @@ export interface SweepSettings {
     weight_decay: number; warmup: number; grad_clip: number; patience: number; seed: number;
   };
   analysis_options: { weights_max_examples: number; patching_inputs: number; patching_controls: number };
-  /** Frozen regression jobs of one layer are trained together in tasks of at most this many neurons. */
+  /** Frozen jobs of one layer and head are trained together in tasks of at most this many neurons. */
   group_size: number;
 }
 
@@ -235,7 +235,7 @@ export function allJobs(s: SweepSettings, neuronsByLayer: Record<string, number[
   return jobs;
 }
 
-/** What one worker runs at once. `multi` tasks train their jobs together (frozen regression only). */
+/** What one worker runs at once. `multi` tasks train their jobs together (frozen heads). */
 export interface Task {
   id: string;
   layer: number;
@@ -245,35 +245,36 @@ export interface Task {
   multi: boolean;
 }
 
-export function isMultiOutput(head: HeadType, freeze: FreezeMode): boolean {
-  return head === "regression" && freeze === "frozen";
+/** Frozen heads (a sweep's heads have no hidden layer) train together; fine-tuning jobs alone. */
+export function isMultiOutput(_head: HeadType, freeze: FreezeMode): boolean {
+  return freeze === "frozen";
 }
 
 /**
- * Groups jobs into tasks: frozen regression jobs of a layer in chunks of at most groupSize
- * (and, when minTasks is given, into at least that many chunks so every worker gets one), every
- * other job alone. Task ids name the first and last neuron, so the same jobs make the same ids.
+ * Groups jobs into tasks: frozen jobs of a layer and head in chunks of at most groupSize (and, when
+ * minTasks is given, into at least that many chunks so every worker gets one), every other job
+ * alone. Task ids name the first and last neuron, so the same jobs make the same ids.
  */
 export function makeTasks(jobs: readonly JobSpec[], groupSize: number, minTasks = 1): Task[] {
   const tasks: Task[] = [];
   const groups = new Map<string, JobSpec[]>();
   for (const j of jobs) {
     if (isMultiOutput(j.head, j.freeze)) {
-      const key = `L${j.layer}`;
+      const key = `L${j.layer}-${j.head}`;
       const g = groups.get(key);
       if (g) g.push(j);
       else groups.set(key, [j]);
     } else tasks.push({ id: j.id, layer: j.layer, head: j.head, freeze: j.freeze, neurons: [j.neuron], multi: false });
   }
   const multi: Task[] = [];
-  const perLayerChunks = Math.max(1, Math.ceil(minTasks / Math.max(1, groups.size)));
+  const perGroupChunks = Math.max(1, Math.ceil(minTasks / Math.max(1, groups.size)));
   for (const g of groups.values()) {
-    const size = Math.max(1, Math.min(groupSize, Math.ceil(g.length / perLayerChunks)));
+    const size = Math.max(1, Math.min(groupSize, Math.ceil(g.length / perGroupChunks)));
     for (let s = 0; s < g.length; s += size) {
       const chunk = g.slice(s, s + size);
       const first = chunk[0]!;
       const last = chunk[chunk.length - 1]!;
-      multi.push({ id: `L${first.layer}-N${first.neuron}_${last.neuron}-regression-frozen-multi`, layer: first.layer, head: "regression", freeze: "frozen", neurons: chunk.map((j) => j.neuron), multi: true });
+      multi.push({ id: `L${first.layer}-N${first.neuron}_${last.neuron}-${first.head}-frozen-multi`, layer: first.layer, head: first.head, freeze: "frozen", neurons: chunk.map((j) => j.neuron), multi: true });
     }
   }
   // multi-output tasks first (the bulk of a typical sweep), then the rest by layer

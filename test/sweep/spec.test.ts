@@ -54,14 +54,19 @@ test("settingsDifferences names each differing setting", () => {
   assert.deepEqual(settingsDifferences(a, a), []);
 });
 
-test("makeTasks: frozen regression grouped per layer (at least minTasks groups), everything else alone, each job once", () => {
+test("makeTasks: frozen jobs grouped per layer and head (at least minTasks groups), everything else alone, each job once", () => {
   const s = { layers: [0, 1], heads: ["regression", "classification"], freeze: ["frozen", "partial"] } as unknown as SweepSettings;
   const jobs = allJobs(s, { "0": [0, 1, 2, 3, 4], "1": [7, 8] });
   assert.equal(jobs.length, (5 + 2) * 2 * 2);
   const tasks = makeTasks(jobs, 3, 4);
   const multi = tasks.filter((t) => t.multi);
-  assert.ok(multi.every((t) => t.head === "regression" && t.freeze === "frozen" && t.neurons.length <= 3));
-  assert.deepEqual(multi.map((t) => [t.layer, t.neurons]), [[0, [0, 1, 2]], [0, [3, 4]], [1, [7]], [1, [8]]]);
+  assert.ok(multi.every((t) => t.freeze === "frozen" && t.neurons.length <= 3));
+  assert.deepEqual(multi.map((t) => [t.layer, t.head, t.neurons]), [
+    [0, "regression", [0, 1, 2]], [0, "regression", [3, 4]], [0, "classification", [0, 1, 2]], [0, "classification", [3, 4]],
+    [1, "regression", [7, 8]], [1, "classification", [7, 8]],
+  ]);
+  assert.deepEqual(multi.map((t) => t.id).slice(0, 3), ["L0-N0_2-regression-frozen-multi", "L0-N3_4-regression-frozen-multi", "L0-N0_2-classification-frozen-multi"]);
+  assert.ok(tasks.filter((t) => !t.multi).every((t) => t.freeze === "partial" && t.neurons.length === 1));
   const covered = tasks.flatMap((t) => t.neurons.map((n) => `L${t.layer}-N${n}-${t.head}-${t.freeze}`)).sort();
   assert.deepEqual(covered, jobs.map((j) => j.id).sort());
 });

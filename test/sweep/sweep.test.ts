@@ -17,6 +17,7 @@ import { buildDataset, readDataset } from "../../src/selfreport/dataset.ts";
 import { readLayerTargets, neuronDataset, examplesPath, layerActivations } from "../../src/sweep/data.ts";
 import { readManifest } from "../../src/sweep/spec.ts";
 import type { JobResult } from "../../src/sweep/jobs.ts";
+import { loadRun } from "../../src/selfreport/run.ts";
 import { makeSweepFixture, type SweepFixture } from "./fixture.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
@@ -79,8 +80,9 @@ test("sweep: shared data = the per-neuron dataset; a failing job is recorded, th
   }
   const done = res.rows.filter((x) => x.status === "done");
   for (const d of done) assert.ok(Number.isFinite(d.test_r) && Number.isFinite(d.baseline_mse) && (d.act_std ?? 0) > 0, `${d.id}: ${JSON.stringify(d)}`);
-  assert.ok(done.filter((d) => d.head === "regression").every((d) => d.trainer === "multi-output"));
-  assert.ok(done.filter((d) => d.head === "classification").every((d) => d.trainer === "single" && d.accuracy !== null));
+  assert.ok(done.every((d) => d.trainer === "multi-output"), "frozen jobs of every head train as multi-output heads");
+  assert.ok(done.filter((d) => d.head === "classification").every((d) => d.accuracy !== null));
+  assert.ok(done.filter((d) => d.head === "regression").every((d) => d.accuracy === null));
   // the CSV has a header and one line per job, the failure's error in the last column
   const csv = readFileSync(join(out, "results.csv"), "utf8").trim().split("\n");
   assert.equal(csv.length, 25);
@@ -88,6 +90,10 @@ test("sweep: shared data = the per-neuron dataset; a failing job is recorded, th
   assert.ok(existsSync(join(out, "plots", "predictability-vs-std.svg")));
   // a job folder is a complete run directory
   for (const f of ["config.json", "head.safetensors", "metrics.json", "result.json"]) assert.ok(existsSync(join(out, "jobs", "L1-N9-regression-frozen", f)), f);
+  const clsRun = loadRun(join(out, "jobs", "L1-N9-classification-frozen"));
+  assert.equal(clsRun.config.head_type, "classification");
+  assert.deepEqual(clsRun.head.get("output.weight")!.shape, [10, 16]);
+  assert.equal(clsRun.config.bin_edges.length, 11);
 
   // the shared examples and layer targets give exactly the dataset `selfreport dataset` builds for L1 N3
   const { model, dir } = loadModel(fx.modelDir, { weights: "raw" });
