@@ -15,7 +15,12 @@ import { HookedTransformer } from "./transformer.ts";
 import { resolveModelDir } from "./resolve.ts";
 
 export interface LoadOptions {
-  /** "tl" (default): TransformerLens's default processing; "raw": exactly the file. */
+  /**
+   * "tl" (default): TransformerLens's default processing; "raw": exactly the file. A directory whose
+   * config.json says its weights are already processed (`selfreport.weights_processed: "tl"`, written by
+   * saveModel's `processed` option) is loaded as it is either way: processing is not idempotent for
+   * weights trained after processing (their writing weights are no longer centred).
+   */
   weights?: WeightProcessing;
 }
 
@@ -63,12 +68,27 @@ export function loadModel(nameOrDir: string, opts: LoadOptions = {}): LoadedMode
   const dir = resolveModelDir(nameOrDir);
   const cfg = readModelConfig(dir);
   const params = hfToParams(readHfParams(dir, cfg), cfg, join(dir, "model.safetensors"));
-  const processed = processWeights(params, cfg, weights);
+  const processed = processWeights(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights);
   return { model: new HookedTransformer(processed.cfg, processed.params), dir, weights };
+}
+
+/**
+ * The processing a saved directory's weights already have, from config.json's `selfreport` record:
+ * `weights_processed`, or, for fine-tuned models saved by selfreport before that field existed (they
+ * carry `finetuned_from`), `weights` (the trainer always saved the weights it trained, processed).
+ */
+export function savedProcessing(dir: string): WeightProcessing | null {
+  const json = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as { selfreport?: { weights_processed?: unknown; finetuned_from?: unknown; weights?: unknown } };
+  const rec = json.selfreport;
+  if (typeof rec !== "object" || rec === null) return null;
+  const v = rec.weights_processed ?? (rec.finetuned_from !== undefined ? rec.weights : undefined);
+  return v === "tl" || v === "raw" ? v : null;
 }
 
 export interface SaveOptions {
   dtype?: "F32" | "F16";
+  /** The processing the model's weights already have: recorded in config.json so that loadModel loads them as they are. */
+  processed?: WeightProcessing;
   /** Copy vocab.json + merges.txt (or tokenizer.json) from this model directory. */
   tokenizerFrom?: string;
   /** Extra fields for config.json (e.g. how the model was made). */
@@ -83,7 +103,9 @@ export function saveModel(model: HookedTransformer, dir: string, opts: SaveOptio
   const tensors: Record<string, { dtype: "F32" | "F16"; shape: number[]; data: Float32Array }> = {};
   for (const [k, t] of hf) tensors[k] = { dtype, shape: [...t.shape], data: t.data };
   writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
-  writeJsonAtomic(join(dir, "config.json"), configToHf(model.cfg, opts.extraConfig));
+  const extra = opts.extraConfig ?? {};
+  const record = opts.processed === undefined ? extra : { ...extra, selfreport: { ...(extra["selfreport"] as Record<string, unknown> | undefined), weights_processed: opts.processed } };
+  writeJsonAtomic(join(dir, "config.json"), configToHf(model.cfg, record));
   if (opts.tokenizerFrom !== undefined && opts.tokenizerFrom !== dir) {
     const files = ["vocab.json", "merges.txt", "tokenizer.json"].filter((f) => existsSync(join(opts.tokenizerFrom!, f)));
     if (files.length === 0) throw new SelfreportError(`${opts.tokenizerFrom}: no tokenizer files (vocab.json + merges.txt or tokenizer.json) to copy`);

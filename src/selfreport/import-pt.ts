@@ -201,7 +201,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (o.finetunedDir === undefined) throw new SelfreportError(`${path}: a run with freeze_mode ${freeze} needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
     const ft = loadModel(o.finetunedDir, { weights }).model;
     if (ft.cfg.dModel !== C || ft.cfg.nLayers !== model.cfg.nLayers) throw new SelfreportError(`--finetuned ${o.finetunedDir}: its shape (${ft.cfg.nLayers} layers, d_model ${ft.cfg.dModel}) differs from the base model's`);
-    saveModel(ft, finetunedDir(outDir));
+    saveModel(ft, finetunedDir(outDir), { processed: weights });
   } else if (o.finetunedDir !== undefined) notes.push("--finetuned ignored: the run is frozen");
 
   const config: RunConfig = {

@@ -115,7 +115,7 @@ export function loadRunModel(run: Run): HookedTransformer {
   if (run.config.freeze_mode === "frozen") return loadBaseModel(run);
   const ft = join(run.dir, "finetuned");
   if (!existsSync(join(ft, "model.safetensors"))) throw new SelfreportError(`${run.dir}: a run with freeze_mode ${run.config.freeze_mode} needs finetuned/model.safetensors, which is missing`);
-  // The fine-tuned weights were saved already processed; "tl" processing is idempotent.
+  // The fine-tuned weights were saved already processed, and config.json says so: loaded as saved.
   return loadModel(ft, { weights: run.config.weights }).model;
 }
 

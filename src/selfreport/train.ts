@@ -394,7 +394,8 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
   writeHead(out, head);
   if (o.freeze !== "frozen") {
-    saveModel(p.model, finetunedDir(out), { dtype: "F32", tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
+    // saved as trained (already processed): loading gives back exactly this model
+    saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
   }
   const config: RunConfig = {
     format_version: RUN_FORMAT_VERSION,

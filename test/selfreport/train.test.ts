@@ -286,6 +286,29 @@ test("partial with TransformerLens-processed weights: LayerNorms (pure normalisa
   assert.ok(moved >= 10, `${moved} tensors of block 1 moved`);
 });
 
+test("unfrozen with TransformerLens-processed weights: the saved model loads back exactly as trained; predictions after reload give the end-of-training metrics", async () => {
+  const data = join(root, "tl-unfrozen.safetensors");
+  const ds = writeSyntheticDataset(data, modelDir, { n: 120, seed: 5, weights: "tl" });
+  const o = opts(data, { freeze: "unfrozen", epochs: 3, lr: 3e-3, seed: 6 });
+  const r = await train(o);
+  const ftDir = join(o.out, "finetuned");
+  // the file holds the trained (processed) weights; loading with the run's "tl" must not process them again
+  const asSaved = loadModel(ftDir, { weights: "raw" }).model;
+  const loaded = loadRunModel(loadRun(o.out));
+  for (const [k, t] of asSaved.params) assertExact(`reloaded ${k}`, loaded.p(k).data, t.data);
+  // training moved the writing weights off their centred (processed) form, so processing them again would change the model
+  const rowMean = Math.max(...Array.from({ length: asSaved.cfg.dMlp }, (_, m) => Math.abs(asSaved.W_out(1).data.subarray(m * C, (m + 1) * C).reduce((a, b) => a + b, 0) / C)));
+  assert.ok(rowMean > 1e-5, `largest |mean| of a trained W_out row ${rowMean}`);
+  // predictions after reload: the end-of-training test metrics, to 1e-6
+  const run = loadRun(o.out);
+  const testIdx = splitIndices(ds, "test");
+  const pred = regressionPredictions(run.head.get("output.weight")!.data, run.head.get("output.bias")!.data[0]!, ownFeatures(loaded, ds, testIdx, 1), run.config.activation_std, run.config.activation_mean);
+  const hm = handMetrics(pred, Float64Array.from(testIdx, (i) => ds.targets[i]!));
+  close(hm.mse, r.test.mse, 1e-6, "test MSE after reload");
+  close(hm.mae, r.test.mae, 1e-6, "test MAE after reload");
+  close(hm.r, r.test.pearson_r, 1e-6, "test r after reload");
+});
+
 test("early stopping: patience counts epochs without improvement; the best epoch's weights are the ones kept", async () => {
   // a step too small to move the validation loss by 1e-6: epoch 1 is the best, epochs 2 and 3 are not
   const still = await train(opts(neuronData, { epochs: 10, patience: 2, lr: 1e-12 }));
