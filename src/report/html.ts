@@ -383,8 +383,16 @@ function weightsSection(r: ReportInputs): string {
       ["examples used", `${s.examples.n_used} of ${s.examples.n_dataset} (${s.examples.features})`],
       ["r(prediction, activation)", num(s.examples.prediction_activation_r)],
       ["direct-write variance share", dw.share === null ? `n/a (${dw.note})` : num(dw.share)],
+      ...(s.pattern.random_filter_null === undefined ? [] : [[
+        "activation pattern (what the prediction co-varies with)",
+        `cosine ${num(s.pattern.cosine_with_target_pattern)} with the head-free target pattern Cov(x, act)/Var(act); random filters: ${num(s.pattern.random_filter_null.target_pattern.mean)} ± ${num(s.pattern.random_filter_null.target_pattern.std)} (n ${s.pattern.random_filter_null.n}). Not evidence of reading: any predictive head has a pattern close to the target pattern.`,
+      ]]),
+      ...(s.w_in == null || s.w_in.readout_correlation === undefined ? [] : [[
+        "W_in readout correlation",
+        `${num(s.w_in.readout_correlation)}: ${s.w_in.readout_note}. ${s.w_in.spaces}.`,
+      ]]),
     ];
-    body = verdictBox(weightsVerdict(s)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
+    body = verdictBox(weightsVerdict(s, r.patching.status === "ok" ? r.patching.summary : null)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("weights", QUESTIONS.weights, "analysis weights: the head's reading direction against the neuron's W_in and W_out vectors", body);
 }
@@ -501,7 +509,7 @@ function overview(r: ReportInputs): string {
   const p = r.patching;
   const res = r.residual;
   const rows = [
-    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary) : null),
+    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary, p.status === "ok" ? p.summary : null) : null),
     row("patching", QUESTIONS.patching, p, p.status === "ok" ? () => patchingVerdict(p.summary) : null),
     row("residual", QUESTIONS.residual, res, res !== null && res.status === "ok" ? () => residualVerdict(res.summary) : null),
   ];

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
+import { weightsVerdict } from "../../report/verdicts.ts";
 import { parseIntOption } from "../options.ts";
 
 function parseMaxExamples(value: string): number {
@@ -32,12 +33,15 @@ export function registerWeightsAnalysis(analyze: Command): void {
       const files = writeAnalysisOutput(o.out, "weights", ctx.run, summary, plots);
       const t = summary.target;
       console.log(`${summary.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (${summary.examples.n_used} examples, null std ${summary.null_model.std.toFixed(4)})`);
-      for (const [label, cmps] of [["reading", summary.reading], ["pattern", summary.pattern.comparisons]] as const) {
-        console.log(`${label} direction:`);
-        for (const kind of summary.vectors) console.log(line(kind, cmps[kind]));
-      }
+      console.log("reading direction (filter):");
+      for (const kind of summary.vectors) console.log(line(kind, summary.reading[kind]));
       const dw = summary.direct_write;
       console.log(`direct-write variance share: ${dw.share === null ? `n/a (${dw.note})` : dw.share.toFixed(4)}`);
+      if (summary.w_in !== null) console.log(`W_in readout correlation: ${summary.w_in.readout_correlation.toFixed(4)} (the neuron reads normalised resid_mid of layer ${t.layer}; the head reads resid_post of layer ${t.feature_layer})`);
+      const pn = summary.pattern.random_filter_null;
+      console.log(`activation pattern (what the prediction co-varies with, not evidence of reading): cosine ${summary.pattern.cosine_with_target_pattern.toFixed(4)} with the target pattern Cov(x, act)/Var(act); ${pn.n} random filters: ${pn.target_pattern.mean.toFixed(4)} ± ${pn.target_pattern.std.toFixed(4)}`);
+      const v = weightsVerdict(summary);
+      console.log(`verdict (weights only; the report adds patching where it ran): ${v.level.toUpperCase()}: ${v.headline}`);
       console.log(`wrote ${files.length} files to ${o.out}`);
     });
 }
