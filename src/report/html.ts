@@ -432,13 +432,19 @@ function residualSection(r: ReportInputs): string {
       ["r(prediction, target): base → fine-tuned features", `${num(p.base.r_with_target)} → ${num(p.finetuned.r_with_target)}`],
       ["first-order read-out R²", num(s.readout.linearisation_r2)],
       ["neuron before vs after: r", num(s.neuron.r)],
+      ...(p.split == null ? [] : [[
+        "change in prediction: mean shift / tracking the neuron / rest",
+        `${num(100 * p.split.share_mean_shift, 1)}% / ${num(100 * p.split.share_coupled, 1)}% / ${num(100 * p.split.share_rest, 1)}% of its mean square (mean shift ${num(p.split.mean_shift, 3)}: the fixed head's re-calibration, not a reading of the neuron)`,
+      ]]),
     ];
-    const layerRows = s.layers.map((l) => [
-      l.layer === "embed" ? "embed" : `L${l.layer}`, num(l.relative_change, 3), num(l.share_of_prediction_change, 3),
-      num(l.coupled_change_cosines.W_out, 3), num(l.coupled_change_cosines.head, 3),
-    ]);
+    const layerRows = s.layers.map((l) => {
+      const name = l.layer === "embed" ? "embed" : `L${l.layer}`;
+      const k = l.coupled_change_cosines;
+      if (k == null) return [name, num(l.relative_change, 3), "unchanged", "", ""];
+      return [name, num(l.relative_change, 3), num(l.share_of_coupled_change ?? null, 3), num(k.W_out, 3), num(k.head, 3)];
+    });
     body = verdictBox(residualVerdict(s)) + table(null, rows) +
-      table(["layer", "relative change", "share of Δprediction", "cos(β, W_out)", "cos(β, head)"], layerRows) +
+      table(["layer", "relative change", "share of the change that tracks the neuron", "cos(β, W_out)", "cos(β, head)"], layerRows) +
       notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("residual", QUESTIONS.residual, "analysis residual: the fine-tuned model's residual stream against the base model's", body);

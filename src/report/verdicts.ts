@@ -257,12 +257,15 @@ export function patchingVerdict(s: PatchingVerdictInput): Verdict {
 
 export interface ResidualVerdictInput {
   target: { freeze_mode: string; feature_layer: number; layer: number; d_model: number };
-  predictions: { base: { r_with_target: number }; finetuned: { r_with_target: number } };
   layers: Array<{
     layer: "embed" | number;
     share_of_prediction_change: number | null;
-    coupled_change_cosines: { W_out: number; head: number };
+    /** Absent in summaries written before the mean-shift split. */
+    share_of_coupled_change?: number | null;
+    /** null when the layer is below the noise floor (unchanged). */
+    coupled_change_cosines: { W_out: number; head: number } | null;
   }>;
+  predictions: { base: { r_with_target: number }; finetuned: { r_with_target: number }; split?: { share_mean_shift: number; share_coupled: number } | null };
   neuron: { r: number };
 }
 
@@ -279,7 +282,9 @@ export function residualVerdict(s: ResidualVerdictInput): Verdict {
   ];
   const featureLayer = s.layers.find((l) => l.layer === t.feature_layer);
   let alignedOk = false;
-  if (featureLayer !== undefined) {
+  if (featureLayer !== undefined && featureLayer.coupled_change_cosines === null) {
+    evidence.push(`at layer ${t.feature_layer} (the head's input) no part of the residual change tracks the neuron above the noise floor: nothing there to be aligned.`);
+  } else if (featureLayer !== undefined && featureLayer.coupled_change_cosines !== null) {
     const zHead = featureLayer.coupled_change_cosines.head * sqrtD;
     alignedOk = Math.abs(zHead) > THRESHOLDS.z;
     evidence.push(`the change that tracks the neuron (β at layer ${t.feature_layer}, the head's input) has cosine ${fmt(featureLayer.coupled_change_cosines.head)} with the head direction (z ${fmt(zHead, 1)}, threshold ±${THRESHOLDS.z}).`);
@@ -287,14 +292,20 @@ export function residualVerdict(s: ResidualVerdictInput): Verdict {
     evidence.push(`the summary has no entry for the feature layer ${t.feature_layer}.`);
   }
   const targetLayer = s.layers.find((l) => l.layer === t.layer);
-  if (targetLayer !== undefined) {
+  if (targetLayer !== undefined && targetLayer.coupled_change_cosines !== null) {
     const c = targetLayer.coupled_change_cosines.W_out;
     evidence.push(`at the target layer ${t.layer}, β has cosine ${fmt(c)} with the neuron's W_out row (z ${fmt(c * sqrtD, 1)}).`);
   }
-  const shared = s.layers.filter((l) => l.share_of_prediction_change !== null);
+  const split = s.predictions.split;
+  if (split != null) {
+    evidence.push(`of the change in prediction (mean square), ${fmt(100 * split.share_mean_shift, 1)}% is a mean shift (re-calibrating the fixed head) and ${fmt(100 * split.share_coupled, 1)}% tracks the neuron's activation.`);
+  }
+  // which block carries the change that tracks the neuron (older summaries: the whole change)
+  const key = s.layers.some((l) => l.share_of_coupled_change != null) ? "share_of_coupled_change" : "share_of_prediction_change";
+  const shared = s.layers.filter((l) => l.coupled_change_cosines !== null && l[key] != null);
   if (shared.length > 0) {
-    const top = shared.reduce((a, b) => (Math.abs(b.share_of_prediction_change!) > Math.abs(a.share_of_prediction_change!) ? b : a));
-    evidence.push(`the largest share of the prediction change comes from ${top.layer === "embed" ? "the embeddings" : `block ${top.layer}`} (${fmt(100 * top.share_of_prediction_change!, 0)}%).`);
+    const top = shared.reduce((a, b) => (Math.abs(b[key]!) > Math.abs(a[key]!) ? b : a));
+    evidence.push(`the largest share of the ${key === "share_of_coupled_change" ? "neuron-tracking " : ""}prediction change comes from ${top.layer === "embed" ? "the embeddings" : `block ${top.layer}`} (${fmt(100 * top[key]!, 0)}%).`);
   }
   const kept = s.neuron.r >= THRESHOLDS.neuronKeptR;
   evidence.push(`the neuron itself: r ${fmt(s.neuron.r, 4)} between its base and fine-tuned activations (${kept ? "kept" : "changed"}; threshold ${THRESHOLDS.neuronKeptR}).`);
