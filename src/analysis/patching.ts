@@ -35,6 +35,7 @@ import { SelfreportError } from "../errors.ts";
 import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
+import { ciText } from "../report/verdicts.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, histogram, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
@@ -725,14 +726,14 @@ export async function patchingPlots(s: PatchingSummary): Promise<Record<string, 
   const f = s.fit;
   plots["delta_scatter"] = await renderSvg(scatter({
     title: `Patching ${who}: change in prediction vs change in activation`,
-    subtitle: f === null ? "no fit" : `R² ${f.r2 === null ? "n/a" : f.r2.toFixed(3)}, slope 95% CI [${f.slope_ci95?.map((v) => v.toFixed(3)).join(", ") ?? "n/a"}]; ideal slope 1`,
+    subtitle: f === null ? "no fit" : `R² ${f.r2 === null ? "n/a" : f.r2.toFixed(3)}, slope 95% CI ${f.slope_ci95 == null ? "n/a" : ciText(f.slope_ci95)}; ideal slope 1`,
     points: s.points.map(([x, y]) => ({ x, y })),
     ...(f === null ? {} : { fitLine: { slope: f.slope, intercept: f.intercept } }),
     xLabel: "Δ activation (patched − clean)", yLabel: "Δ prediction (activation units)",
   }));
   const sens = s.sensitivity.values.filter((v): v is number => v !== null);
   plots["sensitivity"] = await renderSvg(histogram({
-    title: `Per-input sensitivity to ${who}`, values: sens, bins: 30, markValue: 1, markLabel: "ideal self-reporter (1)",
+    title: `Per-input sensitivity to ${who}`, values: sens, bins: 30, markValue: 1, markLabel: "ideal (1)", clipQuantile: 0.02,
     xLabel: "per-input slope of Δprediction on Δactivation",
     subtitle: s.sensitivity.median === null ? undefined : `median ${s.sensitivity.median.toFixed(3)}`,
   }));
@@ -741,17 +742,18 @@ export async function patchingPlots(s: PatchingSummary): Promise<Record<string, 
     plots["control_slopes"] = await renderSvg(histogram({
       title: `Scale-sweep slopes: ${s.controls.k} random neurons of layer ${t.layer} vs the target`,
       values: ctl, bins: 20,
-      ...(s.controls.target_scale_slope === null ? {} : { markValue: s.controls.target_scale_slope, markLabel: `${who}${s.controls.percentile_abs === null ? "" : ` (|slope| percentile ${s.controls.percentile_abs.toFixed(0)}%)`}` }),
+      ...(s.controls.target_scale_slope === null ? {} : { markValue: s.controls.target_scale_slope, markLabel: who }),
+      ...(s.controls.percentile_abs === null ? {} : { subtitle: `${who}'s |slope| is above ${s.controls.percentile_abs.toFixed(0)}% of the controls` }),
       xLabel: "slope of Δprediction on Δactivation",
     }));
   }
   const d = s.direct;
   plots["direct_vs_total"] = await renderSvg(barChart({
     title: `Direct vs total effect of ${who}`,
-    categories: ["total", "direct (W_out path only)", "indirect (total − direct)", "ideal"],
+    categories: ["total", "direct", "indirect", "ideal"],
     values: [d.total_slope ?? NaN, d.direct_slope ?? NaN, d.indirect_slope ?? NaN, 1],
-    yLabel: "slope of Δprediction on Δactivation",
-    subtitle: d.direct_share === null ? undefined : `direct share ${(100 * d.direct_share).toFixed(1)}%`,
+    yLabel: "slope Δprediction / Δactivation",
+    subtitle: `direct = the W_out write alone; indirect = total − direct${d.direct_share === null ? "" : `; direct share ${(100 * d.direct_share).toFixed(1)}%`}`,
   }));
   return plots;
 }

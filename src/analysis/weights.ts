@@ -639,26 +639,36 @@ function round6(v: ArrayLike<number>): number[] {
 // ---------------------------------------------------------------------------------------------
 // Plots
 
+/** The pattern's null in words: random filters' patterns, not random directions. */
+function patternNullText(s: WeightsSummary, kind: VectorKind): string {
+  const n = s.pattern.random_filter_null;
+  const v = n?.vectors[kind];
+  if (n === undefined || v === undefined) return "not evidence of reading";
+  return `null: patterns of ${n.n} random filters, cosine ${v.mean.toFixed(3)} ± ${v.std.toFixed(3)}; not evidence of reading`;
+}
+
 /** SVGs by name: histograms of the target layer's cosines (target marked) and the W_out PCA scatter. */
 export async function weightsPlots(s: WeightsSummary): Promise<Record<string, string>> {
   const t = s.target;
   const who = t.layer_type === "mlp_post" ? `L${t.layer}N${t.neuron}` : `mlp_out[${t.neuron}]`;
   const plots: Record<string, string> = {};
-  const hist = async (name: string, title: string, key: string, cmp: Comparison | undefined, xLabel: string): Promise<void> => {
+  const hist = async (name: string, title: string, key: string, cmp: Comparison | undefined, xLabel: string, subtitle?: string): Promise<void> => {
     const values = s.layer_cosines[key];
     if (values === undefined || cmp === undefined) return;
     plots[name] = await renderSvg(histogram({
       title, values, bins: 40, markValue: cmp.cosine, markLabel: `${who}: ${cmp.cosine.toFixed(3)} (rank ${cmp.rank_in_layer}/${cmp.n_in_layer})`,
-      xLabel, subtitle: `null std 1/√${t.d_model} = ${s.null_model.std.toFixed(3)}`,
+      xLabel, subtitle: subtitle ?? `null std 1/√${t.d_model} = ${s.null_model.std.toFixed(3)}`,
     }));
   };
   if (t.layer_type === "mlp_post") {
     await hist("reading_vs_W_out", `Head direction · W_out rows, layer ${t.layer}`, "reading_W_out", s.reading.W_out, "cosine(head direction, W_out[m, :])");
     await hist("reading_vs_W_in", `Head direction · W_in columns (ln2 folded), layer ${t.layer}`, "reading_W_in_folded", s.reading.W_in_folded, "cosine(head direction, W_in[:, m])");
-    await hist("pattern_vs_W_out", `Activation pattern · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern.comparisons.W_out, "cosine(pattern, W_out[m, :])");
+    await hist("pattern_vs_W_out", `Activation pattern (what the prediction co-varies with) · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern.comparisons.W_out, "cosine(pattern, W_out[m, :])",
+      patternNullText(s, "W_out"));
   } else {
     await hist("reading_vs_basis", "Head direction · residual basis vectors", "reading_e_n", s.reading.e_n, "cosine(head direction, e_j)");
-    await hist("pattern_vs_basis", "Activation pattern · residual basis vectors", "pattern_e_n", s.pattern.comparisons.e_n, "cosine(pattern, e_j)");
+    await hist("pattern_vs_basis", "Activation pattern (what the prediction co-varies with) · residual basis vectors", "pattern_e_n", s.pattern.comparisons.e_n, "cosine(pattern, e_j)",
+      patternNullText(s, "e_n"));
   }
   const p = s.w_out_pca;
   if (p !== null) {

@@ -282,8 +282,8 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
   }
   if (points.length === 0) return { svg: null, reason: `train_log.jsonl has no loss records${bad > 0 ? ` (${bad} unreadable lines)` : ""}` };
   const svg = await renderSvg(lineChart({
-    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy",
-    series: "series", data: points, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
+    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: `${cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy"}, log scale`,
+    data: points, logY: true, legendBelow: true, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
   }));
   const p = prepareSvg(svg, "training-");
   return p.svg !== null ? { svg: p.svg, source: "train_log.jsonl" } : { svg: null, reason: p.problem };
@@ -538,8 +538,8 @@ code { background: #f4f4f4; padding: .1rem .3rem; border-radius: 3px; word-break
 .badge { display: inline-block; color: white; background: var(--na); border-radius: 3px; padding: 0 .45rem; font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; }
 .yes .badge { background: var(--yes); } .partly .badge { background: var(--partly); } .no .badge { background: var(--no); }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure.plot { margin: .5rem 0; } .plots figure.plot { flex: 1 1 460px; max-width: 100%; }
-figure.plot svg { display: block; width: 100%; max-width: 600px; height: auto; }
+figure.plot { margin: .5rem 0; max-width: 100%; overflow-x: auto; } .plots figure.plot { flex: 0 1 auto; }
+figure.plot svg { display: block; max-width: none; height: auto; } /* natural size: never scaled below its fonts */
 table.answers td:first-child { width: 16rem; font-weight: 600; } table.answers a { color: inherit; }
 figcaption { color: var(--muted); font-size: .8rem; }
 .problem, .warn { color: var(--no); }

@@ -447,3 +447,53 @@ test("headless Chromium: no console error, no request beyond the page, every cha
     await browser.close();
   }
 });
+
+/** In the page: every chart's text that is smaller than minPx on screen, or whose box leaves its SVG's viewBox. */
+const READABILITY_PROBE = (minPx: number): string => `(() => {
+  const problems = [];
+  for (const svg of document.querySelectorAll("figure svg")) {
+    const caption = svg.parentElement?.querySelector("figcaption")?.textContent ?? "?";
+    const vb = svg.viewBox.baseVal;
+    const W = vb && vb.width > 0 ? vb.width : svg.width.baseVal.value;
+    const H = vb && vb.height > 0 ? vb.height : svg.height.baseVal.value;
+    const scale = svg.getBoundingClientRect().width / W;
+    for (const t of svg.querySelectorAll("text")) {
+      const text = (t.textContent ?? "").trim();
+      if (text === "") continue;
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (px < ${minPx}) problems.push(caption + ": '" + text.slice(0, 40) + "' is " + px.toFixed(1) + " px");
+      const b = t.getBBox();
+      const m = t.getCTM();
+      const xs = [b.x, b.x + b.width].flatMap((x) => [b.y, b.y + b.height].map((y) => m.a * x + m.c * y + m.e));
+      const ys = [b.x, b.x + b.width].flatMap((x) => [b.y, b.y + b.height].map((y) => m.b * x + m.d * y + m.f));
+      const vx = vb && vb.width > 0 ? vb.x : 0;
+      const vy = vb && vb.width > 0 ? vb.y : 0;
+      if (Math.min(...xs) < vx - 1 || Math.max(...xs) > vx + W + 1 || Math.min(...ys) < vy - 1 || Math.max(...ys) > vy + H + 1) {
+        problems.push(caption + ": '" + text.slice(0, 40) + "' leaves the viewBox");
+      }
+    }
+  }
+  return problems;
+})()`;
+
+test("headless Chromium at 1280 px: no chart text below 10 px on screen, no label outside its SVG's viewBox", { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent` }, async () => {
+  await fixtures;
+  const { chromium } = await import("playwright-core");
+  const pages = [join(root, "out", "readable-frozen.html"), join(root, "out", "readable-unfrozen.html")];
+  await writeReport({ runDir: frozen.runDir, out: pages[0]! });
+  await writeReport({ runDir: unfrozen.runDir, out: pages[1]! });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+  try {
+    for (const file of pages) {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(pathToFileURL(file).href, { waitUntil: "load" });
+      const problems = (await page.evaluate(READABILITY_PROBE(10))) as string[];
+      const texts: unknown = await page.evaluate(`document.querySelectorAll("figure svg text").length`);
+      assert.ok((texts as number) > 50, `${file}: only ${String(texts)} chart texts`);
+      assert.deepEqual(problems, [], `${file}:\n${problems.join("\n")}`);
+      await page.close();
+    }
+  } finally {
+    await browser.close();
+  }
+});
