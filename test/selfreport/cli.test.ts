@@ -132,7 +132,7 @@ test("dataset --token-pos INDEX and --balance reach the builder; a bad --token-p
   assertOneLineError(await cli(...datasetArgs, "--token-pos", "x", "--out", path), '--token-pos must be "last" or a non-negative index, got "x"');
 });
 
-test("import-pt imports head.pt and warns its notes; an existing run and malicious.pt are one-line errors", async () => {
+test("import-pt imports head.pt and prints its notes; an existing run and malicious.pt are one-line errors", async () => {
   const cfgPath = join(root, "py-config.json");
   writeFileSync(cfgPath, JSON.stringify({
     head_type: "regression", head_config: { class_name: "RegressionHead", input_dim: 8, dropout: 0, hidden_dim: null },
@@ -142,7 +142,7 @@ test("import-pt imports head.pt and warns its notes; an existing run and malicio
   const r = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
   assert.equal(r.code, 0, r.err);
   assert.equal(r.out, `imported a frozen regression run for L1N3 into ${out}`);
-  assert.deepEqual(r.err.split("\n"), ['warning: token_pos was missing: taken as "last"', "warning: freeze_mode was missing: taken as frozen (only the head was trained)"]);
+  assert.deepEqual(r.err.split("\n"), ['note: token_pos was missing: taken as "last"', "note: freeze_mode was missing: taken as frozen (only the head was trained)"]);
   assert.deepEqual(Array.from(loadRun(out).head.get("output.weight")!.data), [0.5, -1, 2, 0.25, -0.125, 3, 0, 1.5]);
   const again = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
   assertOneLineError(again, `${resolve(out)} already holds a run (config.json); pass --force to overwrite it`);
