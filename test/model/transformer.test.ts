@@ -720,6 +720,9 @@ test("errors: missing files", (t) => {
   const m = tiny(t);
   rmSync(join(m.dir, "model.safetensors"));
   assertError(() => loadModel(m.dir), /model\.safetensors not found/, new RegExp(m.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+  writeFileSync(join(m.dir, "pytorch_model.bin"), "");
+  assertError(() => loadModel(m.dir), /only pytorch_model\.bin is present: convert it to model\.safetensors with Hugging Face's transformers, as docs\/gpt2\.md shows/);
+  assert.ok(readFileSync(join(repoRoot(), "docs", "gpt2.md"), "utf8").includes("save_pretrained('DIR', safe_serialization=True)"), "docs/gpt2.md shows the conversion");
   const n = tiny(t);
   rmSync(join(n.dir, "config.json"));
   assertError(() => loadModel(n.dir), /config\.json/);
