@@ -172,3 +172,42 @@ test("bad input gives one-line errors (exit 1); a missing required option is com
   assert.equal(missing.code, 2, missing.err);
   assert.ok(missing.err.includes("required option '--data <file.safetensors>' not specified"), missing.err);
 });
+
+test("an imported run from a regression config without bin_edges and with an unknown class_name: analyze weights without --data gives the weight-only measures and names the commands that add the rest, which work", async () => {
+  const d8v = join(root, "d8v");
+  makeTinyHfModel(d8v, { dVocab: 50257, nLayers: 2, dModel: 8, nHeads: 2, nCtx: 16, seed: 6 });
+  const cfgPath = join(root, "py-config-nobins.json");
+  writeFileSync(cfgPath, JSON.stringify({
+    head_type: "regression", head_config: { class_name: "LinearHead", input_dim: 8, dropout: 0, hidden_dim: null },
+    target_layer: 1, target_neuron: 3, layer_type: "mlp_post", token_pos: "last", feature_layer: -1, bin_edges: null,
+    activation_mean: 0, activation_std: 1, base_model_name: "gpt2", freeze_mode: "frozen",
+  }));
+  const out = join(root, "imported-nobins");
+  const r = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8v);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(r.err.split("\n"), [
+    'note: head_config.class_name "LinearHead" is not a class selfreport knows: taken as RegressionHead from head_type "regression"',
+    "note: bin_edges was null: none stored (a regression head does not use bins)",
+  ]);
+  const analysis = join(out, "analysis", "weights");
+  const w = await cli("analyze", "weights", "--run", out, "--out", analysis);
+  assert.equal(w.code, 0, w.err);
+  const lines = w.out.split("\n");
+  assert.equal(lines[0], "regression head reading resid_post of layer 1; target blocks.1.mlp.hook_post[3] (no dataset: weights only, null std 0.3536)");
+  const file = join(out, "dataset.safetensors");
+  const command = `selfreport dataset --model ${resolve(d8v)} --layer 1 --neuron 3 --weights tl --out ${file} && selfreport analyze weights --run ${out} --data ${file} --out ${analysis}`;
+  assert.equal(lines.at(-2), `  ${command}`);
+  const summary = JSON.parse(readFileSync(join(analysis, "summary.json"), "utf8")) as { mode: string; skipped: Array<{ field: string; command: string }>; reading: { W_out: { rank_in_layer: number } } };
+  assert.equal(summary.mode, "weights only");
+  assert.equal(summary.skipped[0]!.command, command);
+  // the named commands work (with a small corpus of ours)
+  const [datasetCmd, analyzeCmd] = command.split(" && ").map((c) => c.split(" ").slice(1));
+  const d = await cli(...datasetCmd!, "--corpus", corpus, "--n", "120", "--max-len", "8");
+  assert.equal(d.code, 0, d.err);
+  const full = await cli(...analyzeCmd!);
+  assert.equal(full.code, 0, full.err);
+  const fullSummary = JSON.parse(readFileSync(join(analysis, "summary.json"), "utf8")) as { mode?: string; examples: { n_used: number }; reading: { W_out: { rank_in_layer: number } } };
+  assert.equal(fullSummary.mode, undefined);
+  assert.equal(fullSummary.examples.n_used, 120);
+  assert.deepEqual(fullSummary.reading.W_out, summary.reading.W_out, "the weight-only cosines are the full analysis's");
+});
