@@ -268,7 +268,7 @@ export function foldedWin(model: HookedTransformer, l: number): Vec {
 }
 
 /** Whether the model's ln2 is already folded into W_in (tl weights): ln2.w = 1, ln2.b = 0, W_in columns centred. */
-function ln2AlreadyFolded(model: HookedTransformer): boolean {
+export function ln2AlreadyFolded(model: HookedTransformer): boolean {
   const { nLayers, dModel: C, dMlp: M } = model.cfg;
   for (let l = 0; l < nLayers; l++) {
     if (model.ln2W(l).data.some((v) => v !== 1) || model.p(`blocks.${l}.ln2.b`).data.some((v) => v !== 0)) return false;
@@ -317,7 +317,7 @@ function layerCosines(model: HookedTransformer, kind: Exclude<VectorKind, "e_n">
 }
 
 /** The target neuron's vector of a kind [C]. */
-function neuronVector(model: HookedTransformer, kind: VectorKind, l: number, n: number): Vec {
+export function neuronVector(model: HookedTransformer, kind: VectorKind, l: number, n: number): Vec {
   const { dModel: C, dMlp: M } = model.cfg;
   if (kind === "e_n") {
     const e = new Float64Array(C);
@@ -336,7 +336,7 @@ function rankOf(target: number, all: ArrayLike<number>): number {
 }
 
 /** Compares direction u with the target neuron's vector of a kind; also returns the target layer's cosines. */
-function compare(model: HookedTransformer, kind: VectorKind, layer: number, neuron: number, u: Vec): { cmp: Comparison; inLayer: Vec } {
+export function compare(model: HookedTransformer, kind: VectorKind, layer: number, neuron: number, u: Vec): { cmp: Comparison; inLayer: Vec } {
   const C = model.cfg.dModel;
   if (kind === "e_n") {
     const inLayer = la.unit(u); // cos(u, e_j) = u_j / |u|
@@ -537,28 +537,7 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   if (!readsAfterWrite) notes.push(directWrite.note);
 
   // ---- 5. PCA of the target layer's W_out rows
-  let wOutPca: WeightsSummary["w_out_pca"] = null;
-  if (isPost) {
-    const Wout = model.W_out(layer).data; // [M, C]
-    const p = la.pca(Wout, M, C, 2);
-    const mean = la.columnMeans(Wout, M, C);
-    let rms = 0;
-    const points: Array<[number, number]> = [];
-    for (let m = 0; m < M; m++) {
-      const row = Float64Array.from({ length: C }, (_, k) => Wout[m * C + k]! - mean[k]!);
-      rms += la.dot(row, row) / M;
-      points.push([r6(la.dot(row, p.components[0]!)), r6(la.dot(row, p.components[1] ?? new Float64Array(C)))]);
-    }
-    const h1 = la.dot(w, p.components[0]!);
-    const h2 = la.dot(w, p.components[1] ?? new Float64Array(C));
-    wOutPca = {
-      explained_variance_ratio: [...p.explainedRatio],
-      head_in_plane: h1 * h1 + h2 * h2,
-      head: [h1 * Math.sqrt(rms), h2 * Math.sqrt(rms)],
-      target: points[neuron]!,
-      points,
-    };
-  }
+  const wOutPca = isPost ? wOutPcaOf(model, layer, neuron, w) : null;
 
   // ---- gradient principal directions (not for a linear regression head: its gradient is constant)
   const linearRegression = run.headType === "regression" && c.head_config.hidden_dim === null;
@@ -628,11 +607,35 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   };
 }
 
+/** The top 2 principal components of layer l's W_out rows, every row and the head direction w (unit) projected. */
+export function wOutPcaOf(model: HookedTransformer, layer: number, neuron: number, w: Vec): NonNullable<WeightsSummary["w_out_pca"]> {
+  const { dModel: C, dMlp: M } = model.cfg;
+  const Wout = model.W_out(layer).data; // [M, C]
+  const p = la.pca(Wout, M, C, 2);
+  const mean = la.columnMeans(Wout, M, C);
+  let rms = 0;
+  const points: Array<[number, number]> = [];
+  for (let m = 0; m < M; m++) {
+    const row = Float64Array.from({ length: C }, (_, k) => Wout[m * C + k]! - mean[k]!);
+    rms += la.dot(row, row) / M;
+    points.push([r6(la.dot(row, p.components[0]!)), r6(la.dot(row, p.components[1] ?? new Float64Array(C)))]);
+  }
+  const h1 = la.dot(w, p.components[0]!);
+  const h2 = la.dot(w, p.components[1] ?? new Float64Array(C));
+  return {
+    explained_variance_ratio: [...p.explainedRatio],
+    head_in_plane: h1 * h1 + h2 * h2,
+    head: [h1 * Math.sqrt(rms), h2 * Math.sqrt(rms)],
+    target: points[neuron]!,
+    points,
+  };
+}
+
 function r6(x: number): number {
   return Number(x.toPrecision(6));
 }
 
-function round6(v: ArrayLike<number>): number[] {
+export function round6(v: ArrayLike<number>): number[] {
   return Array.from(v, r6);
 }
 
@@ -640,15 +643,17 @@ function round6(v: ArrayLike<number>): number[] {
 // Plots
 
 /** The pattern's null in words: random filters' patterns, not random directions. */
-function patternNullText(s: WeightsSummary, kind: VectorKind): string {
-  const n = s.pattern.random_filter_null;
+function patternNullText(s: WeightsPlotInput, kind: VectorKind): string {
+  const n = s.pattern?.random_filter_null;
   const v = n?.vectors[kind];
   if (n === undefined || v === undefined) return "not evidence of reading";
   return `null: patterns of ${n.n} random filters, cosine ${v.mean.toFixed(3)} ± ${v.std.toFixed(3)}; not evidence of reading`;
 }
 
 /** SVGs by name: histograms of the target layer's cosines (target marked) and the W_out PCA scatter. */
-export async function weightsPlots(s: WeightsSummary): Promise<Record<string, string>> {
+export type WeightsPlotInput = Pick<WeightsSummary, "target" | "null_model" | "reading" | "layer_cosines" | "w_out_pca"> & { pattern?: Pick<WeightsSummary["pattern"], "comparisons"> & Partial<Pick<WeightsSummary["pattern"], "random_filter_null">> };
+
+export async function weightsPlots(s: WeightsPlotInput): Promise<Record<string, string>> {
   const t = s.target;
   const who = t.layer_type === "mlp_post" ? `L${t.layer}N${t.neuron}` : `mlp_out[${t.neuron}]`;
   const plots: Record<string, string> = {};
@@ -663,11 +668,11 @@ export async function weightsPlots(s: WeightsSummary): Promise<Record<string, st
   if (t.layer_type === "mlp_post") {
     await hist("reading_vs_W_out", `Head direction · W_out rows, layer ${t.layer}`, "reading_W_out", s.reading.W_out, "cosine(head direction, W_out[m, :])");
     await hist("reading_vs_W_in", `Head direction · W_in columns (ln2 folded), layer ${t.layer}`, "reading_W_in_folded", s.reading.W_in_folded, "cosine(head direction, W_in[:, m])");
-    await hist("pattern_vs_W_out", `Activation pattern (what the prediction co-varies with) · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern.comparisons.W_out, "cosine(pattern, W_out[m, :])",
+    await hist("pattern_vs_W_out", `Activation pattern (what the prediction co-varies with) · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern?.comparisons.W_out, "cosine(pattern, W_out[m, :])",
       patternNullText(s, "W_out"));
   } else {
     await hist("reading_vs_basis", "Head direction · residual basis vectors", "reading_e_n", s.reading.e_n, "cosine(head direction, e_j)");
-    await hist("pattern_vs_basis", "Activation pattern (what the prediction co-varies with) · residual basis vectors", "pattern_e_n", s.pattern.comparisons.e_n, "cosine(pattern, e_j)",
+    await hist("pattern_vs_basis", "Activation pattern (what the prediction co-varies with) · residual basis vectors", "pattern_e_n", s.pattern?.comparisons.e_n, "cosine(pattern, e_j)",
       patternNullText(s, "e_n"));
   }
   const p = s.w_out_pca;

@@ -214,6 +214,11 @@ export function readAnalysis<K extends AnalysisName>(analysesDir: string, name: 
   let summary: Json;
   try {
     summary = readJson(path);
+    if (summary["mode"] === "weights only") {
+      const skipped = Array.isArray(summary["skipped"]) ? (summary["skipped"] as Json[]) : [];
+      const cmd = typeof skipped[0]?.["command"] === "string" ? ` Add the examples with: ${skipped[0]["command"] as string}` : "";
+      return { status: "unreadable", name, dir, reason: `${path} was computed from the weights alone (the run has no dataset): the verdict needs the data-dependent measures.${cmd}` };
+    }
     checkSummary(name, summary, path);
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;

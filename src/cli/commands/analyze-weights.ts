@@ -1,6 +1,8 @@
 /** `selfreport analyze weights --run RUN_DIR [--data FILE] --out DIR [--max-examples N]`. */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
+import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
+import { loadRun, loadRunModel } from "../../selfreport/run.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
@@ -23,10 +25,25 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .command("weights")
     .description("does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share")
     .requiredOption("--run <run_dir>", "run directory")
-    .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
+    .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)")
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
     .action(async (o: { run: string; data?: string; out: string; maxExamples: number }) => {
+      const run = loadRun(o.run);
+      if (hasNoDataset(run, o.data)) {
+        const s = weightsOnlyAnalysis(run, loadRunModel(run), o.out);
+        const files = writeAnalysisOutput(o.out, "weights", run, s, await weightsPlots(s));
+        const t = s.target;
+        console.log(`${s.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (no dataset: weights only, null std ${s.null_model.std.toFixed(4)})`);
+        console.log("reading direction:");
+        for (const kind of s.vectors) console.log(line(kind, s.reading[kind]));
+        const dw = s.direct_write;
+        console.log(`direct write: cosine ${dw.cosine.toFixed(4)}, |write| ${dw.write_norm.toFixed(4)}, prediction per unit activation ${dw.w_dot_write === null ? "n/a (needs examples)" : dw.w_dot_write.toFixed(4)}`);
+        console.log(`skipped (need examples): ${s.skipped.map((k) => k.field).join(", ")}; add them with:`);
+        console.log(`  ${s.skipped[0]!.command}`);
+        console.log(`wrote ${files.length} files to ${o.out}`);
+        return;
+      }
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
       const plots = await weightsPlots(summary);
