@@ -79,7 +79,7 @@ test("dataset writes the .safetensors and .jsonl, equal to buildDataset called d
 });
 
 test("train writes a run directory and prints the test metrics of metrics.json; predict prints what predictPrompts computes", async () => {
-  const r = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--batch-size", "8", "--out", runDir);
+  const r = await cli("train", "--data", data, "--head", "regression", "--solver", "adamw", "--epochs", "2", "--batch-size", "8", "--out", runDir);
   assert.equal(r.code, 0, r.err);
   for (const f of ["config.json", "head.safetensors", "metrics.json", "train_log.jsonl", "training_curve.svg"]) assert.ok(existsSync(join(runDir, f)), f);
   const m = JSON.parse(readFileSync(join(runDir, "metrics.json"), "utf8")) as { test: { pearson_r: number; r2: number; baseline: { r2: number } } };

@@ -54,7 +54,7 @@ function opts(data: string, o: Partial<TrainOptions> = {}): TrainOptions {
   return {
     data, out: join(root, `run${counter++}`), head: "regression", freeze: "frozen", unfreezeLast: null, featureLayer: -1,
     epochs: 3, batchSize: 16, lr: 1e-3, weightDecay: 0.01, warmup: 0, gradClip: 1, seed: 0, patience: 100,
-    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, ...o,
+    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, solver: "adamw", ...o,
   };
 }
 

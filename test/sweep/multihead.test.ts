@@ -52,7 +52,7 @@ for (const { head, lr, gradClip } of CASES) {
         const o: TrainOptions = {
           ...TRAIN_DEFAULTS, data: r.datasetPath, out: join(root, `single-${k}`), head, freeze: "frozen", unfreezeLast: null,
           epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, warmup: opts.warmup, gradClip: opts.gradClip,
-          seed: opts.seed, patience: opts.patience, hiddenDim: null, activation: null, numClasses: null, resume: false, force: true,
+          seed: opts.seed, patience: opts.patience, hiddenDim: null, activation: null, numClasses: null, resume: false, force: true, solver: "adamw",
         };
         const single = await train(o);
         const m = multi[k]!;
