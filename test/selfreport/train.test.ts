@@ -151,7 +151,7 @@ test("frozen regression learns a planted linear target (test r > 0.99); metrics.
 
   // metrics.json: every field, the model's metrics from independent forwards, the baseline by hand
   const m = metricsOf(o.out);
-  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "stopped_early", "test", "validation"]);
+  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "solver", "stopped_early", "test", "validation"]);
   assert.deepEqual(Object.keys(m.test).sort(), ["accuracy", "baseline", "mae", "mse", "n", "pearson_r", "r2", "spearman_rho"]);
   assert.equal(m.test.accuracy, null, "no bin accuracy for regression");
   const testIdx = splitIndices(linearDs, "test");
