@@ -191,7 +191,10 @@ export function ridgeFit(basis: RidgeBasis, Y: Float32Array, K: number): RidgeFi
   const n = train.length;
   const nv = val.length;
   const G = lambdas.length;
-  if (Y.length % K !== 0 || Y.length / K <= Math.max(...train, ...val)) throw new SelfreportError(`ridge: targets have ${Y.length} values, too few for ${K} neurons and the split's rows`);
+  let lastRow = 0;
+  for (const i of train) lastRow = Math.max(lastRow, i);
+  for (const i of val) lastRow = Math.max(lastRow, i);
+  if (!Number.isInteger(K) || K < 1 || Y.length % K !== 0 || Y.length / K <= lastRow) throw new SelfreportError(`ridge: targets have ${Y.length} values, too few for ${K} neurons and the split's rows`);
   // ---- training means ȳ and z = Vᵀ c (c = X̃ᵀỹ / n; ỹ need not be centred: X̃ has zero column sums)
   const ybar = new Float64Array(K);
   for (const i of train) for (let k = 0; k < K; k++) ybar[k]! += Y[i * K + k]!;

@@ -515,6 +515,7 @@ export function ridgeMultiHead(input: MultiHeadInput, basis?: RidgeBasis): Neuro
     for (let c = 0; c < C; c++) W[k * C + c] = fit.W[a * C + c]!;
     bias[k] = fit.b[a]!;
   });
+  // splitMetrics reads only the kind of regression labels (predictions = out·std + mean)
   const labels: Labels = { kind: "regression", Y: new Float32Array(0) };
   const best = { W, b: bias, P: 1 };
   const testM = splitMetrics(input.features, C, A, K, test, usable, best, labels, stats);

@@ -116,6 +116,16 @@ test("train: a frozen regression head is solved by ridge unless --solver adamw; 
   assert.equal(m.solver, "ridge");
   assert.equal(loadRun(out).config.training["solver"], "ridge");
   assert.ok(r.out.split("\n")[1]!.startsWith(`test: r ${m.test.pearson_r.toFixed(4)}, `), r.out);
+  // AdamW-only options given to a ridge solve are named as unused (not silently dropped)
+  delete process.env["SELFREPORT_QUIET"];
+  let noisy: { code: number; out: string; err: string };
+  try {
+    noisy = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--lr", "0.01", "--out", join(root, "ridge-run-2"));
+  } finally {
+    process.env["SELFREPORT_QUIET"] = "1";
+  }
+  assert.equal(noisy.code, 0, noisy.err);
+  assert.ok(noisy.err.includes("the ridge solver (the default for a frozen linear regression head) has no use for --epochs, --lr; pass --solver adamw to train with them"), noisy.err);
   assertOneLineError(await cli("train", "--data", data, "--head", "classification", "--solver", "ridge", "--out", join(root, "r-cls")),
     "the ridge solver fits linear regression heads only, not --head classification; use --solver adamw");
   assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--freeze", "unfrozen", "--solver", "ridge", "--out", join(root, "r-unf")),

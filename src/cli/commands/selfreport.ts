@@ -8,7 +8,7 @@ import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
 import { buildDataset, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr } from "../../selfreport/train.ts";
-import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
+import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
 import { FREEZE_MODES, loadRun, loadRunModel, loadBaseModel, type FreezeMode } from "../../selfreport/run.ts";
 import { predictPrompts } from "../../selfreport/predict.ts";
@@ -85,7 +85,15 @@ export function registerSelfreportCommands(program: Command): void {
       data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
       weightDecay: number; warmup: number; gradClip: number; patience: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
       numClasses?: number; seed: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
-    }) => {
+    }, cmd: Command) => {
+      const solver = o.solver ?? defaultSolver({ head: o.head, freeze: o.freeze, hiddenDim: o.hiddenDim ?? null, dropout: o.dropout });
+      if (solver === "ridge") {
+        const ignored = ["epochs", "batchSize", "lr", "weightDecay", "warmup", "gradClip", "patience", "seed", "checkpointEvery"].filter((k) => cmd.getOptionValueSource(k) === "cli");
+        if (ignored.length > 0) {
+          const flags = ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(", ");
+          info(`the ridge solver (the default for a frozen linear regression head) has no use for ${flags}; pass --solver adamw to train with them`);
+        }
+      }
       const r = await train({
         data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null, featureLayer: o.featureLayer,
         epochs: o.epochs, batchSize: o.batchSize, lr: o.lr ?? defaultLr(o.freeze), weightDecay: o.weightDecay, warmup: o.warmup,
