@@ -8,6 +8,7 @@ import { Option, type Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
 import { info, progress } from "../../util/progress.ts";
 import { TRAIN_DEFAULTS } from "../../selfreport/train.ts";
+import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
 import { WEIGHTS_DEFAULTS } from "../../analysis/weights.ts";
 import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
@@ -23,7 +24,7 @@ interface SweepCliOptions {
   model: string; layers: number[]; neurons: NeuronSpec; heads: HeadType[]; freeze: FreezeMode[]; unfreezeLast: number; analyses: AnalysisName[];
   workers: number; groupSize: number; corpus: string; n: number; maxLen: number; dataSeed: number; weights: "raw" | "tl";
   featureLayer: number; epochs: number; batchSize: number; lr: number; lrFinetune: number; weightDecay: number; warmup: number; gradClip: number;
-  patience: number; seed: number; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
+  patience: number; seed: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
   queue?: string; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
 }
 
@@ -65,6 +66,7 @@ export function registerSweepCommands(program: Command): void {
     .option("--data-seed <seed>", "seed of the example sampling", parseIntOption("--data-seed"), 0)
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
     .option("--feature-layer <L>", "heads read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
+    .option("--solver <ridge|adamw>", "how frozen regression heads are fitted: ridge = closed form, λ chosen on the validation split; adamw = gradient training (default: ridge; other heads and modes always use adamw)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
     .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
     .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), 1e-3)
@@ -85,6 +87,9 @@ export function registerSweepCommands(program: Command): void {
     .requiredOption("--out <dir>", "sweep folder")
     .action(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
+        throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
+      }
       if (o.queue === undefined) oneBlasThreadPerWorker(o.workers);
       const opened = openSweep({
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
@@ -92,7 +97,7 @@ export function registerSweepCommands(program: Command): void {
         dataSeed: o.dataSeed, groupSize: o.groupSize, out: o.out, force: o.force,
         training: {
           feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr_frozen: o.lr, lr_finetune: o.lrFinetune, weight_decay: o.weightDecay,
-          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
+          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed, solver: o.solver ?? "ridge",
         },
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
