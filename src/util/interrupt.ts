@@ -1,28 +1,99 @@
 /**
- * Ctrl-C during long work: the first SIGINT sets a flag that the training loop checks between
- * steps (it then saves a checkpoint and exits cleanly); a second SIGINT exits at once.
+ * Ctrl-C (SIGINT) and SIGTERM during long work.
+ *
+ * The CLI turns on cooperative interrupts for the commands that support them (`interruptible` in
+ * src/cli/main.ts calls `installInterruptHandlers`). The first signal then only sets a flag and prints
+ * one line; the long loops (training, pre-training, dataset building, analyses) give the event loop a
+ * turn between steps (`yieldToEventLoop`, so the signal handler can run at all), see the flag, save what
+ * is complete and throw `Interrupted`; the CLI prints its message as one line and exits with
+ * `exitCode` (130 after SIGINT, 143 after SIGTERM, the shell's 128 + signal number). A second signal
+ * exits at once with the same code.
+ *
+ * Library code never calls process.exit. Without installed handlers (a notebook, a script calling the
+ * library) nothing is intercepted: Node's default applies and a signal ends the process.
  */
-export interface InterruptFlag {
-  readonly requested: boolean;
-  dispose(): void;
+
+export type InterruptSignal = "SIGINT" | "SIGTERM";
+
+/** The process exit code after a signal: 128 + the signal's number. */
+export function signalExitCode(signal: InterruptSignal): number {
+  return signal === "SIGTERM" ? 143 : 130;
 }
 
-export function onInterrupt(message = "interrupt received: saving a checkpoint before exiting (Ctrl-C again to quit now)"): InterruptFlag {
-  let requested = false;
-  const handler = (): void => {
-    if (requested) process.exit(130);
-    requested = true;
-    process.stderr.write(`\n${message}\n`);
+/** Thrown by long work that stopped because of a signal; `message` says what was kept. */
+export class Interrupted extends Error {
+  override name = "Interrupted";
+  readonly signal: InterruptSignal;
+  /** True when the same command plus --resume continues the work. */
+  readonly resumable: boolean;
+  constructor(signal: InterruptSignal, message: string, opts: { resumable?: boolean } = {}) {
+    super(message);
+    this.signal = signal;
+    this.resumable = opts.resumable ?? false;
+  }
+  get exitCode(): number {
+    return signalExitCode(this.signal);
+  }
+}
+
+let received: InterruptSignal | null = null;
+const listeners = new Set<(signal: InterruptSignal) => void>();
+
+/** The signal received since the handlers were installed, or null. */
+export function interruptSignal(): InterruptSignal | null {
+  return received;
+}
+
+/** Throws Interrupted(message) when a signal has been received. */
+export function throwIfInterrupted(message: string | (() => string), opts: { resumable?: boolean } = {}): void {
+  if (received !== null) throw new Interrupted(received, typeof message === "string" ? message : message(), opts);
+}
+
+/** Calls fn on the first signal (at once if one was already received); returns the unsubscribe. */
+export function onInterruptSignal(fn: (signal: InterruptSignal) => void): () => void {
+  if (received !== null) {
+    fn(received);
+    return () => {};
+  }
+  listeners.add(fn);
+  return () => void listeners.delete(fn);
+}
+
+let lastYield = 0;
+/**
+ * Lets pending signal handlers (and other I/O callbacks) run: a setImmediate turn of the event loop,
+ * at most every `everyMs` (a turn costs a few microseconds; training steps call this every step).
+ */
+export async function yieldToEventLoop(everyMs = 20): Promise<void> {
+  const now = Date.now();
+  if (now - lastYield < everyMs) return;
+  lastYield = now;
+  await new Promise<void>((r) => setImmediate(r));
+}
+
+/**
+ * Installs the SIGINT/SIGTERM handlers (first signal: flag + one line; second: exit at once).
+ * Returns the function that removes them again and clears the flag.
+ */
+export function installInterruptHandlers(write: (line: string) => void = (l) => void process.stderr.write(`${l}\n`)): () => void {
+  received = null;
+  const handler = (signal: NodeJS.Signals): void => {
+    const sig: InterruptSignal = signal === "SIGTERM" ? "SIGTERM" : "SIGINT";
+    if (received !== null) {
+      write(`selfreport: ${sig} again: quitting now`);
+      process.exit(signalExitCode(received));
+    }
+    received = sig;
+    write(`\nselfreport: ${sig} received: stopping and keeping what is complete (${sig === "SIGINT" ? "Ctrl-C" : "send it"} again to quit at once)`);
+    for (const fn of [...listeners]) fn(sig);
+    listeners.clear();
   };
   process.on("SIGINT", handler);
   process.on("SIGTERM", handler);
-  return {
-    get requested() {
-      return requested;
-    },
-    dispose() {
-      process.off("SIGINT", handler);
-      process.off("SIGTERM", handler);
-    },
+  return () => {
+    process.off("SIGINT", handler);
+    process.off("SIGTERM", handler);
+    listeners.clear();
+    received = null;
   };
 }

@@ -2,6 +2,7 @@
  * Self-report commands: `dataset`, `train`, `predict`, `import-pt`.
  */
 import type { Command } from "commander";
+import { interruptible } from "../interrupts.ts";
 import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
@@ -79,7 +80,7 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--resume", "continue from the run's checkpoint", false)
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
-    .action(async (o: {
+    .action(interruptible(async (o: {
       data: string; head: HeadType; freeze: FreezeMode; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
       weightDecay: number; warmup: number; gradClip: number; patience: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
       numClasses?: number; seed: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
@@ -96,7 +97,7 @@ export function registerSelfreportCommands(program: Command): void {
       console.log(`run: ${r.runDir}`);
       console.log(`test: r ${t.pearson_r.toFixed(4)}, ρ ${t.spearman_rho.toFixed(4)}, R² ${t.r2.toFixed(4)}, MSE ${t.mse.toExponential(3)}, MAE ${t.mae.toExponential(3)}${t.accuracy !== null ? `, bin accuracy ${(100 * t.accuracy).toFixed(1)}%` : ""}`);
       console.log(`baseline (${t.baseline.description}): MSE ${t.baseline.mse.toExponential(3)}, R² ${t.baseline.r2.toFixed(4)}`);
-    });
+    }));
 
   program
     .command("predict")

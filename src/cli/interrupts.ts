@@ -1,0 +1,32 @@
+/**
+ * Cooperative Ctrl-C / SIGTERM for CLI commands (see src/util/interrupt.ts), and the command line
+ * printed to continue interrupted work.
+ */
+import { installInterruptHandlers } from "../util/interrupt.ts";
+
+/**
+ * Wraps a command's action so that SIGINT/SIGTERM stop it cooperatively (src/util/interrupt.ts): the
+ * action's loops see the flag, keep what is complete and throw Interrupted, which `run` maps to exit
+ * code 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
+ */
+export function interruptible<A extends unknown[]>(action: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const remove = installInterruptHandlers();
+    try {
+      await action(...args);
+    } finally {
+      remove();
+    }
+  };
+}
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command line that continues interrupted work: the same arguments without --force, plus --resume. */
+export function resumeCommand(args: readonly string[]): string {
+  const kept = args.filter((a) => a !== "--force");
+  if (!kept.includes("--resume")) kept.push("--resume");
+  return ["selfreport", ...kept].map(shellQuote).join(" ");
+}
