@@ -2,7 +2,7 @@
  * Cooperative Ctrl-C / SIGTERM for CLI commands (see src/util/interrupt.ts), and the command line
  * printed to continue interrupted work.
  */
-import { installInterruptHandlers } from "../util/interrupt.ts";
+import { installInterruptHandlers, type Interrupted } from "../util/interrupt.ts";
 
 /**
  * Wraps a command's action so that SIGINT/SIGTERM stop it cooperatively (src/util/interrupt.ts): the
@@ -24,9 +24,18 @@ function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The command line that continues interrupted work: the same arguments without --force, plus --resume. */
-export function resumeCommand(args: readonly string[]): string {
+/**
+ * The command line that continues interrupted work: the same arguments without --force (which would
+ * throw away what was kept), plus --resume when the command needs it.
+ */
+export function resumeCommand(args: readonly string[], how: "--resume" | "rerun"): string {
   const kept = args.filter((a) => a !== "--force");
-  if (!kept.includes("--resume")) kept.push("--resume");
+  if (how === "--resume" && !kept.includes("--resume")) kept.push("--resume");
   return ["selfreport", ...kept].map(shellQuote).join(" ");
+}
+
+/** The one line printed for an Interrupted error. */
+export function interruptedLine(e: Interrupted, args: readonly string[]): string {
+  const how = e.resume === null ? "" : `; ${e.resume === "--resume" ? "resume" : "continue"} with: ${resumeCommand(args, e.resume)}`;
+  return `selfreport: ${e.signal}: ${e.message}${how}`;
 }

@@ -6,7 +6,7 @@
 import { Command, CommanderError } from "commander";
 import { SelfreportError } from "../errors.ts";
 import { Interrupted } from "../util/interrupt.ts";
-import { resumeCommand } from "./interrupts.ts";
+import { interruptedLine } from "./interrupts.ts";
 import { ShapeError, NanError } from "../tensor/index.ts";
 import { registerModelCommands } from "./commands/model.ts";
 import { registerSelfreportCommands } from "./commands/selfreport.ts";
@@ -39,7 +39,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof Interrupted) {
-      console.error(`selfreport: ${e.signal}: ${e.message}${e.resumable ? `; resume with: ${resumeCommand(argv.slice(2))}` : ""}`);
+      console.error(interruptedLine(e, argv.slice(2)));
       return e.exitCode;
     }
     return reportError(e);

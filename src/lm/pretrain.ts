@@ -228,7 +228,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       await yieldToEventLoop();
       const signal = interruptSignal();
       if (step % o.checkpointEvery === 0 || signal !== null) checkpoint();
-      if (signal !== null) throw new Interrupted(signal, `pre-training stopped at step ${step} of ${o.steps}; checkpoint saved in ${ckDir}`, { resumable: true });
+      if (signal !== null) throw new Interrupted(signal, `pre-training stopped at step ${step} of ${o.steps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
     }
   } finally {
     bar.stop();

@@ -353,7 +353,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
         const signal = interruptSignal();
         if (signal !== null) {
           checkpoint();
-          throw new Interrupted(signal, `training stopped at step ${state.step} of ${totalSteps}; checkpoint saved in ${ckDir}`, { resumable: true });
+          throw new Interrupted(signal, `training stopped at step ${state.step} of ${totalSteps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
         }
       }
       // end of epoch: validate, early-stop bookkeeping

@@ -20,16 +20,21 @@ export function signalExitCode(signal: InterruptSignal): number {
   return signal === "SIGTERM" ? 143 : 130;
 }
 
+export type ResumeHow = "--resume" | "rerun" | null;
+
 /** Thrown by long work that stopped because of a signal; `message` says what was kept. */
 export class Interrupted extends Error {
   override name = "Interrupted";
   readonly signal: InterruptSignal;
-  /** True when the same command plus --resume continues the work. */
-  readonly resumable: boolean;
-  constructor(signal: InterruptSignal, message: string, opts: { resumable?: boolean } = {}) {
+  /**
+   * How to continue: "--resume" = the same command plus --resume; "rerun" = the same command again
+   * (it skips what is done); null = start again.
+   */
+  readonly resume: ResumeHow;
+  constructor(signal: InterruptSignal, message: string, opts: { resume?: ResumeHow } = {}) {
     super(message);
     this.signal = signal;
-    this.resumable = opts.resumable ?? false;
+    this.resume = opts.resume ?? null;
   }
   get exitCode(): number {
     return signalExitCode(this.signal);
@@ -45,7 +50,7 @@ export function interruptSignal(): InterruptSignal | null {
 }
 
 /** Throws Interrupted(message) when a signal has been received. */
-export function throwIfInterrupted(message: string | (() => string), opts: { resumable?: boolean } = {}): void {
+export function throwIfInterrupted(message: string | (() => string), opts: { resume?: ResumeHow } = {}): void {
   if (received !== null) throw new Interrupted(received, typeof message === "string" ? message : message(), opts);
 }
 
@@ -96,4 +101,26 @@ export function installInterruptHandlers(write: (line: string) => void = (l) => 
     listeners.clear();
     received = null;
   };
+}
+
+/** A promise resolved with the signal when one arrives (never, when no handlers are installed); dispose() unsubscribes. */
+export function whenInterrupted(): { promise: Promise<InterruptSignal>; dispose(): void } {
+  let dispose: () => void = () => {};
+  const promise = new Promise<InterruptSignal>((resolve) => (dispose = onInterruptSignal(resolve)));
+  return { promise, dispose };
+}
+
+/** Waits ms, or until a signal arrives. */
+export function sleepUnlessInterrupted(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const w = whenInterrupted();
+    const t = setTimeout(() => {
+      w.dispose();
+      resolve();
+    }, ms);
+    void w.promise.then(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
 }

@@ -8,7 +8,9 @@
  *   c.stderr()                                      // everything printed to stderr so far
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const BIN = fileURLToPath(new URL("../../../bin/selfreport.js", import.meta.url));
@@ -17,19 +19,31 @@ export interface Child {
   proc: ChildProcess;
   stdout(): string;
   stderr(): string;
+  /** With spawnCli({ markSignals: true }): whether the command has installed its signal handlers. */
+  handlesSignals(): boolean;
 }
 
-export function spawnCli(args: readonly string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Child {
-  const proc = spawn(process.execPath, [BIN, ...args], {
+let marks = 0;
+
+/**
+ * Runs `node bin/selfreport.js ...args`. With markSignals, `c.handlesSignals()` turns true once the
+ * command has installed its SIGINT/SIGTERM handlers (see signal-ready.ts).
+ */
+export function spawnCli(args: readonly string[], opts: { cwd?: string; env?: Record<string, string>; markSignals?: boolean } = {}): Child {
+  const mark = join(tmpdir(), `selfreport-signal-mark-${process.pid}-${marks++}`);
+  rmSync(mark, { force: true });
+  const preload = opts.markSignals === true ? ["--import", new URL("./signal-ready.js", import.meta.url).href] : [];
+  const proc = spawn(process.execPath, [...preload, BIN, ...args], {
     cwd: opts.cwd,
-    env: { ...process.env, SELFREPORT_QUIET: "0", ...opts.env },
+    env: { ...process.env, SELFREPORT_QUIET: "0", ...(opts.markSignals === true ? { SELFREPORT_TEST_SIGNAL_MARK: mark } : {}), ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  proc.once("exit", () => rmSync(mark, { force: true }));
   let out = "";
   let err = "";
   proc.stdout!.on("data", (d: Buffer) => void (out += d.toString()));
   proc.stderr!.on("data", (d: Buffer) => void (err += d.toString()));
-  return { proc, stdout: () => out, stderr: () => err };
+  return { proc, stdout: () => out, stderr: () => err, handlesSignals: () => existsSync(mark) };
 }
 
 /** Resolves when cond() holds (polled every 20 ms); rejects after ms or when the child exits first. */
@@ -70,3 +84,4 @@ export function exitOf(c: Child, ms: number): Promise<{ code: number | null; sig
     });
   });
 }
+

@@ -351,7 +351,7 @@ async function trainInterrupted(o: TrainOptions, atStep: number): Promise<number
     return true;
   }) as typeof process.stderr.write;
   try {
-    await assert.rejects(train(o), (e: unknown) => e instanceof Interrupted && e.exitCode === 130 && e.resumable && e.message.includes(`step ${at} of`));
+    await assert.rejects(train(o), (e: unknown) => e instanceof Interrupted && e.exitCode === 130 && e.resume === "--resume" && e.message.includes(`step ${at} of`));
   } finally {
     remove();
     process.stderr.write = write;
