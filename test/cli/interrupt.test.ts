@@ -2,15 +2,17 @@
  * Ctrl-C and SIGTERM with real child processes and real signals: `selfreport train` and `pretrain`
  * stop within seconds of the signal with exit code 130 (SIGINT) / 143 (SIGTERM), leave a checkpoint
  * of the steps done, print one line with the command that resumes, and that command finishes the run.
+ * A local sweep stops its threads, keeps its finished jobs and prints the command that continues.
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeTinyHfModel } from "../helpers/tiny-model.ts";
 import { writeSyntheticDataset } from "../helpers/synthetic-dataset.ts";
 import { makeDocs } from "../helpers/text-docs.ts";
+import { makeSweepFixture } from "../sweep/fixture.ts";
 import { exitOf, linesOf, spawnCli, until, type Child } from "../helpers/child.ts";
 
 const root = mkdtempSync(join(tmpdir(), "selfreport-interrupt-"));
@@ -102,4 +104,33 @@ test("pretrain: SIGINT stops with exit 130 and a checkpoint; the printed --resum
   assert.match(resumed.stderr(), new RegExp(`resuming from step ${step} of 60`));
   assert.ok(existsSync(join(out, "model.safetensors")));
   assert.equal(linesOf(log), 60);
+});
+
+test("sweep (local): SIGINT stops the worker threads within seconds, exit 130; the jobs finished are kept and the printed command finishes the rest", { timeout: 240_000 }, async () => {
+  const fx = makeSweepFixture(join(root, "sweep-fx"));
+  const out = join(root, "sweep");
+  const args = [
+    "sweep", "--model", fx.modelDir, "--layers", "1", "--neurons", "0-9", "--freeze", "frozen", "--corpus", fx.corpus, "--n", "120", "--max-len", "12",
+    "--weights", "raw", "--epochs", "1", "--group-size", "1", "--workers", "1", "--out", out,
+  ];
+  // every job waits 300 ms before committing: ≥ 3 s of jobs, interrupted after the second
+  const c = spawnCli(args, { env: { SELFREPORT_SWEEP_JOB_DELAY_MS: "300" } });
+  const finished = (): string[] => (existsSync(join(out, "jobs")) ? readdirSync(join(out, "jobs")).filter((f) => !f.startsWith(".")) : []);
+  await until(() => finished().length >= 2, 120_000, c, "two finished jobs");
+  c.proc.kill("SIGINT");
+  const r = await exitOf(c, STOP_MS);
+  assert.equal(r.code, 130, c.stderr());
+  const kept = finished();
+  assert.ok(kept.length >= 2 && kept.length < 10, `jobs kept: ${kept.join(", ")}`);
+  assert.match(c.stderr(), /selfreport: SIGINT: sweep stopped after \d+ of 10 tasks; every job finished so far is kept in .*; continue with: selfreport sweep /);
+  const again = c.stderr().split("\n").find((l) => l.includes("continue with: "))!;
+  const args2 = again.slice(again.indexOf("continue with: ") + "continue with: ".length).split(" ").slice(1);
+  assert.deepEqual(args2, args);
+  const rerun = spawnCli(args2);
+  const r2 = await exitOf(rerun, 180_000);
+  assert.equal(r2.code, 0, rerun.stderr());
+  assert.match(rerun.stderr(), new RegExp(`10 jobs, ${kept.length} finished earlier, ${10 - kept.length} to run`));
+  const res = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as { rows: Array<{ status: string }> };
+  assert.equal(res.rows.length, 10);
+  assert.ok(res.rows.every((row) => row.status === "done"));
 });

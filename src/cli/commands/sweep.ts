@@ -113,13 +113,16 @@ export function registerSweepCommands(program: Command): void {
         const bar = progress("sweep", pending.length, ["failed"]);
         let done = 0;
         let failed = 0;
-        await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
-          const mine = results.filter((r) => task.neurons.includes(r.neuron));
-          done += mine.length;
-          failed += mine.filter((r) => r.status === "failed").length;
-          bar.update(Math.min(done, pending.length), { failed });
-        });
-        bar.stop();
+        try {
+          await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
+            const mine = results.filter((r) => task.neurons.includes(r.neuron));
+            done += mine.length;
+            failed += mine.filter((r) => r.status === "failed").length;
+            bar.update(Math.min(done, pending.length), { failed });
+          });
+        } finally {
+          bar.stop();
+        }
       }
       const { files, table } = await writeResults(o.out, manifest.settings, jobs);
       for (const line of summaryLines(table.rows)) console.log(line);
