@@ -2,20 +2,20 @@
  * Cooperative Ctrl-C / SIGTERM for CLI commands (see src/util/interrupt.ts), and the command line
  * printed to continue interrupted work.
  */
-import { installInterruptHandlers, type Interrupted } from "../util/interrupt.ts";
+import { allowCooperativeInterrupts, type Interrupted } from "../util/interrupt.ts";
 
 /**
- * Wraps a command's action so that SIGINT/SIGTERM stop it cooperatively (src/util/interrupt.ts): the
- * action's loops see the flag, keep what is complete and throw Interrupted, which `run` maps to exit
- * code 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
+ * Wraps a command's action so that SIGINT/SIGTERM stop its long loops cooperatively
+ * (src/util/interrupt.ts): they see the flag, keep what is complete and throw Interrupted, which `run`
+ * maps to exit code 130 (SIGINT) or 143 (SIGTERM). A second signal exits at once.
  */
 export function interruptible<A extends unknown[]>(action: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
   return async (...args: A) => {
-    const remove = installInterruptHandlers();
+    const end = allowCooperativeInterrupts();
     try {
       await action(...args);
     } finally {
-      remove();
+      end();
     }
   };
 }

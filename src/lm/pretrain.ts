@@ -21,7 +21,7 @@ import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkp
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
 
 export interface PretrainOptions {
@@ -199,6 +199,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
 
   info(`model: ${cfg.nLayers} layers, d_model ${cfg.dModel}, ${cfg.nHeads} heads, ctx ${cfg.nCtx}, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} parameters; backend ${getBackend().name}`);
   const bar = progress("pretrain", o.steps, ["loss", "tok/s", "lr"], { start: step });
+  const section = interruptibleSection();
   const t0 = Date.now();
   let tokensThisRun = 0;
   let ema = NaN;
@@ -232,6 +233,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     }
   } finally {
     bar.stop();
+    section.end();
   }
   checkpoint();
 

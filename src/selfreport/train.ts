@@ -20,7 +20,7 @@ import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkp
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
@@ -312,6 +312,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
 
   info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
   const bar = progress("train", totalSteps, ["epoch", "loss", "val"], { start: state.step });
+  const section = interruptibleSection();
   let stoppedEarly = false;
   // A checkpoint is written only for weights known to give a finite loss: the one due after step s
   // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
@@ -382,6 +383,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     }
   } finally {
     bar.stop();
+    section.end();
   }
   // restore the best weights (by validation loss)
   for (const [k, t] of named) t.data.set(best.get(k)!);

@@ -10,7 +10,7 @@
 import { Worker } from "node:worker_threads";
 import { JobRunner, workerName, type JobResult } from "./jobs.ts";
 import { info } from "../util/progress.ts";
-import { Interrupted, interruptSignal, onInterruptSignal } from "../util/interrupt.ts";
+import { Interrupted, interruptibleSection, interruptSignal, onInterruptSignal } from "../util/interrupt.ts";
 import type { SweepManifest, Task } from "./spec.ts";
 import type { ThreadData, ThreadReply } from "./thread.ts";
 
@@ -125,6 +125,7 @@ export async function runTasksLocally(
 ): Promise<JobResult[]> {
   if (tasks.length === 0) return [];
   const pool = new TaskThreads(sweepDir, manifest, Math.min(workers, tasks.length));
+  const section = interruptibleSection();
   const unsubscribe = onInterruptSignal(() => void pool.close());
   try {
     let tasksDone = 0;
@@ -148,6 +149,7 @@ export async function runTasksLocally(
     return all.flat();
   } finally {
     unsubscribe();
+    section.end();
     await pool.close();
   }
 }

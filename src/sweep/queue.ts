@@ -24,7 +24,7 @@ import { Redis } from "ioredis";
 import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
 import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
-import { Interrupted, interruptSignal, sleepUnlessInterrupted, whenInterrupted, type InterruptSignal } from "../util/interrupt.ts";
+import { Interrupted, interruptibleSection, interruptSignal, sleepUnlessInterrupted, whenInterrupted, type InterruptSignal } from "../util/interrupt.ts";
 import { TaskThreads } from "./local.ts";
 import { isJobFinished, JobRunner, workerName, type JobResult } from "./jobs.ts";
 import { jobsOfTask, makeTasks, readManifest, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
@@ -88,6 +88,7 @@ function errorText(e: unknown): string {
 export async function reachRedis(url: string, timeoutS: number): Promise<void> {
   const deadline = Date.now() + timeoutS * 1000;
   let lastError = "no answer";
+  const section = interruptibleSection();
   const signal = whenInterrupted();
   try {
     for (;;) {
@@ -131,6 +132,7 @@ export async function reachRedis(url: string, timeoutS: number): Promise<void> {
     }
   } finally {
     signal.dispose();
+    section.end();
   }
 }
 
@@ -241,7 +243,16 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
   const key = sweepKey(o.manifest);
   const tasks = makeTasks(o.pending, o.manifest.settings.group_size);
   const timeoutS = o.timeoutS ?? QUEUE_TIMEOUT_DEFAULT_S;
-  await reachRedis(o.url, timeoutS);
+  const section = interruptibleSection();
+  try {
+    await reachRedis(o.url, timeoutS);
+    return await enqueueConnected(o, sweepDir, key, tasks, timeoutS);
+  } finally {
+    section.end();
+  }
+}
+
+async function enqueueConnected(o: EnqueueOptions, sweepDir: string, key: string, tasks: Task[], timeoutS: number): Promise<EnqueueResult> {
   const connection = connect(o.url);
   const watch = new RedisWatch([connection], o.url, timeoutS, "stopped while enqueueing the tasks (the ones enqueued stay queued)");
   const queue = new Queue<QueueJobData, QueueJobReturn>(QUEUE_NAME, { connection });
@@ -334,7 +345,16 @@ function mapSweepDir(dir: string, root: WorkerOptions["sweepRoot"]): string {
 export async function runQueueWorker(o: WorkerOptions): Promise<number> {
   const name = workerName();
   const timeoutS = o.timeoutS ?? QUEUE_TIMEOUT_DEFAULT_S;
-  await reachRedis(o.url, timeoutS);
+  const section = interruptibleSection();
+  try {
+    await reachRedis(o.url, timeoutS);
+    return await workConnected(o, name, timeoutS);
+  } finally {
+    section.end();
+  }
+}
+
+async function workConnected(o: WorkerOptions, name: string, timeoutS: number): Promise<number> {
   const connection = connect(o.url);
   const watch = new RedisWatch([connection], o.url, timeoutS,
     `worker ${name} stopped; a task it was running goes back to the queue once its lock expires (--lock-ms) and another worker takes it`);

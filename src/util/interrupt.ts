@@ -1,16 +1,18 @@
 /**
  * Ctrl-C (SIGINT) and SIGTERM during long work.
  *
- * The CLI turns on cooperative interrupts for the commands that support them (`interruptible` in
- * src/cli/main.ts calls `installInterruptHandlers`). The first signal then only sets a flag and prints
- * one line; the long loops (training, pre-training, dataset building, analyses) give the event loop a
- * turn between steps (`yieldToEventLoop`, so the signal handler can run at all), see the flag, save what
- * is complete and throw `Interrupted`; the CLI prints its message as one line and exits with
- * `exitCode` (130 after SIGINT, 143 after SIGTERM, the shell's 128 + signal number). A second signal
- * exits at once with the same code.
+ * The CLI allows cooperative interrupts for the commands that support them (`interruptible` in
+ * src/cli/interrupts.ts calls `allowCooperativeInterrupts`). The long loops (training, pre-training,
+ * sweeps, the queue worker) then run inside an `interruptibleSection`, which installs the handlers for
+ * its duration: the first signal only sets a flag and prints one line; the loop gives the event loop a
+ * turn between steps (`yieldToEventLoop`, so the handler can run at all), sees the flag, saves what is
+ * complete and throws `Interrupted`; the CLI prints its message as one line and exits with `exitCode`
+ * (130 after SIGINT, 143 after SIGTERM: the shell's 128 + signal number). A second signal exits at once.
  *
- * Library code never calls process.exit. Without installed handlers (a notebook, a script calling the
- * library) nothing is intercepted: Node's default applies and a signal ends the process.
+ * Outside a section (synchronous preparation: loading a model, computing features) Node's default
+ * applies and a signal ends the process at once: a handler could not run before the work is done, and
+ * every output is written atomically, so nothing half-written is left. Library code never calls
+ * process.exit; without the CLI (a notebook, a script) nothing is intercepted.
  */
 
 export type InterruptSignal = "SIGINT" | "SIGTERM";
@@ -76,12 +78,55 @@ export async function yieldToEventLoop(everyMs = 20): Promise<void> {
   await new Promise<void>((r) => setImmediate(r));
 }
 
+let cooperative = false;
+let sectionDepth = 0;
+let removeHandlers: (() => void) | null = null;
+let writeLine: (line: string) => void = (l) => void process.stderr.write(`${l}\n`);
+
+/**
+ * The CLI: from now on, interruptible sections install signal handlers. Returns the function that
+ * ends this (removing any handlers and clearing the flag).
+ */
+export function allowCooperativeInterrupts(write?: (line: string) => void): () => void {
+  cooperative = true;
+  received = null;
+  if (write !== undefined) writeLine = write;
+  return () => {
+    cooperative = false;
+    sectionDepth = 0;
+    removeHandlers?.();
+    removeHandlers = null;
+    listeners.clear();
+    received = null;
+    writeLine = (l) => void process.stderr.write(`${l}\n`);
+  };
+}
+
+/**
+ * Work that checks interruptSignal() often (and awaits yieldToEventLoop) runs between this call and
+ * end(): with cooperative interrupts allowed, the handlers are installed meanwhile. Sections nest.
+ */
+export function interruptibleSection(): { end(): void } {
+  if (!cooperative) return { end() {} };
+  if (sectionDepth++ === 0) removeHandlers = installInterruptHandlers(writeLine);
+  let ended = false;
+  return {
+    end() {
+      if (ended || !cooperative) return;
+      ended = true;
+      if (--sectionDepth === 0) {
+        removeHandlers?.();
+        removeHandlers = null;
+      }
+    },
+  };
+}
+
 /**
  * Installs the SIGINT/SIGTERM handlers (first signal: flag + one line; second: exit at once).
- * Returns the function that removes them again and clears the flag.
+ * Returns the function that removes them again and clears the flag (Interrupted carries the signal on).
  */
-export function installInterruptHandlers(write: (line: string) => void = (l) => void process.stderr.write(`${l}\n`)): () => void {
-  received = null;
+export function installInterruptHandlers(write: (line: string) => void = writeLine): () => void {
   const handler = (signal: NodeJS.Signals): void => {
     const sig: InterruptSignal = signal === "SIGTERM" ? "SIGTERM" : "SIGINT";
     if (received !== null) {
@@ -98,7 +143,6 @@ export function installInterruptHandlers(write: (line: string) => void = (l) => 
   return () => {
     process.off("SIGINT", handler);
     process.off("SIGTERM", handler);
-    listeners.clear();
     received = null;
   };
 }
