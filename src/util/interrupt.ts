@@ -168,3 +168,33 @@ export function sleepUnlessInterrupted(ms: number): Promise<void> {
     });
   });
 }
+
+/**
+ * Long synchronous work written once as a generator that yields between steps (e.g. after each batch)
+ * runs either to the end at once (`runSteps`) or with a turn of the event loop between steps inside an
+ * interruptible section (`runStepsInterruptibly`), which throws Interrupted(stopped()) on a signal.
+ */
+export function runSteps<T>(steps: Generator<unknown, T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+  }
+}
+
+export async function runStepsInterruptibly<T>(steps: Generator<unknown, T>, stopped: () => string, opts: { resume?: ResumeHow } = {}): Promise<T> {
+  const section = interruptibleSection();
+  try {
+    for (;;) {
+      const r = steps.next();
+      if (r.done === true) return r.value;
+      await yieldToEventLoop();
+      const signal = interruptSignal();
+      if (signal !== null) {
+        steps.return(undefined as T);
+        throw new Interrupted(signal, stopped(), opts);
+      }
+    }
+  } finally {
+    section.end();
+  }
+}

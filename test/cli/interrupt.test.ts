@@ -134,3 +134,20 @@ test("sweep (local): SIGINT stops the worker threads within seconds, exit 130; t
   assert.equal(res.rows.length, 10);
   assert.ok(res.rows.every((row) => row.status === "done"));
 });
+
+test("dataset: SIGINT stops between batches with exit 130 and writes nothing", { timeout: 240_000 }, async () => {
+  const tokModel = join(root, "tiny-tok");
+  makeTinyHfModel(tokModel, { dVocab: 50257, nLayers: 2, dModel: 16, nHeads: 2, nCtx: 16, seed: 4 });
+  const big = join(root, "big.txt");
+  writeFileSync(big, makeDocs(1500, 200, 8).map((d) => d.text).join("\n\n") + "\n");
+  const out = join(root, "big.safetensors");
+  // ~15 000 windows: seconds of forward passes after the first progress line
+  const c = spawnCli(["dataset", "--model", tokModel, "--layer", "1", "--neuron", "5", "--corpus", big, "--n", "60000", "--max-len", "16", "--weights", "raw", "--out", out]);
+  await until(() => /^dataset \d+% /m.test(c.stderr()), 120_000, c, "the first dataset progress line");
+  c.proc.kill("SIGINT");
+  const r = await exitOf(c, STOP_MS);
+  assert.equal(r.code, 130, c.stderr());
+  assert.match(c.stderr(), /selfreport: SIGINT: dataset building stopped after \d+ examples; nothing was written \(run the command again to build it\)\n$/);
+  assert.equal(existsSync(out), false);
+  assert.deepEqual(readdirSync(root).filter((f) => f.startsWith("big.") && f !== "big.txt"), [], "no partial or temporary files");
+});
