@@ -6,15 +6,19 @@
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exitOf, spawnCli, until, type Child } from "../helpers/child.ts";
 import { freePort, redisOnPath, startRedis } from "../helpers/redis.ts";
+import { makeSweepFixture } from "./fixture.ts";
 
 const root = mkdtempSync(join(tmpdir(), "queue-faults-"));
 after(() => rmSync(root, { recursive: true, force: true }));
+
+/** A signal lands within this long (the machine running the tests may be busy). */
+const STOP_MS = 10_000;
 
 /** stderr without blank lines */
 function lines(c: Child): string[] {
@@ -116,6 +120,42 @@ test("a worker waiting on a live redis-server stops within seconds on SIGTERM, e
     assert.equal(r.code, 143, c.stderr());
     assert.match(c.stderr(), /selfreport: SIGTERM: worker \S+ stopped; a task it was running goes back to the queue/);
     assertNoStack(c);
+  } finally {
+    redis.kill("SIGKILL");
+  }
+});
+
+test("SIGTERM to a worker in the middle of a task: exit 143 within seconds; the task goes back to the queue and another worker finishes the sweep", { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  const redis = await startRedis(port, root);
+  const url = `redis://127.0.0.1:${port}`;
+  try {
+    const fx = makeSweepFixture(join(root, "fx"));
+    const out = join(root, "sweep-q");
+    const args = [
+      "sweep", "--model", fx.modelDir, "--layers", "1", "--neurons", "0-3", "--freeze", "frozen", "--corpus", fx.corpus, "--n", "120", "--max-len", "12",
+      "--weights", "raw", "--epochs", "1", "--group-size", "2", "--queue", url, "--out", out,
+    ];
+    const enq = spawnCli([...args, "--no-wait"]);
+    assert.equal((await exitOf(enq, 120_000)).code, 0, enq.stderr());
+    // every job waits 5 s before committing: the signal lands inside a task
+    const env = { SELFREPORT_SWEEP_JOB_DELAY_MS: "5000" };
+    const a = spawnCli(["worker", "--queue", url, "--lock-ms", "2000", "--stalled-ms", "500"], { env });
+    await until(() => /started task \S+ /.test(a.stderr()), 60_000, a, "a started task");
+    a.proc.kill("SIGTERM");
+    const ra = await exitOf(a, STOP_MS);
+    assert.equal(ra.code, 143, a.stderr());
+    assert.match(a.stderr(), /selfreport: SIGTERM: worker \S+ stopped; a task it was running goes back to the queue once its lock expires/);
+    assertNoStack(a);
+    const b = spawnCli(["worker", "--queue", url, "--stalled-ms", "500", "--exit-when-idle", "3"], { env: { SELFREPORT_SWEEP_JOB_DELAY_MS: "0" } });
+    const rb = await exitOf(b, 120_000);
+    assert.equal(rb.code, 0, b.stderr());
+    const fin = spawnCli(args);
+    assert.equal((await exitOf(fin, 120_000)).code, 0, fin.stderr());
+    const res = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as { rows: Array<{ status: string }>; missing: string[] };
+    assert.deepEqual(res.missing, []);
+    assert.equal(res.rows.length, 4);
+    assert.ok(res.rows.every((r) => r.status === "done"));
   } finally {
     redis.kill("SIGKILL");
   }
