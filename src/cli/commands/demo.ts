@@ -25,6 +25,7 @@ import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context
 import { weightsAnalysis, weightsPlots, type WeightsSummary } from "../../analysis/weights.ts";
 import { patchingAnalysis, patchingPlots, type PatchingSummary } from "../../analysis/patching.ts";
 import { residualAnalysis, residualPlots } from "../../analysis/residual.ts";
+import { ciText, weightsVerdict } from "../../report/verdicts.ts";
 import { writeReport } from "../../report/html.ts";
 import { info } from "../../util/progress.ts";
 import { parseIntOption } from "../options.ts";
@@ -49,6 +50,8 @@ export interface DemoResult {
   rankWOut: number | null;
   patchSlope: number | null;
   patchSlopeCi: [number, number] | null;
+  /** The frozen run's weights verdict, with patching ("does the head read what the neuron writes?"). */
+  weightsVerdict: string | null;
 }
 
 function trainOptions(data: string, out: string, freeze: "frozen" | "unfrozen", epochs: number, lr: number): TrainOptions {
@@ -73,7 +76,8 @@ async function analyse(runDir: string, which: Array<"weights" | "patching" | "re
       const s = (done.weights = weightsAnalysis(ctx));
       writeAnalysisOutput(out, a, ctx.run, s, await weightsPlots(s));
     } else if (a === "patching") {
-      const s = (done.patching = patchingAnalysis(ctx, { nInputs: 300, controls: 20 }));
+      // both: the read position (the main numbers) and every position, as the original notebooks patched
+      const s = (done.patching = patchingAnalysis(ctx, { nInputs: 300, controls: 20, positions: "both" }));
       writeAnalysisOutput(out, a, ctx.run, s, await patchingPlots(s));
     } else {
       const s = residualAnalysis(ctx, { nInputs: 300 });
@@ -131,6 +135,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     rankWOut: fa.weights?.reading.W_out?.rank_in_layer ?? null,
     patchSlope: fa.patching?.fit?.slope ?? null,
     patchSlopeCi: fa.patching?.fit_bootstrap.slope_ci95 ?? null,
+    weightsVerdict: fa.weights === undefined ? null : (() => {
+      const v = weightsVerdict(fa.weights!, fa.patching ?? null);
+      return `${v.level}: ${v.headline}`;
+    })(),
   };
 }
 
@@ -150,6 +158,7 @@ export function registerDemo(program: Command): void {
       console.log(`reports: ${r.reports.join("  ")}`);
       console.log(`1. can it report? frozen regression head, test split: r ${f(r.testR)}, R² ${f(r.testR2)} (always-the-mean baseline R² ${f(r.baselineR2)})`);
       console.log(`2. does it read the neuron's write? cosine(head, W_out[n, :]) ${f(r.cosineWOut)}${r.rankWOut === null ? "" : `, rank ${r.rankWOut} among the layer's neurons`}`);
-      console.log(`3. does the prediction move with the neuron? patching slope ${f(r.patchSlope)} (bootstrap 95% CI ${r.patchSlopeCi === null ? "n/a" : `[${f(r.patchSlopeCi[0])}, ${f(r.patchSlopeCi[1])}]`}; ideal 1)`);
+      console.log(`3. does the prediction move with the neuron? patching slope ${f(r.patchSlope)} (bootstrap 95% CI ${r.patchSlopeCi === null ? "n/a" : ciText(r.patchSlopeCi)}; ideal 1)`);
+      if (r.weightsVerdict !== null) console.log(`   verdict on "does the head read what the neuron writes?": ${r.weightsVerdict}`);
     });
 }
