@@ -22,7 +22,8 @@ import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { readRunConfig, type RunConfig } from "../selfreport/run.ts";
+import { readRunConfig, readTrainLog, analysisDir, type RunConfig } from "../selfreport/run.ts";
+import { runTarget, targetLabel } from "../selfreport/target.ts";
 import type { WeightsSummary } from "../analysis/weights.ts";
 import type { PatchingSummary } from "../analysis/patching.ts";
 import type { ResidualSummary } from "../analysis/residual.ts";
@@ -260,25 +261,14 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
     const p = prepareSvg(readFileSync(svgPath, "utf8"), "training-");
     return p.svg !== null ? { svg: p.svg, source: "training_curve.svg" } : { svg: null, reason: `training_curve.svg ${p.problem}` };
   }
-  const logPath = join(runDir, "train_log.jsonl");
-  if (!existsSync(logPath)) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
+  const log = readTrainLog(runDir);
+  if (log === null) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
   const points: LinePoint[] = [];
-  let bad = 0;
-  for (const line of readFileSync(logPath, "utf8").split("\n")) {
-    if (line.trim() === "") continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      bad++;
-      continue;
-    }
-    if (!isObject(rec) || typeof rec["step"] !== "number") {
-      bad++;
-      continue;
-    }
-    if (typeof rec["loss"] === "number") points.push({ x: rec["step"], y: rec["loss"], series: "train (per step)" });
-    if (typeof rec["val_loss"] === "number") points.push({ x: rec["step"], y: rec["val_loss"], series: "validation (per epoch)" });
+  const bad = log.bad;
+  for (const rec of log.records) {
+    if (typeof rec["loss"] === "number") points.push({ x: rec.step, y: rec["loss"], series: "train (per step)" });
+    if (typeof rec["train_loss_mean"] === "number") points.push({ x: rec.step, y: rec["train_loss_mean"], series: "train (epoch mean)" });
+    if (typeof rec["val_loss"] === "number") points.push({ x: rec.step, y: rec["val_loss"], series: "validation (per epoch)" });
   }
   if (points.length === 0) return { svg: null, reason: `train_log.jsonl has no loss records${bad > 0 ? ` (${bad} unreadable lines)` : ""}` };
   const svg = await renderSvg(lineChart({
@@ -296,7 +286,7 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
 export async function collectReport(runDir: string, analysesDir?: string): Promise<ReportInputs> {
   if (existsSync(runDir) && !statSync(runDir).isDirectory()) throw new SelfreportError(`--run ${runDir} is a file; expected a run directory (with config.json)`);
   const config = readRunConfig(runDir);
-  const dir = analysesDir ?? join(runDir, "analysis");
+  const dir = analysesDir ?? analysisDir(runDir);
   if (analysesDir !== undefined && !(existsSync(analysesDir) && statSync(analysesDir).isDirectory())) {
     throw new SelfreportError(`--analyses ${analysesDir} ${existsSync(analysesDir) ? "is not a folder" : "does not exist"}; expected a folder with weights/, patching/ or residual/ from \`selfreport analyze\``);
   }
@@ -442,14 +432,16 @@ function section(id: string, title: string, sub: string, body: string): string {
 
 function configSection(r: ReportInputs): string {
   const c = r.config;
-  const hook = c.layer_type === "mlp_post" ? `blocks.${c.target_layer}.mlp.hook_post[${c.target_neuron}]` : `blocks.${c.target_layer}.hook_mlp_out[${c.target_neuron}]`;
+  const hook = targetLabel(runTarget(c));
+  const ds = c.dataset;
+  const column = ds?.target_column != null ? `, targets: column ${ds.target_column.column} of ${ds.target_column.path}` : "";
   const hc = c.head_config;
   const rows: string[][] = [
     ["target", `layer ${c.target_layer}, neuron ${c.target_neuron} (${hook})`],
     ["head", `${c.head_type}${hc.hidden_dim ? `, hidden layer ${hc.hidden_dim} (${hc.activation ?? ""})` : ""}, reads resid_post of layer ${c.feature_layer}`],
     ["freezing", c.freeze_mode === "partial" ? `partial (last ${c.unfreeze_last ?? "?"} blocks trained)` : c.freeze_mode],
     ["base model", `${c.base_model_name} (${c.base_model_dir}), weights ${c.weights}, d_model ${c.d_model}`],
-    ["dataset", `${c.dataset?.path ?? "?"} (${c.dataset?.n ?? "?"} examples)`],
+    ["dataset", ds === undefined || ds.path === "" ? "none recorded" : `${ds.path} (${ds.n} examples${column})`],
     ["target activation", `mean ${num(c.activation_mean)}, std ${num(c.activation_std)}`],
     ["training", Object.entries(c.training ?? {}).map(([k, v]) => `${k} ${String(v)}`).join(", ")],
     ["run directory", resolve(r.runDir)],
@@ -560,7 +552,7 @@ ${residualSection(r)}
 
 export interface WriteReportOptions {
   runDir: string;
-  /** Default: runDir/analysis. */
+  /** Default: runDir/analysis (analysisDir in src/selfreport/run.ts). */
   analysesDir?: string;
   out: string;
 }

@@ -9,7 +9,7 @@
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
  */
-import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -17,7 +17,6 @@ import {
 import { loadModel, saveModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
@@ -28,8 +27,13 @@ import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
-import { quantileBinEdges, binOf, regressionMetrics, type RegressionMetrics } from "./stats.ts";
-import { RUN_FORMAT_VERSION, FREEZE_MODES, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
+import {
+  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir,
+  type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainLogRecord,
+} from "./run.ts";
+
+export type { TestMetrics } from "./run.ts";
 
 export interface TrainOptions {
   data: string;
@@ -70,12 +74,6 @@ export function defaultLr(freeze: FreezeMode): number {
   return freeze === "frozen" ? 1e-3 : 1e-4;
 }
 
-export interface TestMetrics extends RegressionMetrics {
-  /** Bin accuracy (classification and token heads): argmax class equals the target's bin. */
-  accuracy: number | null;
-  baseline: { description: string; mse: number; mae: number; r2: number };
-}
-
 export interface TrainResult {
   runDir: string;
   test: TestMetrics;
@@ -109,6 +107,8 @@ export interface TrainInputs {
   /** Frozen mode: the feature cache [n, d_model] for `dataset`. */
   features?: Tensor;
   loaded?: { model: HookedTransformer; dir: string };
+  /** What config.json records as the dataset (default: the file `data` with its own targets). */
+  datasetRef?: DatasetRef;
 }
 
 /** Everything the training loop needs about one example set. */
@@ -295,10 +295,10 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
     info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
   } else {
-    rmSync(join(out, "train_log.jsonl"), { force: true });
+    removeTrainLog(out);
     rmSync(ckDir, { recursive: true, force: true });
   }
-  const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
+  const log = (rec: TrainLogRecord): void => appendTrainLog(out, rec);
 
   const t0 = Date.now();
   const checkpoint = (): void => {
@@ -390,9 +390,8 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const validation = testMetrics(type, p, head, p.val);
   const seconds = state.seconds + (Date.now() - t0) / 1000;
 
-  // ---- write the run directory (each file atomically)
+  // ---- write the run directory (each file atomically, config.json last)
   for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
-  writeHead(out, head);
   if (o.freeze !== "frozen") {
     // saved as trained (already processed): loading gives back exactly this model
     saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
@@ -415,19 +414,20 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     activation_std: p.readout.activationStd,
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
-    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
+    dataset: inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
     training: {
       epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
       warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
     },
   };
-  writeJsonAtomic(join(out, "metrics.json"), { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
   const points = state.curve.flatMap((c) => [
     ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
     ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
   ]);
-  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
-  writeRunConfig(out, config); // last: a run directory with config.json is complete
+  const curveSvg = await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points }));
+  writeRun(out, {
+    config, head, metrics: { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds }, trainingCurveSvg: curveSvg,
+  });
   rmSync(ckDir, { recursive: true, force: true });
   return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
 }

@@ -1,8 +1,12 @@
 /**
  * Running the jobs of one task, each into its own folder, atomically.
  *
- *   jobs/<job id>/            a run directory (config.json, head.safetensors, metrics.json, …)
- *     analyses/weights/summary.json, analyses/patching/summary.json   (when the sweep asks for them)
+ *   jobs/<job id>/            a run directory (src/selfreport/run.ts: config.json, head.safetensors, metrics.json,
+ *                             train_log.jsonl), whose dataset is the sweep's examples with the job's
+ *                             neuron's column of data/L{l}.targets.safetensors as targets (paths relative
+ *                             to the job folder, so a sweep folder can be moved): every `selfreport
+ *                             analyze`, `report` and `predict` works on it as on a run from `train`
+ *     analysis/weights/, analysis/patching/   (when the sweep asks for them; where the report reads them)
  *     result.json             the job's row of the results table; written last
  *
  * A job is built in jobs/.stage-<job id>-<pid>-<random>/ and renamed to jobs/<job id>/ when complete
@@ -16,22 +20,22 @@
  * SELFREPORT_SWEEP_JOB_DELAY_MS=ms waits that long inside every job before committing it.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join, relative } from "node:path";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { Tensor } from "../tensor/index.ts";
 import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { writeJsonAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, type TestMetrics } from "../selfreport/train.ts";
-import { loadRun, loadRunModel, writeHead, writeRunConfig, RUN_FORMAT_VERSION, type RunConfig } from "../selfreport/run.ts";
+import { readRun, loadRunModel, writeRun, analysisDir, RUN_FORMAT_VERSION, type DatasetRef, type RunConfig } from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
 import { weightsAnalysis } from "../analysis/weights.ts";
 import { patchingAnalysis } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
-import { examplesPath, featureLayerOf, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
+import { examplesPath, featureLayerOf, layerTargetsPath, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
 import { trainMultiHead, type NeuronFit } from "./multihead.ts";
 import { jobsOfTask, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
 
@@ -204,6 +208,20 @@ export class JobRunner {
     return stage;
   }
 
+  /**
+   * What a job's config.json records as its dataset: the sweep's examples with column k of the
+   * layer's targets file, both relative to the job folder (jobs/<id>/ and its stage folder are both
+   * two levels below the sweep folder).
+   */
+  private datasetRef(stage: string, ds: Dataset, lt: LayerTargets, neuron: number): DatasetRef {
+    const column = lt.neurons.indexOf(neuron);
+    if (column < 0) throw new SelfreportError(`neuron ${neuron} is not among the swept neurons of layer ${lt.layer}`);
+    return {
+      path: relative(stage, examplesPath(this.sweepDir)), n: ds.meta.n, layer: lt.layer, neuron, model_dir: ds.meta.model_dir,
+      target_column: { path: relative(stage, layerTargetsPath(this.sweepDir, lt.layer)), column },
+    };
+  }
+
   /** result.json last, then the atomic rename; a job another worker finished first wins. */
   private commit(stage: string, result: JobResult): void {
     writeJsonAtomic(join(stage, RESULT_FILE), result);
@@ -252,7 +270,7 @@ export class JobRunner {
         weightDecay: s.training.weight_decay, warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed,
         patience: s.training.patience, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000,
         resume: false, force: true,
-      }, { dataset: ds, loaded, ...(frozen ? { features } : {}) });
+      }, { dataset: ds, loaded, datasetRef: this.datasetRef(stage, ds, lt, job.neuron), ...(frozen ? { features } : {}) });
       const r = emptyResult(job, "single", this.worker);
       fillMetrics(r, res.test, res.validation, ds.meta.stats);
       r.epochs_run = res.epochsRun;
@@ -308,22 +326,26 @@ export class JobRunner {
         const ds = neuronDataset(examples, lt, job.neuron);
         const headCfg = fit.headConfig;
         const P = fit.bias.length;
-        writeHead(stage, new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]));
-        writeJsonAtomic(join(stage, "metrics.json"), { test: fit.test, validation: fit.validation, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K });
-        writeFileAtomic(join(stage, "train_log.jsonl"), fit.curve.map((c) => JSON.stringify({ epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })).join("\n") + "\n");
+        const stepsPerEpoch = Math.ceil(fit.steps / Math.max(1, fit.epochsRun));
         const config: RunConfig = {
           format_version: RUN_FORMAT_VERSION, head_type: task.head, target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
           token_pos: "last", feature_layer: F, head_config: headCfg, base_model_name: s.model_dir, base_model_dir: s.model_dir, weights: s.weights,
           // the bins the head was trained on; a regression run records the dataset's (as train() does)
           d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
-          unfreeze_last: null, dataset: { path: resolve(examplesPath(this.sweepDir)), n, layer: job.layer, neuron: job.neuron, model_dir: s.model_dir },
+          unfreeze_last: null, dataset: this.datasetRef(stage, ds, lt, job.neuron),
           training: {
             epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,
             weight_decay: s.training.weight_decay, warmup: s.training.warmup, grad_clip: s.training.grad_clip, seed: s.training.seed,
             patience: s.training.patience, steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           },
         };
-        writeRunConfig(stage, config);
+        writeRun(stage, {
+          config,
+          head: new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]),
+          metrics: { test: fit.test, validation: fit.validation, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K },
+          // a multi-output head logs once per epoch: the epoch's mean training loss and the validation loss
+          trainLog: fit.curve.map((c) => ({ step: c.epoch * stepsPerEpoch, epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })),
+        });
         const r = emptyResult(job, "multi-output", this.worker);
         fillMetrics(r, fit.test, fit.validation, fit.stats);
         r.epochs_run = fit.epochsRun;
@@ -344,13 +366,13 @@ export class JobRunner {
   private analyses(runDir: string, ds: Dataset, r: JobResult): void {
     const s = this.s;
     if (s.analyses.length === 0) return;
-    const run = loadRun(runDir);
+    const run = readRun(runDir);
     const base = this.baseModel().model;
     const model = run.config.freeze_mode === "frozen" ? base : loadRunModel(run);
     const ctx: AnalysisContext = { run, model, baseModel: base, ds, datasetPath: examplesPath(this.sweepDir) };
     if (s.analyses.includes("weights")) {
       const w = weightsAnalysis(ctx, { maxExamples: s.analysis_options.weights_max_examples });
-      writeAnalysisOutput(join(runDir, "analyses", "weights"), "weights", run, w, {});
+      writeAnalysisOutput(analysisDir(runDir, "weights"), "weights", run, w, {});
       const out = w.reading.W_out;
       const inn = w.reading.W_in_folded;
       r.weights_cos_w_out = out?.cosine ?? null;
@@ -361,7 +383,7 @@ export class JobRunner {
     }
     if (s.analyses.includes("patching")) {
       const p = patchingAnalysis(ctx, { nInputs: s.analysis_options.patching_inputs, controls: s.analysis_options.patching_controls, bootstrap: 200 });
-      writeAnalysisOutput(join(runDir, "analyses", "patching"), "patching", run, p, {});
+      writeAnalysisOutput(analysisDir(runDir, "patching"), "patching", run, p, {});
       r.patching_slope = p.fit?.slope ?? null;
       r.patching_r2 = p.fit?.r2 ?? null;
       r.patching_percentile = p.controls.percentile_abs;

@@ -1,6 +1,7 @@
-/** `selfreport analyze weights --run RUN_DIR [--data FILE] --out DIR [--max-examples N]`. */
+/** `selfreport analyze weights --run RUN_DIR [--data FILE] [--out DIR] [--max-examples N]`. */
 import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
 import { parseIntOption } from "../options.ts";
@@ -23,13 +24,14 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .description("does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share")
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(async (o: { run: string; data?: string; out: string; maxExamples: number }) => {
+    .action(async (o: { run: string; data?: string; out?: string; maxExamples: number }) => {
+      const out = o.out ?? analysisDir(o.run, "weights");
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
       const plots = await weightsPlots(summary);
-      const files = writeAnalysisOutput(o.out, "weights", ctx.run, summary, plots);
+      const files = writeAnalysisOutput(out, "weights", ctx.run, summary, plots);
       const t = summary.target;
       console.log(`${summary.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (${summary.examples.n_used} examples, null std ${summary.null_model.std.toFixed(4)})`);
       for (const [label, cmps] of [["reading", summary.reading], ["pattern", summary.pattern.comparisons]] as const) {
@@ -38,6 +40,6 @@ export function registerWeightsAnalysis(analyze: Command): void {
       }
       const dw = summary.direct_write;
       console.log(`direct-write variance share: ${dw.share === null ? `n/a (${dw.note})` : dw.share.toFixed(4)}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     });
 }

@@ -9,7 +9,8 @@ import { SelfreportError } from "../../errors.ts";
 import { buildDataset, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr } from "../../selfreport/train.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
-import { FREEZE_MODES, loadRun, loadRunModel, loadBaseModel, type FreezeMode } from "../../selfreport/run.ts";
+import { FREEZE_MODES, readRun, loadRunModel, loadBaseModel, finetunedDir, type FreezeMode } from "../../selfreport/run.ts";
+import { runTarget, targetLabel } from "../../selfreport/target.ts";
 import { predictPrompts } from "../../selfreport/predict.ts";
 import { collect, parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 import { info } from "../../util/progress.ts";
@@ -105,17 +106,17 @@ export function registerSelfreportCommands(program: Command): void {
     .requiredOption("--prompt <text>", "a prompt (repeatable)", collect, [])
     .option("--json", "print JSON", false)
     .action((o: { run: string; prompt: string[]; json: boolean }) => {
-      const run = loadRun(o.run);
+      const run = readRun(o.run);
       const base = loadBaseModel(run);
       const model = run.config.freeze_mode === "frozen" ? base : loadRunModel(run);
-      const tok = loadTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : `${o.run}/finetuned`);
+      const tok = loadTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : finetunedDir(o.run));
       const preds = predictPrompts(run, model, base, tok, o.prompt);
       if (o.json) {
         console.log(JSON.stringify(preds, null, 2));
         return;
       }
       const c = run.config;
-      console.log(`run ${o.run}: ${c.head_type} head (${c.freeze_mode}) reporting ${c.layer_type === "mlp_post" ? `blocks.${c.target_layer}.mlp.hook_post` : `blocks.${c.target_layer}.hook_mlp_out`}[${c.target_neuron}]`);
+      console.log(`run ${o.run}: ${c.head_type} head (${c.freeze_mode}) reporting ${targetLabel(runTarget(c))}`);
       for (const p of preds) {
         const ft = p.actualFinetuned === null ? "" : `  (fine-tuned model's neuron: ${p.actualFinetuned.toFixed(4)})`;
         console.log(`predicted ${p.predicted.toFixed(4)}  actual ${p.actual.toFixed(4)}${ft}  | ${JSON.stringify(p.prompt)}`);
