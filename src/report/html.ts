@@ -501,7 +501,8 @@ function overview(r: ReportInputs): string {
     `<details open><summary>How the verdicts are decided</summary><ul class="thresholds">${THRESHOLD_TEXT.map((t) => `<li>${escapeHtml(t)}</li>`).join("")}</ul></details></section>`;
 }
 
-const CSS = `
+/** The stylesheet of the run report (the sweep report adds to it). */
+export const REPORT_CSS = `
 :root { --fg: #222; --muted: #666; --line: #ddd; --yes: #2e7d32; --partly: #b26a00; --no: #c62828; --na: #607d8b; }
 * { box-sizing: border-box; }
 body { font: 15px/1.5 Helvetica, Arial, sans-serif; color: var(--fg); margin: 0 auto; max-width: 1100px; padding: 1.5rem; }
@@ -535,7 +536,7 @@ export function buildReportHtml(r: ReportInputs): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>${escapeHtml(title)}</title>
-<style>${CSS}</style>
+<style>${REPORT_CSS}</style>
 </head>
 <body>
 <header><h1>${escapeHtml(title)}</h1><p class="muted">Report on ${escapeHtml(resolve(r.runDir))}, analyses from ${escapeHtml(resolve(r.analysesDir))}; made ${escapeHtml(r.generated)} by <code>selfreport report</code>.</p></header>
