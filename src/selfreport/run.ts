@@ -57,23 +57,44 @@ export interface DatasetRef {
   target_column?: { path: string; column: number } | null;
 }
 
-/** How the head was trained (snake_case, as on disk). Imported runs record none of it. */
-export interface TrainingRecord {
+/**
+ * The hyper-parameters of training a head, one record in snake_case: what `train` and `sweep` take
+ * (their flags are registered once, in src/cli/training-options.ts), what config.json's `training`
+ * records (with the outcome, TrainingRecord) and what sweep.json's `training` holds (with one lr per
+ * freezing kind). TrainOptions (src/selfreport/train.ts) is made from it by trainOptionsFrom.
+ */
+export interface TrainingSettings {
+  /** resid_post of this layer is what the head reads; -1 = the last layer. */
+  feature_layer: number;
   epochs: number;
-  epochs_run: number;
-  best_epoch: number;
   batch_size: number;
+  /** Peak learning rate. */
   lr: number;
+  /** AdamW decoupled weight decay. */
   weight_decay: number;
   /** Warm-up steps. */
   warmup: number;
+  /** Global gradient-norm clip (0 = off). */
   grad_clip: number;
-  seed: number;
+  /** Epochs without validation improvement before stopping. */
   patience: number;
+  seed: number;
+}
+
+/** config.json's `training`: the settings (the feature layer is recorded resolved, as feature_layer) and how training went. Imported runs record none of it. */
+export interface TrainingRecord extends Omit<TrainingSettings, "feature_layer"> {
+  epochs_run: number;
+  best_epoch: number;
   steps: number;
   seconds: number;
   /** Set when the head was trained with others as one multi-output head (a sweep): how many. */
   multi_output_neurons?: number;
+}
+
+/** The settings as config.json's `training` records them (feature_layer is the config's own field, resolved). */
+export function trainingRecordOf(t: TrainingSettings): Omit<TrainingSettings, "feature_layer"> {
+  const { feature_layer: _resolvedElsewhere, ...rest } = t;
+  return rest;
 }
 
 export interface RunConfig {

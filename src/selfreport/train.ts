@@ -29,8 +29,8 @@ import {
 } from "./predictor.ts";
 import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
 import {
-  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir,
-  type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainLogRecord,
+  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir, trainingRecordOf,
+  type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainingSettings, type TrainLogRecord,
 } from "./run.ts";
 
 export type { TestMetrics } from "./run.ts";
@@ -64,9 +64,30 @@ export interface TrainOptions {
   model?: string;
 }
 
+/** The training defaults (the learning rate's depends on the freezing mode: defaultLr). */
+export const TRAINING_DEFAULTS: Readonly<Omit<TrainingSettings, "lr">> = {
+  feature_layer: -1, epochs: 20, batch_size: 64, weight_decay: 0.01, warmup: 50, grad_clip: 1.0, patience: 3, seed: 0,
+};
+
+/** TrainOptions' hyper-parameters from the snake_case settings record. */
+export function trainOptionsFrom(t: TrainingSettings): Pick<TrainOptions, "featureLayer" | "epochs" | "batchSize" | "lr" | "weightDecay" | "warmup" | "gradClip" | "patience" | "seed"> {
+  return {
+    featureLayer: t.feature_layer, epochs: t.epochs, batchSize: t.batch_size, lr: t.lr, weightDecay: t.weight_decay, warmup: t.warmup,
+    gradClip: t.grad_clip, patience: t.patience, seed: t.seed,
+  };
+}
+
+/** The snake_case settings record of TrainOptions' hyper-parameters (the inverse of trainOptionsFrom). */
+export function trainingSettingsOf(o: TrainOptions): TrainingSettings {
+  return {
+    feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay, warmup: o.warmup,
+    grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
+  };
+}
+
+/** The same defaults under TrainOptions' names. */
 export const TRAIN_DEFAULTS = {
-  freeze: "frozen" as FreezeMode, featureLayer: -1, epochs: 20, batchSize: 64, lr: 1e-3, weightDecay: 0.01,
-  warmup: 50, gradClip: 1.0, seed: 0, patience: 3, dropout: 0, checkpointEvery: 500,
+  freeze: "frozen" as FreezeMode, ...trainOptionsFrom({ ...TRAINING_DEFAULTS, lr: 1e-3 }), dropout: 0, checkpointEvery: 500,
 };
 
 /** Learning-rate defaults differ by mode: fine-tuning a whole model wants a much smaller step. */
@@ -416,8 +437,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     unfreeze_last: o.unfreezeLast,
     dataset: inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
     training: {
-      epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
-      warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+      ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
     },
   };
   const points = state.curve.flatMap((c) => [

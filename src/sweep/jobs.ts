@@ -29,15 +29,17 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
-import { train, TRAIN_DEFAULTS, type TestMetrics } from "../selfreport/train.ts";
-import { readRun, loadRunModel, writeRun, analysisDir, RUN_FORMAT_VERSION, type DatasetRef, type RunConfig } from "../selfreport/run.ts";
+import { train, TRAIN_DEFAULTS, trainOptionsFrom, type TestMetrics } from "../selfreport/train.ts";
+import {
+  readRun, loadRunModel, writeRun, analysisDir, trainingRecordOf, RUN_FORMAT_VERSION, type DatasetRef, type FreezeMode, type RunConfig, type TrainingSettings,
+} from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
 import { weightsAnalysis } from "../analysis/weights.ts";
 import { patchingAnalysis } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
 import { examplesPath, featureLayerOf, layerTargetsPath, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
 import { trainMultiHead, type NeuronFit } from "./multihead.ts";
-import { jobsOfTask, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
+import { jobsOfTask, type JobSpec, type SweepManifest, type SweepSettings, type Task } from "./spec.ts";
 
 /** One row of the results table. Numbers are null when the job failed or the analysis was not run. */
 export interface JobResult {
@@ -78,6 +80,12 @@ export interface JobResult {
 }
 
 export const RESULT_FILE = "result.json";
+
+/** A job's training settings: the sweep's, with the learning rate of its freezing mode. */
+export function jobTraining(t: SweepSettings["training"], freeze: FreezeMode): TrainingSettings {
+  const { lr_frozen, lr_finetune, ...rest } = t;
+  return { ...rest, lr: freeze === "frozen" ? lr_frozen : lr_finetune };
+}
 
 export function jobsDir(sweepDir: string): string {
   return join(sweepDir, "jobs");
@@ -265,11 +273,8 @@ export class JobRunner {
       })();
       const res = await train({
         ...TRAIN_DEFAULTS, data: examplesPath(this.sweepDir), out: stage, head: job.head, freeze: job.freeze,
-        unfreezeLast: job.freeze === "partial" ? s.unfreeze_last : null, featureLayer: s.training.feature_layer,
-        epochs: s.training.epochs, batchSize: s.training.batch_size, lr: frozen ? s.training.lr_frozen : s.training.lr_finetune,
-        weightDecay: s.training.weight_decay, warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed,
-        patience: s.training.patience, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000,
-        resume: false, force: true,
+        unfreezeLast: job.freeze === "partial" ? s.unfreeze_last : null, ...trainOptionsFrom(jobTraining(s.training, job.freeze)),
+        hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000, resume: false, force: true,
       }, { dataset: ds, loaded, datasetRef: this.datasetRef(stage, ds, lt, job.neuron), ...(frozen ? { features } : {}) });
       const r = emptyResult(job, "single", this.worker);
       fillMetrics(r, res.test, res.validation, ds.meta.stats);
@@ -304,10 +309,7 @@ export class JobRunner {
     for (let i = 0; i < n; i++) for (let a = 0; a < K; a++) targets[i * K + a] = lt.targets[i * Kl + cols[a]!]!;
     let fits: NeuronFit[];
     try {
-      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, {
-        epochs: s.training.epochs, batchSize: s.training.batch_size, lr: s.training.lr_frozen, weightDecay: s.training.weight_decay,
-        warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed, patience: s.training.patience,
-      });
+      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, trainOptionsFrom(jobTraining(s.training, "frozen")));
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       fits = pending.map(() => ({ ok: false, error: msg }));
@@ -334,9 +336,8 @@ export class JobRunner {
           d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
           unfreeze_last: null, dataset: this.datasetRef(stage, ds, lt, job.neuron),
           training: {
-            epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,
-            weight_decay: s.training.weight_decay, warmup: s.training.warmup, grad_clip: s.training.grad_clip, seed: s.training.seed,
-            patience: s.training.patience, steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
+            ...trainingRecordOf(jobTraining(s.training, "frozen")), epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch,
+            steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           },
         };
         writeRun(stage, {

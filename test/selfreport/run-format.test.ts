@@ -14,6 +14,8 @@ import { fileURLToPath } from "node:url";
 import { readRun, readRunDataset, readTrainLog, analysisDir } from "../../src/selfreport/run.ts";
 import { readDataset } from "../../src/selfreport/dataset.ts";
 import { examplesPath, readLayerTargets, neuronDataset } from "../../src/sweep/data.ts";
+import { buildProgram } from "../../src/cli/main.ts";
+import { TRAINING_DEFAULTS, trainOptionsFrom, trainingSettingsOf, TRAIN_DEFAULTS } from "../../src/selfreport/train.ts";
 import { makeTinyHfModel } from "../helpers/tiny-model.ts";
 import { runCapture } from "../helpers/cli.ts";
 import { makeSweepFixture, type SweepFixture } from "../sweep/fixture.ts";
@@ -22,6 +24,8 @@ process.env["SELFREPORT_QUIET"] = "1";
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), "../../../test/fixtures/torch");
 
 let root = "";
+/** config.json's training keys of the run from `train` (compared with a sweep job's). */
+let trainedKeys: string[] = [];
 let fx: SweepFixture;
 before(() => {
   root = mkdtempSync(join(tmpdir(), "run-format-"));
@@ -70,6 +74,8 @@ test("a run from `train` (fine-tuned): every command, analyses in RUN/analysis, 
   const log = readTrainLog(runDir)!;
   assert.equal(log.bad, 0);
   assert.ok(log.records.some((r) => typeof r["loss"] === "number") && log.records.some((r) => typeof r["val_loss"] === "number"));
+  trainedKeys = Object.keys(readRun(runDir).config.training).sort();
+  assert.deepEqual(trainedKeys, ["batch_size", "best_epoch", "epochs", "epochs_run", "grad_clip", "lr", "patience", "seconds", "seed", "steps", "warmup", "weight_decay"]);
   await everyCommand(runDir, { curve: true });
 });
 
@@ -104,6 +110,13 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
     assert.ok(!readFileSync(join(job, "first.html"), "utf8").includes("No training curve"));
     await everyCommand(job, { curve: true });
   }
+  // one training record: a sweep job's config.json records the same fields as a run from train
+  for (const id of ["L1-N5-regression-frozen", "L1-N5-regression-unfrozen"]) {
+    const t = readRun(join(sweep, "jobs", id)).config.training;
+    assert.deepEqual(Object.keys(t).filter((k) => k !== "multi_output_neurons").sort(), trainedKeys, id);
+    assert.equal(t.lr, id.endsWith("-frozen") ? 1e-3 : 1e-4, `${id}: the lr of its freezing mode`);
+    assert.equal(t.epochs, 2);
+  }
   // the frozen multi-output job logs epoch means, drawn as such
   const page = readFileSync(join(sweep, "jobs", "L1-N5-regression-frozen", "report.html"), "utf8");
   assert.ok(page.includes("train (epoch mean)"));
@@ -133,4 +146,25 @@ test("an imported run: every command with --data (a dataset built for it)", asyn
   await ok(["dataset", "--model", d8, "--layer", "1", "--neuron", "3", "--corpus", fx.corpus, "--n", "120", "--max-len", "12", "--weights", "tl", "--out", data]);
   const page = await everyCommand(runDir, { data, curve: false });
   assert.ok(page.includes("No training curve"), "an imported run has no log");
+});
+
+test("one training record: the flags of train and sweep are registered once, with the same defaults; settings ↔ TrainOptions round trip", () => {
+  const program = buildProgram();
+  const flags = (name: string): Map<string, unknown> => {
+    const cmd = program.commands.find((c) => c.name() === name)!;
+    return new Map(cmd.options.map((o) => [o.long!, o.defaultValue]));
+  };
+  const train = flags("train");
+  const sweep = flags("sweep");
+  const shared = ["--feature-layer", "--epochs", "--batch-size", "--weight-decay", "--warmup", "--grad-clip", "--patience", "--seed"];
+  const want = [TRAINING_DEFAULTS.feature_layer, TRAINING_DEFAULTS.epochs, TRAINING_DEFAULTS.batch_size, TRAINING_DEFAULTS.weight_decay, TRAINING_DEFAULTS.warmup, TRAINING_DEFAULTS.grad_clip, TRAINING_DEFAULTS.patience, TRAINING_DEFAULTS.seed];
+  shared.forEach((f, i) => {
+    assert.equal(train.get(f), want[i], `train ${f}`);
+    assert.equal(sweep.get(f), want[i], `sweep ${f}`);
+  });
+  assert.equal(sweep.get("--lr"), 1e-3);
+  assert.equal(sweep.get("--lr-finetune"), 1e-4);
+  const settings = { feature_layer: 1, epochs: 7, batch_size: 16, lr: 3e-4, weight_decay: 0.1, warmup: 5, grad_clip: 0.5, patience: 2, seed: 9 };
+  const o = { ...TRAIN_DEFAULTS, data: "d", out: "o", head: "regression" as const, unfreezeLast: null, hiddenDim: null, activation: null, numClasses: null, resume: false, force: false, ...trainOptionsFrom(settings) };
+  assert.deepEqual(trainingSettingsOf(o), settings);
 });

@@ -7,7 +7,8 @@ import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
 import { buildDataset, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
-import { train, TRAIN_DEFAULTS, defaultLr } from "../../selfreport/train.ts";
+import { train, TRAIN_DEFAULTS, defaultLr, trainOptionsFrom } from "../../selfreport/train.ts";
+import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
 import { FREEZE_MODES, readRun, loadRunModel, loadBaseModel, finetunedDir, type FreezeMode } from "../../selfreport/run.ts";
 import { runTarget, targetLabel } from "../../selfreport/target.ts";
@@ -55,40 +56,31 @@ export function registerSelfreportCommands(program: Command): void {
       console.log(`target ${ds.meta.hook}[${o.neuron}]: mean ${s.mean.toFixed(4)}, std ${s.std.toFixed(4)}, min ${s.min.toFixed(4)}, max ${s.max.toFixed(4)}, near zero ${(100 * s.frac_near_zero).toFixed(1)}%`);
     });
 
-  program
+  const trainCmd = program
     .command("train")
     .description("train an ActivationPredictor (base model + head) on a dataset into a run directory")
     .requiredOption("--data <file.safetensors>", "dataset from `selfreport dataset`")
     .requiredOption("--head <regression|classification|token>", "head type", parseChoice<HeadType>("--head", HEAD_TYPES))
     .option("--freeze <frozen|unfrozen|partial>", "what trains", parseChoice<FreezeMode>("--freeze", FREEZE_MODES), TRAIN_DEFAULTS.freeze)
     .option("--unfreeze-last <K>", "with --freeze partial: the last K blocks up to the feature layer train", parseIntOption("--unfreeze-last", 1))
-    .option("--feature-layer <L>", "read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
-    .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
-    .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
-    .option("--lr <rate>", "peak learning rate (default 1e-3 frozen, 1e-4 otherwise)", parseFloatOption("--lr", 0))
-    .option("--weight-decay <wd>", "AdamW decoupled weight decay", parseFloatOption("--weight-decay", 0), TRAIN_DEFAULTS.weightDecay)
-    .option("--warmup <steps>", "linear warm-up steps before cosine decay", parseIntOption("--warmup", 0), TRAIN_DEFAULTS.warmup)
-    .option("--grad-clip <norm>", "global gradient-norm clip (0 = off)", parseFloatOption("--grad-clip", 0), TRAIN_DEFAULTS.gradClip)
-    .option("--patience <epochs>", "early stopping: epochs without validation improvement", parseIntOption("--patience", 1), TRAIN_DEFAULTS.patience)
+    .option("--lr <rate>", "peak learning rate (default 1e-3 frozen, 1e-4 otherwise)", parseFloatOption("--lr", 0));
+  addTrainingOptions(trainCmd)
     .option("--hidden-dim <n>", "regression/classification: a hidden layer of this size", parseIntOption("--hidden-dim", 1))
     .option("--activation <relu|gelu|tanh>", "hidden layer non-linearity", parseChoice<HiddenActivation>("--activation", ["relu", "gelu", "tanh"]))
     .option("--dropout <p>", "dropout before the output layer", parseFloatOption("--dropout", 0, 0.99), TRAIN_DEFAULTS.dropout)
     .option("--num-classes <k>", "classification bins (token head: must be 10)", parseIntOption("--num-classes", 2))
-    .option("--seed <seed>", "random seed (head init, shuffling, dropout)", parseIntOption("--seed"), TRAIN_DEFAULTS.seed)
     .option("--checkpoint-every <steps>", "checkpoint interval", parseIntOption("--checkpoint-every", 1), TRAIN_DEFAULTS.checkpointEvery)
     .option("--model <dir|name>", "base model (default: the dataset's)")
     .option("--resume", "continue from the run's checkpoint", false)
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
-    .action(async (o: {
-      data: string; head: HeadType; freeze: FreezeMode; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
-      weightDecay: number; warmup: number; gradClip: number; patience: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
-      numClasses?: number; seed: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
+    .action(async (o: TrainingFlags & {
+      data: string; head: HeadType; freeze: FreezeMode; unfreezeLast?: number; lr?: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
+      numClasses?: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
     }) => {
       const r = await train({
-        data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null, featureLayer: o.featureLayer,
-        epochs: o.epochs, batchSize: o.batchSize, lr: o.lr ?? defaultLr(o.freeze), weightDecay: o.weightDecay, warmup: o.warmup,
-        gradClip: o.gradClip, seed: o.seed, patience: o.patience, hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
+        data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null,
+        ...trainOptionsFrom(trainingSettingsFromFlags(o, o.lr ?? defaultLr(o.freeze))), hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
         dropout: o.dropout, numClasses: o.numClasses ?? null, checkpointEvery: o.checkpointEvery, resume: o.resume, force: o.force,
         ...(o.model !== undefined ? { model: o.model } : {}),
       });
