@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
-import { readRun, readRunDataset, checkDatasetMatchesRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
+import { readRun, readRunDataset, checkDatasetMatchesRun, datasetCommandFor, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
 export interface AnalysisContext {
   run: Run;
@@ -20,6 +20,13 @@ export interface AnalysisContext {
 }
 
 export { checkDatasetMatchesRun };
+
+export { datasetCommandFor };
+
+/** True when the run records no dataset (imported runs) and none was given. */
+export function hasNoDataset(run: Run, dataPath?: string): boolean {
+  return dataPath === undefined && run.config.dataset.path === "";
+}
 
 /** The run, its models, and its dataset (`dataPath`, or the one its config.json records; see readRunDataset). */
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {

@@ -314,6 +314,13 @@ export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: strin
   if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
 }
 
+/** The `selfreport dataset` command that builds a dataset for the run's model, target and read position, written to `out`. */
+export function datasetCommandFor(run: Run, out = "FILE"): string {
+  const c = run.config;
+  return `selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
+    `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""}${c.token_pos === "last" ? "" : ` --token-pos ${c.token_pos}`} --weights ${c.weights} --out ${out}`;
+}
+
 /**
  * The run's examples with its targets: `dataPath` (a dataset built for the run's target) when given,
  * else the dataset recorded in config.json (with its target column, for a sweep job). Checked to
@@ -323,10 +330,7 @@ export function readRunDataset(run: Run, dataPath?: string): { ds: Dataset; data
   const c = run.config;
   const ref = c.dataset;
   if (dataPath === undefined && ref.path === "") {
-    throw new SelfreportError(
-      `run ${run.dir} has no dataset (it was imported); build one with \`selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
-        `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""} --weights ${c.weights} --out FILE\` and pass --data FILE`,
-    );
+    throw new SelfreportError(`run ${run.dir} has no dataset (it was imported); build one with \`${datasetCommandFor(run)}\` and pass --data FILE`);
   }
   // a recorded path is relative to the run directory (sweep jobs) or absolute (train)
   const datasetPath = dataPath ?? resolve(run.dir, ref.path);
