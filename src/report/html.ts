@@ -75,6 +75,8 @@ export interface MetricsFile {
   best_epoch: number | null;
   stopped_early: boolean | null;
   seconds: number | null;
+  /** Set when the head was solved in closed form (solver "ridge"): the chosen penalty. */
+  ridge_lambda: number | null;
 }
 
 export interface ReportInputs {
@@ -251,7 +253,9 @@ function readMetrics(runDir: string): ReportInputs["metrics"] {
     const opt = <T>(key: string, type: string): T | null => (typeof m[key] === type ? (m[key] as T) : null);
     return {
       status: "ok",
-      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number") },
+      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number"),
+        ridge_lambda: m["solver"] === "ridge" && isObject(m["ridge"]) && typeof m["ridge"]["lambda"] === "number" ? m["ridge"]["lambda"] : null,
+      },
     };
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;
@@ -489,7 +493,9 @@ function trainingSection(r: ReportInputs): string {
       ...(t.accuracy !== null && t.accuracy !== undefined ? [["bin accuracy", `${(100 * t.accuracy).toFixed(1)}%`, ""]] : []),
     ];
     const ratio = b.mse > 0 ? `The head's test MSE is ${(100 * t.mse / b.mse).toFixed(1)}% of the baseline's.` : "";
-    const epochs = m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
+    const epochs = m.ridge_lambda !== null
+      ? ` Solved in closed form (ridge regression, penalty λ = ${m.ridge_lambda.toExponential(3)} chosen on the validation split)${m.seconds === null ? "" : ` in ${m.seconds.toFixed(2)} s`}.`
+      : m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
     metrics = `<p>Test split, ${t.n} examples; baseline: ${escapeHtml(b.description)}. ${escapeHtml(ratio)}${escapeHtml(epochs)}</p>` +
       table(["metric", "head", "mean baseline"], rows);
   }

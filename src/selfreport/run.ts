@@ -89,6 +89,13 @@ export interface TrainingRecord extends Omit<TrainingSettings, "feature_layer"> 
   seconds: number;
   /** Set when the head was trained with others as one multi-output head (a sweep): how many. */
   multi_output_neurons?: number;
+  /** How the head was fitted: "adamw" (the training loop) or "ridge" (closed form; frozen linear regression heads). */
+  solver?: "adamw" | "ridge";
+  /** Ridge: the chosen penalty λ, its α (λ = α · mean eigenvalue of the feature covariance), its validation loss, the grid searched. */
+  lambda?: number;
+  alpha?: number;
+  val_loss?: number;
+  grid?: string;
 }
 
 /** The settings as config.json's `training` records them (feature_layer is the config's own field, resolved). */
@@ -133,6 +140,10 @@ export interface TestMetrics extends RegressionMetrics {
 export interface RunMetrics {
   test: TestMetrics;
   validation: TestMetrics;
+  /** How the head was fitted (see TrainingRecord.solver). */
+  solver?: "adamw" | "ridge";
+  /** Ridge: the chosen penalty, its validation loss (standardised MSE) and the whole grid. */
+  ridge?: { lambda: number; alpha: number; val_loss: number; grid: Array<{ alpha: number; lambda: number; val_loss: number }> };
   epochs_run: number;
   best_epoch: number;
   stopped_early: boolean;
@@ -141,13 +152,14 @@ export interface RunMetrics {
 
 /**
  * One line of train_log.jsonl. Every record has `step` (optimizer steps so far) and `epoch` (1-based):
- * a training step's loss, a validation, or (multi-output heads, which log per epoch) the epoch's mean
- * training loss with the validation loss.
+ * a training step's loss, a validation, (multi-output heads, which log per epoch) the epoch's mean
+ * training loss with the validation loss, or the one record of a ridge solve.
  */
 export type TrainLogRecord =
   | { step: number; epoch: number; loss: number; lr: number }
   | { step: number; epoch: number; val_loss: number; val_r: number }
-  | { step: number; epoch: number; train_loss_mean: number; val_loss: number };
+  | { step: number; epoch: number; train_loss_mean: number; val_loss: number }
+  | { step: number; epoch: number; solver: "ridge"; lambda: number; alpha: number; val_loss: number; val_r: number; grid: Array<{ alpha: number; lambda: number; val_loss: number }> };
 
 export interface Run {
   dir: string;

@@ -8,6 +8,10 @@
  * AdamW with linear warm-up + cosine decay, validation every epoch, early stopping on validation
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
+ *
+ * A frozen linear regression head is solved exactly instead (solver "ridge", the default there;
+ * src/selfreport/ridge.ts): closed-form ridge on the cached features with the penalty chosen on the
+ * validation split. It writes the same run directory (head, metrics, one train_log record for the solve).
  */
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -28,6 +32,7 @@ import {
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
 import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
+import { ridgeBasis, ridgeFit, ridgeApplies, defaultSolver, SOLVERS, RIDGE_GRID_TEXT, type Solver } from "./ridge.ts";
 import {
   RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir, trainingRecordOf,
   type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainingSettings, type TrainLogRecord,
@@ -62,6 +67,8 @@ export interface TrainOptions {
   force: boolean;
   /** Use this model directory instead of the dataset's (must be the same model). */
   model?: string;
+  /** "ridge" (closed form; frozen linear regression only) or "adamw"; default: defaultSolver(options). */
+  solver?: Solver;
 }
 
 /** The training defaults (the learning rate's depends on the freezing mode: defaultLr). */
@@ -103,6 +110,8 @@ export interface TrainResult {
   bestEpoch: number;
   stoppedEarly: boolean;
   seconds: number;
+  /** Set when the ridge solver fitted the head: the chosen penalty and its validation MSE (standardised). */
+  ridge?: { lambda: number; alpha: number; valLoss: number };
 }
 
 interface TrainState {
@@ -150,6 +159,11 @@ interface Prepared {
 }
 
 function validateOptions(o: TrainOptions): void {
+  if (o.solver !== undefined && !SOLVERS.includes(o.solver)) throw new SelfreportError(`--solver must be one of ${SOLVERS.join(", ")}; got "${String(o.solver)}"`);
+  if (o.solver === "ridge") {
+    const why = ridgeApplies(o);
+    if (why !== null) throw new SelfreportError(why);
+  }
   if (!FREEZE_MODES.includes(o.freeze)) throw new SelfreportError(`--freeze must be one of ${FREEZE_MODES.join(", ")}; got "${String(o.freeze)}"`);
   if (o.freeze === "partial" && (o.unfreezeLast === null || !Number.isInteger(o.unfreezeLast) || o.unfreezeLast < 1)) {
     throw new SelfreportError(`--freeze partial needs --unfreeze-last K (a positive number of blocks), got ${String(o.unfreezeLast)}`);
@@ -264,12 +278,17 @@ function testMetrics(type: HeadType, p: Prepared, head: HeadParams, idx: readonl
 
 export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<TrainResult> {
   validateOptions(o);
+  const solver = o.solver ?? defaultSolver(o);
+  if (solver === "ridge" && o.resume) {
+    throw new SelfreportError(`--resume continues an AdamW run; the ridge solver (the default for a frozen linear regression head) solves in one step and has no checkpoint. Pass --solver adamw to resume an AdamW run`);
+  }
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   if (existsSync(join(out, "config.json")) && !o.force && !o.resume) {
     throw new SelfreportError(`${out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
   }
   const p = prepare(o, inputs);
+  if (solver === "ridge") return trainRidge(o, p, inputs);
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
   }
@@ -417,9 +436,27 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     // saved as trained (already processed): loading gives back exactly this model
     saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
   }
-  const config: RunConfig = {
+  const config = runConfig(o, p, inputs, {
+    solver: "adamw", ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+  });
+  const points = state.curve.flatMap((c) => [
+    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
+    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+  ]);
+  const curveSvg = await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points }));
+  writeRun(out, {
+    config, head, metrics: { test, validation, solver: "adamw", epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds }, trainingCurveSvg: curveSvg,
+  });
+  rmSync(ckDir, { recursive: true, force: true });
+  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+}
+
+/** config.json of a finished run; `training` records how the head was fitted. */
+function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: RunConfig["training"]): RunConfig {
+  const meta = p.ds.meta;
+  return {
     format_version: RUN_FORMAT_VERSION,
-    head_type: type,
+    head_type: o.head,
     target_layer: meta.layer,
     target_neuron: meta.neuron,
     layer_type: meta.layer_type,
@@ -436,18 +473,49 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
     dataset: inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
-    training: {
-      ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
-    },
+    training,
   };
-  const points = state.curve.flatMap((c) => [
-    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
-    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+}
+
+/**
+ * The ridge solver (frozen linear regression): one closed-form solve on the cached features, λ from
+ * the grid by validation MSE. Writes the run directory as the AdamW path does: head.safetensors
+ * (output.weight [1, C], output.bias [1] in standardised target units), metrics.json, one
+ * train_log.jsonl record for the solve, a validation-loss-against-λ chart, config.json last.
+ */
+async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs): Promise<TrainResult> {
+  const out = o.out;
+  mkdirSync(out, { recursive: true });
+  removeTrainLog(out);
+  rmSync(join(out, "checkpoint"), { recursive: true, force: true });
+  const t0 = Date.now();
+  const C = p.model.cfg.dModel;
+  info(`solving a ridge regression head, frozen: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${RIDGE_GRID_TEXT}`);
+  const basis = ridgeBasis(p.features!.data, C, p.train, p.val);
+  const fit = ridgeFit(basis, p.labels, 1);
+  const head: HeadParams = new Map([
+    ["output.weight", new Tensor(Float32Array.from(fit.W), [1, C])],
+    ["output.bias", new Tensor(Float32Array.from(fit.b), [1])],
   ]);
-  const curveSvg = await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points }));
+  const test = testMetrics("regression", p, head, p.test);
+  const validation = testMetrics("regression", p, head, p.val);
+  const seconds = (Date.now() - t0) / 1000;
+  const lambda = fit.lambda[0]!;
+  const alpha = fit.alpha[0]!;
+  const grid = Array.from(basis.lambdas, (l, g) => ({ alpha: basis.alphas[g]!, lambda: l, val_loss: fit.gridValLoss[g]! }));
+  const curveSvg = await renderSvg(lineChart({
+    title: `Ridge: validation loss against the penalty (chosen λ = ${lambda.toExponential(3)}, α = ${alpha.toExponential(1)})`,
+    x: "log10 α (λ = α · mean eigenvalue of the feature covariance)", y: "MSE (standardised)", series: "series",
+    data: grid.map((g) => ({ x: Math.log10(g.alpha), y: g.val_loss, series: "validation" })),
+  }));
   writeRun(out, {
-    config, head, metrics: { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds }, trainingCurveSvg: curveSvg,
+    config: runConfig(o, p, inputs, {
+      solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
+    }),
+    head,
+    metrics: { test, validation, solver: "ridge", ridge: { lambda, alpha, val_loss: fit.valLoss[0]!, grid }, epochs_run: 0, best_epoch: 0, stopped_early: false, seconds },
+    trainLog: [{ step: 1, epoch: 1, solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, val_r: validation.pearson_r, grid }],
+    trainingCurveSvg: curveSvg,
   });
-  rmSync(ckDir, { recursive: true, force: true });
-  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+  return { runDir: out, test, validation, epochsRun: 0, bestEpoch: 0, stoppedEarly: false, seconds, ridge: { lambda, alpha, valLoss: fit.valLoss[0]! } };
 }

@@ -38,7 +38,8 @@ import { weightsAnalysis } from "../analysis/weights.ts";
 import { patchingAnalysis } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
 import { examplesPath, featureLayerOf, layerTargetsPath, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
-import { trainMultiHead, type NeuronFit } from "./multihead.ts";
+import { trainMultiHead, ridgeMultiHead, type NeuronFit } from "./multihead.ts";
+import { ridgeBasis, RIDGE_GRID_TEXT, type RidgeBasis } from "../selfreport/ridge.ts";
 import { jobsOfTask, type JobSpec, type SweepManifest, type SweepSettings, type Task } from "./spec.ts";
 
 /** One row of the results table. Numbers are null when the job failed or the analysis was not run. */
@@ -83,7 +84,7 @@ export const RESULT_FILE = "result.json";
 
 /** A job's training settings: the sweep's, with the learning rate of its freezing mode. */
 export function jobTraining(t: SweepSettings["training"], freeze: FreezeMode): TrainingSettings {
-  const { lr_frozen, lr_finetune, ...rest } = t;
+  const { lr_frozen, lr_finetune, solver: _solver, ...rest } = t;
   return { ...rest, lr: freeze === "frozen" ? lr_frozen : lr_finetune };
 }
 
@@ -164,6 +165,8 @@ export class JobRunner {
   private examples: Dataset | null = null;
   private features: Tensor | null = null;
   private layerTargets: LayerTargets | null = null;
+  /** The ridge solver's eigendecomposition of the features: the same for every layer, so made once. */
+  private ridge: RidgeBasis | null = null;
 
   constructor(readonly sweepDir: string, readonly manifest: SweepManifest, readonly worker: string) {}
 
@@ -275,6 +278,7 @@ export class JobRunner {
         ...TRAIN_DEFAULTS, data: examplesPath(this.sweepDir), out: stage, head: job.head, freeze: job.freeze,
         unfreezeLast: job.freeze === "partial" ? s.unfreeze_last : null, ...trainOptionsFrom(jobTraining(s.training, job.freeze)),
         hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000, resume: false, force: true,
+        solver: frozen && job.head === "regression" ? (s.training.solver ?? "adamw") : "adamw",
       }, { dataset: ds, loaded, datasetRef: this.datasetRef(stage, ds, lt, job.neuron), ...(frozen ? { features } : {}) });
       const r = emptyResult(job, "single", this.worker);
       fillMetrics(r, res.test, res.validation, ds.meta.stats);
@@ -308,8 +312,16 @@ export class JobRunner {
     const targets = new Float32Array(n * K);
     for (let i = 0; i < n; i++) for (let a = 0; a < K; a++) targets[i * K + a] = lt.targets[i * Kl + cols[a]!]!;
     let fits: NeuronFit[];
+    const ridge = task.head === "regression" && (s.training.solver ?? "adamw") === "ridge";
     try {
-      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, trainOptionsFrom(jobTraining(s.training, "frozen")));
+      if (ridge) {
+        if (this.ridge === null) {
+          const split = examples.split;
+          const rows = (code: number): number[] => Array.from(split.keys()).filter((i) => split[i] === code);
+          this.ridge = ridgeBasis(features.data, C, rows(0), rows(1));
+        }
+        fits = ridgeMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, this.ridge);
+      } else fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, trainOptionsFrom(jobTraining(s.training, "frozen")));
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       fits = pending.map(() => ({ ok: false, error: msg }));
@@ -328,6 +340,7 @@ export class JobRunner {
         const ds = neuronDataset(examples, lt, job.neuron);
         const headCfg = fit.headConfig;
         const P = fit.bias.length;
+        const rf = fit.ridge;
         const stepsPerEpoch = Math.ceil(fit.steps / Math.max(1, fit.epochsRun));
         const config: RunConfig = {
           format_version: RUN_FORMAT_VERSION, head_type: task.head, target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
@@ -335,17 +348,26 @@ export class JobRunner {
           // the bins the head was trained on; a regression run records the dataset's (as train() does)
           d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
           unfreeze_last: null, dataset: this.datasetRef(stage, ds, lt, job.neuron),
-          training: {
-            ...trainingRecordOf(jobTraining(s.training, "frozen")), epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch,
+          training: rf !== undefined ? {
+            solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0,
+            seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
+          } : {
+            solver: "adamw", ...trainingRecordOf(jobTraining(s.training, "frozen")), epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch,
             steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           },
         };
         writeRun(stage, {
           config,
           head: new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]),
-          metrics: { test: fit.test, validation: fit.validation, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K },
-          // a multi-output head logs once per epoch: the epoch's mean training loss and the validation loss
-          trainLog: fit.curve.map((c) => ({ step: c.epoch * stepsPerEpoch, epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })),
+          metrics: {
+            test: fit.test, validation: fit.validation, solver: rf !== undefined ? "ridge" : "adamw",
+            ...(rf !== undefined ? { ridge: { lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: rf.grid } } : {}),
+            epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K,
+          },
+          // a ridge solve logs one record; a multi-output AdamW head once per epoch: the epoch's mean training loss and the validation loss
+          trainLog: rf !== undefined
+            ? [{ step: 1, epoch: 1, solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, val_r: fit.validation.pearson_r, grid: rf.grid }]
+            : fit.curve.map((c) => ({ step: c.epoch * stepsPerEpoch, epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })),
         });
         const r = emptyResult(job, "multi-output", this.worker);
         fillMetrics(r, fit.test, fit.validation, fit.stats);

@@ -42,7 +42,7 @@ for (const opts of [{ plantedDirection: "W_out" as const }, { head: "classificat
     assert.deepEqual(s.layer_cosines["reading_W_out"], full.layer_cosines["reading_W_out"]);
     assert.deepEqual(s.layer_cosines["reading_e_n"], full.layer_cosines["reading_e_n"]);
     assert.deepEqual(s.w_out_pca, full.w_out_pca);
-    assert.deepEqual(s.w_in, full.w_in);
+    assert.deepEqual(s.w_in, full.w_in === null ? null : { ln2_already_folded: full.w_in.ln2_already_folded, note: full.w_in.note });
     assert.deepEqual(s.head.direction, full.head.direction);
     assert.equal(s.head.method, full.head.method);
     const writeKind = full.vectors.includes("W_out") ? "W_out" : "e_n";
@@ -54,7 +54,7 @@ for (const opts of [{ plantedDirection: "W_out" as const }, { head: "classificat
       assert.equal(s.direct_write.w_dot_write, null);
       assert.match(s.direct_write.note, /needs examples/);
     }
-    assert.deepEqual(s.skipped.map((k) => k.field), ["examples", "pattern", "whitened", "residual", "gradient", "direct_write.share"]);
+    assert.deepEqual(s.skipped.map((k) => k.field), ["examples", "pattern", "whitened", "w_in.readout_correlation", "residual", "gradient", "direct_write.share"]);
     for (const k of s.skipped) assert.equal(k.command, s.skipped[0]!.command);
     const c = run.config;
     assert.equal(s.skipped[0]!.command,
@@ -70,7 +70,7 @@ test("analyze weights without --data on a run without a dataset: weights only, s
   assert.equal(r.code, 0, r.lines.join("\n"));
   assert.match(r.lines[0]!, /^regression head reading resid_post of layer 1; target blocks\.1\.mlp\.hook_post\[5\] \(no dataset: weights only, null std 0\.2500\)$/);
   assert.match(r.lines.find((l) => l.includes("W_out "))!, /W_out +cosine +1\.0000 +z +4\.00 +rank 1\/64 in layer, rank 1\/128 overall/);
-  assert.ok(r.lines.includes("skipped (need examples): examples, pattern, whitened, residual, gradient, direct_write.share; add them with:"), r.lines.join("\n"));
+  assert.ok(r.lines.includes("skipped (need examples): examples, pattern, whitened, w_in.readout_correlation, residual, gradient, direct_write.share; add them with:"), r.lines.join("\n"));
   const summary = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as WeightsOnlySummary & { analysis: string; plots: string[] };
   assert.equal(summary.analysis, "weights");
   assert.equal(summary.mode, "weights only");

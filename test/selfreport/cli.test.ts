@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { run } from "../../src/cli/main.ts";
+import { run, buildProgram } from "../../src/cli/main.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { loadCorpus } from "../../src/data/corpus.ts";
@@ -79,7 +79,7 @@ test("dataset writes the .safetensors and .jsonl, equal to buildDataset called d
 });
 
 test("train writes a run directory and prints the test metrics of metrics.json; predict prints what predictPrompts computes", async () => {
-  const r = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--batch-size", "8", "--out", runDir);
+  const r = await cli("train", "--data", data, "--head", "regression", "--solver", "adamw", "--epochs", "2", "--batch-size", "8", "--out", runDir);
   assert.equal(r.code, 0, r.err);
   for (const f of ["config.json", "head.safetensors", "metrics.json", "train_log.jsonl", "training_curve.svg"]) assert.ok(existsSync(join(runDir, f)), f);
   const m = JSON.parse(readFileSync(join(runDir, "metrics.json"), "utf8")) as { test: { pearson_r: number; r2: number; baseline: { r2: number } } };
@@ -106,6 +106,33 @@ test("train writes a run directory and prints the test metrics of metrics.json; 
     `run ${runDir}: regression head (frozen) reporting blocks.1.mlp.hook_post[5]`,
     `predicted ${want[1]!.predicted.toFixed(4)}  actual ${want[1]!.actual.toFixed(4)}  | ${JSON.stringify(prompts[1])}`,
   ]);
+});
+
+test("train: a frozen regression head is solved by ridge unless --solver adamw; --solver ridge elsewhere is one line; --help states the default", async () => {
+  const out = join(root, "ridge-run");
+  const r = await cli("train", "--data", data, "--head", "regression", "--out", out);
+  assert.equal(r.code, 0, r.err);
+  const m = JSON.parse(readFileSync(join(out, "metrics.json"), "utf8")) as { solver: string; ridge: { lambda: number }; test: { pearson_r: number } };
+  assert.equal(m.solver, "ridge");
+  assert.equal(loadRun(out).config.training["solver"], "ridge");
+  assert.ok(r.out.split("\n")[1]!.startsWith(`test: r ${m.test.pearson_r.toFixed(4)}, `), r.out);
+  // AdamW-only options given to a ridge solve are named as unused (not silently dropped)
+  delete process.env["SELFREPORT_QUIET"];
+  let noisy: { code: number; out: string; err: string };
+  try {
+    noisy = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--lr", "0.01", "--out", join(root, "ridge-run-2"));
+  } finally {
+    process.env["SELFREPORT_QUIET"] = "1";
+  }
+  assert.equal(noisy.code, 0, noisy.err);
+  assert.ok(noisy.err.includes("the ridge solver (the default for a frozen linear regression head) has no use for --epochs, --lr; pass --solver adamw to train with them"), noisy.err);
+  assertOneLineError(await cli("train", "--data", data, "--head", "classification", "--solver", "ridge", "--out", join(root, "r-cls")),
+    "the ridge solver fits linear regression heads only, not --head classification; use --solver adamw");
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--freeze", "unfrozen", "--solver", "ridge", "--out", join(root, "r-unf")),
+    "the ridge solver needs fixed features (--freeze frozen), not --freeze unfrozen; use --solver adamw");
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--solver", "lbfgs", "--out", join(root, "r-x")), '--solver must be one of ridge, adamw; got "lbfgs"');
+  const text = buildProgram().commands.find((c) => c.name() === "train")!.helpInformation().replace(/\s+/g, " ");
+  assert.ok(text.includes("--solver <ridge|adamw>") && text.includes("default: ridge for a frozen regression head without --hidden-dim or --dropout, adamw otherwise"), text);
 });
 
 test("an unfrozen run through the CLI: default --lr 1e-4, finetuned/ written, predict reports the neuron in both models", async () => {

@@ -75,7 +75,7 @@ test("a run from `train` (fine-tuned): every command, analyses in RUN/analysis, 
   assert.equal(log.bad, 0);
   assert.ok(log.records.some((r) => typeof r["loss"] === "number") && log.records.some((r) => typeof r["val_loss"] === "number"));
   trainedKeys = Object.keys(readRun(runDir).config.training).sort();
-  assert.deepEqual(trainedKeys, ["batch_size", "best_epoch", "epochs", "epochs_run", "grad_clip", "lr", "patience", "seconds", "seed", "steps", "warmup", "weight_decay"]);
+  assert.deepEqual(trainedKeys, ["batch_size", "best_epoch", "epochs", "epochs_run", "grad_clip", "lr", "patience", "seconds", "seed", "solver", "steps", "warmup", "weight_decay"]);
   await everyCommand(runDir, { curve: true });
 });
 
@@ -84,7 +84,7 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
   await ok([
     "sweep", "--model", fx.modelDir, "--layers", "1", "--neurons", "2,5", "--heads", "regression", "--freeze", "frozen,unfrozen",
     "--analyses", "weights,patching", "--corpus", fx.corpus, "--n", "150", "--max-len", "12", "--weights", "raw", "--epochs", "2",
-    "--workers", "1", "--patching-inputs", "12", "--weights-max-examples", "60", "--out", sweep,
+    "--workers", "1", "--patching-inputs", "12", "--weights-max-examples", "60", "--solver", "adamw", "--out", sweep,
   ]);
   const examples = readDataset(examplesPath(sweep));
   assert.equal(examples.meta.neuron, 0, "the shared examples file's own target is neuron 0");

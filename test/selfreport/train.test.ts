@@ -54,7 +54,7 @@ function opts(data: string, o: Partial<TrainOptions> = {}): TrainOptions {
   return {
     data, out: join(root, `run${counter++}`), head: "regression", freeze: "frozen", unfreezeLast: null, featureLayer: -1,
     epochs: 3, batchSize: 16, lr: 1e-3, weightDecay: 0.01, warmup: 0, gradClip: 1, seed: 0, patience: 100,
-    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, ...o,
+    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, solver: "adamw", ...o,
   };
 }
 
@@ -151,7 +151,7 @@ test("frozen regression learns a planted linear target (test r > 0.99); metrics.
 
   // metrics.json: every field, the model's metrics from independent forwards, the baseline by hand
   const m = metricsOf(o.out);
-  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "stopped_early", "test", "validation"]);
+  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "solver", "stopped_early", "test", "validation"]);
   assert.deepEqual(Object.keys(m.test).sort(), ["accuracy", "baseline", "mae", "mse", "n", "pearson_r", "r2", "spearman_rho"]);
   assert.equal(m.test.accuracy, null, "no bin accuracy for regression");
   const testIdx = splitIndices(linearDs, "test");

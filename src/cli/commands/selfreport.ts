@@ -9,6 +9,7 @@ import { SelfreportError } from "../../errors.ts";
 import { buildDataset, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr, trainOptionsFrom } from "../../selfreport/train.ts";
 import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
+import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
 import { FREEZE_MODES, readRun, loadRunModel, loadBaseModel, finetunedDir, type FreezeMode } from "../../selfreport/run.ts";
 import { runTarget, targetLabel } from "../../selfreport/target.ts";
@@ -62,6 +63,7 @@ export function registerSelfreportCommands(program: Command): void {
     .requiredOption("--data <file.safetensors>", "dataset from `selfreport dataset`")
     .requiredOption("--head <regression|classification|token>", "head type", parseChoice<HeadType>("--head", HEAD_TYPES))
     .option("--freeze <frozen|unfrozen|partial>", "what trains", parseChoice<FreezeMode>("--freeze", FREEZE_MODES), TRAIN_DEFAULTS.freeze)
+    .option("--solver <ridge|adamw>", "how the head is fitted: ridge = closed-form ridge on the cached features, λ chosen on the validation split (frozen linear regression only); adamw = gradient training (default: ridge for a frozen regression head without --hidden-dim or --dropout, adamw otherwise)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--unfreeze-last <K>", "with --freeze partial: the last K blocks up to the feature layer train", parseIntOption("--unfreeze-last", 1))
     .option("--lr <rate>", "peak learning rate (default 1e-3 frozen, 1e-4 otherwise)", parseFloatOption("--lr", 0));
   addTrainingOptions(trainCmd)
@@ -75,17 +77,26 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
     .action(async (o: TrainingFlags & {
-      data: string; head: HeadType; freeze: FreezeMode; unfreezeLast?: number; lr?: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
+      data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; lr?: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
       numClasses?: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
-    }) => {
+    }, cmd: Command) => {
+      const solver = o.solver ?? defaultSolver({ head: o.head, freeze: o.freeze, hiddenDim: o.hiddenDim ?? null, dropout: o.dropout });
+      if (solver === "ridge") {
+        const ignored = ["epochs", "batchSize", "lr", "weightDecay", "warmup", "gradClip", "patience", "seed", "checkpointEvery"].filter((k) => cmd.getOptionValueSource(k) === "cli");
+        if (ignored.length > 0) {
+          const flags = ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(", ");
+          info(`the ridge solver (the default for a frozen linear regression head) has no use for ${flags}; pass --solver adamw to train with them`);
+        }
+      }
       const r = await train({
         data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null,
         ...trainOptionsFrom(trainingSettingsFromFlags(o, o.lr ?? defaultLr(o.freeze))), hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
         dropout: o.dropout, numClasses: o.numClasses ?? null, checkpointEvery: o.checkpointEvery, resume: o.resume, force: o.force,
-        ...(o.model !== undefined ? { model: o.model } : {}),
+        ...(o.model !== undefined ? { model: o.model } : {}), ...(o.solver !== undefined ? { solver: o.solver } : {}),
       });
       const t = r.test;
-      info(`trained ${r.epochsRun} epochs (best ${r.bestEpoch}${r.stoppedEarly ? ", stopped early" : ""}) in ${r.seconds.toFixed(1)} s`);
+      if (r.ridge !== undefined) info(`solved by ridge (λ ${r.ridge.lambda.toExponential(3)}, α ${r.ridge.alpha.toExponential(1)}, validation MSE ${r.ridge.valLoss.toFixed(4)}) in ${r.seconds.toFixed(2)} s`);
+      else info(`trained ${r.epochsRun} epochs (best ${r.bestEpoch}${r.stoppedEarly ? ", stopped early" : ""}) in ${r.seconds.toFixed(1)} s`);
       console.log(`run: ${r.runDir}`);
       console.log(`test: r ${t.pearson_r.toFixed(4)}, ρ ${t.spearman_rho.toFixed(4)}, R² ${t.r2.toFixed(4)}, MSE ${t.mse.toExponential(3)}, MAE ${t.mae.toExponential(3)}${t.accuracy !== null ? `, bin accuracy ${(100 * t.accuracy).toFixed(1)}%` : ""}`);
       console.log(`baseline (${t.baseline.description}): MSE ${t.baseline.mse.toExponential(3)}, R² ${t.baseline.r2.toFixed(4)}`);

@@ -9,6 +9,7 @@ import { SelfreportError } from "../../errors.ts";
 import { info, progress } from "../../util/progress.ts";
 import { defaultLr } from "../../selfreport/train.ts";
 import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
+import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
 import { WEIGHTS_DEFAULTS } from "../../analysis/weights.ts";
 import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
@@ -23,7 +24,7 @@ import { parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 interface SweepCliOptions extends TrainingFlags {
   model: string; layers: number[]; neurons: NeuronSpec; heads: HeadType[]; freeze: FreezeMode[]; unfreezeLast: number; analyses: AnalysisName[];
   workers: number; groupSize: number; corpus: string; n: number; maxLen: number; dataSeed: number; weights: "raw" | "tl";
-  lr: number; lrFinetune: number; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
+  lr: number; lrFinetune: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
   queue?: string; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
 }
 
@@ -64,6 +65,7 @@ export function registerSweepCommands(program: Command): void {
     .option("--max-len <tokens>", "longest prefix", parseIntOption("--max-len", 2), 64)
     .option("--data-seed <seed>", "seed of the example sampling", parseIntOption("--data-seed"), 0)
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
+    .option("--solver <ridge|adamw>", "how frozen regression heads are fitted: ridge = closed form, λ chosen on the validation split; adamw = gradient training (default: ridge; other heads and modes always use adamw)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), defaultLr("frozen"))
     .option("--lr-finetune <rate>", "peak learning rate of partial/unfrozen runs", parseFloatOption("--lr-finetune", 0), defaultLr("unfrozen"));
   addTrainingOptions(sweepCmd)
@@ -78,12 +80,15 @@ export function registerSweepCommands(program: Command): void {
     .requiredOption("--out <dir>", "sweep folder")
     .action(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
+        throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
+      }
       if (o.queue === undefined) oneBlasThreadPerWorker(o.workers);
       const opened = openSweep({
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
         unfreezeLast: o.freeze.includes("partial") ? o.unfreezeLast : null, analyses: o.analyses, corpus: o.corpus, n: o.n, maxLen: o.maxLen,
         dataSeed: o.dataSeed, groupSize: o.groupSize, out: o.out, force: o.force,
-        training: sweepTraining(trainingSettingsFromFlags(o, o.lr), o.lrFinetune),
+        training: sweepTraining(trainingSettingsFromFlags(o, o.lr), o.lrFinetune, o.solver ?? "ridge"),
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
       const { manifest, jobs, pending } = opened;
