@@ -23,7 +23,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { onInterrupt } from "../util/interrupt.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
@@ -351,8 +351,8 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   };
 
   info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
-  const interrupt = onInterrupt();
-  const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
+  const bar = progress("train", totalSteps, ["epoch", "loss", "val"], { start: state.step });
+  const section = interruptibleSection();
   let stoppedEarly = false;
   // A checkpoint is written only for weights known to give a finite loss: the one due after step s
   // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
@@ -389,11 +389,12 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
         state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
         bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
         if (state.step % o.checkpointEvery === 0) due = true;
-        if (interrupt.requested) {
+        // a turn of the event loop so that a SIGINT/SIGTERM handler can run at all (the loop is synchronous)
+        await yieldToEventLoop();
+        const signal = interruptSignal();
+        if (signal !== null) {
           checkpoint();
-          bar.stop();
-          info(`stopped at step ${state.step}; continue with the same command plus --resume`);
-          process.exit(130);
+          throw new Interrupted(signal, `training stopped at step ${state.step} of ${totalSteps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
         }
       }
       // end of epoch: validate, early-stop bookkeeping
@@ -422,7 +423,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     }
   } finally {
     bar.stop();
-    interrupt.dispose();
+    section.end();
   }
   // restore the best weights (by validation loss)
   for (const [k, t] of named) t.data.set(best.get(k)!);

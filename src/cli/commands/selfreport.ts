@@ -2,11 +2,12 @@
  * Self-report commands: `dataset`, `train`, `predict`, `import-pt`.
  */
 import type { Command } from "commander";
+import { interruptible } from "../interrupts.ts";
 import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
-import { buildDataset, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
+import { buildDatasetInterruptibly, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr, trainOptionsFrom } from "../../selfreport/train.ts";
 import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
 import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
@@ -42,12 +43,12 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
     .option("--seed <seed>", "random seed", parseIntOption("--seed"), 0)
     .requiredOption("--out <file.safetensors>", "output dataset (a .jsonl with the text is written beside it)")
-    .action((o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string }) => {
+    .action(interruptible(async (o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string }) => {
       if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must end in .safetensors, got "${o.out}"`);
       const { model, dir } = loadModel(o.model, { weights: o.weights });
       const tok = loadTokenizer(dir);
       const corpus = loadCorpus(o.corpus);
-      const ds = buildDataset(model, tok, corpus.documents, {
+      const ds = await buildDatasetInterruptibly(model, tok, corpus.documents, {
         modelName: o.model, modelDir: dir, weights: o.weights, layer: o.layer, neuron: o.neuron, layerType: o.layerType,
         tokenPos: o.tokenPos, n: o.n, maxLen: o.maxLen, balance: o.balance, seed: o.seed, corpusName: o.corpus,
       });
@@ -55,7 +56,7 @@ export function registerSelfreportCommands(program: Command): void {
       const s = ds.meta.stats;
       console.log(`wrote ${o.out} (${ds.meta.n} examples: ${ds.meta.split_counts.train} train / ${ds.meta.split_counts.validation} validation / ${ds.meta.split_counts.test} test)`);
       console.log(`target ${ds.meta.hook}[${o.neuron}]: mean ${s.mean.toFixed(4)}, std ${s.std.toFixed(4)}, min ${s.min.toFixed(4)}, max ${s.max.toFixed(4)}, near zero ${(100 * s.frac_near_zero).toFixed(1)}%`);
-    });
+    }));
 
   const trainCmd = program
     .command("train")
@@ -76,7 +77,7 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--resume", "continue from the run's checkpoint", false)
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
-    .action(async (o: TrainingFlags & {
+    .action(interruptible(async (o: TrainingFlags & {
       data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; lr?: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
       numClasses?: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
     }, cmd: Command) => {
@@ -100,7 +101,7 @@ export function registerSelfreportCommands(program: Command): void {
       console.log(`run: ${r.runDir}`);
       console.log(`test: r ${t.pearson_r.toFixed(4)}, ρ ${t.spearman_rho.toFixed(4)}, R² ${t.r2.toFixed(4)}, MSE ${t.mse.toExponential(3)}, MAE ${t.mae.toExponential(3)}${t.accuracy !== null ? `, bin accuracy ${(100 * t.accuracy).toFixed(1)}%` : ""}`);
       console.log(`baseline (${t.baseline.description}): MSE ${t.baseline.mse.toExponential(3)}, R² ${t.baseline.r2.toFixed(4)}`);
-    });
+    }));
 
   program
     .command("predict")
