@@ -28,7 +28,7 @@ import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -237,7 +237,6 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
-  writeHead(outDir, head, { imported_from: resolve(o.headPath) });
-  writeRunConfig(outDir, config);
+  writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
   return { config, notes };
 }

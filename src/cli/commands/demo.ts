@@ -12,6 +12,8 @@
  *   unfrozen-regression/      run directory (+ finetuned/); analysis/{weights,patching,residual}/; report.html
  * The notebooks default to these run directories.
  */
+import { targetLabel } from "../../selfreport/target.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -71,7 +73,7 @@ async function analyse(runDir: string, which: Array<"weights" | "patching" | "re
   const ctx = loadAnalysisContext(runDir);
   const done: Analysed = {};
   for (const a of which) {
-    const out = join(runDir, "analysis", a);
+    const out = analysisDir(runDir, a);
     if (a === "weights") {
       const s = (done.weights = weightsAnalysis(ctx));
       writeAnalysisOutput(out, a, ctx.run, s, await weightsPlots(s));
@@ -96,7 +98,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const out = resolve(o.out);
   const data = join(out, "dataset.safetensors");
 
-  info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target blocks.${o.layer}.mlp.hook_post[${o.neuron}] of ${o.model}`);
+  info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target ${targetLabel({ layer: o.layer, neuron: o.neuron, layer_type: "mlp_post" })} of ${o.model}`);
   const { model, dir } = loadModel(o.model, { weights: "tl" });
   const tok = loadTokenizer(dir);
   const corpus = loadCorpus("brown");
