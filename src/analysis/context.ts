@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
-import { readDataset, splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
+import { readDataset, splitIndices, padIdForVocab, checkDatasetFitsModel, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
 export interface AnalysisContext {
@@ -28,6 +28,7 @@ export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: strin
   if (m.layer !== c.target_layer) problems.push(`layer ${m.layer} ≠ run's ${c.target_layer}`);
   if (m.neuron !== c.target_neuron) problems.push(`neuron ${m.neuron} ≠ run's ${c.target_neuron}`);
   if (m.layer_type !== c.layer_type) problems.push(`layer_type ${m.layer_type} ≠ run's ${c.layer_type}`);
+  if (m.token_pos !== c.token_pos) problems.push(`token_pos ${JSON.stringify(m.token_pos)} ≠ run's ${JSON.stringify(c.token_pos)}`);
   if (resolve(m.model_dir) !== resolve(c.dataset.model_dir)) problems.push(`model ${m.model_dir} ≠ run's ${c.dataset.model_dir}`);
   if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
 }
@@ -49,6 +50,7 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
   checkDatasetMatchesRun(run, ds, datasetPath);
   const baseModel = loadBaseModel(run);
   const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
+  checkDatasetFitsModel(ds, model, datasetPath);
   return { run, model, baseModel, ds, datasetPath };
 }
 

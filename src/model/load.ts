@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkFiniteTensor } from "../io/schema.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
@@ -55,6 +56,7 @@ export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTens
   const raw = new Map<string, RawTensor>();
   for (const [k, t] of tensors) {
     if (!(t.data instanceof Float32Array)) throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${t.dtype}; GPT-2 weights are floating point`);
+    checkFiniteTensor(t.data, path, k, "tensor");
     raw.set(k, { shape: t.shape, data: t.data });
   }
   void cfg;

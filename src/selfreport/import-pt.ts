@@ -21,6 +21,7 @@ import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkRunConfig } from "../io/schema.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headShapes, headTypeOf,
@@ -226,6 +227,8 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
+  // the same check every reader of a run makes: a run that could not be loaded is never written
+  checkRunConfig(config as unknown as Record<string, unknown>, path);
   writeHead(outDir, head, { imported_from: resolve(o.headPath) });
   writeRunConfig(outDir, config);
   return { config, notes };

@@ -22,7 +22,7 @@ import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
-import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
+import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
@@ -149,6 +149,7 @@ function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
   if (o.model !== undefined && resolve(dir) !== resolve(meta.model_dir)) {
     throw new SelfreportError(`dataset ${o.data} was built from model ${meta.model_dir}, not ${dir}; rebuild the dataset for this model or drop --model`);
   }
+  checkDatasetFitsModel(ds, model, o.data);
   const featureLayer = o.featureLayer === -1 ? model.cfg.nLayers - 1 : o.featureLayer;
   model.checkLayer(featureLayer, "--feature-layer");
   if (o.freeze === "partial" && o.unfreezeLast! > featureLayer + 1) {
