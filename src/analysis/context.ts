@@ -2,7 +2,8 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
@@ -56,7 +57,7 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
 
 /** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  mkdirSync(outDir, { recursive: true });
+  makeFolders(outDir);
   const written: string[] = [];
   for (const [name, svg] of Object.entries(plots)) {
     const file = join(outDir, `${name}.svg`);

@@ -3,7 +3,8 @@
  *   config.json, model.safetensors, and vocab.json + merges.txt (or tokenizer.json).
  * Local files only: a name is resolved in the local Hugging Face cache, never downloaded.
  */
-import { existsSync, readFileSync, copyFileSync, mkdirSync } from "node:fs";
+import { existsSync, readFileSync, copyFileSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
@@ -99,7 +100,7 @@ export interface SaveOptions {
 
 /** Writes config.json + model.safetensors (+ tokenizer files), each atomically. */
 export function saveModel(model: HookedTransformer, dir: string, opts: SaveOptions = {}): void {
-  mkdirSync(dir, { recursive: true });
+  makeFolders(dir);
   const dtype = opts.dtype ?? "F32";
   const hf = paramsToHf(model.params, model.cfg);
   const tensors: Record<string, { dtype: "F32" | "F16"; shape: number[]; data: Float32Array }> = {};

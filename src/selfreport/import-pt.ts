@@ -22,6 +22,7 @@ import { loadModel, saveModel } from "../model/load.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
 import { checkRunConfig } from "../io/schema.ts";
+import { expectFolderPath } from "../io/paths.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headShapes, headTypeOf,
@@ -100,6 +101,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (!existsSync(p)) throw new SelfreportError(`${what} ${p} does not exist`);
   }
   const outDir = resolve(o.outDir);
+  expectFolderPath(o.outDir, "--out", "a run directory");
   if (existsSync(join(outDir, "config.json")) && !o.force) throw new SelfreportError(`${outDir} already holds a run (config.json); pass --force to overwrite it`);
   let raw: Json;
   try {

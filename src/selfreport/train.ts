@@ -9,7 +9,7 @@
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
  */
-import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, appendFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -22,6 +22,7 @@ import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
+import { expectFolderPath, makeFolders } from "../io/paths.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
@@ -139,6 +140,9 @@ function validateOptions(o: TrainOptions): void {
   if (!(o.lr > 0)) throw new SelfreportError(`--lr must be positive, got ${o.lr}`);
   if (!Number.isInteger(o.warmup) || o.warmup < 0) throw new SelfreportError(`--warmup must be a non-negative integer (steps), got ${o.warmup}`);
   if (!Number.isInteger(o.patience) || o.patience < 1) throw new SelfreportError(`--patience must be a positive integer, got ${o.patience}`);
+  if (o.resume && o.force) throw new SelfreportError("--resume and --force contradict each other: --resume continues the run in --out, --force starts it over; pass one of them");
+  if (o.activation !== null && o.hiddenDim === null) throw new SelfreportError(`--activation ${o.activation} needs --hidden-dim N: the activation is the hidden layer's, and without --hidden-dim the head has none`);
+  expectFolderPath(o.out, "--out", "a run directory");
 }
 
 function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
@@ -256,7 +260,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const meta = p.ds.meta;
   const type = o.head;
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
-  mkdirSync(out, { recursive: true });
+  makeFolders(out);
 
   const head = initHead(p.headCfg, o.seed, p.model);
   const headTrains = o.freeze !== "unfrozen";

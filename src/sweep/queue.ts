@@ -20,8 +20,9 @@
 import { existsSync } from "node:fs";
 import { join, relative, resolve, isAbsolute } from "node:path";
 import { createHash } from "node:crypto";
-import { Redis } from "ioredis";
-import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
+// ioredis and bullmq load only when a queue is used (they cost every other command ~0.4 s of start-up)
+import type { Redis } from "ioredis";
+import type { Job } from "bullmq";
 import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
 import { TaskThreads } from "./local.ts";
@@ -57,7 +58,8 @@ export function parseQueueUrl(value: string): string {
 }
 
 /** A connection as BullMQ wants it (no per-request retry limit: blocking commands wait). */
-export function connect(url: string): Redis {
+export async function connect(url: string): Promise<Redis> {
+  const { Redis } = await import("ioredis");
   return new Redis(url, { maxRetriesPerRequest: null, lazyConnect: false });
 }
 
@@ -93,7 +95,8 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
   const sweepDir = resolve(o.sweepDir);
   const key = sweepKey(o.manifest);
   const tasks = makeTasks(o.pending, o.manifest.settings.group_size);
-  const connection = connect(o.url);
+  const { Queue } = await import("bullmq");
+  const connection = await connect(o.url);
   const queue = new Queue<QueueJobData, QueueJobReturn>(QUEUE_NAME, { connection });
   const failedTasks: string[] = [];
   try {
@@ -172,7 +175,8 @@ function mapSweepDir(dir: string, root: WorkerOptions["sweepRoot"]): string {
 /** Runs a worker until SIGINT/SIGTERM, --max-tasks or --exit-when-idle; resolves with the number of tasks run. */
 export async function runQueueWorker(o: WorkerOptions): Promise<number> {
   const name = workerName();
-  const connection = connect(o.url);
+  const { Queue, Worker, UnrecoverableError } = await import("bullmq");
+  const connection = await connect(o.url);
   const pools = new Map<string, TaskThreads>();
   let tasksRun = 0;
   let stopping = false;

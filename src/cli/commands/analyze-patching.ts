@@ -5,6 +5,7 @@
 import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS } from "../../analysis/patching.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
 
 function ci(v: [number, number] | null | undefined): string {
@@ -28,6 +29,7 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
     .action(async (o: { run: string; data?: string; out: string; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number }) => {
+      expectFolderPath(o.out, "--out", "an analysis output folder");
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = patchingAnalysis(ctx, {
         nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption } from "../options.ts";
 
 function parseMaxExamples(value: string): number {
@@ -26,6 +27,7 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
     .action(async (o: { run: string; data?: string; out: string; maxExamples: number }) => {
+      expectFolderPath(o.out, "--out", "an analysis output folder");
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
       const plots = await weightsPlots(summary);

@@ -85,6 +85,7 @@ export function registerSweepCommands(program: Command): void {
     .requiredOption("--out <dir>", "sweep folder")
     .action(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (!o.wait && o.queue === undefined) throw new SelfreportError("--no-wait only applies with --queue (tasks run in this process otherwise, so it always waits); add --queue redis://HOST:PORT or drop --no-wait");
       if (o.queue === undefined) oneBlasThreadPerWorker(o.workers);
       const opened = openSweep({
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
