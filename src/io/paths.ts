@@ -35,13 +35,6 @@ export function expectFolderPath(path: string, flag: string, what: string): void
   }
 }
 
-/** Throws unless `path` is a file or can become one (not an existing folder; its nearest existing parent a folder). */
-export function expectFilePath(path: string, flag: string, what: string): void {
-  const st = statOrNull(resolve(path));
-  if (st !== undefined && st.isDirectory()) throw new SelfreportError(`${flag} ${path} is a folder; expected ${what}`);
-  expectFolderPath(dirname(resolve(path)), flag, `${what} in a folder`);
-}
-
 /**
  * `mkdir -p` that always ends: Node's recursive mkdirSync never returns on some file systems (under
  * /proc it retries ENOENT forever), so the missing folders are made one by one, from the nearest
