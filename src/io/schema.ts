@@ -257,11 +257,25 @@ export function checkTargetFitsModel(
 
 // ───────────────────────────── tensors ─────────────────────────────
 
-/** Throws unless every value of the tensor is finite (one pass; the first bad element is named). */
-export function checkFiniteTensor(data: Float32Array, file: string, name: string, what: string): void {
-  for (let i = 0; i < data.length; i++) {
+/** Index of the first NaN or ±Inf in data[from, to), or -1. */
+function firstNonFinite(data: Float32Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) {
     const x = data[i]!;
-    if (x - x !== 0) throw new SelfreportError(`${file}: ${what} "${name}" holds ${x} at element ${i}; expected finite numbers`);
+    if (x - x !== 0) return i; // NaN − NaN and Inf − Inf are NaN
+  }
+  return -1;
+}
+
+/**
+ * Throws unless every value of the tensor is finite (one pass; the first bad element is named). The
+ * pass goes in chunks of 64 Ki values, so that the loop is optimised after the first chunk instead
+ * of running a whole embedding matrix unoptimised (GPT-2 small's 124 M values: about 0.5 s on a busy 2-core machine).
+ */
+export function checkFiniteTensor(data: Float32Array, file: string, name: string, what: string): void {
+  const CHUNK = 1 << 16;
+  for (let s = 0; s < data.length; s += CHUNK) {
+    const i = firstNonFinite(data, s, Math.min(data.length, s + CHUNK));
+    if (i >= 0) throw new SelfreportError(`${file}: ${what} "${name}" holds ${data[i]!} at element ${i}; expected finite numbers`);
   }
 }
 

@@ -13,7 +13,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -252,9 +252,32 @@ interface Result {
   stdout: string;
   stderr: string;
   ms: number;
+  /** The row's inputs (every argument naming an existing file or folder under root): hashes before and after it ran. */
+  inputsBefore: Map<string, string>;
+  inputsAfter: Map<string, string>;
+  /** --out paths that did not exist before the row, and whether each exists after it. */
+  newOutputs: Array<[string, boolean]>;
 }
 
-function runCli(args: string[]): Promise<Result> {
+function inputsOf(args: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of args) {
+    if (!a.startsWith(root) || !existsSync(a)) continue;
+    if (statSync(a).isDirectory()) snapshot(a, out);
+    else out.set(a, createHash("sha256").update(readFileSync(a)).digest("hex"));
+  }
+  return out;
+}
+
+async function runRow(row: Row): Promise<Result> {
+  const args = row.args();
+  const outs = args.flatMap((a, i) => (args[i - 1] === "--out" && !existsSync(a) ? [a] : []));
+  const inputsBefore = inputsOf(args);
+  const r = await runCli(args);
+  return { ...r, inputsBefore, inputsAfter: inputsOf(args), newOutputs: outs.map((o) => [o, existsSync(o)]) };
+}
+
+function runCli(args: string[]): Promise<Omit<Result, "inputsBefore" | "inputsAfter" | "newOutputs">> {
   const t0 = Date.now();
   return new Promise((resolveRun, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: root, env: { ...process.env, SELFREPORT_QUIET: "1", SELFREPORT_DEBUG: "" }, stdio: ["ignore", "pipe", "pipe"] });
@@ -341,7 +364,7 @@ before(async () => {
   const t0 = Date.now();
   const queue = [...ROWS];
   const worker = async (): Promise<void> => {
-    for (let row = queue.shift(); row !== undefined; row = queue.shift()) results.set(row.name, await runCli(row.args()));
+    for (let row = queue.shift(); row !== undefined; row = queue.shift()) results.set(row.name, await runRow(row));
   };
   await Promise.all([worker(), worker()]);
   totalMs = Date.now() - t0;
@@ -364,6 +387,10 @@ for (const row of ROWS) {
       assert.ok(!/^ {4}at /m.test(out), `no stack trace${where}`);
       assert.ok(!/\b(EEXIST|ENOENT|ENOTDIR|EACCES|EROFS):|Invalid typed array length|SELFREPORT_DEBUG/.test(out), `no raw errno text, no crash hint${where}`);
     }
+    assert.ok(r.inputsBefore.size > 0 || row.name.includes("/proc"), "the row names at least one input file");
+    const inputsAfter = new Map([...r.inputsBefore.keys()].map((k) => [k, r.inputsAfter.get(k)]));
+    assert.deepEqual(inputsAfter, r.inputsBefore, "every input file of the row is byte-identical afterwards");
+    if (row.code !== 0) assert.deepEqual(r.newOutputs.filter(([, exists]) => exists), [], "a failed command leaves no --out behind");
   });
 }
 
@@ -375,8 +402,8 @@ test("bad input: every pre-existing file is byte-identical, and no row left a fi
   assert.deepEqual(added, [], "files left behind");
 });
 
-test("bad input: the rows run within the time budget", () => {
+after(() => {
+  // timing, for the record (wall time depends on the machine's load, so it is printed, not asserted)
   for (const row of ROWS) console.log(`  ${String(results.get(row.name)?.ms).padStart(6)} ms  ${row.name}`);
-  console.log(`bad-input: ${ROWS.length} rows in ${(totalMs / 1000).toFixed(1)} s (slowest ${Math.max(...[...results.values()].map((r) => r.ms))} ms)`);
-  assert.ok(totalMs < 60_000, `${totalMs} ms`);
+  console.log(`bad-input: ${ROWS.length} rows in ${(totalMs / 1000).toFixed(1)} s`);
 });
