@@ -215,10 +215,15 @@ const ROWS: Row[] = [
   { name: "run activation_std NaN (written as null)", args: () => predictArgs(p("runStdNull")), code: 1, message: /field "activation_std" must be a positive finite number, got null$/ },
   { name: "run activation_std NaN (a bare NaN)", args: () => predictArgs(p("runStdNaN")), code: 1, message: /run-std-nan\/config\.json: not valid JSON \(Unexpected token 'N'/ },
   { name: "run NaN head", args: () => predictArgs(p("runNanHead")), code: 1, message: /head\.safetensors: head tensor "output\.weight" holds NaN at element 3; expected finite numbers$/ },
+  { name: "analyze patching a run with activation_std 0", args: () => ["analyze", "patching", "--run", p("runStd0"), "--out", join(rows, "out-s")], code: 1, message: /run-std0\/config\.json: field "activation_std" must be a positive finite number, got 0$/ },
+  { name: "report on a run with target_layer \"2\"", args: () => ["report", "--run", p("runLayerString"), "--out", join(rows, "out-t.html")], code: 1, message: /run-layer-string\/config\.json: field "target_layer" must be a non-negative integer, got "2"$/ },
+  { name: "analyze residual with a dataset whose targets are NaN", args: () => ["analyze", "residual", "--run", runDir, "--data", p("dsNanTarget"), "--out", join(rows, "out-u")], code: 1, message: /data-nan-target\.safetensors: targets\[2\] is NaN/ },
   { name: "analyze a run whose feature_layer is past the model's", args: () => ["analyze", "weights", "--run", p("runFeature9"), "--out", join(rows, "out-h")], code: 1, message: /field "feature_layer" must be a layer of the model, 0\.\.1, got 9$/ },
 
   // ---- models
   { name: "model with a NaN weight", args: () => ["dataset", "--model", p("modelNaN"), "--layer", "1", "--neuron", "5", "--corpus", corpus, "--n", "20", "--max-len", "8", "--out", join(rows, "out-i.safetensors")], code: 1, message: /model\.safetensors: tensor "h\.0\.mlp\.c_fc\.weight" holds NaN at element 3; expected finite numbers$/ },
+  { name: "inspect a model with a NaN weight", args: () => ["inspect", "--model", p("modelNaN")], code: 1, message: /tensor "h\.0\.mlp\.c_fc\.weight" holds NaN at element 3; expected finite numbers$/ },
+  { name: "activations of a model with an Inf weight", args: () => ["activations", "--model", p("modelInf"), "--prompt", "the cat", "--hook", "blocks.0.mlp.hook_post", "--out", join(rows, "out-r.safetensors")], code: 1, message: /tensor "wte\.weight" holds Infinity at element 3/ },
   { name: "model with an Inf weight", args: () => ["generate", "--model", p("modelInf"), "--prompt", "the cat"], code: 1, message: /model\.safetensors: tensor "wte\.weight" holds Infinity at element 3; expected finite numbers$/ },
 
   // ---- import-pt
