@@ -15,7 +15,8 @@
  * Test hooks (environment): SELFREPORT_SWEEP_FAIL_JOBS=id,id makes those jobs throw;
  * SELFREPORT_SWEEP_JOB_DELAY_MS=ms waits that long inside every job before committing it.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -200,7 +201,7 @@ export class JobRunner {
 
   private newStage(id: string): string {
     const stage = join(this.sweepDir, "jobs", `.stage-${id}-${process.pid}-${randomBytes(4).toString("hex")}`);
-    mkdirSync(stage, { recursive: true });
+    makeFolders(stage);
     return stage;
   }
 
