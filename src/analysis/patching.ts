@@ -32,7 +32,8 @@ import { Tensor, Rng, noGrad, add, linear, layerNorm, geluNew, reshape, permute,
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
-import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
+import { exampleBatch, type SplitName } from "../selfreport/dataset.ts";
+import { runTarget, targetHook } from "../selfreport/target.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
 import { ciText } from "../report/verdicts.ts";
@@ -208,7 +209,7 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
   const L = c.target_layer;
   const F = c.feature_layer;
   const reaches = F >= L; // the neuron can affect the features only if they are read at or after its layer
-  const hook = targetHookName(L, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   for (const pt of patches) {
     if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
@@ -320,7 +321,7 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
   const c = ctx.run.config;
   const model = ctx.model;
   const C = model.cfg.dModel;
-  const hook = targetHookName(c.target_layer, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   for (const pt of patches) {
     if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
@@ -392,7 +393,7 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
  */
 export function patchedReference(ctx: AnalysisContext, input: number, neuron: number, value: (act: number) => number): { act: number; patchedAct: number; pred: number } {
   const c = ctx.run.config;
-  const hook = targetHookName(c.target_layer, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   const batch = exampleBatch(ctx.ds, [input], padIdFor(ctx.model));
   const pos = batch.positions[0]!;
@@ -675,7 +676,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
   const ts = summaryStats(Array.from(targetAct));
   return {
     target: {
-      layer: c.target_layer, neuron: n, layer_type: c.layer_type, hook: targetHookName(c.target_layer, c.layer_type), feature_layer: c.feature_layer,
+      layer: c.target_layer, neuron: n, layer_type: c.layer_type, hook: targetHook(runTarget(c)), feature_layer: c.feature_layer,
       head_type: ctx.run.headType, freeze_mode: c.freeze_mode, d_model: ctx.model.cfg.dModel, width,
     },
     inputs: {

@@ -30,18 +30,19 @@ import { checkDatasetArrays, checkDatasetMeta, checkTargetFitsModel, isJsonObjec
 import { progress } from "../util/progress.ts";
 import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { activationStats, quantileBinEdges, type ActivationStats } from "./stats.ts";
+import { targetHook, targetLabel, type LayerType, type Target } from "./target.ts";
 
 export const DATASET_FORMAT = "selfreport-dataset";
 export const DATASET_VERSION = 1;
 
-/** `mlp_post`: neuron N of blocks.L.mlp.hook_post; `mlp_out`: dimension N of blocks.L.hook_mlp_out. */
-export type LayerType = "mlp_post" | "mlp_out";
+export type { LayerType } from "./target.ts";
 export type TokenPos = "last" | number;
 export const SPLITS = ["train", "validation", "test"] as const;
 export type SplitName = (typeof SPLITS)[number];
 
+/** The target's hook name (see target.ts). */
 export function targetHookName(layer: number, layerType: LayerType): string {
-  return layerType === "mlp_post" ? `blocks.${layer}.mlp.hook_post` : `blocks.${layer}.hook_mlp_out`;
+  return targetHook({ layer, layer_type: layerType });
 }
 
 export interface DatasetMeta {
@@ -384,6 +385,56 @@ export function checkDatasetFitsModel(ds: Dataset, model: HookedTransformer, pat
       if (id >= V) throw new SelfreportError(`${path}: tokens[${i}][${j}] must be a token id of the model's vocabulary (0..${V - 1}), got ${id}`);
     }
   }
+}
+
+/** Column k of targets [n, K]: [n]. */
+export function targetColumn(targetsNK: Float32Array, n: number, K: number, k: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = targetsNK[i * K + k]!;
+  return out;
+}
+
+/**
+ * A targets file (a sweep's data/L{l}.targets.safetensors): F32 `targets` [n, K], the activations of
+ * K neurons of one layer at each example; metadata `neurons` (JSON list, column k = neurons[k]) and `layer`.
+ * Returns the column of `target.neuron`, checked against the metadata and the example count n.
+ */
+export function readTargetsColumn(path: string, target: Target, column: number, n: number): Float32Array {
+  if (!existsSync(path)) throw new SelfreportError(`targets file ${path} not found`);
+  const { tensors, metadata } = readSafetensors(path);
+  const t = tensors.get("targets");
+  if (t === undefined || !(t.data instanceof Float32Array) || t.shape.length !== 2 || t.shape[0] !== n) {
+    throw new SelfreportError(`${path}: expected F32 "targets" [${n}, K] (one row per example of the dataset)`);
+  }
+  const K = t.shape[1]!;
+  if (!Number.isInteger(column) || column < 0 || column >= K) throw new SelfreportError(`${path}: target column ${column} is out of range (the file has ${K} columns)`);
+  const neurons = JSON.parse(metadata["neurons"] ?? "null") as unknown;
+  if (Array.isArray(neurons) && neurons[column] !== target.neuron) {
+    throw new SelfreportError(`${path}: column ${column} holds neuron ${String(neurons[column])}, not ${target.neuron}`);
+  }
+  if (metadata["layer"] !== undefined && Number(metadata["layer"]) !== target.layer) {
+    throw new SelfreportError(`${path}: holds layer ${metadata["layer"]}, not ${target.layer}`);
+  }
+  return targetColumn(t.data, n, K, column);
+}
+
+/**
+ * The same examples with another target: `targets` [n] are `target`'s activations at each example's
+ * read position; the statistics and bin edges are those buildDataset would compute for them (training
+ * split). A sweep stores one examples file and the targets of many neurons beside it (src/sweep/data.ts).
+ */
+export function withTargets(examples: Dataset, target: Target, targets: Float32Array): Dataset {
+  const n = examples.meta.n;
+  if (targets.length !== n) throw new SelfreportError(`targets for ${targetLabel(target)} have ${targets.length} values, but the dataset has ${n} examples`);
+  const trainTargets = targets.filter((_, i) => examples.split[i] === 0);
+  return {
+    ...examples,
+    targets,
+    meta: {
+      ...examples.meta, layer: target.layer, neuron: target.neuron, layer_type: target.layer_type, hook: targetHook(target),
+      stats: activationStats(trainTargets), bin_edges: quantileBinEdges(trainTargets, examples.meta.num_bins),
+    },
+  };
 }
 
 /** Indices of the examples in a split. */

@@ -30,7 +30,7 @@ import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -242,7 +242,6 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   };
   // the same check every reader of a run makes: a run that could not be loaded is never written
   checkRunConfig(config as unknown as Record<string, unknown>, path);
-  writeHead(outDir, head, { imported_from: resolve(o.headPath) });
-  writeRunConfig(outDir, config);
+  writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
   return { config, notes };
 }
