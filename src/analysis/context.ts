@@ -2,11 +2,11 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { mkdirSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
-import { splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
+import { splitIndices, padIdForVocab, checkDatasetFitsModel, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { readRun, readRunDataset, checkDatasetMatchesRun, datasetCommandFor, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
 export interface AnalysisContext {
@@ -34,12 +34,13 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
   const { ds, datasetPath } = readRunDataset(run, dataPath);
   const baseModel = loadBaseModel(run);
   const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
+  checkDatasetFitsModel(ds, model, datasetPath);
   return { run, model, baseModel, ds, datasetPath };
 }
 
 /** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  mkdirSync(outDir, { recursive: true });
+  makeFolders(outDir);
   const written: string[] = [];
   for (const [name, svg] of Object.entries(plots)) {
     const file = join(outDir, `${name}.svg`);

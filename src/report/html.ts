@@ -21,6 +21,7 @@ import type { RegressionMetrics } from "../selfreport/stats.ts";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkAnalysisSummary, requireField } from "../io/schema.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { readRunConfig, readTrainLog, analysisDir, type RunConfig } from "../selfreport/run.ts";
 import { runTarget, targetLabel } from "../selfreport/target.ts";
@@ -154,20 +155,8 @@ function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** The value at a dotted path, or throws naming the path and what was expected. */
-function need(obj: Json, path: string, kind: "number" | "string" | "object" | "array" | "object|null" | "number|null", where: string): unknown {
-  let v: unknown = obj;
-  for (const key of path.split(".")) v = isObject(v) ? v[key] : undefined;
-  const ok =
-    kind === "number" ? typeof v === "number" :
-    kind === "string" ? typeof v === "string" :
-    kind === "object" ? isObject(v) :
-    kind === "array" ? Array.isArray(v) :
-    kind === "object|null" ? v === null || isObject(v) :
-    v === null || typeof v === "number";
-  if (!ok) throw new SelfreportError(`${where}: field "${path}" should be ${kind.replace("|", " or ")}, found ${v === undefined ? "nothing" : JSON.stringify(v).slice(0, 60)}`);
-  return v;
-}
+/** The value at a dotted path, or throws naming the file, the path and what was expected (src/io/schema.ts). */
+const need = requireField;
 
 function readJson(path: string): Json {
   let parsed: unknown;
@@ -180,30 +169,12 @@ function readJson(path: string): Json {
   return parsed;
 }
 
-/** The fields each analysis's verdict and section read; checked before the summary is used. */
-const REQUIRED: Record<AnalysisName, Array<[string, Parameters<typeof need>[2]]>> = {
-  weights: [
-    ["target.layer", "number"], ["target.neuron", "number"], ["target.layer_type", "string"], ["target.d_model", "number"], ["reading", "object"], ["pattern.comparisons", "object"],
-    ["head.type", "string"], ["head.method", "string"], ["examples.n_used", "number"], ["examples.n_dataset", "number"], ["examples.features", "string"],
-    ["examples.prediction_activation_r", "number"], ["direct_write", "object"], ["notes", "array"],
-  ],
-  patching: [
-    ["target.neuron", "number"], ["fit", "object|null"], ["fit_bootstrap", "object"], ["controls.k", "number"], ["controls.n_defined", "number"], ["controls.percentile_abs", "number|null"],
-    ["inputs.n_used", "number"], ["settings", "array"], ["direct", "object"], ["notes", "array"],
-  ],
-  residual: [
-    ["target.freeze_mode", "string"], ["target.feature_layer", "number"], ["target.layer", "number"], ["target.d_model", "number"], ["inputs.n_used", "number"], ["readout", "object"],
-    ["predictions.base.r_with_target", "number"], ["predictions.finetuned.r_with_target", "number"], ["layers", "array"], ["neuron.r", "number"], ["notes", "array"],
-  ],
-};
-
 /**
- * Throws unless `summary` is analysis `name`'s and has every field in REQUIRED[name]; the rest of
- * the summary is taken as writeAnalysisOutput wrote it.
+ * Throws unless `summary` is analysis `name`'s and has every field the verdicts and sections read
+ * (checkAnalysisSummary, src/io/schema.ts); the rest is taken as writeAnalysisOutput wrote it.
  */
 function checkSummary<K extends AnalysisName>(name: K, summary: Json, path: string): asserts summary is Json & AnalysisSummaries[K] {
-  if (summary["analysis"] !== name) throw new SelfreportError(`${path}: "analysis" is ${JSON.stringify(summary["analysis"])}, expected "${name}"`);
-  for (const [field, kind] of REQUIRED[name]) need(summary, field, kind, path);
+  checkAnalysisSummary(name, summary, path);
 }
 
 /**

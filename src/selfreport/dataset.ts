@@ -26,6 +26,7 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkDatasetArrays, checkDatasetMeta, checkTargetFitsModel, isJsonObject } from "../io/schema.ts";
 import { progress } from "../util/progress.ts";
 import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { activationStats, quantileBinEdges, type ActivationStats } from "./stats.ts";
@@ -345,6 +346,7 @@ export function readDataset(path: string): Dataset {
   } catch {
     throw new SelfreportError(`${path}: corrupt dataset metadata`);
   }
+  if (!isJsonObject(meta)) throw new SelfreportError(`${path}: corrupt dataset metadata (expected a JSON object)`);
   if (meta.format !== DATASET_FORMAT) throw new SelfreportError(`${path} is not a selfreport dataset (format "${String(meta.format)}")`);
   if (meta.version !== DATASET_VERSION) throw new SelfreportError(`${path}: dataset version ${meta.version} is not supported (expected ${DATASET_VERSION})`);
   const get = <T extends Float32Array | Int32Array>(name: string, ctor: new (...a: never[]) => T, size: number): T => {
@@ -353,8 +355,9 @@ export function readDataset(path: string): Dataset {
     if (!(t.data instanceof ctor) || t.data.length !== size) throw new SelfreportError(`${path}: dataset array "${name}" has the wrong type or size (expected ${size})`);
     return t.data as T;
   };
+  checkDatasetMeta(meta as unknown as Record<string, unknown>, path);
   const n = meta.n;
-  return {
+  const ds: Dataset = {
     meta,
     tokens: get("tokens", Int32Array, n * meta.max_len),
     lengths: get("lengths", Int32Array, n),
@@ -363,6 +366,25 @@ export function readDataset(path: string): Dataset {
     split: get("split", Int32Array, n),
     window: get("window", Int32Array, n),
   };
+  checkDatasetArrays(ds, meta, path);
+  return ds;
+}
+
+/**
+ * Throws unless the dataset fits the model it is used with: its target layer and neuron exist in the
+ * model, its prefixes fit the model's context and its token ids its vocabulary.
+ */
+export function checkDatasetFitsModel(ds: Dataset, model: HookedTransformer, path: string): void {
+  const m = ds.meta;
+  checkTargetFitsModel({ target_layer: m.layer, target_neuron: m.neuron, layer_type: m.layer_type }, model.cfg, path, { layer: "layer", neuron: "neuron" });
+  if (m.max_len > model.cfg.nCtx) throw new SelfreportError(`${path}: field "max_len" must be at most the model's n_positions ${model.cfg.nCtx}, got ${m.max_len}`);
+  const V = model.cfg.dVocab;
+  for (let i = 0; i < m.n; i++) {
+    for (let j = 0; j < ds.lengths[i]!; j++) {
+      const id = ds.tokens[i * m.max_len + j]!;
+      if (id >= V) throw new SelfreportError(`${path}: tokens[${i}][${j}] must be a token id of the model's vocabulary (0..${V - 1}), got ${id}`);
+    }
+  }
 }
 
 /** Column k of targets [n, K]: [n]. */

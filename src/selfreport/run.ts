@@ -25,6 +25,7 @@ import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkRunConfig, checkTargetFitsModel, isJsonObject } from "../io/schema.ts";
 import { checkHeadParams, headTypeOf, type HeadConfig, type HeadParams, type HeadType, type Readout } from "./predictor.ts";
 import { readDataset, readTargetsColumn, withTargets, type Dataset, type TokenPos } from "./dataset.ts";
 import { runTarget, targetLabel, type LayerType, type Target } from "./target.ts";
@@ -184,13 +185,12 @@ export function readRunConfig(dir: string): RunConfig {
   } catch (e) {
     throw new SelfreportError(`${path}: not valid JSON (${(e as Error).message})`);
   }
+  if (!isJsonObject(cfg)) throw new SelfreportError(`${path}: expected a JSON object (a run's config)`);
   if (cfg.format_version === undefined) throw new SelfreportError(`${path}: no format_version; is this a run from the Python tool? Import it with \`selfreport import-pt\``);
   if (cfg.format_version !== RUN_FORMAT_VERSION) {
     throw new SelfreportError(`${path}: run format_version ${String(cfg.format_version)} is unknown to this selfreport (which reads version ${RUN_FORMAT_VERSION})`);
   }
-  for (const key of ["head_type", "target_layer", "target_neuron", "layer_type", "feature_layer", "head_config", "bin_edges", "activation_mean", "activation_std", "freeze_mode"] as const) {
-    if (cfg[key] === undefined) throw new SelfreportError(`${path}: field "${key}" is missing`);
-  }
+  checkRunConfig(cfg as unknown as Record<string, unknown>, path);
   return cfg;
 }
 
@@ -228,7 +228,9 @@ export const loadRun = readRun;
 export function loadBaseModel(run: Run): HookedTransformer {
   const c = run.config;
   const where = existsSync(join(c.base_model_dir, "config.json")) ? c.base_model_dir : c.base_model_name;
-  return loadModel(where, { weights: c.weights }).model;
+  const model = loadModel(where, { weights: c.weights }).model;
+  checkTargetFitsModel(c, model.cfg, join(run.dir, "config.json"));
+  return model;
 }
 
 /** The model the predictor runs on: the fine-tuned one for unfrozen/partial runs, else the base model. */
@@ -237,7 +239,9 @@ export function loadRunModel(run: Run): HookedTransformer {
   const ft = join(run.dir, "finetuned");
   if (!existsSync(join(ft, "model.safetensors"))) throw new SelfreportError(`${run.dir}: a run with freeze_mode ${run.config.freeze_mode} needs finetuned/model.safetensors, which is missing`);
   // The fine-tuned weights were saved already processed, and config.json says so: loaded as saved.
-  return loadModel(ft, { weights: run.config.weights }).model;
+  const model = loadModel(ft, { weights: run.config.weights }).model;
+  checkTargetFitsModel(run.config, model.cfg, join(run.dir, "config.json"));
+  return model;
 }
 
 export function finetunedDir(runDir: string): string {
@@ -322,6 +326,7 @@ export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: strin
   if (m.layer !== c.target_layer) problems.push(`layer ${m.layer} ≠ run's ${c.target_layer}`);
   if (m.neuron !== c.target_neuron) problems.push(`neuron ${m.neuron} ≠ run's ${c.target_neuron}`);
   if (m.layer_type !== c.layer_type) problems.push(`layer_type ${m.layer_type} ≠ run's ${c.layer_type}`);
+  if (m.token_pos !== c.token_pos) problems.push(`token_pos ${JSON.stringify(m.token_pos)} ≠ run's ${JSON.stringify(c.token_pos)}`);
   if (resolve(m.model_dir) !== resolve(c.dataset.model_dir)) problems.push(`model ${m.model_dir} ≠ run's ${c.dataset.model_dir}`);
   if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
 }

@@ -13,7 +13,7 @@
  * src/selfreport/ridge.ts): closed-form ridge on the cached features with the penalty chosen on the
  * validation split. It writes the same run directory (head, metrics, one train_log record for the solve).
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -25,7 +25,8 @@ import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
-import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
+import { expectFolderPath, makeFolders } from "../io/paths.ts";
+import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
@@ -174,6 +175,9 @@ function validateOptions(o: TrainOptions): void {
   if (!(o.lr > 0)) throw new SelfreportError(`--lr must be positive, got ${o.lr}`);
   if (!Number.isInteger(o.warmup) || o.warmup < 0) throw new SelfreportError(`--warmup must be a non-negative integer (steps), got ${o.warmup}`);
   if (!Number.isInteger(o.patience) || o.patience < 1) throw new SelfreportError(`--patience must be a positive integer, got ${o.patience}`);
+  if (o.resume && o.force) throw new SelfreportError("--resume and --force contradict each other: --resume continues the run in --out, --force starts it over; pass one of them");
+  if (o.activation !== null && o.hiddenDim === null) throw new SelfreportError(`--activation ${o.activation} needs --hidden-dim N: the activation is the hidden layer's, and without --hidden-dim the head has none`);
+  expectFolderPath(o.out, "--out", "a run directory");
 }
 
 function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
@@ -184,6 +188,7 @@ function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
   if (o.model !== undefined && resolve(dir) !== resolve(meta.model_dir)) {
     throw new SelfreportError(`dataset ${o.data} was built from model ${meta.model_dir}, not ${dir}; rebuild the dataset for this model or drop --model`);
   }
+  checkDatasetFitsModel(ds, model, o.data);
   const featureLayer = o.featureLayer === -1 ? model.cfg.nLayers - 1 : o.featureLayer;
   model.checkLayer(featureLayer, "--feature-layer");
   if (o.freeze === "partial" && o.unfreezeLast! > featureLayer + 1) {
@@ -295,7 +300,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const meta = p.ds.meta;
   const type = o.head;
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
-  mkdirSync(out, { recursive: true });
+  makeFolders(out);
 
   const head = initHead(p.headCfg, o.seed, p.model);
   const headTrains = o.freeze !== "unfrozen";
@@ -486,7 +491,7 @@ function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: 
  */
 async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs): Promise<TrainResult> {
   const out = o.out;
-  mkdirSync(out, { recursive: true });
+  makeFolders(out);
   removeTrainLog(out);
   rmSync(join(out, "checkpoint"), { recursive: true, force: true });
   const t0 = Date.now();

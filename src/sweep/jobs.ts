@@ -19,8 +19,9 @@
  * Test hooks (environment): SELFREPORT_SWEEP_FAIL_JOBS=id,id makes those jobs throw;
  * SELFREPORT_SWEEP_JOB_DELAY_MS=ms waits that long inside every job before committing it.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
+import { makeFolders } from "../io/paths.ts";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { Tensor } from "../tensor/index.ts";
@@ -215,7 +216,7 @@ export class JobRunner {
 
   private newStage(id: string): string {
     const stage = join(this.sweepDir, "jobs", `.stage-${id}-${process.pid}-${randomBytes(4).toString("hex")}`);
-    mkdirSync(stage, { recursive: true });
+    makeFolders(stage);
     return stage;
   }
 

@@ -7,6 +7,7 @@ import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context
 import { analysisDir } from "../../selfreport/run.ts";
 import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
 
 function ci(v: [number, number] | null | undefined): string {
@@ -37,6 +38,7 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
     .action(async (o: { run: string; data?: string; out?: string; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
       const out = o.out ?? analysisDir(o.run, "patching");
+      expectFolderPath(out, "--out", "an analysis output folder");
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = patchingAnalysis(ctx, {
         nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, positions: o.positions, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { analysisDir } from "../../selfreport/run.ts";
 import { residualAnalysis, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption } from "../options.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
@@ -17,6 +18,7 @@ export function registerResidualAnalysis(analyze: Command): void {
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
     .action(async (o: { run: string; data?: string; out?: string; nInputs: number }) => {
       const out = o.out ?? analysisDir(o.run, "residual");
+      expectFolderPath(out, "--out", "an analysis output folder");
       const ctx = loadAnalysisContext(o.run, o.data);
       const s = residualAnalysis(ctx, { nInputs: o.nInputs });
       const files = writeAnalysisOutput(out, "residual", ctx.run, s, await residualPlots(s));

@@ -5,6 +5,7 @@ import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
 import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
 import { parseIntOption } from "../options.ts";
 
@@ -30,6 +31,7 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
     .action(async (o: { run: string; data?: string; out?: string; maxExamples: number }) => {
       const out = o.out ?? analysisDir(o.run, "weights");
+      expectFolderPath(out, "--out", "an analysis output folder");
       const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {
         const s = weightsOnlyAnalysis(run, loadRunModel(run), out);

@@ -82,6 +82,7 @@ export function registerSweepCommands(program: Command): void {
     .requiredOption("--out <dir>", "sweep folder")
     .action(interruptible(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (!o.wait && o.queue === undefined) throw new SelfreportError("--no-wait only applies with --queue (tasks run in this process otherwise, so it always waits); add --queue redis://HOST:PORT or drop --no-wait");
       if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
         throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
       }
