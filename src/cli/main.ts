@@ -4,7 +4,7 @@
  * stack only when SELFREPORT_DEBUG=1.
  */
 import { Command, CommanderError } from "commander";
-import { SelfreportError } from "../errors.ts";
+import { SelfreportError, InterruptedError } from "../errors.ts";
 import { ShapeError, NanError } from "../tensor/index.ts";
 import { registerModelCommands } from "./commands/model.ts";
 import { registerSelfreportCommands } from "./commands/selfreport.ts";
@@ -45,6 +45,8 @@ export function reportError(e: unknown): number {
     // commander already printed its message (or the help/version text)
     return e.exitCode === 0 ? 0 : 2;
   }
+  // Ctrl-C: the trainer saved its checkpoint and said how to resume; exit 130 (128 + SIGINT) as shells expect.
+  if (e instanceof InterruptedError) return e.exitCode;
   if (e instanceof SelfreportError || e instanceof ShapeError || e instanceof NanError) {
     console.error(`selfreport: error: ${e.message}`);
     return 1;

@@ -22,7 +22,7 @@ import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
-import { SelfreportError } from "../errors.ts";
+import { SelfreportError, InterruptedError } from "../errors.ts";
 
 export interface PretrainOptions {
   corpus: string;
@@ -228,8 +228,9 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       if (step % o.checkpointEvery === 0 || interrupt.requested) checkpoint();
       if (interrupt.requested) {
         bar.stop();
-        info(`stopped at step ${step}; resume with the same command plus --resume`);
-        process.exit(130);
+        const message = `stopped at step ${step}; resume with the same command plus --resume`;
+        info(message);
+        throw new InterruptedError(message);
       }
     }
   } finally {

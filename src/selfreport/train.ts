@@ -21,7 +21,7 @@ import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
-import { SelfreportError } from "../errors.ts";
+import { SelfreportError, InterruptedError } from "../errors.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
@@ -352,8 +352,9 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
         if (interrupt.requested) {
           checkpoint();
           bar.stop();
-          info(`stopped at step ${state.step}; continue with the same command plus --resume`);
-          process.exit(130);
+          const message = `stopped at step ${state.step}; continue with the same command plus --resume`;
+          info(message);
+          throw new InterruptedError(message);
         }
       }
       // end of epoch: validate, early-stop bookkeeping

@@ -18,7 +18,7 @@ import { loadModel } from "../../src/model/load.ts";
 import { writeTokenizerFiles } from "../../src/model/tokenizer.ts";
 import type { HookedTransformer } from "../../src/model/transformer.ts";
 import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
-import { SelfreportError } from "../../src/errors.ts";
+import { SelfreportError, InterruptedError } from "../../src/errors.ts";
 import { train, type TrainOptions } from "../../src/selfreport/train.ts";
 import { exampleTokens, splitIndices, writeDataset, type Dataset } from "../../src/selfreport/dataset.ts";
 import { featureCachePath, modelFingerprint, examplesFingerprint, computeFeatures } from "../../src/selfreport/features.ts";
@@ -328,19 +328,14 @@ test("early stopping: patience counts epochs without improvement; the best epoch
 
 // ---- Ctrl-C and --resume
 
-class Exited extends Error {
-  constructor(readonly code: number) {
-    super(`process.exit(${code})`);
-  }
-}
 
 /**
  * Runs train(o) and delivers Ctrl-C (the trainer's own SIGINT handler) when its progress line first
- * reports step ≥ atStep; process.exit is replaced by a throw. Returns the step it stopped at.
+ * reports step ≥ atStep. train() must then reject with InterruptedError (exit code 130 for the CLI),
+ * never exit the process. Returns the step it stopped at.
  */
 async function trainInterrupted(o: TrainOptions, atStep: number): Promise<number> {
   const write = process.stderr.write;
-  const exit = process.exit;
   const quiet = process.env["SELFREPORT_QUIET"];
   const tty = Object.getOwnPropertyDescriptor(process.stderr, "isTTY");
   let at = -1;
@@ -355,14 +350,10 @@ async function trainInterrupted(o: TrainOptions, atStep: number): Promise<number
     }
     return true;
   }) as typeof process.stderr.write;
-  process.exit = ((code?: number): never => {
-    throw new Exited(code ?? 0);
-  }) as typeof process.exit;
   try {
-    await assert.rejects(train(o), (e: unknown) => e instanceof Exited && e.code === 130);
+    await assert.rejects(train(o), (e: unknown) => e instanceof InterruptedError && e.exitCode === 130 && /^stopped at step \d+; continue with the same command plus --resume$/.test(e.message));
   } finally {
     process.stderr.write = write;
-    process.exit = exit;
     process.env["SELFREPORT_QUIET"] = quiet;
     if (tty) Object.defineProperty(process.stderr, "isTTY", tty);
     else delete (process.stderr as { isTTY?: boolean }).isTTY;
