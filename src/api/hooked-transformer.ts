@@ -65,6 +65,8 @@ export interface ModelGenerateOptions extends ToTokensOptions {
   topK?: number;
   /** Seed of the sampler (default 0): a seed always gives the same text. */
   seed?: number;
+  /** Hooks on the blocks' hook points, run at every step on the new positions ([1, T, ...]); hook_embed and ln_final hooks do not run here. */
+  fwdHooks?: readonly Hook[];
 }
 
 export interface ModelGenerateResult {
@@ -234,7 +236,7 @@ export class HookedTransformer extends Model {
     return { ...r, tokens };
   }
 
-  /** Continues a text with the KV-cached sampler of `selfreport lm generate` (hooks do not run in it). */
+  /** Continues a text with the KV-cached sampler of `selfreport lm generate`, through the same blocks and hooks as runWithHooks. */
   generate(prompt: string, opts: ModelGenerateOptions = {}): ModelGenerateResult {
     const tok = this.tok("generate");
     if (opts.prependBos === true) throw new SelfreportError("generate: prependBos is not supported; put <|endoftext|> in the prompt if you need it");
@@ -244,6 +246,7 @@ export class HookedTransformer extends Model {
       temperature: opts.temperature ?? GENERATE_DEFAULTS.temperature,
       topK: opts.topK ?? GENERATE_DEFAULTS.topK,
       seed: opts.seed ?? GENERATE_DEFAULTS.seed,
+      hooks: opts.fwdHooks ?? [],
     }));
     return { text: r.text, continuation: r.continuation, ids: r.ids, newIds: r.newIds, stopReason: r.stopReason };
   }

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as api from "../../src/index.ts";
-import { HookedTransformer, ActivationCache, getActName, SelfreportError, ShapeError, type Tensor, type Hook } from "../../src/index.ts";
+import { HookedTransformer, ActivationCache, getActName, SelfreportError, ShapeError, zeros, type Tensor, type Hook } from "../../src/index.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { generateIds } from "../../src/lm/generate.ts";
@@ -204,6 +204,12 @@ test("generate: the KV-cached sampler of `selfreport lm generate`", () => {
   assert.deepEqual(r.ids, ids.ids);
   assert.equal(r.text, model.toString(ids.ids));
   assert.equal(r.text, "The cat" + r.continuation);
+  // fwdHooks run at every step: zeroing the last block's output changes what is generated, as in generateIds
+  const zero: Hook = ["blocks.2.hook_mlp_out", (x) => zeros(x.shape)];
+  const hooked = model.generate("The cat", { maxNewTokens: 5, temperature: 0, fwdHooks: [zero] });
+  const expected = generateIds(model, model.tokenizer!.encode("The cat"), { maxNewTokens: 5, temperature: 0, eosId: 50256, hooks: [zero] });
+  assert.deepEqual(hooked.ids, expected.ids);
+  assert.notDeepEqual(hooked.ids, r.ids);
 });
 
 test("the public entry exports the stable API and nothing internal", () => {
