@@ -31,7 +31,9 @@ export type { Shape, SliceSpec, NestedNumbers } from "./tensor/tensor.ts";
 export { getBackend } from "./tensor/backend/index.ts";
 
 // Errors: a SelfreportError's message names the bad value and what was expected.
-export { SelfreportError, InterruptedError } from "./errors.ts";
+export { SelfreportError } from "./errors.ts";
+// Ctrl-C / SIGTERM during training: the run saved its checkpoint; exitCode is 130 / 143 (the CLI exits with it).
+export { Interrupted } from "./util/interrupt.ts";
 
 // Text and the neuron explorer
 export { loadCorpus } from "./data/corpus.ts";

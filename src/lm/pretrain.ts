@@ -21,8 +21,8 @@ import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkp
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { onInterrupt } from "../util/interrupt.ts";
-import { SelfreportError, InterruptedError } from "../errors.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
+import { SelfreportError } from "../errors.ts";
 
 export interface PretrainOptions {
   corpus: string;
@@ -198,8 +198,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   };
 
   info(`model: ${cfg.nLayers} layers, d_model ${cfg.dModel}, ${cfg.nHeads} heads, ctx ${cfg.nCtx}, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} parameters; backend ${getBackend().name}`);
-  const interrupt = onInterrupt();
-  const bar = progress("pretrain", o.steps, ["loss", "tok/s", "lr"]);
+  const bar = progress("pretrain", o.steps, ["loss", "tok/s", "lr"], { start: step });
+  const section = interruptibleSection();
   const t0 = Date.now();
   let tokensThisRun = 0;
   let ema = NaN;
@@ -225,17 +225,15 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       curve.push(point);
       appendFileSync(join(out, "train_log.jsonl"), JSON.stringify({ ...point, lr, tokens_per_s: Math.round(tps) }) + "\n");
       bar.update(step, { loss: ema.toFixed(3), "tok/s": Math.round(tps), lr: lr.toExponential(2) });
-      if (step % o.checkpointEvery === 0 || interrupt.requested) checkpoint();
-      if (interrupt.requested) {
-        bar.stop();
-        const message = `stopped at step ${step}; resume with the same command plus --resume`;
-        info(message);
-        throw new InterruptedError(message);
-      }
+      // a turn of the event loop so that a SIGINT/SIGTERM handler can run at all (the loop is synchronous)
+      await yieldToEventLoop();
+      const signal = interruptSignal();
+      if (step % o.checkpointEvery === 0 || signal !== null) checkpoint();
+      if (signal !== null) throw new Interrupted(signal, `pre-training stopped at step ${step} of ${o.steps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
     }
   } finally {
     bar.stop();
-    interrupt.dispose();
+    section.end();
   }
   checkpoint();
 

@@ -22,7 +22,8 @@ import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { readRunConfig, type RunConfig } from "../selfreport/run.ts";
+import { readRunConfig, readTrainLog, analysisDir, type RunConfig } from "../selfreport/run.ts";
+import { runTarget, targetLabel } from "../selfreport/target.ts";
 import type { WeightsSummary } from "../analysis/weights.ts";
 import type { PatchingSummary } from "../analysis/patching.ts";
 import type { ResidualSummary } from "../analysis/residual.ts";
@@ -74,6 +75,8 @@ export interface MetricsFile {
   best_epoch: number | null;
   stopped_early: boolean | null;
   seconds: number | null;
+  /** Set when the head was solved in closed form (solver "ridge"): the chosen penalty. */
+  ridge_lambda: number | null;
 }
 
 export interface ReportInputs {
@@ -214,6 +217,11 @@ export function readAnalysis<K extends AnalysisName>(analysesDir: string, name: 
   let summary: Json;
   try {
     summary = readJson(path);
+    if (summary["mode"] === "weights only") {
+      const skipped = Array.isArray(summary["skipped"]) ? (summary["skipped"] as Json[]) : [];
+      const cmd = typeof skipped[0]?.["command"] === "string" ? ` Add the examples with: ${skipped[0]["command"] as string}` : "";
+      return { status: "unreadable", name, dir, reason: `${path} was computed from the weights alone (the run has no dataset): the verdict needs the data-dependent measures.${cmd}` };
+    }
     checkSummary(name, summary, path);
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;
@@ -245,7 +253,9 @@ function readMetrics(runDir: string): ReportInputs["metrics"] {
     const opt = <T>(key: string, type: string): T | null => (typeof m[key] === type ? (m[key] as T) : null);
     return {
       status: "ok",
-      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number") },
+      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number"),
+        ridge_lambda: m["solver"] === "ridge" && isObject(m["ridge"]) && typeof m["ridge"]["lambda"] === "number" ? m["ridge"]["lambda"] : null,
+      },
     };
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;
@@ -260,30 +270,19 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
     const p = prepareSvg(readFileSync(svgPath, "utf8"), "training-");
     return p.svg !== null ? { svg: p.svg, source: "training_curve.svg" } : { svg: null, reason: `training_curve.svg ${p.problem}` };
   }
-  const logPath = join(runDir, "train_log.jsonl");
-  if (!existsSync(logPath)) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
+  const log = readTrainLog(runDir);
+  if (log === null) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
   const points: LinePoint[] = [];
-  let bad = 0;
-  for (const line of readFileSync(logPath, "utf8").split("\n")) {
-    if (line.trim() === "") continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      bad++;
-      continue;
-    }
-    if (!isObject(rec) || typeof rec["step"] !== "number") {
-      bad++;
-      continue;
-    }
-    if (typeof rec["loss"] === "number") points.push({ x: rec["step"], y: rec["loss"], series: "train (per step)" });
-    if (typeof rec["val_loss"] === "number") points.push({ x: rec["step"], y: rec["val_loss"], series: "validation (per epoch)" });
+  const bad = log.bad;
+  for (const rec of log.records) {
+    if (typeof rec["loss"] === "number") points.push({ x: rec.step, y: rec["loss"], series: "train (per step)" });
+    if (typeof rec["train_loss_mean"] === "number") points.push({ x: rec.step, y: rec["train_loss_mean"], series: "train (epoch mean)" });
+    if (typeof rec["val_loss"] === "number") points.push({ x: rec.step, y: rec["val_loss"], series: "validation (per epoch)" });
   }
   if (points.length === 0) return { svg: null, reason: `train_log.jsonl has no loss records${bad > 0 ? ` (${bad} unreadable lines)` : ""}` };
   const svg = await renderSvg(lineChart({
-    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy",
-    series: "series", data: points, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
+    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: `${cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy"}, log scale`,
+    data: points, logY: true, legendBelow: true, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
   }));
   const p = prepareSvg(svg, "training-");
   return p.svg !== null ? { svg: p.svg, source: "train_log.jsonl" } : { svg: null, reason: p.problem };
@@ -296,7 +295,7 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
 export async function collectReport(runDir: string, analysesDir?: string): Promise<ReportInputs> {
   if (existsSync(runDir) && !statSync(runDir).isDirectory()) throw new SelfreportError(`--run ${runDir} is a file; expected a run directory (with config.json)`);
   const config = readRunConfig(runDir);
-  const dir = analysesDir ?? join(runDir, "analysis");
+  const dir = analysesDir ?? analysisDir(runDir);
   if (analysesDir !== undefined && !(existsSync(analysesDir) && statSync(analysesDir).isDirectory())) {
     throw new SelfreportError(`--analyses ${analysesDir} ${existsSync(analysesDir) ? "is not a folder" : "does not exist"}; expected a folder with weights/, patching/ or residual/ from \`selfreport analyze\``);
   }
@@ -383,8 +382,16 @@ function weightsSection(r: ReportInputs): string {
       ["examples used", `${s.examples.n_used} of ${s.examples.n_dataset} (${s.examples.features})`],
       ["r(prediction, activation)", num(s.examples.prediction_activation_r)],
       ["direct-write variance share", dw.share === null ? `n/a (${dw.note})` : num(dw.share)],
+      ...(s.pattern.random_filter_null === undefined ? [] : [[
+        "activation pattern (what the prediction co-varies with)",
+        `cosine ${num(s.pattern.cosine_with_target_pattern)} with the head-free target pattern Cov(x, act)/Var(act); random filters: ${num(s.pattern.random_filter_null.target_pattern.mean)} ± ${num(s.pattern.random_filter_null.target_pattern.std)} (n ${s.pattern.random_filter_null.n}). Not evidence of reading: any predictive head has a pattern close to the target pattern.`,
+      ]]),
+      ...(s.w_in == null || s.w_in.readout_correlation === undefined ? [] : [[
+        "W_in readout correlation",
+        `${num(s.w_in.readout_correlation)}: ${s.w_in.readout_note}. ${s.w_in.spaces}.`,
+      ]]),
     ];
-    body = verdictBox(weightsVerdict(s)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
+    body = verdictBox(weightsVerdict(s, r.patching.status === "ok" ? r.patching.summary : null)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("weights", QUESTIONS.weights, "analysis weights: the head's reading direction against the neuron's W_in and W_out vectors", body);
 }
@@ -424,13 +431,19 @@ function residualSection(r: ReportInputs): string {
       ["r(prediction, target): base → fine-tuned features", `${num(p.base.r_with_target)} → ${num(p.finetuned.r_with_target)}`],
       ["first-order read-out R²", num(s.readout.linearisation_r2)],
       ["neuron before vs after: r", num(s.neuron.r)],
+      ...(p.split == null ? [] : [[
+        "change in prediction: mean shift / tracking the neuron / rest",
+        `${num(100 * p.split.share_mean_shift, 1)}% / ${num(100 * p.split.share_coupled, 1)}% / ${num(100 * p.split.share_rest, 1)}% of its mean square (mean shift ${num(p.split.mean_shift, 3)}: the fixed head's re-calibration, not a reading of the neuron)`,
+      ]]),
     ];
-    const layerRows = s.layers.map((l) => [
-      l.layer === "embed" ? "embed" : `L${l.layer}`, num(l.relative_change, 3), num(l.share_of_prediction_change, 3),
-      num(l.coupled_change_cosines.W_out, 3), num(l.coupled_change_cosines.head, 3),
-    ]);
+    const layerRows = s.layers.map((l) => {
+      const name = l.layer === "embed" ? "embed" : `L${l.layer}`;
+      const k = l.coupled_change_cosines;
+      if (k == null) return [name, num(l.relative_change, 3), "unchanged", "", ""];
+      return [name, num(l.relative_change, 3), num(l.share_of_coupled_change ?? null, 3), num(k.W_out, 3), num(k.head, 3)];
+    });
     body = verdictBox(residualVerdict(s)) + table(null, rows) +
-      table(["layer", "relative change", "share of Δprediction", "cos(β, W_out)", "cos(β, head)"], layerRows) +
+      table(["layer", "relative change", "share of the change that tracks the neuron", "cos(β, W_out)", "cos(β, head)"], layerRows) +
       notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("residual", QUESTIONS.residual, "analysis residual: the fine-tuned model's residual stream against the base model's", body);
@@ -442,14 +455,16 @@ function section(id: string, title: string, sub: string, body: string): string {
 
 function configSection(r: ReportInputs): string {
   const c = r.config;
-  const hook = c.layer_type === "mlp_post" ? `blocks.${c.target_layer}.mlp.hook_post[${c.target_neuron}]` : `blocks.${c.target_layer}.hook_mlp_out[${c.target_neuron}]`;
+  const hook = targetLabel(runTarget(c));
+  const ds = c.dataset;
+  const column = ds?.target_column != null ? `, targets: column ${ds.target_column.column} of ${ds.target_column.path}` : "";
   const hc = c.head_config;
   const rows: string[][] = [
     ["target", `layer ${c.target_layer}, neuron ${c.target_neuron} (${hook})`],
     ["head", `${c.head_type}${hc.hidden_dim ? `, hidden layer ${hc.hidden_dim} (${hc.activation ?? ""})` : ""}, reads resid_post of layer ${c.feature_layer}`],
     ["freezing", c.freeze_mode === "partial" ? `partial (last ${c.unfreeze_last ?? "?"} blocks trained)` : c.freeze_mode],
     ["base model", `${c.base_model_name} (${c.base_model_dir}), weights ${c.weights}, d_model ${c.d_model}`],
-    ["dataset", `${c.dataset?.path ?? "?"} (${c.dataset?.n ?? "?"} examples)`],
+    ["dataset", ds === undefined || ds.path === "" ? "none recorded" : `${ds.path} (${ds.n} examples${column})`],
     ["target activation", `mean ${num(c.activation_mean)}, std ${num(c.activation_std)}`],
     ["training", Object.entries(c.training ?? {}).map(([k, v]) => `${k} ${String(v)}`).join(", ")],
     ["run directory", resolve(r.runDir)],
@@ -478,7 +493,9 @@ function trainingSection(r: ReportInputs): string {
       ...(t.accuracy !== null && t.accuracy !== undefined ? [["bin accuracy", `${(100 * t.accuracy).toFixed(1)}%`, ""]] : []),
     ];
     const ratio = b.mse > 0 ? `The head's test MSE is ${(100 * t.mse / b.mse).toFixed(1)}% of the baseline's.` : "";
-    const epochs = m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
+    const epochs = m.ridge_lambda !== null
+      ? ` Solved in closed form (ridge regression, penalty λ = ${m.ridge_lambda.toExponential(3)} chosen on the validation split)${m.seconds === null ? "" : ` in ${m.seconds.toFixed(2)} s`}.`
+      : m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
     metrics = `<p>Test split, ${t.n} examples; baseline: ${escapeHtml(b.description)}. ${escapeHtml(ratio)}${escapeHtml(epochs)}</p>` +
       table(["metric", "head", "mean baseline"], rows);
   }
@@ -501,7 +518,7 @@ function overview(r: ReportInputs): string {
   const p = r.patching;
   const res = r.residual;
   const rows = [
-    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary) : null),
+    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary, p.status === "ok" ? p.summary : null) : null),
     row("patching", QUESTIONS.patching, p, p.status === "ok" ? () => patchingVerdict(p.summary) : null),
     row("residual", QUESTIONS.residual, res, res !== null && res.status === "ok" ? () => residualVerdict(res.summary) : null),
   ];
@@ -509,7 +526,8 @@ function overview(r: ReportInputs): string {
     `<details open><summary>How the verdicts are decided</summary><ul class="thresholds">${THRESHOLD_TEXT.map((t) => `<li>${escapeHtml(t)}</li>`).join("")}</ul></details></section>`;
 }
 
-const CSS = `
+/** The stylesheet of the run report (the sweep report adds to it). */
+export const REPORT_CSS = `
 :root { --fg: #222; --muted: #666; --line: #ddd; --yes: #2e7d32; --partly: #b26a00; --no: #c62828; --na: #607d8b; }
 * { box-sizing: border-box; }
 body { font: 15px/1.5 Helvetica, Arial, sans-serif; color: var(--fg); margin: 0 auto; max-width: 1100px; padding: 1.5rem; }
@@ -524,8 +542,8 @@ code { background: #f4f4f4; padding: .1rem .3rem; border-radius: 3px; word-break
 .badge { display: inline-block; color: white; background: var(--na); border-radius: 3px; padding: 0 .45rem; font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; }
 .yes .badge { background: var(--yes); } .partly .badge { background: var(--partly); } .no .badge { background: var(--no); }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure.plot { margin: .5rem 0; } .plots figure.plot { flex: 1 1 460px; max-width: 100%; }
-figure.plot svg { display: block; width: 100%; max-width: 600px; height: auto; }
+figure.plot { margin: .5rem 0; max-width: 100%; overflow-x: auto; } .plots figure.plot { flex: 0 1 auto; }
+figure.plot svg { display: block; max-width: none; height: auto; } /* natural size: never scaled below its fonts */
 table.answers td:first-child { width: 16rem; font-weight: 600; } table.answers a { color: inherit; }
 figcaption { color: var(--muted); font-size: .8rem; }
 .problem, .warn { color: var(--no); }
@@ -543,7 +561,7 @@ export function buildReportHtml(r: ReportInputs): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>${escapeHtml(title)}</title>
-<style>${CSS}</style>
+<style>${REPORT_CSS}</style>
 </head>
 <body>
 <header><h1>${escapeHtml(title)}</h1><p class="muted">Report on ${escapeHtml(resolve(r.runDir))}, analyses from ${escapeHtml(resolve(r.analysesDir))}; made ${escapeHtml(r.generated)} by <code>selfreport report</code>.</p></header>
@@ -560,7 +578,7 @@ ${residualSection(r)}
 
 export interface WriteReportOptions {
   runDir: string;
-  /** Default: runDir/analysis. */
+  /** Default: runDir/analysis (analysisDir in src/selfreport/run.ts). */
   analysesDir?: string;
   out: string;
 }

@@ -27,19 +27,21 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { progress } from "../util/progress.ts";
+import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { activationStats, quantileBinEdges, type ActivationStats } from "./stats.ts";
+import { targetHook, targetLabel, type LayerType, type Target } from "./target.ts";
 
 export const DATASET_FORMAT = "selfreport-dataset";
 export const DATASET_VERSION = 1;
 
-/** `mlp_post`: neuron N of blocks.L.mlp.hook_post; `mlp_out`: dimension N of blocks.L.hook_mlp_out. */
-export type LayerType = "mlp_post" | "mlp_out";
+export type { LayerType } from "./target.ts";
 export type TokenPos = "last" | number;
 export const SPLITS = ["train", "validation", "test"] as const;
 export type SplitName = (typeof SPLITS)[number];
 
+/** The target's hook name (see target.ts). */
 export function targetHookName(layer: number, layerType: LayerType): string {
-  return layerType === "mlp_post" ? `blocks.${layer}.mlp.hook_post` : `blocks.${layer}.hook_mlp_out`;
+  return targetHook({ layer, layer_type: layerType });
 }
 
 export interface DatasetMeta {
@@ -123,6 +125,20 @@ export function validateTarget(model: HookedTransformer, layer: number, neuron: 
 
 /** Builds a dataset by sampling windows of real text and reading the target hook in one pass per window batch. */
 export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions): Dataset {
+  return runSteps(buildDatasetSteps(model, tok, docs, o));
+}
+
+/**
+ * buildDataset, stopping with Interrupted on SIGINT/SIGTERM (with the CLI's handlers) between batches
+ * of windows; nothing is written then (a dataset is written whole, by writeDataset).
+ */
+export function buildDatasetInterruptibly(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions): Promise<Dataset> {
+  const progressOf = { windows: 0, examples: 0 };
+  return runStepsInterruptibly(buildDatasetSteps(model, tok, docs, o, progressOf), () => `dataset building stopped after ${progressOf.examples} examples; nothing was written (run the command again to build it)`);
+}
+
+/** buildDataset as steps: yields after each batch of windows (progressOf, when given, follows the counts). */
+function* buildDatasetSteps(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions, progressOf?: { windows: number; examples: number }): Generator<void, Dataset> {
   validateTarget(model, o.layer, o.neuron, o.layerType);
   const { maxLen, n } = o;
   if (!Number.isInteger(maxLen) || maxLen < 2 || maxLen > model.cfg.nCtx) {
@@ -153,42 +169,47 @@ export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: rea
   const B = 16;
   const bar = progress("dataset", Math.min(windows.length, Math.ceil(poolTarget / perWindow)), ["examples"]);
   let w = 0;
-  noGrad(() => {
+  try {
     while (w < windows.length && ex.target.length < poolTarget) {
-      const chunk = windows.slice(w, w + B);
-      const T = Math.max(...chunk.map((c) => c.ids.length));
-      const ids = new Int32Array(chunk.length * T).fill(tok.eosId);
-      chunk.forEach((c, b) => ids.set(c.ids, b * T));
-      const { cache } = model.runWithCache({ ids, batch: chunk.length, len: T }, [hook], { stopAtLayer: o.layer + 1 });
-      const A = cache.get(hook)!; // [b, T, width]
-      const width = A.shape[2]!;
-      chunk.forEach((c, b) => {
-        const len = c.ids.length;
-        let picks: Array<[length: number, pos: number]>;
-        if (o.tokenPos === "last") {
-          const candidates = len - minLen + 1;
-          const k = Math.min(perWindow, candidates);
-          const chosen = new Set<number>();
-          while (chosen.size < k) chosen.add(minLen - 1 + rng.int(candidates));
-          picks = [...chosen].map((p) => [p + 1, p]);
-        } else {
-          const p = o.tokenPos as number;
-          if (len <= p) return;
-          picks = [[p + 1 + rng.int(len - p), p]];
-        }
-        for (const [length, pos] of picks) {
-          ex.tokens.push(c.ids.slice(0, length));
-          ex.pos.push(pos);
-          ex.target.push(A.data[(b * T + pos) * width + o.neuron]!);
-          ex.split.push(documentSplit(docs[c.doc]!.id, o.seed));
-          ex.window.push(w + b);
-        }
+      noGrad(() => {
+        const chunk = windows.slice(w, w + B);
+        const T = Math.max(...chunk.map((c) => c.ids.length));
+        const ids = new Int32Array(chunk.length * T).fill(tok.eosId);
+        chunk.forEach((c, b) => ids.set(c.ids, b * T));
+        const { cache } = model.runWithCache({ ids, batch: chunk.length, len: T }, [hook], { stopAtLayer: o.layer + 1 });
+        const A = cache.get(hook)!; // [b, T, width]
+        const width = A.shape[2]!;
+        chunk.forEach((c, b) => {
+          const len = c.ids.length;
+          let picks: Array<[length: number, pos: number]>;
+          if (o.tokenPos === "last") {
+            const candidates = len - minLen + 1;
+            const k = Math.min(perWindow, candidates);
+            const chosen = new Set<number>();
+            while (chosen.size < k) chosen.add(minLen - 1 + rng.int(candidates));
+            picks = [...chosen].map((p) => [p + 1, p]);
+          } else {
+            const p = o.tokenPos as number;
+            if (len <= p) return;
+            picks = [[p + 1 + rng.int(len - p), p]];
+          }
+          for (const [length, pos] of picks) {
+            ex.tokens.push(c.ids.slice(0, length));
+            ex.pos.push(pos);
+            ex.target.push(A.data[(b * T + pos) * width + o.neuron]!);
+            ex.split.push(documentSplit(docs[c.doc]!.id, o.seed));
+            ex.window.push(w + b);
+          }
+        });
+        w += chunk.length;
+        bar.update(Math.min(w, Math.ceil(poolTarget / perWindow)), { examples: ex.target.length });
       });
-      w += chunk.length;
-      bar.update(Math.min(w, Math.ceil(poolTarget / perWindow)), { examples: ex.target.length });
+      if (progressOf !== undefined) [progressOf.windows, progressOf.examples] = [w, ex.target.length];
+      yield;
     }
-  });
-  bar.stop();
+  } finally {
+    bar.stop();
+  }
   if (ex.target.length < n) {
     throw new SelfreportError(`the corpus yields only ${ex.target.length} examples at --max-len ${maxLen}; ask for fewer with --n or give a larger corpus`);
   }
@@ -341,6 +362,56 @@ export function readDataset(path: string): Dataset {
     targets: get("targets", Float32Array, n),
     split: get("split", Int32Array, n),
     window: get("window", Int32Array, n),
+  };
+}
+
+/** Column k of targets [n, K]: [n]. */
+export function targetColumn(targetsNK: Float32Array, n: number, K: number, k: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = targetsNK[i * K + k]!;
+  return out;
+}
+
+/**
+ * A targets file (a sweep's data/L{l}.targets.safetensors): F32 `targets` [n, K], the activations of
+ * K neurons of one layer at each example; metadata `neurons` (JSON list, column k = neurons[k]) and `layer`.
+ * Returns the column of `target.neuron`, checked against the metadata and the example count n.
+ */
+export function readTargetsColumn(path: string, target: Target, column: number, n: number): Float32Array {
+  if (!existsSync(path)) throw new SelfreportError(`targets file ${path} not found`);
+  const { tensors, metadata } = readSafetensors(path);
+  const t = tensors.get("targets");
+  if (t === undefined || !(t.data instanceof Float32Array) || t.shape.length !== 2 || t.shape[0] !== n) {
+    throw new SelfreportError(`${path}: expected F32 "targets" [${n}, K] (one row per example of the dataset)`);
+  }
+  const K = t.shape[1]!;
+  if (!Number.isInteger(column) || column < 0 || column >= K) throw new SelfreportError(`${path}: target column ${column} is out of range (the file has ${K} columns)`);
+  const neurons = JSON.parse(metadata["neurons"] ?? "null") as unknown;
+  if (Array.isArray(neurons) && neurons[column] !== target.neuron) {
+    throw new SelfreportError(`${path}: column ${column} holds neuron ${String(neurons[column])}, not ${target.neuron}`);
+  }
+  if (metadata["layer"] !== undefined && Number(metadata["layer"]) !== target.layer) {
+    throw new SelfreportError(`${path}: holds layer ${metadata["layer"]}, not ${target.layer}`);
+  }
+  return targetColumn(t.data, n, K, column);
+}
+
+/**
+ * The same examples with another target: `targets` [n] are `target`'s activations at each example's
+ * read position; the statistics and bin edges are those buildDataset would compute for them (training
+ * split). A sweep stores one examples file and the targets of many neurons beside it (src/sweep/data.ts).
+ */
+export function withTargets(examples: Dataset, target: Target, targets: Float32Array): Dataset {
+  const n = examples.meta.n;
+  if (targets.length !== n) throw new SelfreportError(`targets for ${targetLabel(target)} have ${targets.length} values, but the dataset has ${n} examples`);
+  const trainTargets = targets.filter((_, i) => examples.split[i] === 0);
+  return {
+    ...examples,
+    targets,
+    meta: {
+      ...examples.meta, layer: target.layer, neuron: target.neuron, layer_type: target.layer_type, hook: targetHook(target),
+      stats: activationStats(trainTargets), bin_edges: quantileBinEdges(trainTargets, examples.meta.num_bins),
+    },
   };
 }
 

@@ -8,8 +8,12 @@
  * AdamW with linear warm-up + cosine decay, validation every epoch, early stopping on validation
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
+ *
+ * A frozen linear regression head is solved exactly instead (solver "ridge", the default there;
+ * src/selfreport/ridge.ts): closed-form ridge on the cached features with the penalty chosen on the
+ * validation split. It writes the same run directory (head, metrics, one train_log record for the solve).
  */
-import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -17,19 +21,24 @@ import {
 import { loadModel, saveModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { onInterrupt } from "../util/interrupt.ts";
-import { SelfreportError, InterruptedError } from "../errors.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
+import { SelfreportError } from "../errors.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
-import { quantileBinEdges, binOf, regressionMetrics, type RegressionMetrics } from "./stats.ts";
-import { RUN_FORMAT_VERSION, FREEZE_MODES, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
+import { ridgeBasis, ridgeFit, ridgeApplies, defaultSolver, SOLVERS, RIDGE_GRID_TEXT, type Solver } from "./ridge.ts";
+import {
+  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir, trainingRecordOf,
+  type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainingSettings, type TrainLogRecord,
+} from "./run.ts";
+
+export type { TestMetrics } from "./run.ts";
 
 export interface TrainOptions {
   data: string;
@@ -58,22 +67,39 @@ export interface TrainOptions {
   force: boolean;
   /** Use this model directory instead of the dataset's (must be the same model). */
   model?: string;
+  /** "ridge" (closed form; frozen linear regression only) or "adamw"; default: defaultSolver(options). */
+  solver?: Solver;
 }
 
+/** The training defaults (the learning rate's depends on the freezing mode: defaultLr). */
+export const TRAINING_DEFAULTS: Readonly<Omit<TrainingSettings, "lr">> = {
+  feature_layer: -1, epochs: 20, batch_size: 64, weight_decay: 0.01, warmup: 50, grad_clip: 1.0, patience: 3, seed: 0,
+};
+
+/** TrainOptions' hyper-parameters from the snake_case settings record. */
+export function trainOptionsFrom(t: TrainingSettings): Pick<TrainOptions, "featureLayer" | "epochs" | "batchSize" | "lr" | "weightDecay" | "warmup" | "gradClip" | "patience" | "seed"> {
+  return {
+    featureLayer: t.feature_layer, epochs: t.epochs, batchSize: t.batch_size, lr: t.lr, weightDecay: t.weight_decay, warmup: t.warmup,
+    gradClip: t.grad_clip, patience: t.patience, seed: t.seed,
+  };
+}
+
+/** The snake_case settings record of TrainOptions' hyper-parameters (the inverse of trainOptionsFrom). */
+export function trainingSettingsOf(o: TrainOptions): TrainingSettings {
+  return {
+    feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay, warmup: o.warmup,
+    grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
+  };
+}
+
+/** The same defaults under TrainOptions' names. */
 export const TRAIN_DEFAULTS = {
-  freeze: "frozen" as FreezeMode, featureLayer: -1, epochs: 20, batchSize: 64, lr: 1e-3, weightDecay: 0.01,
-  warmup: 50, gradClip: 1.0, seed: 0, patience: 3, dropout: 0, checkpointEvery: 500,
+  freeze: "frozen" as FreezeMode, ...trainOptionsFrom({ ...TRAINING_DEFAULTS, lr: 1e-3 }), dropout: 0, checkpointEvery: 500,
 };
 
 /** Learning-rate defaults differ by mode: fine-tuning a whole model wants a much smaller step. */
 export function defaultLr(freeze: FreezeMode): number {
   return freeze === "frozen" ? 1e-3 : 1e-4;
-}
-
-export interface TestMetrics extends RegressionMetrics {
-  /** Bin accuracy (classification and token heads): argmax class equals the target's bin. */
-  accuracy: number | null;
-  baseline: { description: string; mse: number; mae: number; r2: number };
 }
 
 export interface TrainResult {
@@ -84,6 +110,8 @@ export interface TrainResult {
   bestEpoch: number;
   stoppedEarly: boolean;
   seconds: number;
+  /** Set when the ridge solver fitted the head: the chosen penalty and its validation MSE (standardised). */
+  ridge?: { lambda: number; alpha: number; valLoss: number };
 }
 
 interface TrainState {
@@ -109,6 +137,8 @@ export interface TrainInputs {
   /** Frozen mode: the feature cache [n, d_model] for `dataset`. */
   features?: Tensor;
   loaded?: { model: HookedTransformer; dir: string };
+  /** What config.json records as the dataset (default: the file `data` with its own targets). */
+  datasetRef?: DatasetRef;
 }
 
 /** Everything the training loop needs about one example set. */
@@ -129,6 +159,11 @@ interface Prepared {
 }
 
 function validateOptions(o: TrainOptions): void {
+  if (o.solver !== undefined && !SOLVERS.includes(o.solver)) throw new SelfreportError(`--solver must be one of ${SOLVERS.join(", ")}; got "${String(o.solver)}"`);
+  if (o.solver === "ridge") {
+    const why = ridgeApplies(o);
+    if (why !== null) throw new SelfreportError(why);
+  }
   if (!FREEZE_MODES.includes(o.freeze)) throw new SelfreportError(`--freeze must be one of ${FREEZE_MODES.join(", ")}; got "${String(o.freeze)}"`);
   if (o.freeze === "partial" && (o.unfreezeLast === null || !Number.isInteger(o.unfreezeLast) || o.unfreezeLast < 1)) {
     throw new SelfreportError(`--freeze partial needs --unfreeze-last K (a positive number of blocks), got ${String(o.unfreezeLast)}`);
@@ -243,12 +278,17 @@ function testMetrics(type: HeadType, p: Prepared, head: HeadParams, idx: readonl
 
 export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<TrainResult> {
   validateOptions(o);
+  const solver = o.solver ?? defaultSolver(o);
+  if (solver === "ridge" && o.resume) {
+    throw new SelfreportError(`--resume continues an AdamW run; the ridge solver (the default for a frozen linear regression head) solves in one step and has no checkpoint. Pass --solver adamw to resume an AdamW run`);
+  }
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   if (existsSync(join(out, "config.json")) && !o.force && !o.resume) {
     throw new SelfreportError(`${out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
   }
   const p = prepare(o, inputs);
+  if (solver === "ridge") return trainRidge(o, p, inputs);
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
   }
@@ -295,10 +335,10 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
     info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
   } else {
-    rmSync(join(out, "train_log.jsonl"), { force: true });
+    removeTrainLog(out);
     rmSync(ckDir, { recursive: true, force: true });
   }
-  const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
+  const log = (rec: TrainLogRecord): void => appendTrainLog(out, rec);
 
   const t0 = Date.now();
   const checkpoint = (): void => {
@@ -311,8 +351,8 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   };
 
   info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
-  const interrupt = onInterrupt();
-  const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
+  const bar = progress("train", totalSteps, ["epoch", "loss", "val"], { start: state.step });
+  const section = interruptibleSection();
   let stoppedEarly = false;
   // A checkpoint is written only for weights known to give a finite loss: the one due after step s
   // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
@@ -349,12 +389,12 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
         state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
         bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
         if (state.step % o.checkpointEvery === 0) due = true;
-        if (interrupt.requested) {
+        // a turn of the event loop so that a SIGINT/SIGTERM handler can run at all (the loop is synchronous)
+        await yieldToEventLoop();
+        const signal = interruptSignal();
+        if (signal !== null) {
           checkpoint();
-          bar.stop();
-          const message = `stopped at step ${state.step}; continue with the same command plus --resume`;
-          info(message);
-          throw new InterruptedError(message);
+          throw new Interrupted(signal, `training stopped at step ${state.step} of ${totalSteps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
         }
       }
       // end of epoch: validate, early-stop bookkeeping
@@ -383,7 +423,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     }
   } finally {
     bar.stop();
-    interrupt.dispose();
+    section.end();
   }
   // restore the best weights (by validation loss)
   for (const [k, t] of named) t.data.set(best.get(k)!);
@@ -391,16 +431,33 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const validation = testMetrics(type, p, head, p.val);
   const seconds = state.seconds + (Date.now() - t0) / 1000;
 
-  // ---- write the run directory (each file atomically)
+  // ---- write the run directory (each file atomically, config.json last)
   for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
-  writeHead(out, head);
   if (o.freeze !== "frozen") {
     // saved as trained (already processed): loading gives back exactly this model
     saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
   }
-  const config: RunConfig = {
+  const config = runConfig(o, p, inputs, {
+    solver: "adamw", ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+  });
+  const points = state.curve.flatMap((c) => [
+    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
+    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+  ]);
+  const curveSvg = await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points }));
+  writeRun(out, {
+    config, head, metrics: { test, validation, solver: "adamw", epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds }, trainingCurveSvg: curveSvg,
+  });
+  rmSync(ckDir, { recursive: true, force: true });
+  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+}
+
+/** config.json of a finished run; `training` records how the head was fitted. */
+function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: RunConfig["training"]): RunConfig {
+  const meta = p.ds.meta;
+  return {
     format_version: RUN_FORMAT_VERSION,
-    head_type: type,
+    head_type: o.head,
     target_layer: meta.layer,
     target_neuron: meta.neuron,
     layer_type: meta.layer_type,
@@ -416,19 +473,50 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     activation_std: p.readout.activationStd,
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
-    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
-    training: {
-      epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
-      warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
-    },
+    dataset: inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
+    training,
   };
-  writeJsonAtomic(join(out, "metrics.json"), { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
-  const points = state.curve.flatMap((c) => [
-    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
-    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+}
+
+/**
+ * The ridge solver (frozen linear regression): one closed-form solve on the cached features, λ from
+ * the grid by validation MSE. Writes the run directory as the AdamW path does: head.safetensors
+ * (output.weight [1, C], output.bias [1] in standardised target units), metrics.json, one
+ * train_log.jsonl record for the solve, a validation-loss-against-λ chart, config.json last.
+ */
+async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs): Promise<TrainResult> {
+  const out = o.out;
+  mkdirSync(out, { recursive: true });
+  removeTrainLog(out);
+  rmSync(join(out, "checkpoint"), { recursive: true, force: true });
+  const t0 = Date.now();
+  const C = p.model.cfg.dModel;
+  info(`solving a ridge regression head, frozen: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${RIDGE_GRID_TEXT}`);
+  const basis = ridgeBasis(p.features!.data, C, p.train, p.val);
+  const fit = ridgeFit(basis, p.labels, 1);
+  const head: HeadParams = new Map([
+    ["output.weight", new Tensor(Float32Array.from(fit.W), [1, C])],
+    ["output.bias", new Tensor(Float32Array.from(fit.b), [1])],
   ]);
-  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
-  writeRunConfig(out, config); // last: a run directory with config.json is complete
-  rmSync(ckDir, { recursive: true, force: true });
-  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+  const test = testMetrics("regression", p, head, p.test);
+  const validation = testMetrics("regression", p, head, p.val);
+  const seconds = (Date.now() - t0) / 1000;
+  const lambda = fit.lambda[0]!;
+  const alpha = fit.alpha[0]!;
+  const grid = Array.from(basis.lambdas, (l, g) => ({ alpha: basis.alphas[g]!, lambda: l, val_loss: fit.gridValLoss[g]! }));
+  const curveSvg = await renderSvg(lineChart({
+    title: `Ridge: validation loss against the penalty (chosen λ = ${lambda.toExponential(3)}, α = ${alpha.toExponential(1)})`,
+    x: "log10 α (λ = α · mean eigenvalue of the feature covariance)", y: "MSE (standardised)", series: "series",
+    data: grid.map((g) => ({ x: Math.log10(g.alpha), y: g.val_loss, series: "validation" })),
+  }));
+  writeRun(out, {
+    config: runConfig(o, p, inputs, {
+      solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
+    }),
+    head,
+    metrics: { test, validation, solver: "ridge", ridge: { lambda, alpha, val_loss: fit.valLoss[0]!, grid }, epochs_run: 0, best_epoch: 0, stopped_early: false, seconds },
+    trainLog: [{ step: 1, epoch: 1, solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, val_r: validation.pearson_r, grid }],
+    trainingCurveSvg: curveSvg,
+  });
+  return { runDir: out, test, validation, epochsRun: 0, bestEpoch: 0, stoppedEarly: false, seconds, ridge: { lambda, alpha, valLoss: fit.valLoss[0]! } };
 }

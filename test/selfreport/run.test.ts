@@ -56,7 +56,7 @@ test("loadRun reads back exactly what was written: config.json and every head te
 
 test("writeRunConfig / writeHead round trip, including imported notes and head metadata", () => {
   const dir = join(root, "rt");
-  const cfg: RunConfig = { ...fx.config, token_pos: 3, imported: { from: "/x/head.pt", notes: ["a note", "ünïcode ✓"] }, training: { lr: 1e-3, tag: "t", flag: true, none: null } };
+  const cfg: RunConfig = { ...fx.config, token_pos: 3, imported: { from: "/x/head.pt", notes: ["a note", "ünïcode ✓"] }, training: { lr: 1e-3, epochs: 3, multi_output_neurons: 4 } };
   writeRunConfig(dir, cfg);
   assert.deepEqual(readRunConfig(dir), cfg);
   const head = new Map([["output.weight", new Tensor(Float32Array.of(0.1, -2, 3.5e-8, 1e30), [1, 4])], ["output.bias", new Tensor(Float32Array.of(-0), [1])]]);

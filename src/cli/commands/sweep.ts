@@ -7,24 +7,26 @@ import { availableParallelism } from "node:os";
 import { Option, type Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
 import { info, progress } from "../../util/progress.ts";
-import { TRAIN_DEFAULTS } from "../../selfreport/train.ts";
+import { defaultLr } from "../../selfreport/train.ts";
+import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
+import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
 import { WEIGHTS_DEFAULTS } from "../../analysis/weights.ts";
 import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
 import type { FreezeMode } from "../../selfreport/run.ts";
-import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
+import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, sweepTraining, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
 import { openSweep } from "../../sweep/prepare.ts";
 import { runTasksLocally } from "../../sweep/local.ts";
 import { writeResults, summaryLines } from "../../sweep/results.ts";
-import { enqueueSweep, parseQueueUrl, runQueueWorker } from "../../sweep/queue.ts";
+import { enqueueSweep, parseQueueUrl, reachRedis, runQueueWorker, QUEUE_TIMEOUT_DEFAULT_S } from "../../sweep/queue.ts";
+import { interruptible } from "../interrupts.ts";
 import { parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 
-interface SweepCliOptions {
+interface SweepCliOptions extends TrainingFlags {
   model: string; layers: number[]; neurons: NeuronSpec; heads: HeadType[]; freeze: FreezeMode[]; unfreezeLast: number; analyses: AnalysisName[];
   workers: number; groupSize: number; corpus: string; n: number; maxLen: number; dataSeed: number; weights: "raw" | "tl";
-  featureLayer: number; epochs: number; batchSize: number; lr: number; lrFinetune: number; weightDecay: number; warmup: number; gradClip: number;
-  patience: number; seed: number; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
-  queue?: string; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
+  lr: number; lrFinetune: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
+  queue?: string; queueTimeout: number; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
 }
 
 function parseSweepRoot(value: string): { from: string; to: string } {
@@ -47,7 +49,7 @@ function oneBlasThreadPerWorker(workers: number): void {
 }
 
 export function registerSweepCommands(program: Command): void {
-  program
+  const sweepCmd = program
     .command("sweep")
     .description("train and analyse self-report heads for many neurons: one job per (layer, neuron, head, freezing), resumable, on worker threads or a Redis queue")
     .requiredOption("--model <dir|name>", "base model directory or name")
@@ -64,42 +66,39 @@ export function registerSweepCommands(program: Command): void {
     .option("--max-len <tokens>", "longest prefix", parseIntOption("--max-len", 2), 64)
     .option("--data-seed <seed>", "seed of the example sampling", parseIntOption("--data-seed"), 0)
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
-    .option("--feature-layer <L>", "heads read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
-    .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
-    .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
-    .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), 1e-3)
-    .option("--lr-finetune <rate>", "peak learning rate of partial/unfrozen runs", parseFloatOption("--lr-finetune", 0), 1e-4)
-    .option("--weight-decay <wd>", "AdamW decoupled weight decay", parseFloatOption("--weight-decay", 0), TRAIN_DEFAULTS.weightDecay)
-    .option("--warmup <steps>", "linear warm-up steps", parseIntOption("--warmup", 0), TRAIN_DEFAULTS.warmup)
-    .option("--grad-clip <norm>", "gradient-norm clip (0 = off)", parseFloatOption("--grad-clip", 0), TRAIN_DEFAULTS.gradClip)
-    .option("--patience <epochs>", "early stopping patience", parseIntOption("--patience", 1), TRAIN_DEFAULTS.patience)
-    .option("--seed <seed>", "training seed (head init, shuffling)", parseIntOption("--seed"), TRAIN_DEFAULTS.seed)
+    .option("--solver <ridge|adamw>", "how frozen regression heads are fitted: ridge = closed form, λ chosen on the validation split; adamw = gradient training (default: ridge; other heads and modes always use adamw)", parseChoice<Solver>("--solver", SOLVERS))
+    .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), defaultLr("frozen"))
+    .option("--lr-finetune <rate>", "peak learning rate of partial/unfrozen runs", parseFloatOption("--lr-finetune", 0), defaultLr("unfrozen"));
+  addTrainingOptions(sweepCmd)
     .option("--weights-max-examples <n>", "weights analysis: examples for covariance and gradients", parseIntOption("--weights-max-examples", 1), WEIGHTS_DEFAULTS.maxExamples)
     .option("--patching-inputs <n>", "patching analysis: inputs patched", parseIntOption("--patching-inputs", 3), 200)
     .option("--patching-controls <k>", "patching analysis: random control neurons", parseIntOption("--patching-controls", 0), PATCHING_DEFAULTS.controls)
     .option("--queue <redis://HOST:PORT>", "enqueue the tasks on this Redis for `selfreport worker` processes instead of running them here", parseQueueUrl)
+    .option("--queue-timeout <s>", "with --queue: give up when Redis cannot be reached (or is lost) for this many seconds", parseIntOption("--queue-timeout", 1), QUEUE_TIMEOUT_DEFAULT_S)
     .option("--no-wait", "with --queue: return once the tasks are enqueued (re-run the command later to write the results)")
     .option("--attempts <n>", "with --queue: attempts per task before it is recorded as failed", parseIntOption("--attempts", 1, 100), 3)
     .option("--retry-failed", "run jobs recorded as failed again", false)
     .option("--force", "the folder holds a sweep with other settings: delete its results and start over", false)
     .requiredOption("--out <dir>", "sweep folder")
-    .action(async (o: SweepCliOptions) => {
+    .action(interruptible(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
+        throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
+      }
+      // an unreachable Redis is found out before the examples are prepared
+      if (o.queue !== undefined) await reachRedis(o.queue, o.queueTimeout);
       if (o.queue === undefined) oneBlasThreadPerWorker(o.workers);
       const opened = openSweep({
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
         unfreezeLast: o.freeze.includes("partial") ? o.unfreezeLast : null, analyses: o.analyses, corpus: o.corpus, n: o.n, maxLen: o.maxLen,
         dataSeed: o.dataSeed, groupSize: o.groupSize, out: o.out, force: o.force,
-        training: {
-          feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr_frozen: o.lr, lr_finetune: o.lrFinetune, weight_decay: o.weightDecay,
-          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
-        },
+        training: sweepTraining(trainingSettingsFromFlags(o, o.lr), o.lrFinetune, o.solver ?? "ridge"),
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
       const { manifest, jobs, pending } = opened;
       info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
       if (o.queue !== undefined) {
-        const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait });
+        const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait, timeoutS: o.queueTimeout });
         if (!o.wait) {
           console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
           return;
@@ -109,13 +108,16 @@ export function registerSweepCommands(program: Command): void {
         const bar = progress("sweep", pending.length, ["failed"]);
         let done = 0;
         let failed = 0;
-        await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
-          const mine = results.filter((r) => task.neurons.includes(r.neuron));
-          done += mine.length;
-          failed += mine.filter((r) => r.status === "failed").length;
-          bar.update(Math.min(done, pending.length), { failed });
-        });
-        bar.stop();
+        try {
+          await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
+            const mine = results.filter((r) => task.neurons.includes(r.neuron));
+            done += mine.length;
+            failed += mine.filter((r) => r.status === "failed").length;
+            bar.update(Math.min(done, pending.length), { failed });
+          });
+        } finally {
+          bar.stop();
+        }
       }
       const { files, table } = await writeResults(o.out, manifest.settings, jobs);
       for (const line of summaryLines(table.rows)) console.log(line);
@@ -124,7 +126,7 @@ export function registerSweepCommands(program: Command): void {
       if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
       if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
       console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    });
+    }));
 
   program
     .command("worker")
@@ -136,13 +138,14 @@ export function registerSweepCommands(program: Command): void {
     .option("--max-stalled <n>", "times a task may be taken back from a dead worker before it fails", parseIntOption("--max-stalled", 1, 100), 3)
     .option("--max-tasks <n>", "exit after this many tasks (0 = no limit)", parseIntOption("--max-tasks", 0), 0)
     .option("--exit-when-idle <s>", "exit once the queue has been empty this many seconds (0 = never)", parseIntOption("--exit-when-idle", 0), 0)
+    .option("--queue-timeout <s>", "give up when Redis cannot be reached (or is lost) for this many seconds", parseIntOption("--queue-timeout", 1), QUEUE_TIMEOUT_DEFAULT_S)
     .option("--sweep-root <FROM=TO>", "the sweep folders are under FROM on the enqueuing machine and under TO here", parseSweepRoot)
-    .action(async (o: { queue: string; concurrency: number; lockMs: number; stalledMs: number; maxStalled: number; maxTasks: number; exitWhenIdle: number; sweepRoot?: { from: string; to: string } }) => {
+    .action(interruptible(async (o: { queue: string; queueTimeout: number; concurrency: number; lockMs: number; stalledMs: number; maxStalled: number; maxTasks: number; exitWhenIdle: number; sweepRoot?: { from: string; to: string } }) => {
       oneBlasThreadPerWorker(o.concurrency);
       const n = await runQueueWorker({
         url: o.queue, concurrency: o.concurrency, lockMs: o.lockMs, stalledMs: o.stalledMs, maxStalled: o.maxStalled, maxTasks: o.maxTasks,
-        idleExitSeconds: o.exitWhenIdle, ...(o.sweepRoot !== undefined ? { sweepRoot: o.sweepRoot } : {}),
+        idleExitSeconds: o.exitWhenIdle, timeoutS: o.queueTimeout, ...(o.sweepRoot !== undefined ? { sweepRoot: o.sweepRoot } : {}),
       });
       console.log(`worker ran ${n} task(s)`);
-    });
+    }));
 }
