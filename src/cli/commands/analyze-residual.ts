@@ -1,8 +1,9 @@
 /** `selfreport analyze residual --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
-import { residualAnalysis, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
+import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
 import { parseIntOption } from "../options.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
 
@@ -14,10 +15,15 @@ export function registerResidualAnalysis(analyze: Command): void {
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(async (o: { run: string; data?: string; out: string; nInputs: number }) => {
-      const ctx = loadAnalysisContext(o.run, o.data);
-      const s = residualAnalysis(ctx, { nInputs: o.nInputs });
-      const files = writeAnalysisOutput(o.out, "residual", ctx.run, s, await residualPlots(s));
+    .action(interruptible(async (o: { run: string; data?: string; out: string; nInputs: number }) => {
+      const stopped = nothingWritten("analyze residual", o.out);
+      const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
+        const ctx = loadAnalysisContext(o.run, o.data);
+        const s = await residualAnalysisInterruptibly(ctx, { nInputs: o.nInputs }, stopped);
+        const plots = await residualPlots(s);
+        beforeWriting();
+        return { s, files: writeAnalysisOutput(o.out, "residual", ctx.run, s, plots) };
+      });
       const p = s.predictions;
       console.log(`${s.target.freeze_mode} run, ${s.target.head_type} head reading layer ${s.target.feature_layer}; ${s.inputs.n_used} inputs`);
       console.log(`fixed head on base features: r ${f(p.base.r_with_target)} with the target; on fine-tuned features: r ${f(p.finetuned.r_with_target)}`);
@@ -36,5 +42,5 @@ export function registerResidualAnalysis(analyze: Command): void {
       console.log(`(random directions: cosine std ${f(s.null_cosine_std)})`);
       for (const note of s.notes) console.log(`note: ${note}`);
       console.log(`wrote ${files.length} files to ${o.out}`);
-    });
+    }));
 }

@@ -1,6 +1,7 @@
 /** `selfreport report --run RUN_DIR [--analyses DIR] --out report.html`: one self-contained HTML page. */
 import type { Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 import { writeReport, ANALYSIS_NAMES, analysisCommand, type AnalysisName, type ReportInputs } from "../../report/html.ts";
 
 function statusOf(r: ReportInputs, name: AnalysisName): string {
@@ -15,9 +16,10 @@ export function registerReportCommands(program: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--analyses <dir>", "folder with weights/, patching/, residual/ from `selfreport analyze` (default: RUN_DIR/analysis)")
     .requiredOption("--out <file.html>", "output HTML file")
-    .action(async (o: { run: string; analyses?: string; out: string }) => {
+    .action(interruptible(async (o: { run: string; analyses?: string; out: string }) => {
       if (!/\.html?$/i.test(o.out)) throw new SelfreportError(`--out must end in .html, got "${o.out}"`);
-      const r = await writeReport({ runDir: o.run, out: o.out, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) });
+      const r = await deferringSignals(nothingWritten("report", o.out), (beforeWriting) =>
+        writeReport({ runDir: o.run, out: o.out, beforeWriting, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) }));
       const shown = ANALYSIS_NAMES.filter((n) => statusOf(r, n) === "ok");
       const plots = shown.reduce((s, n) => s + (r[n]?.status === "ok" ? r[n].plots.filter((p) => p.svg !== null).length : 0), 0);
       console.log(`wrote ${o.out}: analyses ${shown.length > 0 ? shown.join(", ") : "none"} (${plots} plots)`);
@@ -29,5 +31,5 @@ export function registerReportCommands(program: Command): void {
           console.log(`unreadable: ${n}${read !== null && read.status === "unreadable" ? ` (${read.reason})` : ""}`);
         }
       }
-    });
+    }));
 }
