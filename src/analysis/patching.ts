@@ -552,7 +552,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
  * batches; `stopped()` is the Interrupted message. Nothing is written here (the CLI writes the result).
  */
 export function patchingAnalysisInterruptibly(ctx: AnalysisContext, opts: PatchingOptions, stopped: () => string): Promise<PatchingSummary> {
-  return runStepsInterruptibly(patchingAnalysisSteps(ctx, opts), stopped, { resume: "rerun" });
+  return runStepsInterruptibly(patchingAnalysisSteps(ctx, opts), stopped);
 }
 
 /** patchingAnalysis as steps: yields between batches of patches and bootstrap resamples. */

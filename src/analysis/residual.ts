@@ -273,7 +273,7 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
  * batches of forward passes; `stopped()` is the Interrupted message. Nothing is written here.
  */
 export function residualAnalysisInterruptibly(ctx: AnalysisContext, opts: ResidualOptions, stopped: () => string): Promise<ResidualSummary> {
-  return runStepsInterruptibly(residualAnalysisSteps(ctx, opts), stopped, { resume: "rerun" });
+  return runStepsInterruptibly(residualAnalysisSteps(ctx, opts), stopped);
 }
 
 /** residualAnalysis as steps: yields after each batch of inputs of either model. */

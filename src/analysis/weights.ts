@@ -449,7 +449,7 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
  * batches of forward passes and between stages; `stopped()` is the Interrupted message. Nothing is written here.
  */
 export function weightsAnalysisInterruptibly(ctx: AnalysisContext, opts: WeightsOptions, stopped: () => string): Promise<WeightsSummary> {
-  return runStepsInterruptibly(weightsAnalysisSteps(ctx, opts), stopped, { resume: "rerun" });
+  return runStepsInterruptibly(weightsAnalysisSteps(ctx, opts), stopped);
 }
 
 /** weightsAnalysis as steps: yields between batches of forward passes, stages and random filters. */
