@@ -13,6 +13,7 @@ import { makeTinyRun } from "../helpers/run-fixture.ts";
 import { exitOf, spawnCli, until } from "../helpers/child.ts";
 import { writeAnalysisOutput } from "../../src/analysis/context.ts";
 import { loadRun } from "../../src/selfreport/run.ts";
+import { writeReport } from "../../src/report/html.ts";
 
 const root = mkdtempSync(join(tmpdir(), "selfreport-analyze-interrupt-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -82,4 +83,12 @@ test("writeAnalysisOutput: a write that fails part-way leaves no new folder; an 
   assert.deepEqual(readdirSync(parent), ["weights"]);
   writeAnalysisOutput(out, "weights", r, { x: 2 }, { second: "<svg/>" });
   assert.deepEqual(readdirSync(out).sort(), ["first.svg", "second.svg", "summary.json"]);
+});
+
+test("writeReport: beforeWriting that throws (a signal arrived) leaves no page", async () => {
+  const out = join(root, "report.html");
+  await assert.rejects(writeReport({ runDir: run.runDir, out, beforeWriting: () => { throw new Error("stop"); } }), /stop/);
+  assert.equal(existsSync(out), false);
+  await writeReport({ runDir: run.runDir, out });
+  assert.ok(existsSync(out));
 });
