@@ -6,7 +6,8 @@
  * comes from an Rng seeded by (seed, s), so a resumed run sees exactly the batches it would have
  * seen. Checkpoints hold parameters + AdamW state; the result is written in the Hugging Face layout.
  */
-import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, appendFileSync, rmSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import {
   Rng, noGrad, backward, adamW, clipGradNorm, warmupCosine, getBackend,
@@ -144,7 +145,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   if (o.resume && !existsSync(join(ckDir, "state.json")) && !existsSync(join(`${ckDir}.old`, "state.json"))) {
     throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   }
-  mkdirSync(out, { recursive: true });
+  makeFolders(out);
   writeTokenizerFiles(out);
   const tok = loadTokenizer(out);
 

@@ -23,12 +23,14 @@ import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkRunConfig } from "../io/schema.ts";
+import { expectFolderPath } from "../io/paths.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -101,6 +103,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (!existsSync(p)) throw new SelfreportError(`${what} ${p} does not exist`);
   }
   const outDir = resolve(o.outDir);
+  expectFolderPath(o.outDir, "--out", "a run directory");
   if (existsSync(join(outDir, "config.json")) && !o.force) throw new SelfreportError(`${outDir} already holds a run (config.json); pass --force to overwrite it`);
   let raw: Json;
   try {
@@ -237,7 +240,8 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
-  writeHead(outDir, head, { imported_from: resolve(o.headPath) });
-  writeRunConfig(outDir, config);
+  // the same check every reader of a run makes: a run that could not be loaded is never written
+  checkRunConfig(config as unknown as Record<string, unknown>, path);
+  writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
   return { config, notes };
 }

@@ -1,7 +1,9 @@
-/** `selfreport analyze residual --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500]` (unfrozen / partial runs). */
+/** `selfreport analyze residual --run RUN_DIR [--data FILE] [--out DIR] [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption } from "../options.ts";
 import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
@@ -13,16 +15,18 @@ export function registerResidualAnalysis(analyze: Command): void {
     .description("fine-tuned runs: what training changed in the residual stream, per layer; whether the change writes the neuron's directions into what the fixed head reads; which weights moved")
     .requiredOption("--run <run_dir>", "run directory of an unfrozen or partial run")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/residual, where `selfreport report` reads it)")
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(interruptible(async (o: { run: string; data?: string; out: string; nInputs: number }) => {
-      const stopped = nothingWritten("analyze residual", o.out);
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; nInputs: number }) => {
+      const out = o.out ?? analysisDir(o.run, "residual");
+      expectFolderPath(out, "--out", "an analysis output folder");
+      const stopped = nothingWritten("analyze residual", out);
       const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
         const ctx = loadAnalysisContext(o.run, o.data);
         const s = await residualAnalysisInterruptibly(ctx, { nInputs: o.nInputs }, stopped);
         const plots = await residualPlots(s);
         beforeWriting();
-        return { s, files: writeAnalysisOutput(o.out, "residual", ctx.run, s, plots) };
+        return { s, files: writeAnalysisOutput(out, "residual", ctx.run, s, plots) };
       });
       const p = s.predictions;
       console.log(`${s.target.freeze_mode} run, ${s.target.head_type} head reading layer ${s.target.feature_layer}; ${s.inputs.n_used} inputs`);
@@ -41,6 +45,6 @@ export function registerResidualAnalysis(analyze: Command): void {
       }
       console.log(`(random directions: cosine std ${f(s.null_cosine_std)})`);
       for (const note of s.notes) console.log(`note: ${note}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     }));
 }

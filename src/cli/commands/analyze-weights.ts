@@ -1,10 +1,11 @@
-/** `selfreport analyze weights --run RUN_DIR [--data FILE] --out DIR [--max-examples N]`. */
+/** `selfreport analyze weights --run RUN_DIR [--data FILE] [--out DIR] [--max-examples N]`. */
 import type { Command } from "commander";
 import { loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
 import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
-import { loadRun, loadRunModel } from "../../selfreport/run.ts";
+import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
 import { weightsAnalysisInterruptibly, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
 import { parseIntOption } from "../options.ts";
 import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
@@ -27,17 +28,19 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .description("does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share")
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(interruptible(async (o: { run: string; data?: string; out: string; maxExamples: number }) => {
-      const stopped = nothingWritten("analyze weights", o.out);
-      const run = loadRun(o.run);
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; maxExamples: number }) => {
+      const out = o.out ?? analysisDir(o.run, "weights");
+      expectFolderPath(out, "--out", "an analysis output folder");
+      const stopped = nothingWritten("analyze weights", out);
+      const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {
         const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
-          const s = weightsOnlyAnalysis(run, loadRunModel(run), o.out);
+          const s = weightsOnlyAnalysis(run, loadRunModel(run), out);
           const plots = await weightsPlots(s);
           beforeWriting();
-          return { s, files: writeAnalysisOutput(o.out, "weights", run, s, plots) };
+          return { s, files: writeAnalysisOutput(out, "weights", run, s, plots) };
         });
         const t = s.target;
         console.log(`${s.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (no dataset: weights only, null std ${s.null_model.std.toFixed(4)})`);
@@ -47,7 +50,7 @@ export function registerWeightsAnalysis(analyze: Command): void {
         console.log(`direct write: cosine ${dw.cosine.toFixed(4)}, |write| ${dw.write_norm.toFixed(4)}, prediction per unit activation ${dw.w_dot_write === null ? "n/a (needs examples)" : dw.w_dot_write.toFixed(4)}`);
         console.log(`skipped (need examples): ${s.skipped.map((k) => k.field).join(", ")}; add them with:`);
         console.log(`  ${s.skipped[0]!.command}`);
-        console.log(`wrote ${files.length} files to ${o.out}`);
+        console.log(`wrote ${files.length} files to ${out}`);
         return;
       }
       const { summary, files } = await deferringSignals(stopped, async (beforeWriting) => {
@@ -55,7 +58,7 @@ export function registerWeightsAnalysis(analyze: Command): void {
         const summary = await weightsAnalysisInterruptibly(ctx, { maxExamples: o.maxExamples }, stopped);
         const plots = await weightsPlots(summary);
         beforeWriting();
-        return { summary, files: writeAnalysisOutput(o.out, "weights", ctx.run, summary, plots) };
+        return { summary, files: writeAnalysisOutput(out, "weights", ctx.run, summary, plots) };
       });
       const t = summary.target;
       console.log(`${summary.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (${summary.examples.n_used} examples, null std ${summary.null_model.std.toFixed(4)})`);
@@ -68,6 +71,6 @@ export function registerWeightsAnalysis(analyze: Command): void {
       console.log(`activation pattern (what the prediction co-varies with, not evidence of reading): cosine ${summary.pattern.cosine_with_target_pattern.toFixed(4)} with the target pattern Cov(x, act)/Var(act); ${pn.n} random filters: ${pn.target_pattern.mean.toFixed(4)} ± ${pn.target_pattern.std.toFixed(4)}`);
       const v = weightsVerdict(summary);
       console.log(`verdict (weights only; the report adds patching where it ran): ${v.level.toUpperCase()}: ${v.headline}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     }));
 }
