@@ -1,5 +1,5 @@
 /**
- * Ctrl-C and SIGTERM during `selfreport analyze patching` and `analyze residual`, with real child
+ * Ctrl-C and SIGTERM during `selfreport analyze patching` (read position; all positions) and `analyze residual`, with real child
  * processes and real signals: the command stops within seconds with exit code 130 (SIGINT) / 143
  * (SIGTERM), prints one line saying nothing was written, and leaves no output folder (nor a temporary
  * one). The same command without a signal writes its folder whole.
@@ -24,12 +24,14 @@ const run = makeTinyRun(join(root, "fx"), { freeze: "unfrozen", n: 3000, layer: 
 /** From the signal to the exit, on a machine that may be busy. */
 const STOP_MS = 5_000;
 
-async function interruptAnalysis(t: TestContext, analysis: "patching" | "residual", signal: "SIGINT" | "SIGTERM", expectedCode: number): Promise<void> {
-  const parent = join(root, `out-${analysis}-${signal}`);
+async function interruptAnalysis(t: TestContext, analysis: "patching" | "residual", signal: "SIGINT" | "SIGTERM", expectedCode: number, allPositions = false): Promise<void> {
+  const parent = join(root, `out-${analysis}-${signal}${allPositions ? "-all" : ""}`);
   const out = join(parent, "analysis", analysis);
-  const extra = analysis === "patching" ? ["--n-inputs", "2000", "--controls", "100"] : ["--n-inputs", "3000"];
+  const extra = analysis === "residual" ? ["--n-inputs", "3000"]
+    : allPositions ? ["--n-inputs", "2000", "--controls", "100", "--positions", "all"]
+    : ["--n-inputs", "2000", "--controls", "100"];
   const c = spawnCli(["analyze", analysis, "--run", run.runDir, "--out", out, ...extra]);
-  const firstLine = analysis === "patching" ? /^patching \d+% /m : /^residual: base model \d+% /m;
+  const firstLine = analysis === "residual" ? /^residual: base model \d+% /m : allPositions ? /^patching \(all positions\) \d+% /m : /^patching \d+% /m;
   await until(() => firstLine.test(c.stderr()), 120_000, c, `the first ${analysis} progress line`);
   c.proc.kill(signal);
   const r = await exitOf(c, 60_000);
@@ -51,6 +53,10 @@ test("analyze patching: SIGINT stops within seconds with exit 130, one line, no 
 
 test("analyze patching: SIGTERM stops the same way with exit 143", { timeout: 240_000 }, async (t) => {
   await interruptAnalysis(t, "patching", "SIGTERM", 143);
+});
+
+test("analyze patching --positions all: SIGINT during the stacked forwards (patches × inputs) stops the same way", { timeout: 240_000 }, async (t) => {
+  await interruptAnalysis(t, "patching", "SIGINT", 130, true);
 });
 
 test("analyze residual: SIGINT stops within seconds with exit 130, one line, no output folder", { timeout: 240_000 }, async (t) => {
