@@ -2,9 +2,12 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { makeFolders } from "../io/paths.ts";
-import { join, resolve } from "node:path";
+import { existsSync, renameSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { dirname, join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
+import { SelfreportError } from "../errors.ts";
+import { makeFolders } from "../io/paths.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { splitIndices, padIdForVocab, checkDatasetFitsModel, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { readRun, readRunDataset, checkDatasetMatchesRun, datasetCommandFor, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
@@ -38,19 +41,32 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
   return { run, model, baseModel, ds, datasetPath };
 }
 
-/** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
+/**
+ * Writes summary.json (with the run's config embedded) and the SVG plots into outDir, each file
+ * atomically. A new outDir appears whole: the files are written into a temporary folder beside it,
+ * which is then renamed to outDir; nobody sees a half-filled analysis folder (an existing outDir
+ * gets its files replaced one by one, summary.json last).
+ */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  makeFolders(outDir);
-  const written: string[] = [];
-  for (const [name, svg] of Object.entries(plots)) {
-    const file = join(outDir, `${name}.svg`);
-    writeFileAtomic(file, svg);
-    written.push(file);
+  const fresh = !existsSync(outDir);
+  const dir = fresh ? `${outDir.replace(/\/+$/, "")}.tmp-${process.pid}-${randomBytes(4).toString("hex")}` : outDir;
+  makeFolders(dirname(resolve(dir)));
+  try {
+    makeFolders(dir);
+    for (const [name, svg] of Object.entries(plots)) writeFileAtomic(join(dir, `${name}.svg`), svg);
+    writeJsonAtomic(join(dir, "summary.json"), { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
+    if (fresh) {
+      try {
+        renameSync(dir, outDir);
+      } catch (e) {
+        throw new SelfreportError(`cannot create ${outDir}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+  } catch (e) {
+    if (fresh) rmSync(dir, { recursive: true, force: true });
+    throw e;
   }
-  const file = join(outDir, "summary.json");
-  writeJsonAtomic(file, { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
-  written.push(file);
-  return written;
+  return [...Object.keys(plots).map((name) => join(outDir, `${name}.svg`)), join(outDir, "summary.json")];
 }
 
 /** `m` of `list`, evenly spaced (all of it when m ≥ its length). */

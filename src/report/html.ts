@@ -552,11 +552,15 @@ export interface WriteReportOptions {
   /** Default: runDir/analysis (analysisDir in src/selfreport/run.ts). */
   analysesDir?: string;
   out: string;
+  /** Called just before the page is written; throws to write nothing (the CLI: a signal arrived). */
+  beforeWriting?: () => void;
 }
 
 /** Collects, builds and writes the page atomically; returns what it showed. */
 export async function writeReport(o: WriteReportOptions): Promise<ReportInputs> {
   const inputs = await collectReport(o.runDir, o.analysesDir);
-  writeFileAtomic(o.out, buildReportHtml(inputs));
+  const html = buildReportHtml(inputs);
+  o.beforeWriting?.();
+  writeFileAtomic(o.out, html);
   return inputs;
 }
