@@ -16,9 +16,10 @@
  *   layer     K neurons (BENCH_SWEEP_LAYER_K, default 3072 = the whole layer) in groups of 512. When
  *             K < 3072 the layer's cost is K's cost × 3072/K: an extrapolation, and the rows say so.
  *   data prep a sweep first builds its shared data (examples, the feature cache, the activations of
- *             every layer): ≈ 2.6 full forwards over N examples of ≤ 64 tokens (docs/scaling.md). It is
- *             estimated here from the measured forward throughput of the same model (batch 16 × 64,
- *             BENCH_SWEEP_LAYER_FWD batches after 1 warm-up), not run.
+ *             every layer): ≈ 2.6 full forwards over the N/4 windows of ≤ 64 tokens the N examples come
+ *             from (4 examples per window, the dataset default; docs/scaling.md). It is estimated here
+ *             from the measured forward throughput of the same model (batch 16 × 64,
+ *             BENCH_SWEEP_LAYER_FWD batches after 1 warm-up), in wall and in CPU seconds, not run.
  *   whole     12 × the layer: on one machine with one worker (the wall time measured here), and the
  *             CPU-time bound for 2 workers on an idle 2-core machine (CPU s ÷ 2); on N machines through
  *             the queue, the jobs divide by N and the data preparation (one machine) does not.
@@ -36,7 +37,7 @@ import { readFeatures } from "../src/selfreport/predictor.ts";
 import type { HeadType } from "../src/selfreport/predictor.ts";
 import type { BenchRow } from "./run.ts";
 import { synthetic, options, columns } from "./sweep.ts";
-import { envCount, median, timeRuns, randomTokens, nodePeakRssMb } from "./util.ts";
+import { envCount, randomTokens, nodePeakRssMb } from "./util.ts";
 
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
 const LAYER_NEURONS = 3072;
@@ -44,6 +45,8 @@ const GROUP = 512; // selfreport sweep --group-size default
 const TARGET_HOURS = 3;
 /** Full forward passes of the shared data (docs/scaling.md: sampling, feature cache, activations). */
 const DATA_PREP_FORWARDS = 2.6;
+/** Examples drawn per source window (the dataset's default perWindow for --token-pos last). */
+const EXAMPLES_PER_WINDOW = 4;
 const MAX_LEN = 64;
 const FWD_BATCH = 16;
 
@@ -117,9 +120,14 @@ export async function benchSweepLayer(): Promise<BenchRow[]> {
   // data preparation, estimated from the forward throughput
   const batch = randomTokens(FWD_BATCH, MAX_LEN, SIZES.dVocab, 3);
   const positions = new Int32Array(FWD_BATCH).fill(MAX_LEN - 1);
-  const fwdSeconds = median(timeRuns(() => void noGrad(() => readFeatures(model, batch, positions, SIZES.nLayers - 1)), 1, fwdBatches));
-  const tokensPerSecond = (FWD_BATCH * MAX_LEN) / fwdSeconds;
-  const prepSeconds = (DATA_PREP_FORWARDS * N * MAX_LEN) / tokensPerSecond; // upper bound: every example at 64 tokens
+  const forwardOnce = (): void => void noGrad(() => readFeatures(model, batch, positions, SIZES.nLayers - 1));
+  forwardOnce(); // warm-up
+  const fwdT = timed(() => { for (let i = 0; i < fwdBatches; i++) forwardOnce(); });
+  const tokensPerSecond = (fwdBatches * FWD_BATCH * MAX_LEN) / fwdT.seconds;
+  const tokensPerCpuSecond = (fwdBatches * FWD_BATCH * MAX_LEN) / fwdT.cpuSeconds;
+  const prepTokens = DATA_PREP_FORWARDS * (N / EXAMPLES_PER_WINDOW) * MAX_LEN; // every window at 64 tokens: an upper bound
+  const prepSeconds = prepTokens / tokensPerSecond; //              wall, as measured
+  const prepIdleSeconds = prepTokens / tokensPerCpuSecond / 2; //    CPU s ÷ 2 cores (OpenBLAS uses both)
 
   const layerTotal = { ...perLayer };
   out.push({
@@ -132,19 +140,19 @@ export async function benchSweepLayer(): Promise<BenchRow[]> {
   console.log([
     `GPT-2 small shapes (12 × 768, d_mlp 3072, vocab 50257), N ${N} examples (80/10/10), ${K} neurons${extrapolated ? ` (of ${LAYER_NEURONS}: the per-layer columns are × ${scale.toFixed(2)}, an extrapolation)` : " (the whole layer)"} in groups of ${GROUP}`,
     `≤ ${epochs} epochs; backend ${getBackend().name}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}; one worker (this process)`,
-    `forward ${tokensPerSecond.toFixed(0)} tokens/s (batch ${FWD_BATCH} × ${MAX_LEN}, median of ${fwdBatches}) → data preparation ≈ ${DATA_PREP_FORWARDS} × ${N} × ${MAX_LEN} tokens = ${fmtH(prepSeconds)} h (estimated, not run)`,
+    `forward ${tokensPerSecond.toFixed(0)} tokens/s wall, ${tokensPerCpuSecond.toFixed(0)} per CPU-s (batch ${FWD_BATCH} × ${MAX_LEN}, ${fwdBatches} batches after 1 warm-up) → data preparation ≈ ${DATA_PREP_FORWARDS} × ${N / EXAMPLES_PER_WINDOW} windows × ${MAX_LEN} tokens: ${fmtH(prepSeconds)} h wall, ${fmtH(prepIdleSeconds)} h as CPU s ÷ 2 (estimated, not run)`,
     `whole model: 12 layers × 3072 neurons × 3 heads; target ≤ ${TARGET_HOURS} h on one 2-core machine`,
   ].join("; ") + "\n");
-  const whole = (label: string, machines: number, jobs: number, basisNote: string): BenchRow => {
-    const total = prepSeconds + jobs / machines; // (the per-worker basis divides too: a slight under-count on N machines)
+  const whole = (label: string, machines: number, prep: number, jobs: number, basisNote: string): BenchRow => {
+    const total = prep + jobs / machines; // (the per-worker basis divides too: a slight under-count on N machines)
     return {
-      part: `whole model, ${label}`, neurons: String(12 * LAYER_NEURONS), "wall s": "", "cpu s": "", "cpu s / neuron": "", "mean epochs": "",
-      "per layer wall s": `${fmtH(prepSeconds)} h data + ${fmtH(jobs / machines)} h jobs = **${fmtH(total)} h** ${basisNote}`,
+      part: `whole model, ${label}`, neurons: `${12 * LAYER_NEURONS} × 3 heads`, "wall s": "", "cpu s": "", "cpu s / neuron": "", "mean epochs": "",
+      "per layer wall s": `${fmtH(prep)} h data + ${fmtH(jobs / machines)} h jobs = **${fmtH(total)} h** ${basisNote}`,
       "per layer cpu s": total <= TARGET_HOURS * 3600 ? `meets ≤ ${TARGET_HOURS} h` : `misses ≤ ${TARGET_HOURS} h`, "peak RSS MB": "",
     };
   };
-  out.push(whole("1 machine, 1 worker", 1, jobsWall, "(measured wall)"));
-  out.push(whole("1 machine, 2 workers", 1, jobsCpu2, "(CPU s ÷ 2 cores: idle-machine bound)"));
-  for (const n of [2, 4, 8]) out.push(whole(`${n} machines × 2 workers (queue)`, n, jobsCpu2, "(CPU s ÷ 2 ÷ N)"));
+  out.push(whole("1 machine, 1 worker", 1, prepSeconds, jobsWall, "(wall as measured)"));
+  out.push(whole("1 machine, 2 workers", 1, prepIdleSeconds, jobsCpu2, "(CPU s ÷ 2 cores: idle-machine bound)"));
+  for (const n of [2, 4, 8]) out.push(whole(`${n} machines × 2 workers (queue)`, n, prepIdleSeconds, jobsCpu2, "(CPU s ÷ 2 ÷ N; data on one machine)"));
   return out;
 }
