@@ -30,7 +30,7 @@ interface Section {
   name: string;
   title: string;
   run: () => Promise<BenchRow[]>;
-  /** True when the section's rows have a roofline column (it needs the reference sgemm rate). */
+  /** True when the section needs the reference sgemm rate (a roofline column, or sweep-layer's context line). */
   roofline?: boolean;
 }
 
@@ -43,7 +43,7 @@ const SECTIONS: Section[] = [
   { name: "selfreport-frozen", title: "Frozen head training: cached features vs re-running the base model, examples/s per epoch", run: benchSelfreportFrozen },
   { name: "patching", title: "Activation patching on GPT-2-small shapes: 500 inputs, batched path vs one forward per patch", run: benchPatching, roofline: true },
   { name: "sweep", title: "Sweep: frozen regression heads of one 768-wide layer, multi-output vs separate runs, jobs/hour", run: benchSweep },
-  { name: "sweep-layer", title: "Whole-model sweep cost: one GPT-2-small layer, all three frozen heads, extrapolated to 12 × 3072 neurons", run: benchSweepLayer },
+  { name: "sweep-layer", title: "Whole-model sweep cost: one GPT-2-small layer, all three frozen heads, extrapolated to 12 × 3072 neurons", run: benchSweepLayer, roofline: true },
 ];
 
 /** Rows → a markdown table; columns are the union of the rows' keys in first-seen order. */

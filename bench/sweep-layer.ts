@@ -23,6 +23,7 @@
  *   whole     12 × the layer: on one machine with one worker (the wall time measured here), and the
  *             CPU-time bound for 2 workers on an idle 2-core machine (CPU s ÷ 2); on N machines through
  *             the queue, the jobs divide by N and the data preparation (one machine) does not.
+ * The context line gives this run's reference sgemm GFLOP/s (util.ts sgemmReference), to scale by.
  * Columns: wall s and cpu s (CPU time of the process over the same interval: on a loaded machine the
  * wall time is inflated, the CPU time much less), peak RSS (this section's process so far).
  * Sizes: BENCH_SWEEP_LAYER_N examples (20000), BENCH_SWEEP_LAYER_K neurons (3072),
@@ -37,7 +38,7 @@ import { readFeatures } from "../src/selfreport/predictor.ts";
 import type { HeadType } from "../src/selfreport/predictor.ts";
 import type { BenchRow } from "./run.ts";
 import { synthetic, options, columns } from "./sweep.ts";
-import { envCount, randomTokens, nodePeakRssMb } from "./util.ts";
+import { envCount, randomTokens, nodePeakRssMb, sgemmReference, sgemmRefText } from "./util.ts";
 
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
 const LAYER_NEURONS = 3072;
@@ -72,6 +73,7 @@ export async function benchSweepLayer(): Promise<BenchRow[]> {
   const scale = LAYER_NEURONS / K;
   const extrapolated = K < LAYER_NEURONS;
 
+  const ref = await sgemmReference(); // printed so readers can scale the figures to their machine
   const model = HookedTransformer.init(makeConfig(SIZES), 0);
   const d = synthetic(N, K);
   const rows = (code: number): number[] => Array.from(d.split.keys()).filter((i) => d.split[i] === code);
@@ -139,7 +141,7 @@ export async function benchSweepLayer(): Promise<BenchRow[]> {
   const jobsCpu2 = (12 * layerTotal.cpuSeconds) / 2 + basisT.cpuSeconds; // each of 2 workers makes its own basis
   console.log([
     `GPT-2 small shapes (12 × 768, d_mlp 3072, vocab 50257), N ${N} examples (80/10/10), ${K} neurons${extrapolated ? ` (of ${LAYER_NEURONS}: the per-layer columns are × ${scale.toFixed(2)}, an extrapolation)` : " (the whole layer)"} in groups of ${GROUP}`,
-    `≤ ${epochs} epochs; backend ${getBackend().name}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}; one worker (this process)`,
+    `≤ ${epochs} epochs; backend ${getBackend().name}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}; one worker (this process); ${sgemmRefText(ref)}`,
     `forward ${tokensPerSecond.toFixed(0)} tokens/s wall, ${tokensPerCpuSecond.toFixed(0)} per CPU-s (batch ${FWD_BATCH} × ${MAX_LEN}, ${fwdBatches} batches after 1 warm-up) → data preparation ≈ ${DATA_PREP_FORWARDS} × ${N / EXAMPLES_PER_WINDOW} windows × ${MAX_LEN} tokens: ${fmtH(prepSeconds)} h wall, ${fmtH(prepIdleSeconds)} h as CPU s ÷ 2 (estimated, not run)`,
     `whole model: 12 layers × 3072 neurons × 3 heads; target ≤ ${TARGET_HOURS} h on one 2-core machine`,
   ].join("; ") + "\n");
