@@ -83,7 +83,9 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const filters = argv;
-  const chosen = SECTIONS.filter((s) => filters.length === 0 || filters.some((f) => s.name.includes(f)));
+  // a filter that is a section's whole name picks that section alone ("sweep" is not "sweep-layer")
+  const matches = (name: string, f: string): boolean => SECTIONS.some((s) => s.name === f) ? name === f : name.includes(f);
+  const chosen = SECTIONS.filter((s) => filters.length === 0 || filters.some((f) => matches(s.name, f)));
   if (chosen.length === 0) {
     console.error(`bench: no section matches ${filters.join(", ")}; sections: ${SECTIONS.map((s) => s.name).join(", ")}`);
     process.exitCode = 1;
@@ -92,7 +94,12 @@ async function main(argv: string[]): Promise<void> {
   const env = { ...process.env };
   if (chosen.some((s) => s.roofline === true) && env[SGEMM_REF_ENV] === undefined) {
     const ref = child(["--sgemm-reference"], env, true);
-    const gflops = ref.status === 0 ? Number((JSON.parse(ref.stdout) as { gflops: unknown }).gflops) : NaN;
+    let gflops = NaN;
+    try {
+      if (ref.status === 0) gflops = Number((JSON.parse(ref.stdout) as { gflops: unknown }).gflops);
+    } catch {
+      // each section then measures its own reference
+    }
     if (Number.isFinite(gflops) && gflops > 0) {
       env[SGEMM_REF_ENV] = String(gflops);
       console.log(`\nreference sgemm for the roofline columns: ${gflops.toFixed(1)} GFLOP/s (mean of the 3 GPT-2-small shapes of the sgemm section, measured once for this run)`);
