@@ -10,8 +10,10 @@
  *           mask, softmax, HF's gelu_new formula, tied lm_head); only throughput is compared, so the
  *           weights need not match (torch 1.13 cannot read safetensors anyway). Same batch, runs, warm-up.
  *   ours/torch  ratio of tokens/s (> 1: we are faster). "n/a" when torch is not importable.
- * Peak RSS: process.resourceUsage().maxRSS of this Node process (the whole bench run so far),
- * and the subprocess's ru_maxrss for torch.
+ * Peak RSS: process.resourceUsage().maxRSS of this section's Node process (run.ts runs each section
+ * in a child), and the subprocess's ru_maxrss for torch.
+ * Roofline: matmul FLOPs of the forward (bench/flops.ts: 12 blocks + the unembedding) ÷ seconds, as a
+ * fraction of the reference sgemm GFLOP/s of this run (util.ts sgemmReference). Target ≥ 85 %.
  */
 import { spawnSync } from "node:child_process";
 import { noGrad } from "../src/tensor/index.ts";
@@ -19,7 +21,8 @@ import { getBackend } from "../src/tensor/backend/index.ts";
 import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer, type TokenBatch } from "../src/model/transformer.ts";
 import type { BenchRow } from "./run.ts";
-import { PYTHON, envCount, median, timeRuns } from "./util.ts";
+import { PYTHON, envCount, median, timeRuns, nodePeakRssMb, sgemmReference, sgemmRefText, rooflineCell, gflopsCell } from "./util.ts";
+import { forwardFlops } from "./flops.ts";
 
 const BATCH = 8;
 const POS = 128;
@@ -120,20 +123,25 @@ function timeOurs(model: HookedTransformer, batch: TokenBatch): number {
 export async function benchForward(): Promise<BenchRow[]> {
   const model = HookedTransformer.init(makeConfig(SIZES), 0);
   const ours = timeOurs(model, tokens());
-  const rssMb = process.resourceUsage().maxRSS / 1024;
+  const rssMb = nodePeakRssMb();
   const torch = timeTorch();
+  const ref = await sgemmReference();
+  const flops = forwardFlops({ nLayers: SIZES.nLayers, dModel: SIZES.dModel, dMlp: 4 * SIZES.dModel, dVocab: SIZES.dVocab }, BATCH, POS, { unembed: true });
   const tokS = (s: number): number => (BATCH * POS) / s;
   console.log([
     `GPT-2 small shapes (12 × 768, 12 heads, d_mlp 3072, vocab 50257), batch ${BATCH} × ${POS}, caching ${CACHED}`,
     `backend ${getBackend().name}`,
     "error" in torch ? `torch: ${torch.error}` : `torch ${torch.version}, ${torch.threads} threads (${PYTHON})`,
     `median of ${RUNS} after ${WARMUP} warm-up`,
+    `${(flops / 1e9).toFixed(0)} GFLOP of matmuls per batch; ${sgemmRefText(ref)}`,
   ].join("; ") + "\n");
   const rows: BenchRow[] = [{
     implementation: `selfreport (${getBackend().name})`,
     "tokens/s": tokS(ours).toFixed(0),
     "ms / batch": (ours * 1000).toFixed(0),
     "peak RSS MB": rssMb.toFixed(0),
+    "GFLOP/s": gflopsCell(flops, ours),
+    "of sgemm": rooflineCell(flops, ours, ref.gflops, 85),
     "ours/torch": "",
   }];
   if ("error" in torch) {
@@ -145,6 +153,8 @@ export async function benchForward(): Promise<BenchRow[]> {
       "tokens/s": tokS(t).toFixed(0),
       "ms / batch": (t * 1000).toFixed(0),
       "peak RSS MB": (torch.maxrss_kb / 1024).toFixed(0),
+      "GFLOP/s": gflopsCell(flops, t),
+      "of sgemm": rooflineCell(flops, t, ref.gflops, null),
       "ours/torch": "",
     });
     rows[0]!["ours/torch"] = (t / ours).toFixed(2);

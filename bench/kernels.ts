@@ -136,7 +136,7 @@ export async function benchKernels(): Promise<BenchRow[]> {
     `backend ${getBackend().name}`,
     "error" in torch ? `torch: ${torch.error}` : `torch ${torch.version}, ${torch.threads} threads (${PYTHON})`,
     `median of ${RUNS} after ${WARMUP} warm-up`,
-    `peak RSS: node ${rssMb.toFixed(0)} MB (whole run so far)` + ("error" in torch ? "" : `, torch ${(torch.maxrss_kb / 1024).toFixed(0)} MB`),
+    "peak RSS: this section's process (all ops), torch's subprocess",
   ].join("; ") + "\n");
   const rows: BenchRow[] = [];
   for (const name of KERNELS) {
@@ -152,6 +152,8 @@ export async function benchKernels(): Promise<BenchRow[]> {
         "ours ms": fmtMs(mine),
         "torch ms": theirs === null ? "n/a" : fmtMs(theirs),
         "ours/torch": speedRatio(mine, theirs),
+        "peak RSS MB ours": rssMb.toFixed(0),
+        "peak RSS MB torch": "error" in torch ? "n/a" : (torch.maxrss_kb / 1024).toFixed(0),
       });
     }
   }

@@ -13,6 +13,14 @@
  *            the feature layer, with a hook that sets the neuron; timed on NAIVE_INPUTS inputs × the
  *            12 target settings plus the clean pass, extrapolated to 500 inputs.
  * speed-up = naive seconds ÷ fast seconds for the same 500 × 12 patches.
+ * Roofline: matmul FLOPs (bench/flops.ts) ÷ seconds as a fraction of this run's reference sgemm rate
+ * (target ≥ 85 %, a forward). Counted on the unpadded prefix lengths of the 500 inputs: the batched
+ * path = a clean forward through the 12 blocks + one row per input and setting through the blocks
+ * after the target's (9, 10, 11: the block's products for one token + its attention row over the
+ * prefix); rows the analysis skips because Δact = 0 are counted too. The naive path = one forward
+ * through 12 blocks per input and setting, plus the clean one, on the inputs it was timed on. The
+ * head, the fit and the bootstrap are not counted.
+ * Peak RSS: this section's Node process so far (run.ts runs each section in a child).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,7 +30,8 @@ import { loadAnalysisContext, selectInputs } from "../src/analysis/context.ts";
 import { patchingAnalysis, patchedReference } from "../src/analysis/patching.ts";
 import { makeTinyRun } from "../test/helpers/run-fixture.ts";
 import type { BenchRow } from "./run.ts";
-import { envCount, nodePeakRssMb, timeRuns } from "./util.ts";
+import { envCount, nodePeakRssMb, timeRuns, sgemmReference, sgemmRefText, rooflineCell } from "./util.ts";
+import { attentionFlopsPerSequence, blockFlopsPerToken, forwardFlops, type ModelShape } from "./flops.ts";
 
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
 const LAYER = 8;
@@ -39,6 +48,7 @@ export async function benchPatching(): Promise<BenchRow[]> {
   try {
     const fx = makeTinyRun(dir, { model: SIZES, layer: LAYER, neuron: NEURON, n: 600, maxLen: 64, perWindow: 8 });
     const ctx = loadAnalysisContext(fx.runDir);
+    const fixtureRssMb = nodePeakRssMb();
 
     let nSettings = 0;
     let nUsed = 0;
@@ -47,7 +57,9 @@ export async function benchPatching(): Promise<BenchRow[]> {
       nSettings = s.settings.length;
       nUsed = s.inputs.n_used;
     });
+    const fastRssMb = nodePeakRssMb();
     const withControls = seconds(() => patchingAnalysis(ctx, { nInputs: N_INPUTS }));
+    const controlsRssMb = nodePeakRssMb();
 
     // naive: the same target settings, one whole forward each (plus the clean one)
     const { indices } = selectInputs(ctx.ds, NAIVE_INPUTS);
@@ -66,15 +78,27 @@ export async function benchPatching(): Promise<BenchRow[]> {
     const naive = naivePerInput * nUsed;
     const rssMb = nodePeakRssMb();
 
+    const shape: ModelShape = { nLayers: SIZES.nLayers, dModel: SIZES.dModel, dMlp: 4 * SIZES.dModel, dVocab: SIZES.dVocab };
+    const lengths = selectInputs(ctx.ds, nUsed).indices.map((i) => ctx.ds.lengths[i]!);
+    const fwd = (L: number): number => forwardFlops(shape, 1, L, { unembed: false });
+    const later = SIZES.nLayers - 1 - LAYER; // blocks after the target's, up to the feature layer 11
+    const row = (L: number): number => later * (blockFlopsPerToken(shape) + attentionFlopsPerSequence(L, shape.dModel) / L);
+    const batchedFlops = (settings: number): number => lengths.reduce((sum, L) => sum + fwd(L) + (1 + settings) * row(L), 0);
+    // the naive rate from what was timed: its inputs' own lengths, (values + clean) forwards each
+    const naiveTimedFlops = indices.reduce((sum, i) => sum + (values.length + 1) * fwd(ctx.ds.lengths[i]!), 0);
+    const naiveFlops = (naiveTimedFlops / indices.length) * nUsed; // extrapolated as the seconds are
+    const ref = await sgemmReference();
+
     console.log([
       `GPT-2 small shapes (12 × 768, d_mlp 3072, vocab 50257), target blocks.${LAYER}.mlp.hook_post[${NEURON}], frozen regression head on resid_post of block 11`,
       `${nUsed} inputs (prefixes ≤ 64 tokens), ${nSettings} target settings; naive timed on ${indices.length} input${indices.length === 1 ? "" : "s"} × ${values.length + 1} forwards, extrapolated`,
-      `backend ${getBackend().name}; peak RSS node ${rssMb.toFixed(0)} MB (whole run so far); one run each`,
+      `backend ${getBackend().name}; one run each; peak RSS: this section's process so far (${fixtureRssMb.toFixed(0)} MB after building the fixture)`,
+      `matmul GFLOP: target only ${(batchedFlops(nSettings) / 1e9).toFixed(0)}, + controls ${(batchedFlops(nSettings + 100) / 1e9).toFixed(0)}, naive ${(naiveFlops / 1e9).toFixed(0)}; ${sgemmRefText(ref)}`,
     ].join("; ") + "\n");
     return [
-      { path: "patchingAnalysis, target only", patches: `${nUsed} × ${nSettings}`, seconds: fast.toFixed(1), "speed-up": `${(naive / fast).toFixed(0)}×` },
-      { path: "patchingAnalysis, + 20 control neurons × 5 scales", patches: `${nUsed} × ${nSettings + 100}`, seconds: withControls.toFixed(1), "speed-up": "" },
-      { path: "naive: one whole forward per patch", patches: `${nUsed} × ${nSettings}`, seconds: `${naive.toFixed(0)} (extrapolated)`, "speed-up": "1×" },
+      { path: "patchingAnalysis, target only", patches: `${nUsed} × ${nSettings}`, seconds: fast.toFixed(1), "speed-up": `${(naive / fast).toFixed(0)}×`, "peak RSS MB": fastRssMb.toFixed(0), "of sgemm": rooflineCell(batchedFlops(nSettings), fast, ref.gflops, 85) },
+      { path: "patchingAnalysis, + 20 control neurons × 5 scales", patches: `${nUsed} × ${nSettings + 100}`, seconds: withControls.toFixed(1), "speed-up": "", "peak RSS MB": controlsRssMb.toFixed(0), "of sgemm": rooflineCell(batchedFlops(nSettings + 100), withControls, ref.gflops, 85) },
+      { path: "naive: one whole forward per patch", patches: `${nUsed} × ${nSettings}`, seconds: `${naive.toFixed(0)} (extrapolated)`, "speed-up": "1×", "peak RSS MB": rssMb.toFixed(0), "of sgemm": rooflineCell(naiveTimedFlops, naivePerInput * indices.length, ref.gflops, 85) },
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });

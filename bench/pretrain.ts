@@ -12,13 +12,18 @@
  *          plain torch (as bench/forward.ts), logits = ln_f(x)·wteᵀ [B·T, V], F.cross_entropy,
  *          loss.item(), backward, clip_grad_norm_(1.0), torch.optim.AdamW with the same settings
  * Median of RUNS steps after WARMUP; ours/torch is the ratio of tokens/s (> 1: we are faster).
+ * Roofline: 3 × the forward's matmul FLOPs (bench/flops.ts: 4 blocks + the unembedding; every weight
+ * trains) ÷ seconds, as a fraction of this run's reference sgemm GFLOP/s. Target ≥ 75 %.
+ * Peak RSS: this section's Node process (run.ts runs each section in a child) and torch's subprocess.
  */
 import { Rng, backward, adamW, clipGradNorm, getBackend } from "../src/tensor/index.ts";
 import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer } from "../src/model/transformer.ts";
 import { sampleWindows, PRETRAIN_DEFAULTS } from "../src/lm/pretrain.ts";
 import type { BenchRow } from "./run.ts";
-import { envCount, median, timeRuns, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon } from "./util.ts";
+import { envCount, median, timeRuns, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon,
+  sgemmReference, sgemmRefText, rooflineCell, gflopsCell } from "./util.ts";
+import { forwardFlops, trainStepFlops } from "./flops.ts";
 
 const SIZES = { nLayers: PRETRAIN_DEFAULTS.layers, dModel: PRETRAIN_DEFAULTS.dModel, nHeads: PRETRAIN_DEFAULTS.heads, nCtx: PRETRAIN_DEFAULTS.ctx, dVocab: 50257 };
 const BATCH = PRETRAIN_DEFAULTS.batchSize;
@@ -135,17 +140,22 @@ export async function benchPretrain(): Promise<BenchRow[]> {
   );
   const theirs = "error" in torch ? null : median(torch.seconds);
   const tokS = (s: number): number => (BATCH * POS) / s;
+  const ref = await sgemmReference();
+  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, BATCH, POS, { unembed: true }));
   console.log([
     `${nLayers} layers, d_model ${dModel}, ${nHeads} heads, d_mlp ${4 * dModel}, n_ctx ${nCtx}, vocab ${dVocab}, tied; batch ${BATCH} × ${POS}`,
     `AdamW + clip ${GRAD_CLIP}; backend ${getBackend().name}`,
     "error" in torch ? `torch: ${torch.error}` : `torch ${torch.version}, ${torch.threads} threads (${PYTHON})`,
     `median of ${RUNS} steps after ${WARMUP} warm-up`,
+    `${(flops / 1e9).toFixed(0)} GFLOP of matmuls per step (3 × forward); ${sgemmRefText(ref)}`,
   ].join("; ") + "\n");
   const rows: BenchRow[] = [{
     implementation: `selfreport (${getBackend().name})`,
     "tokens/s": tokS(ours).toFixed(0),
     "ms / step": fmtMs(ours),
-    "peak RSS MB": `${rssMb.toFixed(0)} (whole run)`,
+    "peak RSS MB": rssMb.toFixed(0),
+    "GFLOP/s": gflopsCell(flops, ours),
+    "of sgemm": rooflineCell(flops, ours, ref.gflops, 75),
     "ours/torch": speedRatio(ours, theirs),
   }];
   if (!("error" in torch) && theirs !== null) {
@@ -154,6 +164,8 @@ export async function benchPretrain(): Promise<BenchRow[]> {
       "tokens/s": tokS(theirs).toFixed(0),
       "ms / step": fmtMs(theirs),
       "peak RSS MB": (torch.maxrss_kb / 1024).toFixed(0),
+      "GFLOP/s": gflopsCell(flops, theirs),
+      "of sgemm": rooflineCell(flops, theirs, ref.gflops, null),
       "ours/torch": "",
     });
   }

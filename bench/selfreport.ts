@@ -14,6 +14,8 @@
  *          (as bench/forward.ts), x[:, -1] → F.linear → F.mse_loss → loss.item(), backward,
  *          clip_grad_norm_(1.0), torch.optim.AdamW with the same parameter groups and settings
  *   Median of RUNS steps after WARMUP; ours/torch is the ratio of speeds (> 1: we are faster).
+ *   Roofline: 3 × the forward's matmul FLOPs (bench/flops.ts: 12 blocks, no unembedding; every block
+ *   trains) ÷ seconds, as a fraction of this run's reference sgemm GFLOP/s. Target ≥ 75 %.
  *
  * selfreport-frozen: what the frozen feature cache buys. Examples per second of one training epoch
  *   of the regression head over N_EXAMPLES examples, batch 64 (TRAIN_DEFAULTS), GPT-2-small widths:
@@ -24,7 +26,10 @@
  *           4..64 tokens (the dataset default max_len 64). Median of RERUN_BATCHES batches after one,
  *           times ceil(N / 64) batches: an extrapolated epoch.
  *   speed-up = cached examples/s ÷ re-run examples/s.
+ *   Roofline (re-run row): the base model's forward matmul FLOPs per batch (12 blocks over the padded
+ *   batch) ÷ seconds per batch; the cached row does [64, 768]·[768, 1] products, far from any roofline.
  * Neither side includes the trainer's per-step JSONL log line or progress bar.
+ * Peak RSS: this section's Node process (run.ts runs each section in a child) and torch's subprocess.
  */
 import { Tensor, Rng, backward, adamW, clipGradNorm, mse, indexSelect, getBackend } from "../src/tensor/index.ts";
 import { makeConfig, type ModelConfig } from "../src/model/config.ts";
@@ -34,7 +39,9 @@ import { TRAIN_DEFAULTS, defaultLr } from "../src/selfreport/train.ts";
 import type { BenchRow } from "./run.ts";
 import {
   envCount, median, timeRuns, filledNormal, randomTokens, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon,
+  sgemmReference, sgemmRefText, rooflineCell, gflopsCell,
 } from "./util.ts";
+import { forwardFlops, trainStepFlops } from "./flops.ts";
 
 const SIZES = { nLayers: 12, dModel: 768, nHeads: 12, nCtx: 1024, dVocab: 50257 };
 const STEP_BATCH = 16;
@@ -152,18 +159,23 @@ export async function benchSelfreportStep(): Promise<BenchRow[]> {
     (r) => isNumberArray(r.seconds),
   );
   const theirs = "error" in torch ? null : median(torch.seconds);
+  const ref = await sgemmReference();
+  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, STEP_BATCH, STEP_POS, { unembed: false }));
   console.log([
     `GPT-2 small shapes (12 × 768, 12 heads, d_mlp 3072, vocab 50257), batch ${STEP_BATCH} × ${STEP_POS}, regression head on resid_post of block 11 at the last position`,
     `unfrozen: backward through the whole model, AdamW + clip ${TRAIN_DEFAULTS.gradClip}; backend ${getBackend().name}`,
     "error" in torch ? `torch: ${torch.error}` : `torch ${torch.version}, ${torch.threads} threads (${PYTHON})`,
     `median of ${STEP_RUNS} steps after ${STEP_WARMUP} warm-up`,
+    `${(flops / 1e9).toFixed(0)} GFLOP of matmuls per step (3 × forward); ${sgemmRefText(ref)}`,
   ].join("; ") + "\n");
   const exS = (s: number): number => STEP_BATCH / s;
   const rows: BenchRow[] = [{
     implementation: `selfreport (${getBackend().name})`,
     "ms / step": fmtMs(ours),
     "examples/s": exS(ours).toFixed(1),
-    "peak RSS MB": `${rssMb.toFixed(0)} (whole run)`,
+    "peak RSS MB": rssMb.toFixed(0),
+    "GFLOP/s": gflopsCell(flops, ours),
+    "of sgemm": rooflineCell(flops, ours, ref.gflops, 75),
     "ours/torch": speedRatio(ours, theirs),
   }];
   if (!("error" in torch) && theirs !== null) {
@@ -172,6 +184,8 @@ export async function benchSelfreportStep(): Promise<BenchRow[]> {
       "ms / step": fmtMs(theirs),
       "examples/s": exS(theirs).toFixed(1),
       "peak RSS MB": (torch.maxrss_kb / 1024).toFixed(0),
+      "GFLOP/s": gflopsCell(flops, theirs),
+      "of sgemm": rooflineCell(flops, theirs, ref.gflops, null),
       "ours/torch": "",
     });
   }
@@ -229,6 +243,7 @@ export async function benchSelfreportFrozen(): Promise<BenchRow[]> {
     }
   };
   const cachedSeconds = median(timeRuns(cachedEpoch, 1, EPOCHS));
+  const cachedRssMb = nodePeakRssMb();
 
   // re-run: a few batches through the frozen base model, extrapolated to an epoch
   const model = HookedTransformer.init(cfg, 0); // parameters do not require grad: frozen
@@ -237,19 +252,26 @@ export async function benchSelfreportFrozen(): Promise<BenchRow[]> {
   const rng = new Rng(5);
   const order = rng.shuffle([...all]);
   let s = 0;
+  const batchFlops: number[] = []; // matmul FLOPs of each batch's forward (padded), warm-up first
   const rerunBatch = (): void => {
     const idx = order.slice(s * FROZEN_BATCH, (s + 1) * FROZEN_BATCH);
     s = (s + 1) % batchesPerEpoch;
     const batch = exampleLikeBatch(idx.length, cfg.dVocab, rng);
+    batchFlops.push(forwardFlops({ nLayers: cfg.nLayers, dModel: C, dMlp: cfg.dMlp, dVocab: cfg.dVocab }, batch.batch, batch.len, { unembed: false }));
     rerunStep(() => readFeatures(model, batch, batch.positions, featureLayer), idx, labels); // [b, C]
   };
-  const rerunSeconds = median(timeRuns(rerunBatch, 1, RERUN_BATCHES)) * batchesPerEpoch;
+  const rerunBatchSeconds = median(timeRuns(rerunBatch, 1, RERUN_BATCHES));
+  const rerunSeconds = rerunBatchSeconds * batchesPerEpoch;
   const rssMb = nodePeakRssMb();
+  const timedFlops = batchFlops.slice(1);
+  const rerunFlops = timedFlops.reduce((a, b) => a + b, 0) / timedFlops.length; // mean per timed batch
+  const ref = await sgemmReference();
 
   console.log([
     `regression head on d_model ${C} features, ${N_EXAMPLES} examples, batch ${FROZEN_BATCH} (${batchesPerEpoch} steps per epoch), AdamW + clip ${TRAIN_DEFAULTS.gradClip}`,
     `re-run: GPT-2 small shapes (12 × 768), prefixes of 4..${MAX_LEN} tokens padded to the longest, median of ${RERUN_BATCHES} batch${RERUN_BATCHES === 1 ? "" : "es"} after 1 warm-up × ${batchesPerEpoch} (extrapolated)`,
-    `cached: median of ${EPOCHS} epochs after 1 warm-up; backend ${getBackend().name}; peak RSS node ${rssMb.toFixed(0)} MB (whole run so far)`,
+    `cached: median of ${EPOCHS} epochs after 1 warm-up; backend ${getBackend().name}; peak RSS: this section's process so far`,
+    `re-run roofline: mean ${(rerunFlops / 1e9).toFixed(1)} GFLOP of matmuls per padded batch ÷ median s per batch; ${sgemmRefText(ref)}`,
   ].join("; ") + "\n");
   const exS = (sec: number): number => N_EXAMPLES / sec;
   return [
@@ -258,6 +280,8 @@ export async function benchSelfreportFrozen(): Promise<BenchRow[]> {
       "s / epoch": cachedSeconds.toFixed(cachedSeconds < 10 ? 2 : 0),
       "examples/s": exS(cachedSeconds).toFixed(0),
       measured: `${EPOCHS} full epoch${EPOCHS === 1 ? "" : "s"}`,
+      "peak RSS MB": cachedRssMb.toFixed(0),
+      "of sgemm": "n/a (head only)",
       "speed-up": `${(rerunSeconds / cachedSeconds).toFixed(0)}×`,
     },
     {
@@ -265,6 +289,8 @@ export async function benchSelfreportFrozen(): Promise<BenchRow[]> {
       "s / epoch": rerunSeconds.toFixed(rerunSeconds < 10 ? 2 : 0),
       "examples/s": exS(rerunSeconds).toFixed(1),
       measured: `${RERUN_BATCHES} batch${RERUN_BATCHES === 1 ? "" : "es"} × ${batchesPerEpoch}`,
+      "peak RSS MB": rssMb.toFixed(0),
+      "of sgemm": rooflineCell(rerunFlops, rerunBatchSeconds, ref.gflops, 85),
       "speed-up": "1×",
     },
   ];

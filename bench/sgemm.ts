@@ -12,7 +12,7 @@ import { jsBackend } from "../src/tensor/backend/js.ts";
 import { loadNativeBackend } from "../src/tensor/backend/native.ts";
 import type { Backend } from "../src/tensor/backend/types.ts";
 import type { BenchRow } from "./run.ts";
-import { PYTHON, median, timeRuns } from "./util.ts";
+import { PYTHON, median, timeRuns, nodePeakRssMb } from "./util.ts";
 
 /** [M, K, N]: A is [M, K], B is [K, N]. */
 const SHAPES: [number, number, number][] = [
@@ -65,10 +65,11 @@ for m, k, n in shapes:
         np.matmul(a, b, out=c)
         ts.append(time.perf_counter() - t0)
     seconds.append(float(np.median(ts)))
-print(json.dumps({"version": np.__version__, "seconds": seconds}))
+import resource
+print(json.dumps({"version": np.__version__, "seconds": seconds, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 `;
 
-interface NumpyResult { version: string; seconds: number[] }
+interface NumpyResult { version: string; seconds: number[]; maxrss_kb?: number }
 
 function isNumpyResult(x: unknown): x is NumpyResult {
   if (typeof x !== "object" || x === null) return false;
@@ -118,6 +119,8 @@ export async function benchSgemm(): Promise<BenchRow[]> {
       "numpy": Number.isNaN(numpyG) ? "n/a" : fmt(numpyG),
       "native/numpy": Number.isNaN(nativeG) || Number.isNaN(numpyG) ? "n/a" : (nativeG / numpyG).toFixed(2),
       "native/js": Number.isNaN(nativeG) || Number.isNaN(jsG) ? "n/a" : `${(nativeG / jsG).toFixed(0)}×`,
+      "peak RSS MB ours": nodePeakRssMb().toFixed(0),
+      "peak RSS MB numpy": "error" in numpy || typeof numpy.maxrss_kb !== "number" ? "n/a" : (numpy.maxrss_kb / 1024).toFixed(0),
     });
   });
   return rows;

@@ -16,6 +16,8 @@
  *               cost of a sweep's other frozen jobs (BENCH_SWEEP_SEPARATE_BINS runs each, default 4).
  * Training settings: the CLI defaults (20 epochs, batch 64, lr 1e-3, warm-up 50, clip 1, patience 3).
  *
+ * Peak RSS: this section's process so far (run.ts runs each section in a child; the worker threads'
+ * memory is in the same process).
  * Columns: wall seconds, and "cpu s" (CPU time of the whole process over the same interval: on a busy
  * machine, compare it with seconds × workers to see how much CPU the threads actually got).
  *
@@ -38,6 +40,7 @@ import { train, TRAIN_DEFAULTS } from "../src/selfreport/train.ts";
 import { trainMultiHead, type MultiHeadOptions } from "../src/sweep/multihead.ts";
 import type { HeadType } from "../src/selfreport/predictor.ts";
 import type { BenchRow } from "./run.ts";
+import { nodePeakRssMb } from "./util.ts";
 
 const C = 768;
 const envInt = (name: string, def: number): number => {
@@ -45,7 +48,7 @@ const envInt = (name: string, def: number): number => {
   return Number.isInteger(v) && v > 0 ? v : def;
 };
 
-interface Synthetic {
+export interface Synthetic {
   X: Float32Array; // [N, C]
   A: Float32Array; // [N, K]
   split: Int32Array; // [N]
@@ -55,7 +58,8 @@ function gelu(x: number): number {
   return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
 }
 
-function synthetic(N: number, K: number, seed = 0): Synthetic {
+/** Synthetic features X [N, 768] ~ N(0, 1) and targets A [N, K] = GELU(X·u_k + c_k) + noise, split 80/10/10. */
+export function synthetic(N: number, K: number, seed = 0): Synthetic {
   const rng = new Rng(seed);
   const X = new Float32Array(N * C);
   for (let i = 0; i < X.length; i++) X[i] = rng.normal();
@@ -69,7 +73,8 @@ function synthetic(N: number, K: number, seed = 0): Synthetic {
   return { X, A, split };
 }
 
-function options(epochs: number): MultiHeadOptions {
+/** The sweep's default frozen training settings (20 epochs at most, batch 64, lr 1e-3, …). */
+export function options(epochs: number): MultiHeadOptions {
   return {
     epochs, batchSize: TRAIN_DEFAULTS.batchSize, lr: 1e-3, weightDecay: TRAIN_DEFAULTS.weightDecay, warmup: TRAIN_DEFAULTS.warmup,
     gradClip: TRAIN_DEFAULTS.gradClip, seed: 0, patience: TRAIN_DEFAULTS.patience,
@@ -77,7 +82,7 @@ function options(epochs: number): MultiHeadOptions {
 }
 
 /** Columns [k0, k1) of A [N, K]. */
-function columns(A: Float32Array, N: number, K: number, k0: number, k1: number): Float32Array {
+export function columns(A: Float32Array, N: number, K: number, k0: number, k1: number): Float32Array {
   const Kp = k1 - k0;
   const out = new Float32Array(N * Kp);
   for (let i = 0; i < N; i++) out.set(A.subarray(i * K + k0, i * K + k1), i * Kp);
@@ -170,16 +175,16 @@ export async function benchSweep(): Promise<BenchRow[]> {
   console.log(`N ${N} examples, d_model ${C}, ${K} neurons (multi-output), ${S} separate runs, ≤ ${epochs} epochs, batch ${TRAIN_DEFAULTS.batchSize}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}\n`);
   const rows: BenchRow[] = [];
   const one = await multiOnThreads(d, N, K, epochs, 1);
-  rows.push({ path: "multi-output", workers: 1, neurons: K, seconds: one.seconds.toFixed(1), "cpu s": one.cpuSeconds.toFixed(1), "jobs/hour": perHour(K, one.seconds), "mean epochs": one.epochsMean.toFixed(1), "vs separate": "" });
+  rows.push({ path: "multi-output", workers: 1, neurons: K, seconds: one.seconds.toFixed(1), "cpu s": one.cpuSeconds.toFixed(1), "jobs/hour": perHour(K, one.seconds), "mean epochs": one.epochsMean.toFixed(1), "vs separate": "", "peak RSS MB": nodePeakRssMb().toFixed(0) });
   const two = await multiOnThreads(d, N, K, epochs, 2);
-  rows.push({ path: "multi-output", workers: 2, neurons: K, seconds: two.seconds.toFixed(1), "cpu s": two.cpuSeconds.toFixed(1), "jobs/hour": perHour(K, two.seconds), "mean epochs": two.epochsMean.toFixed(1), "vs separate": "" });
+  rows.push({ path: "multi-output", workers: 2, neurons: K, seconds: two.seconds.toFixed(1), "cpu s": two.cpuSeconds.toFixed(1), "jobs/hour": perHour(K, two.seconds), "mean epochs": two.epochsMean.toFixed(1), "vs separate": "", "peak RSS MB": nodePeakRssMb().toFixed(0) });
   const sep = await separateRuns(d, N, K, S, epochs, "regression");
   const ratio = (K / one.seconds) / (S / sep.seconds);
   rows[0]!["vs separate"] = `${ratio.toFixed(0)}×`;
-  rows.push({ path: "separate train() runs, regression", workers: 1, neurons: S, seconds: sep.seconds.toFixed(1), "cpu s": sep.cpuSeconds.toFixed(1), "jobs/hour": perHour(S, sep.seconds), "mean epochs": "", "vs separate": "1×" });
+  rows.push({ path: "separate train() runs, regression", workers: 1, neurons: S, seconds: sep.seconds.toFixed(1), "cpu s": sep.cpuSeconds.toFixed(1), "jobs/hour": perHour(S, sep.seconds), "mean epochs": "", "vs separate": "1×", "peak RSS MB": nodePeakRssMb().toFixed(0) });
   for (const head of ["classification", "token"] as const) {
     const sb = await separateRuns(d, N, K, SB, epochs, head);
-    rows.push({ path: `separate train() runs, ${head}`, workers: 1, neurons: SB, seconds: sb.seconds.toFixed(1), "cpu s": sb.cpuSeconds.toFixed(1), "jobs/hour": perHour(SB, sb.seconds), "mean epochs": "", "vs separate": "" });
+    rows.push({ path: `separate train() runs, ${head}`, workers: 1, neurons: SB, seconds: sb.seconds.toFixed(1), "cpu s": sb.cpuSeconds.toFixed(1), "jobs/hour": perHour(SB, sb.seconds), "mean epochs": "", "vs separate": "", "peak RSS MB": nodePeakRssMb().toFixed(0) });
   }
   return rows;
 }

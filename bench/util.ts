@@ -106,3 +106,63 @@ export function fmtMs(seconds: number): string {
 export function speedRatio(oursSeconds: number, peerSeconds: number | null): string {
   return peerSeconds === null || !(oursSeconds > 0) ? "n/a" : (peerSeconds / oursSeconds).toFixed(2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Roofline: achieved matmul FLOP/s of a model-level figure ÷ the sgemm FLOP/s measured in the same run.
+
+/** Set by run.ts (the parent measures sgemm once per invocation and hands it to each section's child). */
+export const SGEMM_REF_ENV = "BENCH_SGEMM_GFLOPS";
+
+/** [M, K, N] of the reference sgemm: the three GPT-2-small shapes of bench/sgemm.ts (B·T = 1024). */
+export const SGEMM_REF_SHAPES: readonly [number, number, number][] = [
+  [1024, 768, 3072],
+  [1024, 3072, 768],
+  [1024, 768, 2304],
+];
+
+/**
+ * The reference sgemm GFLOP/s: the mean over SGEMM_REF_SHAPES of the median native sgemm throughput
+ * (5 calls after 2 warm-up), measured now. run.ts calls this once per invocation (in a child process)
+ * and passes the result to every section in BENCH_SGEMM_GFLOPS.
+ */
+export async function measureSgemmGflops(): Promise<number> {
+  const { getBackend } = await import("../src/tensor/backend/index.ts");
+  const backend = getBackend();
+  const rates = SGEMM_REF_SHAPES.map(([M, K, N]) => {
+    const A = filledNormal(M * K, 1); // [M, K]
+    const B = filledNormal(K * N, 2); // [K, N]
+    const C = new Float32Array(M * N); // [M, N]
+    const s = median(timeRuns(() => backend.sgemm(false, false, M, N, K, 1, A, K, B, N, 0, C, N), 2, 5));
+    return (2 * M * N * K) / s / 1e9;
+  });
+  return rates.reduce((a, b) => a + b, 0) / rates.length;
+}
+
+let sgemmRef: { gflops: number; source: string } | null = null;
+
+/** The reference sgemm GFLOP/s of this run: BENCH_SGEMM_GFLOPS when set (by run.ts), else measured now, once. */
+export async function sgemmReference(): Promise<{ gflops: number; source: string }> {
+  if (sgemmRef !== null) return sgemmRef;
+  const given = Number(process.env[SGEMM_REF_ENV]);
+  sgemmRef = Number.isFinite(given) && given > 0
+    ? { gflops: given, source: "measured once at the start of this bench run" }
+    : { gflops: await measureSgemmGflops(), source: "measured at this section's start" };
+  return sgemmRef;
+}
+
+/** One line for a section's context: the reference sgemm rate and where it came from. */
+export function sgemmRefText(ref: { gflops: number; source: string }): string {
+  return `roofline: sgemm ${ref.gflops.toFixed(1)} GFLOP/s (mean of the 3 GPT-2-small shapes, ${ref.source})`;
+}
+
+/** "62 % (target ≥ 85 %)": the fraction of the reference sgemm rate reached by `flops` in `seconds`. */
+export function rooflineCell(flops: number, seconds: number | null, refGflops: number, targetPct: number | null): string {
+  if (seconds === null || !(seconds > 0) || !(refGflops > 0)) return "n/a";
+  const pct = (flops / seconds / 1e9 / refGflops) * 100;
+  return `${pct.toFixed(0)} %${targetPct === null ? "" : ` (target ≥ ${targetPct} %)`}`;
+}
+
+/** Achieved GFLOP/s of `flops` in `seconds`. */
+export function gflopsCell(flops: number, seconds: number | null): string {
+  return seconds === null || !(seconds > 0) ? "n/a" : (flops / seconds / 1e9).toFixed(1);
+}
