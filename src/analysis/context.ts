@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { checkOutput, fileSha256, realPath } from "../io/outputs.ts";
 import { readDataset, splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
@@ -32,6 +33,22 @@ export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: strin
   if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
 }
 
+/**
+ * Throws when `datasetPath` is the run's own dataset (the path in its config.json) and its content is
+ * no longer what the run was trained on (sha256 recorded at training). Runs without a hash pass.
+ */
+export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
+  const recorded = run.config.dataset.sha256;
+  if (recorded === undefined || run.config.dataset.path === "" || realPath(datasetPath) !== realPath(run.config.dataset.path)) return;
+  const now = fileSha256(datasetPath);
+  if (now !== recorded) {
+    throw new SelfreportError(
+      `dataset ${datasetPath} has changed since run ${run.dir} was trained on it (sha256 ${recorded.slice(0, 12)}… in its config.json, ${now.slice(0, 12)}… now); ` +
+        `rebuild the run, or pass --data with the dataset it was trained on`,
+    );
+  }
+}
+
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
   const run = loadRun(runDir);
   if (dataPath === undefined && run.config.dataset.path === "") {
@@ -45,11 +62,17 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
   if (!existsSync(datasetPath)) {
     throw new SelfreportError(`dataset ${datasetPath} not found${dataPath === undefined ? " (the path recorded in the run's config.json); pass --data FILE" : ""}`);
   }
+  checkDatasetUnchanged(run, datasetPath);
   const ds = readDataset(datasetPath);
   checkDatasetMatchesRun(run, ds, datasetPath);
   const baseModel = loadBaseModel(run);
   const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
   return { run, model, baseModel, ds, datasetPath };
+}
+
+/** The output rule (src/io/outputs.ts) for an analysis folder: not the run, not its dataset; an existing analysis only with --force. */
+export function checkAnalysisOutput(outDir: string, runDir: string, dataPath: string | undefined, force: boolean): void {
+  checkOutput(outDir, { kind: "analysis", inputs: [runDir, dataPath], force });
 }
 
 /** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */

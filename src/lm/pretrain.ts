@@ -19,6 +19,7 @@ import { loadCorpus } from "../data/corpus.ts";
 import { tokenizeDocuments } from "../data/tokens.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { checkOutput } from "../io/outputs.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
@@ -138,9 +139,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   validate(o);
   const out = o.out;
   const ckDir = join(out, "checkpoint");
-  if (existsSync(join(out, "model.safetensors")) && !o.force && !o.resume) {
-    throw new SelfreportError(`${out} already holds a model (model.safetensors); pass --force to overwrite it or choose another --out`);
-  }
+  checkOutput(out, { kind: "model", inputs: [o.corpus === "brown" ? undefined : o.corpus], force: o.force, resume: o.resume, resumeHint: true });
   if (o.resume && !existsSync(join(ckDir, "state.json")) && !existsSync(join(`${ckDir}.old`, "state.json"))) {
     throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   }

@@ -18,6 +18,7 @@
  *   split     I32 [n]          0 train, 1 validation, 2 test
  *   window    I32 [n]          which source window (examples of one window share a prefix)
  */
+import { checkOutput } from "../io/outputs.ts";
 import { resolve } from "node:path";
 import { existsSync } from "node:fs";
 import { Rng, noGrad } from "../tensor/index.ts";
@@ -307,6 +308,13 @@ export function writeDataset(path: string, ds: Dataset, textOf: (ids: number[]) 
     lines.push(JSON.stringify({ i, split: SPLITS[ds.split[i]!], position: ds.positions[i], activation: ds.targets[i], text: textOf(ids) }));
   }
   writeFileAtomic(jsonlPathFor(path), lines.join("\n") + "\n");
+}
+
+/** The output rule (src/io/outputs.ts) for both files of a dataset: D.safetensors and its text D.jsonl. */
+export function checkDatasetOutput(path: string, o: { inputs: ReadonlyArray<string | undefined>; force: boolean; option?: string; replacing?: readonly string[] }): void {
+  if (!path.endsWith(".safetensors")) throw new SelfreportError(`dataset --out must end in .safetensors, got "${path}"`);
+  checkOutput(path, { kind: "dataset", ...o });
+  checkOutput(jsonlPathFor(path), { kind: "dataset", ...o });
 }
 
 export function jsonlPathFor(path: string): string {

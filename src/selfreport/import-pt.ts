@@ -15,7 +15,7 @@
  * (a path, a model in models/, or the local Hugging Face cache; see src/model/resolve.ts). Nothing is downloaded.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { Tensor } from "../tensor/index.ts";
 import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
@@ -26,7 +26,8 @@ import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { checkOutput } from "../io/outputs.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -99,7 +100,13 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (!existsSync(p)) throw new SelfreportError(`${what} ${p} does not exist`);
   }
   const outDir = resolve(o.outDir);
-  if (existsSync(join(outDir, "config.json")) && !o.force) throw new SelfreportError(`${outDir} already holds a run (config.json); pass --force to overwrite it`);
+  const existed = checkOutput(outDir, { kind: "run", inputs: [o.headPath, o.configPath, o.modelDir, o.finetunedDir], force: o.force === true }).exists;
+  // --force: the old run's files go just before the first write (so a refused import changes nothing)
+  let cleared = !existed;
+  const clearOldRun = (): void => {
+    if (!cleared) removeRunFiles(outDir);
+    cleared = true;
+  };
   let raw: Json;
   try {
     raw = JSON.parse(readFileSync(o.configPath, "utf8")) as Json;
@@ -201,6 +208,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (o.finetunedDir === undefined) throw new SelfreportError(`${path}: a run with freeze_mode ${freeze} needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
     const ft = loadModel(o.finetunedDir, { weights }).model;
     if (ft.cfg.dModel !== C || ft.cfg.nLayers !== model.cfg.nLayers) throw new SelfreportError(`--finetuned ${o.finetunedDir}: its shape (${ft.cfg.nLayers} layers, d_model ${ft.cfg.dModel}) differs from the base model's`);
+    clearOldRun();
     saveModel(ft, finetunedDir(outDir), { processed: weights });
   } else if (o.finetunedDir !== undefined) notes.push("--finetuned ignored: the run is frozen");
 
@@ -226,6 +234,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
+  clearOldRun();
   writeHead(outDir, head, { imported_from: resolve(o.headPath) });
   writeRunConfig(outDir, config);
   return { config, notes };

@@ -9,7 +9,7 @@
  *   training_curve.svg    loss curves
  *   checkpoint/           the latest training checkpoint (for --resume)
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Tensor } from "../tensor/index.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
@@ -43,7 +43,8 @@ export interface RunConfig {
   activation_std: number;
   freeze_mode: FreezeMode;
   unfreeze_last: number | null;
-  dataset: { path: string; n: number; layer: number; neuron: number; model_dir: string };
+  /** sha256: hex digest of the dataset file when the run was trained (absent in older runs and imports). */
+  dataset: { path: string; n: number; layer: number; neuron: number; model_dir: string; sha256?: string };
   training: Record<string, number | string | boolean | null>;
   /** Set for runs imported from the Python tool. */
   imported?: { from: string; notes: string[] };
@@ -121,6 +122,16 @@ export function loadRunModel(run: Run): HookedTransformer {
 
 export function finetunedDir(runDir: string): string {
   return join(runDir, "finetuned");
+}
+
+/**
+ * Everything a run folder holds (analyses and report of the run included), config.json first so that
+ * an interrupted removal leaves a folder that is no complete run. Used by --force before a new run.
+ */
+export const RUN_ENTRIES = ["config.json", "head.safetensors", "finetuned", "metrics.json", "train_log.jsonl", "training_curve.svg", "checkpoint", "checkpoint.old", "analysis", "report.html"];
+
+export function removeRunFiles(dir: string): void {
+  for (const e of RUN_ENTRIES) rmSync(join(dir, e), { recursive: true, force: true });
 }
 
 export function writeRunConfig(dir: string, cfg: RunConfig): void {

@@ -18,6 +18,7 @@ import { loadModel, saveModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { checkOutput, fileSha256, registerRunOfDataset } from "../io/outputs.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
@@ -29,7 +30,7 @@ import {
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
 import { quantileBinEdges, binOf, regressionMetrics, type RegressionMetrics } from "./stats.ts";
-import { RUN_FORMAT_VERSION, FREEZE_MODES, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { RUN_FORMAT_VERSION, FREEZE_MODES, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface TrainOptions {
   data: string;
@@ -97,6 +98,8 @@ interface TrainState {
   curve: Array<{ step: number; epoch: number; train?: number; val?: number; val_r?: number }>;
   seconds: number;
   fingerprint: string;
+  /** sha256 of the dataset file (absent in older checkpoints and for in-memory datasets). */
+  datasetSha256?: string;
 }
 
 /**
@@ -245,9 +248,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   validateOptions(o);
   const out = o.out;
   const ckDir = join(out, "checkpoint");
-  if (existsSync(join(out, "config.json")) && !o.force && !o.resume) {
-    throw new SelfreportError(`${out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
-  }
+  const existed = checkOutput(out, { kind: "run", inputs: [inputs.dataset === undefined ? o.data : undefined, o.model], force: o.force, resume: o.resume, resumeHint: true }).exists;
   const p = prepare(o, inputs);
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
@@ -255,6 +256,9 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const meta = p.ds.meta;
   const type = o.head;
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
+  // the dataset's content, recorded in config.json: analyses refuse a dataset changed since
+  const datasetSha256 = inputs.dataset === undefined ? fileSha256(o.data) : null;
+  if (existed && o.force && !o.resume) removeRunFiles(out);
   mkdirSync(out, { recursive: true });
 
   const head = initHead(p.headCfg, o.seed, p.model);
@@ -274,13 +278,16 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const totalSteps = stepsPerEpoch * o.epochs;
   const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
 
-  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint };
+  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
   let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
   if (o.resume) {
     const ck = loadCheckpoint<TrainState>(ckDir);
     if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
     if (ck.state.fingerprint !== fingerprint) {
       throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
+    }
+    if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
+      throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
     }
     for (const [k, t] of named) {
       const src = ck.params.get(k);
@@ -415,7 +422,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     activation_std: p.readout.activationStd,
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
-    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
+    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
     training: {
       epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
       warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
@@ -428,6 +435,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   ]);
   writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
   writeRunConfig(out, config); // last: a run directory with config.json is complete
+  if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
   rmSync(ckDir, { recursive: true, force: true });
   return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
 }

@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkOutput } from "../io/outputs.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { loadModel, readModelConfig } from "../model/load.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
@@ -72,6 +73,8 @@ export function settingsFor(req: SweepRequest): SweepSettings {
  * of other settings, or a non-empty folder that is not a sweep, unless `force`.
  */
 export function openSweepFolder(out: string, settings: SweepSettings, force: boolean): SweepManifest {
+  // the same settings resume; other settings are refused below unless --force; never another kind of folder
+  checkOutput(out, { kind: "sweep", inputs: [settings.model_dir, settings.data.corpus === "brown" ? undefined : settings.data.corpus], force, resume: true });
   const existing = existsSync(manifestPath(out)) ? (() => {
     try {
       return readManifest(out);

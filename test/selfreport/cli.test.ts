@@ -145,7 +145,7 @@ test("import-pt imports head.pt and warns its notes; an existing run and malicio
   assert.deepEqual(r.err.split("\n"), ['warning: token_pos was missing: taken as "last"', "warning: freeze_mode was missing: taken as frozen (only the head was trained)"]);
   assert.deepEqual(Array.from(loadRun(out).head.get("output.weight")!.data), [0.5, -1, 2, 0.25, -0.125, 3, 0, 1.5]);
   const again = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
-  assertOneLineError(again, `${resolve(out)} already holds a run (config.json); pass --force to overwrite it`);
+  assertOneLineError(again, `--out ${resolve(out)} already holds a run; pass --force to replace it, or choose another --out`);
   const evil = await cli("import-pt", "--head", join(fixtures, "malicious.pt"), "--config", cfgPath, "--out", join(root, "evil"), "--model", d8);
   assert.equal(evil.code, 1);
   assert.ok(evil.err.startsWith("selfreport: error: ") && evil.err.includes("refusing to load") && !evil.err.includes("\n"), evil.err);
@@ -165,7 +165,7 @@ test("bad input gives one-line errors (exit 1); a missing required option is com
   assertOneLineError(await cli("train", "--data", data, "--head", "ridge", "--out", join(root, "r1")), '--head must be one of regression, classification, token; got "ridge"');
   assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--freeze", "partial", "--out", join(root, "r1")), "--freeze partial needs --unfreeze-last K (a positive number of blocks), got null");
   assertOneLineError(await cli("train", "--data", join(root, "nope.safetensors"), "--head", "regression", "--out", join(root, "r1")), `dataset ${join(root, "nope.safetensors")} not found (build one with \`selfreport dataset\`)`);
-  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--out", runDir), `${runDir} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--out", runDir), `--out ${runDir} already holds a run; pass --force to replace it, --resume to continue it, or choose another --out`);
   assertOneLineError(await cli("predict", "--run", join(root, "no-run"), "--prompt", "x"), `run directory ${join(root, "no-run")} does not exist`);
   assertOneLineError(await cli("predict", "--run", runDir), "give at least one --prompt");
   const missing = await cli("train", "--head", "regression", "--out", join(root, "r2"));

@@ -3,7 +3,7 @@
  *  [--set-values a,b,…] [--controls 20] [--seed 0]`.
  */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
 
@@ -22,12 +22,14 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--force", "replace an existing analysis folder", false)
     .option("--n-inputs <n>", "inputs to patch (test split first)", parseIntOption("--n-inputs", 3), PATCHING_DEFAULTS.nInputs)
     .option("--scales <list>", "scale factors, comma-separated", parseNumberList("--scales"), [...PATCHING_DEFAULTS.scales])
     .option("--set-values <list>", "values to set the neuron to, comma-separated (default: min, quartiles, max of the dataset)", parseNumberList("--set-values"))
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
-    .action(async (o: { run: string; data?: string; out: string; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number }) => {
+    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number }) => {
+      checkAnalysisOutput(o.out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = patchingAnalysis(ctx, {
         nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),

@@ -1,6 +1,6 @@
 /** `selfreport analyze residual --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { residualAnalysis, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
 import { parseIntOption } from "../options.ts";
 
@@ -13,8 +13,10 @@ export function registerResidualAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory of an unfrozen or partial run")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--force", "replace an existing analysis folder", false)
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(async (o: { run: string; data?: string; out: string; nInputs: number }) => {
+    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number }) => {
+      checkAnalysisOutput(o.out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const s = residualAnalysis(ctx, { nInputs: o.nInputs });
       const files = writeAnalysisOutput(o.out, "residual", ctx.run, s, await residualPlots(s));

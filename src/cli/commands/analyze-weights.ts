@@ -1,6 +1,6 @@
 /** `selfreport analyze weights --run RUN_DIR [--data FILE] --out DIR [--max-examples N]`. */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
 import { parseIntOption } from "../options.ts";
@@ -24,8 +24,10 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
+    .option("--force", "replace an existing analysis folder", false)
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(async (o: { run: string; data?: string; out: string; maxExamples: number }) => {
+    .action(async (o: { run: string; data?: string; out: string; force: boolean; maxExamples: number }) => {
+      checkAnalysisOutput(o.out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
       const plots = await weightsPlots(summary);

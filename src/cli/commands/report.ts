@@ -15,9 +15,10 @@ export function registerReportCommands(program: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--analyses <dir>", "folder with weights/, patching/, residual/ from `selfreport analyze` (default: RUN_DIR/analysis)")
     .requiredOption("--out <file.html>", "output HTML file")
-    .action(async (o: { run: string; analyses?: string; out: string }) => {
+    .option("--force", "replace an existing report", false)
+    .action(async (o: { run: string; analyses?: string; out: string; force: boolean }) => {
       if (!/\.html?$/i.test(o.out)) throw new SelfreportError(`--out must end in .html, got "${o.out}"`);
-      const r = await writeReport({ runDir: o.run, out: o.out, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) });
+      const r = await writeReport({ runDir: o.run, out: o.out, force: o.force, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) });
       const shown = ANALYSIS_NAMES.filter((n) => statusOf(r, n) === "ok");
       const plots = shown.reduce((s, n) => s + (r[n]?.status === "ok" ? r[n].plots.filter((p) => p.svg !== null).length : 0), 0);
       console.log(`wrote ${o.out}: analyses ${shown.length > 0 ? shown.join(", ") : "none"} (${plots} plots)`);
