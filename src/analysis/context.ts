@@ -2,11 +2,12 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { existsSync, mkdirSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { ensureDir, writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { checkOutput, fileSha256, realPath } from "../io/outputs.ts";
 import { readDataset, splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
@@ -77,17 +78,25 @@ export function checkAnalysisOutput(outDir: string, runDir: string, dataPath: st
 
 /** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  mkdirSync(outDir, { recursive: true });
-  const written: string[] = [];
-  for (const [name, svg] of Object.entries(plots)) {
-    const file = join(outDir, `${name}.svg`);
-    writeFileAtomic(file, svg);
-    written.push(file);
+  // built in a stage folder beside outDir and renamed into place: a failure leaves no (empty or partial) folder
+  const parent = dirname(resolve(outDir));
+  ensureDir(parent);
+  const stage = join(parent, `.${basename(resolve(outDir))}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  const old = `${stage}.old`;
+  try {
+    mkdirSync(stage);
+    for (const [name, svg] of Object.entries(plots)) writeFileAtomic(join(stage, `${name}.svg`), svg);
+    writeJsonAtomic(join(stage, "summary.json"), { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
+    // an existing analysis (replaced with --force, checked by checkAnalysisOutput) is swapped out
+    if (existsSync(outDir)) renameSync(outDir, old);
+    renameSync(stage, outDir);
+    rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    rmSync(stage, { recursive: true, force: true });
+    if (existsSync(old) && !existsSync(outDir)) renameSync(old, outDir);
+    throw e;
   }
-  const file = join(outDir, "summary.json");
-  writeJsonAtomic(file, { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
-  written.push(file);
-  return written;
+  return [...Object.keys(plots).map((name) => join(outDir, `${name}.svg`)), join(outDir, "summary.json")];
 }
 
 /** `m` of `list`, evenly spaced (all of it when m ≥ its length). */

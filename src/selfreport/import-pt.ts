@@ -27,6 +27,8 @@ import {
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
 import { checkOutput } from "../io/outputs.ts";
+import { withOutputFolderSync } from "../io/folder.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
 import { FREEZE_MODES, RUN_FORMAT_VERSION, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
@@ -101,12 +103,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   }
   const outDir = resolve(o.outDir);
   const existed = checkOutput(outDir, { kind: "run", inputs: [o.headPath, o.configPath, o.modelDir, o.finetunedDir], force: o.force === true }).exists;
-  // --force: the old run's files go just before the first write (so a refused import changes nothing)
-  let cleared = !existed;
-  const clearOldRun = (): void => {
-    if (!cleared) removeRunFiles(outDir);
-    cleared = true;
-  };
+
   let raw: Json;
   try {
     raw = JSON.parse(readFileSync(o.configPath, "utf8")) as Json;
@@ -204,12 +201,11 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   }
 
   // ---- fine-tuned weights
+  let ft: HookedTransformer | null = null;
   if (freeze !== "frozen") {
     if (o.finetunedDir === undefined) throw new SelfreportError(`${path}: a run with freeze_mode ${freeze} needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
-    const ft = loadModel(o.finetunedDir, { weights }).model;
+    ft = loadModel(o.finetunedDir, { weights }).model;
     if (ft.cfg.dModel !== C || ft.cfg.nLayers !== model.cfg.nLayers) throw new SelfreportError(`--finetuned ${o.finetunedDir}: its shape (${ft.cfg.nLayers} layers, d_model ${ft.cfg.dModel}) differs from the base model's`);
-    clearOldRun();
-    saveModel(ft, finetunedDir(outDir), { processed: weights });
   } else if (o.finetunedDir !== undefined) notes.push("--finetuned ignored: the run is frozen");
 
   const config: RunConfig = {
@@ -234,8 +230,15 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
-  clearOldRun();
-  writeHead(outDir, head, { imported_from: resolve(o.headPath) });
-  writeRunConfig(outDir, config);
+  // everything checked: write (one writer at a time; a failure leaves nothing it created)
+  withOutputFolderSync(outDir, (folder) => {
+    if (existed && o.force === true) {
+      removeRunFiles(outDir); // the old run goes only now, so a refused import changes nothing
+      folder.markStart();
+    }
+    if (ft !== null) saveModel(ft, finetunedDir(outDir), { processed: weights });
+    writeHead(outDir, head, { imported_from: resolve(o.headPath) });
+    writeRunConfig(outDir, config);
+  });
   return { config, notes };
 }

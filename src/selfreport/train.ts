@@ -9,7 +9,7 @@
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
  */
-import { existsSync, mkdirSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, appendFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -19,6 +19,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { checkOutput, fileSha256, registerRunOfDataset } from "../io/outputs.ts";
+import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { onInterrupt } from "../util/interrupt.ts";
@@ -249,6 +250,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   const existed = checkOutput(out, { kind: "run", inputs: [inputs.dataset === undefined ? o.data : undefined, o.model], force: o.force, resume: o.resume, resumeHint: true }).exists;
+  if (o.resume && !existsSync(join(ckDir, "state.json")) && !existsSync(join(`${ckDir}.old`, "state.json"))) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   const p = prepare(o, inputs);
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
@@ -258,184 +260,191 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
   // the dataset's content, recorded in config.json: analyses refuse a dataset changed since
   const datasetSha256 = inputs.dataset === undefined ? fileSha256(o.data) : null;
-  if (existed && o.force && !o.resume) removeRunFiles(out);
-  mkdirSync(out, { recursive: true });
-
-  const head = initHead(p.headCfg, o.seed, p.model);
-  const headTrains = o.freeze !== "unfrozen";
-  const modelParams = trainableModelParams(p.model, o.freeze, o.unfreezeLast, p.featureLayer, meta.weights);
-  for (const t of modelParams) t.requiresGrad = true;
-  const headParams = [...head.values()];
-  for (const t of headParams) t.requiresGrad = headTrains;
-  const trainable = [...(headTrains ? headParams : []), ...modelParams];
-  const named = new Map<string, Tensor>([
-    ...[...head].map(([k, t]) => [`head.${k}`, t] as [string, Tensor]),
-    ...[...p.model.params].filter(([, t]) => modelParams.includes(t)).map(([k, t]) => [`model.${k}`, t] as [string, Tensor]),
-  ]);
-  const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
-  const opt = adamW(trainable, { weightDecay: o.weightDecay, noDecay });
-  const stepsPerEpoch = Math.ceil(p.train.length / o.batchSize);
-  const totalSteps = stepsPerEpoch * o.epochs;
-  const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
-
-  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
-  let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
-  if (o.resume) {
-    const ck = loadCheckpoint<TrainState>(ckDir);
-    if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
-    if (ck.state.fingerprint !== fingerprint) {
-      throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
+  // one writer at a time; a failure removes what this run created, except a checkpoint to --resume from
+  return withOutputFolder(out, async (folder) => {
+    if (existed && o.force && !o.resume) {
+      removeRunFiles(out);
+      folder.markStart();
     }
-    if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
-      throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
-    }
-    for (const [k, t] of named) {
-      const src = ck.params.get(k);
-      if (!src || src.data.length !== t.size) throw new SelfreportError(`--resume: checkpoint lacks "${k}" or it has the wrong size`);
-      t.data.set(src.data);
-      const b = ck.params.get(`best.${k}`);
-      if (b) best.get(k)!.set(b.data);
-    }
-    opt.loadState(ck.optimizer);
-    state = ck.state;
-    // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
-    if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
-    info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
-  } else {
-    rmSync(join(out, "train_log.jsonl"), { force: true });
-    rmSync(ckDir, { recursive: true, force: true });
-  }
-  const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
 
-  const t0 = Date.now();
-  const checkpoint = (): void => {
-    const params = new Map<string, { shape: readonly number[]; data: Float32Array }>();
-    for (const [k, t] of named) {
-      params.set(k, { shape: t.shape, data: t.data });
-      params.set(`best.${k}`, { shape: t.shape, data: best.get(k)! });
-    }
-    saveCheckpoint<TrainState>(ckDir, { params, optimizer: opt.state(), state: { ...state, seconds: state.seconds + (Date.now() - t0) / 1000 } });
-  };
+    const head = initHead(p.headCfg, o.seed, p.model);
+    const headTrains = o.freeze !== "unfrozen";
+    const modelParams = trainableModelParams(p.model, o.freeze, o.unfreezeLast, p.featureLayer, meta.weights);
+    for (const t of modelParams) t.requiresGrad = true;
+    const headParams = [...head.values()];
+    for (const t of headParams) t.requiresGrad = headTrains;
+    const trainable = [...(headTrains ? headParams : []), ...modelParams];
+    const named = new Map<string, Tensor>([
+      ...[...head].map(([k, t]) => [`head.${k}`, t] as [string, Tensor]),
+      ...[...p.model.params].filter(([, t]) => modelParams.includes(t)).map(([k, t]) => [`model.${k}`, t] as [string, Tensor]),
+    ]);
+    const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
+    const opt = adamW(trainable, { weightDecay: o.weightDecay, noDecay });
+    const stepsPerEpoch = Math.ceil(p.train.length / o.batchSize);
+    const totalSteps = stepsPerEpoch * o.epochs;
+    const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
 
-  info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
-  const interrupt = onInterrupt();
-  const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
-  let stoppedEarly = false;
-  // A checkpoint is written only for weights known to give a finite loss: the one due after step s
-  // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
-  // behind by a diverging run never holds the weights that diverged (resuming them would fail again).
-  let lastGoodStep: number | null = o.resume ? state.step : null;
-  let due = false;
-  let ema = NaN;
-  try {
-    while (state.epoch < o.epochs) {
-      const order = new Rng(o.seed * 7919 + state.epoch).shuffle([...p.train]);
-      while (state.stepInEpoch < stepsPerEpoch) {
-        const idx = order.slice(state.stepInEpoch * o.batchSize, (state.stepInEpoch + 1) * o.batchSize);
-        const lr = schedule(state.step);
-        const outT = forwardBatch(p, head, idx, true, new Rng(o.seed * 104729 + state.step));
-        const loss = lossOf(type, outT, p, idx);
-        const lv = loss.item();
-        if (!Number.isFinite(lv)) {
-          const kept = lastGoodStep === null ? "no checkpoint was written before it; lower --lr and start again" : `the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`;
-          throw new SelfreportError(`loss became ${lv} at step ${state.step + 1} (epoch ${state.epoch + 1}); ${kept}`);
+    let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
+    let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
+    if (o.resume) {
+      const ck = loadCheckpoint<TrainState>(ckDir);
+      if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
+      if (ck.state.fingerprint !== fingerprint) {
+        throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
+      }
+      if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
+        throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
+      }
+      for (const [k, t] of named) {
+        const src = ck.params.get(k);
+        if (!src || src.data.length !== t.size) throw new SelfreportError(`--resume: checkpoint lacks "${k}" or it has the wrong size`);
+        t.data.set(src.data);
+        const b = ck.params.get(`best.${k}`);
+        if (b) best.get(k)!.set(b.data);
+      }
+      opt.loadState(ck.optimizer);
+      state = ck.state;
+      // the steps after the checkpoint ran before the kill and run again: their log lines go
+      truncateLogToStep(join(out, "train_log.jsonl"), state.step);
+      // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
+      if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
+      info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
+    } else {
+      rmSync(join(out, "train_log.jsonl"), { force: true });
+      rmSync(ckDir, { recursive: true, force: true });
+    }
+    const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
+
+    const t0 = Date.now();
+    const checkpoint = (): void => {
+      const params = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+      for (const [k, t] of named) {
+        params.set(k, { shape: t.shape, data: t.data });
+        params.set(`best.${k}`, { shape: t.shape, data: best.get(k)! });
+      }
+      saveCheckpoint<TrainState>(ckDir, { params, optimizer: opt.state(), state: { ...state, seconds: state.seconds + (Date.now() - t0) / 1000 } });
+    };
+
+    info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
+    const interrupt = onInterrupt();
+    const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
+    let stoppedEarly = false;
+    // A checkpoint is written only for weights known to give a finite loss: the one due after step s
+    // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
+    // behind by a diverging run never holds the weights that diverged (resuming them would fail again).
+    let lastGoodStep: number | null = o.resume ? state.step : null;
+    let due = false;
+    let ema = NaN;
+    try {
+      while (state.epoch < o.epochs) {
+        const order = new Rng(o.seed * 7919 + state.epoch).shuffle([...p.train]);
+        while (state.stepInEpoch < stepsPerEpoch) {
+          const idx = order.slice(state.stepInEpoch * o.batchSize, (state.stepInEpoch + 1) * o.batchSize);
+          const lr = schedule(state.step);
+          const outT = forwardBatch(p, head, idx, true, new Rng(o.seed * 104729 + state.step));
+          const loss = lossOf(type, outT, p, idx);
+          const lv = loss.item();
+          if (!Number.isFinite(lv)) {
+            const kept = lastGoodStep === null ? "no checkpoint was written before it; lower --lr and start again" : `the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`;
+            throw new SelfreportError(`loss became ${lv} at step ${state.step + 1} (epoch ${state.epoch + 1}); ${kept}`);
+          }
+          if (due) {
+            checkpoint();
+            lastGoodStep = state.step;
+            due = false;
+          }
+          opt.zeroGrad();
+          backward(loss);
+          if (o.gradClip > 0) clipGradNorm(trainable, o.gradClip);
+          opt.step(lr);
+          state.step++;
+          state.stepInEpoch++;
+          ema = Number.isNaN(ema) ? lv : 0.9 * ema + 0.1 * lv;
+          log({ step: state.step, epoch: state.epoch + 1, loss: lv, lr });
+          state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
+          bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
+          if (state.step % o.checkpointEvery === 0) due = true;
+          if (interrupt.requested) {
+            checkpoint();
+            bar.stop();
+            info(`stopped at step ${state.step}; continue with the same command plus --resume`);
+            process.exit(130);
+          }
         }
-        if (due) {
+        // end of epoch: validate, early-stop bookkeeping
+        const ev = evaluate(type, p, head, p.val);
+        const valR = regressionMetrics(ev.pred, Float64Array.from(p.val, (i) => p.ds.targets[i]!)).pearson_r;
+        state.curve.push({ step: state.step, epoch: state.epoch + 1, val: ev.loss, val_r: valR });
+        log({ step: state.step, epoch: state.epoch + 1, val_loss: ev.loss, val_r: valR });
+        if (ev.loss < state.bestValLoss - 1e-6) {
+          state.bestValLoss = ev.loss;
+          state.bestEpoch = state.epoch + 1;
+          state.badEpochs = 0;
+          best = new Map([...named].map(([k, t]) => [k, t.data.slice()]));
+        } else state.badEpochs++;
+        state.epoch++;
+        state.stepInEpoch = 0;
+        due = true;
+        if (Number.isFinite(ev.loss)) {
           checkpoint();
           lastGoodStep = state.step;
           due = false;
         }
-        opt.zeroGrad();
-        backward(loss);
-        if (o.gradClip > 0) clipGradNorm(trainable, o.gradClip);
-        opt.step(lr);
-        state.step++;
-        state.stepInEpoch++;
-        ema = Number.isNaN(ema) ? lv : 0.9 * ema + 0.1 * lv;
-        log({ step: state.step, epoch: state.epoch + 1, loss: lv, lr });
-        state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
-        bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
-        if (state.step % o.checkpointEvery === 0) due = true;
-        if (interrupt.requested) {
-          checkpoint();
-          bar.stop();
-          info(`stopped at step ${state.step}; continue with the same command plus --resume`);
-          process.exit(130);
+        if (state.badEpochs >= o.patience) {
+          stoppedEarly = state.epoch < o.epochs;
+          break;
         }
       }
-      // end of epoch: validate, early-stop bookkeeping
-      const ev = evaluate(type, p, head, p.val);
-      const valR = regressionMetrics(ev.pred, Float64Array.from(p.val, (i) => p.ds.targets[i]!)).pearson_r;
-      state.curve.push({ step: state.step, epoch: state.epoch + 1, val: ev.loss, val_r: valR });
-      log({ step: state.step, epoch: state.epoch + 1, val_loss: ev.loss, val_r: valR });
-      if (ev.loss < state.bestValLoss - 1e-6) {
-        state.bestValLoss = ev.loss;
-        state.bestEpoch = state.epoch + 1;
-        state.badEpochs = 0;
-        best = new Map([...named].map(([k, t]) => [k, t.data.slice()]));
-      } else state.badEpochs++;
-      state.epoch++;
-      state.stepInEpoch = 0;
-      due = true;
-      if (Number.isFinite(ev.loss)) {
-        checkpoint();
-        lastGoodStep = state.step;
-        due = false;
-      }
-      if (state.badEpochs >= o.patience) {
-        stoppedEarly = state.epoch < o.epochs;
-        break;
-      }
+    } finally {
+      bar.stop();
+      interrupt.dispose();
     }
-  } finally {
-    bar.stop();
-    interrupt.dispose();
-  }
-  // restore the best weights (by validation loss)
-  for (const [k, t] of named) t.data.set(best.get(k)!);
-  const test = testMetrics(type, p, head, p.test);
-  const validation = testMetrics(type, p, head, p.val);
-  const seconds = state.seconds + (Date.now() - t0) / 1000;
+    // restore the best weights (by validation loss)
+    for (const [k, t] of named) t.data.set(best.get(k)!);
+    const test = testMetrics(type, p, head, p.test);
+    const validation = testMetrics(type, p, head, p.val);
+    const seconds = state.seconds + (Date.now() - t0) / 1000;
 
-  // ---- write the run directory (each file atomically)
-  for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
-  writeHead(out, head);
-  if (o.freeze !== "frozen") {
-    // saved as trained (already processed): loading gives back exactly this model
-    saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
-  }
-  const config: RunConfig = {
-    format_version: RUN_FORMAT_VERSION,
-    head_type: type,
-    target_layer: meta.layer,
-    target_neuron: meta.neuron,
-    layer_type: meta.layer_type,
-    token_pos: meta.token_pos,
-    feature_layer: p.featureLayer,
-    head_config: p.headCfg,
-    base_model_name: meta.model_name,
-    base_model_dir: resolve(p.modelDir),
-    weights: meta.weights,
-    d_model: p.model.cfg.dModel,
-    bin_edges: [...p.readout.binEdges],
-    activation_mean: p.readout.activationMean,
-    activation_std: p.readout.activationStd,
-    freeze_mode: o.freeze,
-    unfreeze_last: o.unfreezeLast,
-    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
-    training: {
-      epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
-      warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
-    },
-  };
-  writeJsonAtomic(join(out, "metrics.json"), { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
-  const points = state.curve.flatMap((c) => [
-    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
-    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
-  ]);
-  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
-  writeRunConfig(out, config); // last: a run directory with config.json is complete
-  if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
-  rmSync(ckDir, { recursive: true, force: true });
-  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+    // ---- write the run directory (each file atomically)
+    for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
+    writeHead(out, head);
+    if (o.freeze !== "frozen") {
+      // saved as trained (already processed): loading gives back exactly this model
+      saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
+    }
+    const config: RunConfig = {
+      format_version: RUN_FORMAT_VERSION,
+      head_type: type,
+      target_layer: meta.layer,
+      target_neuron: meta.neuron,
+      layer_type: meta.layer_type,
+      token_pos: meta.token_pos,
+      feature_layer: p.featureLayer,
+      head_config: p.headCfg,
+      base_model_name: meta.model_name,
+      base_model_dir: resolve(p.modelDir),
+      weights: meta.weights,
+      d_model: p.model.cfg.dModel,
+      bin_edges: [...p.readout.binEdges],
+      activation_mean: p.readout.activationMean,
+      activation_std: p.readout.activationStd,
+      freeze_mode: o.freeze,
+      unfreeze_last: o.unfreezeLast,
+      dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
+      training: {
+        epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
+        warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+      },
+    };
+    writeJsonAtomic(join(out, "metrics.json"), { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
+    const points = state.curve.flatMap((c) => [
+      ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
+      ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+    ]);
+    writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
+    writeRunConfig(out, config); // last: a run directory with config.json is complete
+    if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
+    rmSync(ckDir, { recursive: true, force: true });
+    return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+  }, { keepOnFailure: keepCheckpoint });
 }

@@ -14,7 +14,9 @@ import { loadCorpus } from "../data/corpus.ts";
 import { modelFingerprint, featureCachePath } from "../selfreport/features.ts";
 import { info } from "../util/progress.ts";
 import { prepareSweepData, examplesPath, layerTargetsPath } from "./data.ts";
-import { jobsDir, readJobResult, removeStaleStages, isJobFinished } from "./jobs.ts";
+import { jobsDir, readJobResult, removeStaleStages, removeDeadStages, isJobFinished } from "./jobs.ts";
+import { ensureDir } from "../io/atomic.ts";
+import { lockFolder, type FolderLock } from "../io/lock.ts";
 import {
   SWEEP_FORMAT, SWEEP_VERSION, allJobs, checkLayers, manifestPath, neuronSpecText, neuronsOfRanges, readManifest, settingsDifferences, writeManifest,
   type AnalysisName, type JobSpec, type NeuronSpec, type SweepManifest, type SweepSettings,
@@ -104,6 +106,8 @@ export interface OpenedSweep {
   manifest: SweepManifest & { neurons_by_layer: Record<string, number[]> };
   jobs: JobSpec[];
   pending: JobSpec[];
+  /** Releases the sweep folder's lock (taken by openSweep; also released on process exit). */
+  release: () => void;
 }
 
 /**
@@ -113,6 +117,27 @@ export interface OpenedSweep {
  */
 export function openSweep(req: SweepRequest, o: { retryFailed: boolean; cleanStages: boolean }): OpenedSweep {
   const settings = settingsFor(req);
+  checkOutput(req.out, { kind: "sweep", inputs: [settings.model_dir, settings.data.corpus === "brown" ? undefined : settings.data.corpus], force: req.force, resume: true });
+  // one sweep command per folder (queue workers write only their own stage folders and rename them)
+  const created = !existsSync(req.out);
+  ensureDir(req.out);
+  let lock: FolderLock;
+  try {
+    lock = lockFolder(req.out);
+  } catch (e) {
+    if (created) rmSync(req.out, { recursive: true, force: true });
+    throw e;
+  }
+  try {
+    return { ...openLockedSweep(req, settings, o), release: lock.release };
+  } catch (e) {
+    lock.release();
+    if (created && readdirSync(req.out).length === 0) rmSync(req.out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function openLockedSweep(req: SweepRequest, settings: SweepSettings, o: { retryFailed: boolean; cleanStages: boolean }): Omit<OpenedSweep, "release"> {
   const manifest = openSweepFolder(req.out, settings, req.force);
   const F = settings.training.feature_layer === -1 ? readModelConfig(settings.model_dir).nLayers - 1 : settings.training.feature_layer;
   const dataMissing = !existsSync(examplesPath(req.out)) || !existsSync(featureCachePath(examplesPath(req.out), F, settings.weights)) ||
@@ -125,10 +150,9 @@ export function openSweep(req: SweepRequest, o: { retryFailed: boolean; cleanSta
   }
   const m = manifest as OpenedSweep["manifest"];
   const jobs = allJobs(settings, m.neurons_by_layer);
-  if (o.cleanStages) {
-    const n = removeStaleStages(req.out);
-    if (n > 0) info(`removed ${n} half-done job folder(s) left by a stopped worker`);
-  }
+  // stage folders of stopped workers: all of them when no queue worker can be running, else those of dead processes on this host
+  const n = o.cleanStages ? removeStaleStages(req.out) : removeDeadStages(req.out);
+  if (n > 0) info(`removed ${n} half-done job folder(s) left by a stopped worker`);
   if (o.retryFailed) {
     for (const j of jobs) if (readJobResult(req.out, j.id)?.status === "failed") rmSync(join(jobsDir(req.out), j.id), { recursive: true, force: true });
   }

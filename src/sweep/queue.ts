@@ -25,7 +25,7 @@ import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
 import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
 import { TaskThreads } from "./local.ts";
-import { isJobFinished, JobRunner, workerName, type JobResult } from "./jobs.ts";
+import { isJobFinished, JobRunner, removeDeadStages, workerName, type JobResult } from "./jobs.ts";
 import { jobsOfTask, makeTasks, readManifest, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
 
 export const QUEUE_NAME = "selfreport-sweep";
@@ -189,6 +189,8 @@ export async function runQueueWorker(o: WorkerOptions): Promise<number> {
     }
     let pool = pools.get(sweepDir);
     if (pool === undefined) {
+      // the first task of this sweep here: stage folders of dead workers on this host go
+      removeDeadStages(sweepDir);
       pool = new TaskThreads(sweepDir, manifest, o.concurrency, { onThreadDeath: "reject" });
       pools.set(sweepDir, pool);
     }

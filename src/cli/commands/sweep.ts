@@ -13,7 +13,7 @@ import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
 import type { FreezeMode } from "../../selfreport/run.ts";
 import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
-import { openSweep } from "../../sweep/prepare.ts";
+import { openSweep, type OpenedSweep } from "../../sweep/prepare.ts";
 import { runTasksLocally } from "../../sweep/local.ts";
 import { writeResults, summaryLines } from "../../sweep/results.ts";
 import { enqueueSweep, parseQueueUrl, runQueueWorker } from "../../sweep/queue.ts";
@@ -44,6 +44,38 @@ function oneBlasThreadPerWorker(workers: number): void {
     process.env["OPENBLAS_NUM_THREADS"] = "1";
     info(`${workers} worker threads: OPENBLAS_NUM_THREADS=1 (set it yourself to override)`);
   }
+}
+
+/** The jobs and the results table of an opened (locked) sweep folder. */
+async function runOpenedSweep(o: SweepCliOptions, opened: OpenedSweep, t0: number): Promise<void> {
+  const { manifest, jobs, pending } = opened;
+  info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
+  if (o.queue !== undefined) {
+    const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait });
+    if (!o.wait) {
+      console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
+      return;
+    }
+  } else if (pending.length > 0) {
+    const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
+    const bar = progress("sweep", pending.length, ["failed"]);
+    let done = 0;
+    let failed = 0;
+    await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
+      const mine = results.filter((r) => task.neurons.includes(r.neuron));
+      done += mine.length;
+      failed += mine.filter((r) => r.status === "failed").length;
+      bar.update(Math.min(done, pending.length), { failed });
+    });
+    bar.stop();
+  }
+  const { files, table } = await writeResults(o.out, manifest.settings, jobs);
+  for (const line of summaryLines(table.rows)) console.log(line);
+  const failedRows = table.rows.filter((r) => r.status === "failed");
+  for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
+  if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
+  if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
+  console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 }
 
 export function registerSweepCommands(program: Command): void {
@@ -96,34 +128,11 @@ export function registerSweepCommands(program: Command): void {
         },
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
-      const { manifest, jobs, pending } = opened;
-      info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
-      if (o.queue !== undefined) {
-        const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait });
-        if (!o.wait) {
-          console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
-          return;
-        }
-      } else if (pending.length > 0) {
-        const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
-        const bar = progress("sweep", pending.length, ["failed"]);
-        let done = 0;
-        let failed = 0;
-        await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
-          const mine = results.filter((r) => task.neurons.includes(r.neuron));
-          done += mine.length;
-          failed += mine.filter((r) => r.status === "failed").length;
-          bar.update(Math.min(done, pending.length), { failed });
-        });
-        bar.stop();
+      try {
+        await runOpenedSweep(o, opened, t0);
+      } finally {
+        opened.release();
       }
-      const { files, table } = await writeResults(o.out, manifest.settings, jobs);
-      for (const line of summaryLines(table.rows)) console.log(line);
-      const failedRows = table.rows.filter((r) => r.status === "failed");
-      for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
-      if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
-      if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
-      console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     });
 
   program
