@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
-import { checkOutput } from "../io/outputs.ts";
+import { checkOutput, isScratchEntry } from "../io/outputs.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { loadModel, readModelConfig } from "../model/load.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
@@ -92,8 +92,8 @@ export function openSweepFolder(out: string, settings: SweepSettings, force: boo
       const shown = diffs.slice(0, 4).join("; ") + (diffs.length > 4 ? `; and ${diffs.length - 4} more` : "");
       throw new SelfreportError(`${out} holds a sweep made with other settings (${shown}); re-run with the same options to resume it, choose another --out, or pass --force to delete its results and start over`);
     }
-  } else if (existsSync(out) && readdirSync(out).length > 0 && !force) {
-    const ours = readdirSync(out).every((f) => SWEEP_ENTRIES.includes(f));
+  } else if (existsSync(out) && readdirSync(out).some((f) => !isScratchEntry(f)) && !force) {
+    const ours = readdirSync(out).every((f) => SWEEP_ENTRIES.includes(f) || isScratchEntry(f));
     if (!ours) throw new SelfreportError(`--out ${out} exists and is not a sweep folder (no sweep.json); choose an empty or new folder, or pass --force`);
   }
   if (force) for (const e of SWEEP_ENTRIES) rmSync(join(out, e), { recursive: true, force: true });

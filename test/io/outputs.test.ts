@@ -56,7 +56,7 @@ test("activations and dataset never write over a model's files; the model stays 
   assert.deepEqual(snapshot(model), before);
 });
 
-test("train --force never replaces a model folder; import-pt, pretrain and sweep refuse other kinds too", () => {
+test("train --force never replaces a model folder; pretrain and sweep refuse other kinds too", () => {
   const before = snapshot(model);
   refused(runChild(["train", "--data", data, "--head", "regression", "--force", "--out", model]), /--out .*tiny is a model folder \(model\.safetensors\), not a run folder; it is never replaced, not even with --force/);
   refused(runChild(["pretrain", "--corpus", corpus, "--steps", "1", "--force", "--out", run]), /is a run folder .*not a model folder/);
