@@ -146,7 +146,7 @@ async function separateRuns(d: Synthetic, N: number, K: number, S: number, epoch
       };
       await train({
         ...TRAIN_DEFAULTS, data: join(dir, "bench.safetensors"), out: join(dir, `run${k}`), head, freeze: "frozen", unfreezeLast: null,
-        epochs, lr: 1e-3, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000, resume: false, force: true,
+        epochs, lr: 1e-3, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000, resume: false, force: true, solver: "adamw",
       }, { dataset: ds, features, loaded: { model, dir } });
     }
     const cpu = process.cpuUsage(cpu0);

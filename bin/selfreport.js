@@ -9,4 +9,7 @@ if (!existsSync(fileURLToPath(main))) {
   process.exit(1);
 }
 const { run } = await import(main.href);
-process.exitCode = await run(process.argv);
+// Exit as soon as the command is done, with its code: a client of a Redis that went away (or any other
+// handle left open after an error) must not keep the process alive. stdout/stderr writes to files and
+// pipes are synchronous on Linux, so nothing printed is lost.
+process.exit(await run(process.argv));

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up on a fresh Debian machine (Node 20 present): the Debian packages selfreport uses, then the
-# npm dependencies (which build the OpenBLAS addon), then the TypeScript Jupyter kernel.
+# npm dependencies (which build the OpenBLAS addon and compile the TypeScript), then the `selfreport`
+# command on PATH and the TypeScript Jupyter kernel (scripts/link.sh, which can be rerun alone).
 #   libopenblas-dev                 native BLAS for the tensor engine
 #   jupyter-nbconvert python3-nbclient jupyter-client python3-ipykernel   running the notebooks
 #   chromium                        the report's browser test
@@ -21,5 +22,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 npm ci
-# The Deno Jupyter kernel ("Deno" in Jupyter's kernel list) runs the TypeScript notebooks.
-node_modules/.bin/deno jupyter --install >/dev/null 2>&1 || echo "setup: could not register the Deno Jupyter kernel (notebooks will not run)"
+# `selfreport` on PATH (a symlink in /usr/local/bin, or ~/.local/bin) and the Deno Jupyter kernel
+# that runs the TypeScript notebooks, both pointing at this clone (replacing an earlier clone's).
+bash scripts/link.sh

@@ -50,14 +50,22 @@ export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
   }
 }
 
+/** The `selfreport dataset` command that builds a dataset for the run's model, target and read position, written to `out`. */
+export function datasetCommandFor(run: Run, out = "FILE"): string {
+  const c = run.config;
+  return `selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
+    `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""}${c.token_pos === "last" ? "" : ` --token-pos ${c.token_pos}`} --weights ${c.weights} --out ${out}`;
+}
+
+/** True when the run records no dataset (imported runs) and none was given. */
+export function hasNoDataset(run: Run, dataPath?: string): boolean {
+  return dataPath === undefined && run.config.dataset.path === "";
+}
+
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
   const run = loadRun(runDir);
-  if (dataPath === undefined && run.config.dataset.path === "") {
-    const c = run.config;
-    throw new SelfreportError(
-      `run ${run.dir} has no dataset (it was imported); build one with \`selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
-        `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""} --weights ${c.weights} --out FILE\` and pass --data FILE`,
-    );
+  if (hasNoDataset(run, dataPath)) {
+    throw new SelfreportError(`run ${run.dir} has no dataset (it was imported); build one with \`${datasetCommandFor(run)}\` and pass --data FILE`);
   }
   const datasetPath = dataPath ?? run.config.dataset.path;
   if (!existsSync(datasetPath)) {

@@ -21,6 +21,11 @@
  * features' = features + Δact·W_out[n, :] (for a linear regression head exactly Δact·std·w·W_out[n, :]).
  * Controls: the same scale sweep on random other neurons of the layer (the null for the slope).
  *
+ * Positions. By default only the read position is patched: "does the prediction follow the neuron's value
+ * where it is read?". `positions: "all"` patches every position (as the original notebooks did):
+ * "does the prediction follow the neuron anywhere in the context?", which adds effects that reach the read
+ * position through attention (runPatchesAllPositions, full forwards; slower).
+ *
  * See docs/analyses/patching.md for what each number answers, and the summary.json schema.
  */
 import { Tensor, Rng, noGrad, add, linear, layerNorm, geluNew, reshape, permute, concat } from "../tensor/index.ts";
@@ -30,6 +35,7 @@ import { SelfreportError } from "../errors.ts";
 import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
+import { ciText } from "../report/verdicts.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, histogram, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
@@ -48,9 +54,17 @@ export interface PatchingOptions {
   seed?: number;
   /** Bootstrap resamples (over inputs) for the slope's second interval. Default 1000. */
   bootstrap?: number;
+  /**
+   * Where the neuron is patched: "read" (only the read position, default), "all" (every position of
+   * the input, as the original notebooks did) or "both" (read, plus a compact all-positions summary).
+   */
+  positions?: PatchPositions;
 }
 
-export const PATCHING_DEFAULTS = { nInputs: 500, scales: [0, 0.5, 1, 1.5, 2], controls: 20, seed: 0, bootstrap: 1000 } as const;
+export type PatchPositions = "read" | "all" | "both";
+export const PATCH_POSITIONS: readonly PatchPositions[] = ["read", "all", "both"];
+
+export const PATCHING_DEFAULTS = { nInputs: 500, scales: [0, 0.5, 1, 1.5, 2], controls: 20, seed: 0, bootstrap: 1000, positions: "read" } as const;
 
 /** Rows (patched copies of the read position) per batch of the fast path. */
 const ROWS_PER_BATCH = 2048;
@@ -296,6 +310,83 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
 }
 
 /**
+ * Patching at every position (`--positions all`): each patch sets the neuron at every position t of the
+ * input to value(a_t, k) (scale: s·a_t; set, mean, resample: the same value everywhere), one full forward
+ * per patch and batch, and the head reads the read position. Δact is the change at the read position;
+ * the direct path adds only the read position's own write (other positions reach it only through
+ * attention in later blocks, which is the indirect effect). Slower than runPatches: P forwards per batch.
+ */
+export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching (all positions)"): PatchRun {
+  const c = ctx.run.config;
+  const model = ctx.model;
+  const C = model.cfg.dModel;
+  const hook = targetHookName(c.target_layer, c.layer_type);
+  const width = targetWidth(ctx);
+  for (const pt of patches) {
+    if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
+  }
+  const N = inputs.length;
+  const featureName = `blocks.${c.feature_layer}.hook_resid_post`;
+  const stopAt = Math.max(c.target_layer, c.feature_layer) + 1;
+  const reaches = c.feature_layer >= c.target_layer;
+  const writes = patches.map((pt) => writeVector(ctx, pt.neuron));
+  const cleanPred = new Float64Array(N);
+  const outcomes: PatchOutcome[] = patches.map((pt) => ({
+    act: new Float64Array(N), patched: new Float64Array(N), pred: new Float64Array(N), predDirect: pt.direct ? new Float64Array(N) : null,
+  }));
+  const BATCH = 32;
+  const bar = progress(label, N);
+  noGrad(() => {
+    for (let k0 = 0; k0 < N; k0 += BATCH) {
+      const ks = Array.from({ length: Math.min(BATCH, N - k0) }, (_, j) => k0 + j);
+      const B = ks.length;
+      const batch = exampleBatch(ctx.ds, ks.map((k) => inputs[k]!), padIdFor(model));
+      const T = batch.len;
+      const readRows = (feats: Float32Array): Float32Array => {
+        const X = new Float32Array(B * C); // [B, C] the features at each read position
+        for (let b = 0; b < B; b++) X.set(feats.subarray((b * T + batch.positions[b]!) * C, (b * T + batch.positions[b]! + 1) * C), b * C);
+        return X;
+      };
+      const clean = model.runWithCache(batch, [hook, featureName], { stopAtLayer: stopAt }).cache;
+      const A = clean.get(hook)!.data; // [B, T, width]
+      const cleanX = readRows(clean.get(featureName)!.data);
+      const cleanP = predict(ctx, cleanX, B);
+      ks.forEach((k, b) => void (cleanPred[k] = cleanP[b]!));
+      patches.forEach((pt, j) => {
+        const o = outcomes[j]!;
+        const patch: Hook = [hook, (a) => {
+          const out = a.clone();
+          for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) {
+            const at = (b * T + t) * width + pt.neuron;
+            out.data[at] = pt.value(a.data[at]!, ks[b]!);
+          }
+          return out;
+        }];
+        const feats = model.runWithCache(batch, [featureName], { stopAtLayer: stopAt, hooks: [patch] }).cache.get(featureName)!.data;
+        const pred = predict(ctx, readRows(feats), B);
+        const XD = new Float32Array(B * C);
+        ks.forEach((k, b) => {
+          const act = A[(b * T + batch.positions[b]!) * width + pt.neuron]!;
+          const v = pt.value(act, k);
+          o.act[k] = act;
+          o.patched[k] = v;
+          o.pred[k] = pred[b]!;
+          const d = reaches ? v - act : 0;
+          for (let i = 0; i < C; i++) XD[b * C + i] = cleanX[b * C + i]! + d * writes[j]![i]!;
+        });
+        if (o.predDirect !== null) {
+          const pd = predict(ctx, XD, B);
+          ks.forEach((k, b) => void (o.predDirect![k] = pd[b]!));
+        }
+      });
+      bar.update(k0 + B);
+    }
+  });
+  bar.stop();
+  return { cleanPred, outcomes };
+}
+
+/**
  * The naive reference for one input: the whole forward pass with a hook that sets the neuron at the
  * read position, then the head. `patchedAct` is read back by a cache hook placed after the patch.
  */
@@ -400,6 +491,13 @@ export interface PatchingSummary {
   };
   /** Up to 2000 (Δact, Δpred) pairs, evenly subsampled, for the scatter. */
   points: Array<[number, number]>;
+  /** Where the neuron was patched for the numbers above: only the read position, or every position. */
+  positions: "read" | "all";
+  /** With --positions both: the same analysis with the neuron patched at every position. */
+  all_positions: {
+    fit: FitSummary | null; fit_bootstrap: PatchingSummary["fit_bootstrap"]; controls: PatchingSummary["controls"];
+    direct: PatchingSummary["direct"]; settings: SettingSummary[];
+  } | null;
   notes: string[];
 }
 
@@ -422,6 +520,16 @@ function checkList(name: string, xs: readonly number[]): void {
 }
 
 export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {}): PatchingSummary {
+  const positions = opts.positions ?? PATCHING_DEFAULTS.positions;
+  if (!PATCH_POSITIONS.includes(positions)) throw new SelfreportError(`--positions must be one of ${PATCH_POSITIONS.join(", ")}, got ${String(positions)}`);
+  if (positions === "both") {
+    const read = patchingAnalysis(ctx, { ...opts, positions: "read" });
+    const all = patchingAnalysis(ctx, { ...opts, positions: "all" });
+    return {
+      ...read,
+      all_positions: { fit: all.fit, fit_bootstrap: all.fit_bootstrap, controls: all.controls, direct: all.direct, settings: all.settings },
+    };
+  }
   const c = ctx.run.config;
   const ds = ctx.ds;
   const nInputs = opts.nInputs ?? PATCHING_DEFAULTS.nInputs;
@@ -465,7 +573,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
     ...settings.map((s) => ({ neuron: n, value: s.value, direct: true })),
     ...controls.flatMap((m) => scales.map((s) => ({ neuron: m, value: (a: number) => s * a }))),
   ];
-  const { cleanPred, outcomes } = runPatches(ctx, inputs, patches);
+  const { cleanPred, outcomes } = positions === "all" ? runPatchesAllPositions(ctx, inputs, patches) : runPatches(ctx, inputs, patches);
   const targetAct = outcomes[0]!.act; // the clean activation of the target in ctx.model
 
   // the activation scale below which a spread of Δact is float noise
@@ -601,6 +709,8 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
       analytic_slope: analytic,
     },
     points,
+    positions,
+    all_positions: null,
     notes,
   };
 }
@@ -616,14 +726,14 @@ export async function patchingPlots(s: PatchingSummary): Promise<Record<string, 
   const f = s.fit;
   plots["delta_scatter"] = await renderSvg(scatter({
     title: `Patching ${who}: change in prediction vs change in activation`,
-    subtitle: f === null ? "no fit" : `R² ${f.r2 === null ? "n/a" : f.r2.toFixed(3)}, slope 95% CI [${f.slope_ci95?.map((v) => v.toFixed(3)).join(", ") ?? "n/a"}]; ideal slope 1`,
+    subtitle: f === null ? "no fit" : `R² ${f.r2 === null ? "n/a" : f.r2.toFixed(3)}, slope 95% CI ${f.slope_ci95 == null ? "n/a" : ciText(f.slope_ci95)}; ideal slope 1`,
     points: s.points.map(([x, y]) => ({ x, y })),
     ...(f === null ? {} : { fitLine: { slope: f.slope, intercept: f.intercept } }),
     xLabel: "Δ activation (patched − clean)", yLabel: "Δ prediction (activation units)",
   }));
   const sens = s.sensitivity.values.filter((v): v is number => v !== null);
   plots["sensitivity"] = await renderSvg(histogram({
-    title: `Per-input sensitivity to ${who}`, values: sens, bins: 30, markValue: 1, markLabel: "ideal self-reporter (1)",
+    title: `Per-input sensitivity to ${who}`, values: sens, bins: 30, markValue: 1, markLabel: "ideal (1)", clipQuantile: 0.02,
     xLabel: "per-input slope of Δprediction on Δactivation",
     subtitle: s.sensitivity.median === null ? undefined : `median ${s.sensitivity.median.toFixed(3)}`,
   }));
@@ -632,17 +742,18 @@ export async function patchingPlots(s: PatchingSummary): Promise<Record<string, 
     plots["control_slopes"] = await renderSvg(histogram({
       title: `Scale-sweep slopes: ${s.controls.k} random neurons of layer ${t.layer} vs the target`,
       values: ctl, bins: 20,
-      ...(s.controls.target_scale_slope === null ? {} : { markValue: s.controls.target_scale_slope, markLabel: `${who}${s.controls.percentile_abs === null ? "" : ` (|slope| percentile ${s.controls.percentile_abs.toFixed(0)}%)`}` }),
+      ...(s.controls.target_scale_slope === null ? {} : { markValue: s.controls.target_scale_slope, markLabel: who }),
+      ...(s.controls.percentile_abs === null ? {} : { subtitle: `${who}'s |slope| is above ${s.controls.percentile_abs.toFixed(0)}% of the controls` }),
       xLabel: "slope of Δprediction on Δactivation",
     }));
   }
   const d = s.direct;
   plots["direct_vs_total"] = await renderSvg(barChart({
     title: `Direct vs total effect of ${who}`,
-    categories: ["total", "direct (W_out path only)", "indirect (total − direct)", "ideal"],
+    categories: ["total", "direct", "indirect", "ideal"],
     values: [d.total_slope ?? NaN, d.direct_slope ?? NaN, d.indirect_slope ?? NaN, 1],
-    yLabel: "slope of Δprediction on Δactivation",
-    subtitle: d.direct_share === null ? undefined : `direct share ${(100 * d.direct_share).toFixed(1)}%`,
+    yLabel: "slope Δprediction / Δactivation",
+    subtitle: `direct = the W_out write alone; indirect = total − direct${d.direct_share === null ? "" : `; direct share ${(100 * d.direct_share).toFixed(1)}%`}`,
   }));
   return plots;
 }

@@ -19,7 +19,17 @@
  * each compared by cosine with W_in[:, n] (raw and with ln2 folded), W_out[n, :] and the head's
  * reading direction (mean g); the null for a random direction is mean 0, std 1/√d_model.
  *
- * Parameters. Relative Frobenius change ‖θ_ft − θ_base‖ / ‖θ_base‖ per weight tensor.
+ * Mean shift vs tracking. Δpred_i = m + β_pred·(a_i − ā) + e_i: a mean shift m (re-calibrating the
+ * fixed random head), an activation-coupled part (the change that tracks the neuron) and the rest. Each
+ * layer's increment splits the same way: its mean, and its share of the coupled part,
+ * Cov(inc_l, a) / Cov(Σ_l inc_l, a) (sums to 1 over layers). The verdict uses the coupled part.
+ *
+ * Noise floor. A layer whose residual stream changed by less than RESID_NOISE_FLOOR (relative) is
+ * "unchanged" and gets no direction cosines; a weight tensor that changed by less than PARAM_NOISE_FLOOR
+ * (relative) is unchanged (float32 round-off of saving and processing is ~1e-8).
+ *
+ * Parameters. Relative Frobenius change ‖θ_ft − θ_base‖ / ‖θ_base‖ per weight tensor; for a partial run,
+ * the tensors that were frozen in training (everything but blocks F−k+1..F and ln_final) are checked.
  * The neuron. Its activation in the base vs the fine-tuned model on the same inputs.
  *
  * See docs/analyses/residual.md for what each number answers and the summary.json schema.
@@ -44,6 +54,11 @@ export interface ResidualOptions {
 
 export const RESIDUAL_DEFAULTS = { nInputs: 500 } as const;
 
+/** Relative residual change (mean ‖Δr‖ / mean ‖r‖) below which a layer is reported as unchanged. */
+export const RESID_NOISE_FLOOR = 1e-5;
+/** Relative parameter change below which a weight tensor is reported as unchanged. */
+export const PARAM_NOISE_FLOOR = 1e-6;
+
 /** Inputs per forward batch. */
 const BATCH = 32;
 
@@ -62,19 +77,24 @@ export interface LayerChange {
   mean_norm_change: number;
   mean_norm_base: number;
   relative_change: number;
+  /** "unchanged" when relative_change < RESID_NOISE_FLOOR: then the direction cosines are null (noise has no direction). */
+  status: "changed" | "unchanged";
   /** mean_i g_i·Δr_l,i: the first-order prediction change already present after this layer (activation units). */
   readout_change: number;
   /** mean_i g_i·(Δr_l,i − Δr_{l−1},i): this layer's own increment. */
   readout_increment: number;
   /** <inc_l, Δpred> / <Δpred, Δpred>: this layer's share of the prediction change (sums to ≈ 1 over layers). */
   share_of_prediction_change: number | null;
+  /** Cov(inc_l, a) / Cov(Σ inc, a): this layer's share of the activation-coupled prediction change (sums to 1). */
+  share_of_coupled_change: number | null;
   /** Pearson r over the inputs of this layer's increment with the neuron's base activation. */
   increment_r_with_activation: number | null;
-  /** Cosines of the mean change with the neuron's and the head's directions. */
-  mean_change_cosines: DirectionCosines;
-  /** β_l = Cov(Δr_l, a)/Var(a): its norm (residual units per unit activation) and cosines. */
+  /** Cosines of the mean change with the neuron's and the head's directions (null when unchanged). */
+  mean_change_cosines: DirectionCosines | null;
+  /** β_l = Cov(Δr_l, a)/Var(a): its norm (residual units per unit activation) and cosines (null when the layer is
+   *  unchanged or ‖β‖·σ_a / mean ‖r‖ is below the noise floor: no part of the change tracks the neuron). */
   coupled_change_norm: number;
-  coupled_change_cosines: DirectionCosines;
+  coupled_change_cosines: DirectionCosines | null;
 }
 
 export interface ParamChange {
@@ -87,6 +107,8 @@ export interface ParamChange {
   change_norm: number;
   /** change_norm / base_norm; null when the base tensor is all zeros. */
   relative: number | null;
+  /** relative ≥ PARAM_NOISE_FLOOR (or any change of an all-zero tensor beyond float32 round-off). */
+  changed: boolean;
 }
 
 export interface ResidualSummary {
@@ -107,10 +129,15 @@ export interface ResidualSummary {
     finetuned: { r_with_target: number; rmse: number; mean: number };
     mean_change: number;
     mean_abs_change: number;
+    /** Δpred = mean shift + β_pred·(a − ā) + rest: the mean-square share of each part (sum to 1). */
+    split: { mean_shift: number; coupled_slope: number; share_mean_shift: number; share_coupled: number; share_rest: number } | null;
   };
   /** 1/√d_model: the std of the cosine of two random directions. */
   null_cosine_std: number;
+  noise_floor: { residual_relative: number; parameter_relative: number };
   layers: LayerChange[];
+  /** Partial runs: the frozen tensors that nonetheless changed beyond the floor (should be none). */
+  frozen_check: { frozen_blocks: number[]; checked: number; moved: string[] } | null;
   parameters: ParamChange[];
   neuron: {
     /** The target neuron's activation in the base model vs the fine-tuned model, same inputs. */
@@ -196,9 +223,11 @@ export function parameterChanges(base: HookedTransformer, tuned: HookedTransform
     const m = /^blocks\.(\d+)\.(.+)$/.exec(name);
     const baseNorm = Math.sqrt(bb);
     const changeNorm = Math.sqrt(dd);
+    const relative = baseNorm > 0 ? changeNorm / baseNorm : null;
     out.push({
       name, layer: m ? Number(m[1]) : null, kind: m ? m[2]! : name,
-      base_norm: baseNorm, change_norm: changeNorm, relative: baseNorm > 0 ? changeNorm / baseNorm : null,
+      base_norm: baseNorm, change_norm: changeNorm, relative,
+      changed: relative === null ? changeNorm > 1e-6 * Math.sqrt(b.size) : relative >= PARAM_NOISE_FLOOR,
     });
   }
   return out;
@@ -211,6 +240,8 @@ function cosines(v: ArrayLike<number>, dirs: { W_in_raw: la.Vec; W_in_folded: la
   const cos = (a: ArrayLike<number>, b: ArrayLike<number>): number => (la.norm(a) === 0 || la.norm(b) === 0 ? 0 : la.cosine(a, b));
   return { W_in_raw: cos(v, dirs.W_in_raw), W_in_folded: cos(v, dirs.W_in_folded), W_out: cos(v, dirs.W_out), head: cos(v, dirs.head) };
 }
+
+const layerName = (l: "embed" | number): string => (l === "embed" ? "embed" : `L${l}`);
 
 function meanStd(xs: ArrayLike<number>): { mean: number; std: number } {
   return { mean: mean(xs), std: std(xs) };
@@ -286,7 +317,8 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
   let dd = 0;
   for (let i = 0; i < N; i++) dd += dPred[i]! * dPred[i]!;
   const prevG = new Float64Array(N); // g_i·Δr_{l−1},i
-  const layerChanges: LayerChange[] = layers.map((layer, li) => {
+  const incs: Float64Array[] = [];
+  const rawLayers = layers.map((layer, li) => {
     const rb = b.resid[li]!;
     const rf = f.resid[li]!;
     const meanChange = new Float64Array(C);
@@ -318,18 +350,53 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
     for (let k = 0; k < C; k++) coupled[k] = varA > 0 ? coupled[k]! / varA : 0;
     let share = 0;
     for (let i = 0; i < N; i++) share += inc[i]! * dPred[i]!;
+    incs.push(inc);
+    const relative = normBase > 0 ? normChange / normBase : 0;
+    const changed = relative >= RESID_NOISE_FLOOR;
+    // the part that tracks the neuron, ‖β‖·σ_a, must itself clear the floor to have a direction
+    const coupledChanged = changed && normBase > 0 && (la.norm(coupled) * actMS.std) / normBase >= RESID_NOISE_FLOOR;
     return {
       layer, hook: hooks[li]!,
-      mean_norm_change: normChange, mean_norm_base: normBase, relative_change: normBase > 0 ? normChange / normBase : 0,
+      mean_norm_change: normChange, mean_norm_base: normBase, relative_change: relative,
+      status: changed ? "changed" as const : "unchanged" as const,
       readout_change: la.dot(cum, new Float64Array(N).fill(1 / N)),
       readout_increment: la.dot(inc, new Float64Array(N).fill(1 / N)),
       share_of_prediction_change: dd > 0 ? share / dd : null,
-      increment_r_with_activation: rOrNull(inc, act),
-      mean_change_cosines: cosines(meanChange, dirs),
+      share_of_coupled_change: null as number | null,
+      increment_r_with_activation: changed ? rOrNull(inc, act) : null,
+      mean_change_cosines: changed ? cosines(meanChange, dirs) : null,
       coupled_change_norm: la.norm(coupled),
-      coupled_change_cosines: cosines(coupled, dirs),
+      coupled_change_cosines: coupledChanged ? cosines(coupled, dirs) : null,
     };
   });
+  // each layer's share of the activation-coupled change: Cov(inc_l, a) / Cov(Σ inc, a) (prevG = Σ inc)
+  const covWithAct = (x: ArrayLike<number>): number => {
+    let sx = 0;
+    for (let i = 0; i < N; i++) sx += x[i]! * (act[i]! - actMS.mean);
+    return sx / N;
+  };
+  const covTotal = covWithAct(prevG);
+  // no tracking part to share when Cov(Σ inc, a) is round-off against the change's own size
+  const tracks = Math.abs(covTotal) > 1e-6 * Math.sqrt(dd / N) * actMS.std;
+  const layerChanges: LayerChange[] = rawLayers.map((l, li) => ({
+    ...l,
+    share_of_coupled_change: tracks ? covWithAct(incs[li]!) / covTotal : null,
+  }));
+  // Δpred = mean shift + β·(a − ā) + rest
+  const varAct = actMS.std * actMS.std;
+  const dMean = dPred.reduce((a, v) => a + v, 0) / N;
+  let split: ResidualSummary["predictions"]["split"] = null;
+  if (dd > 0 && varAct > 0) {
+    const slope = covWithAct(dPred) / varAct;
+    let coupledSq = 0;
+    let restSq = 0;
+    for (let i = 0; i < N; i++) {
+      const cpl = slope * (act[i]! - actMS.mean);
+      coupledSq += cpl * cpl;
+      restSq += (dPred[i]! - dMean - cpl) ** 2;
+    }
+    split = { mean_shift: dMean, coupled_slope: slope, share_mean_shift: (N * dMean * dMean) / dd, share_coupled: coupledSq / dd, share_rest: restSq / dd };
+  }
 
   // how good is the first-order decomposition? (prevG now holds g·Δr_F)
   let ssRes = 0;
@@ -343,13 +410,19 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
   const ssTot = dMS.std * dMS.std * N;
   const target = Float64Array.from(inputs, (i) => ctx.ds.targets[i]!);
 
-  // which blocks could move: report the frozen ones that did anyway
+  // which tensors could move: training trains blocks F−k+1..F and ln_final in partial mode; check the rest
   const params = parameterChanges(base, tuned);
+  let frozenCheck: ResidualSummary["frozen_check"] = null;
   if (c.freeze_mode === "partial" && c.unfreeze_last !== null) {
-    const firstTrainable = base.cfg.nLayers - c.unfreeze_last;
-    const moved = params.filter((p) => p.layer !== null && p.layer < firstTrainable && p.change_norm > 0);
-    if (moved.length > 0) notes.push(`${moved.length} parameter(s) of blocks below ${firstTrainable} changed although the run trained only the last ${c.unfreeze_last} block(s) (e.g. ${moved[0]!.name}); a saving precision difference?`);
+    const first = F - c.unfreeze_last + 1;
+    const trained = (p: ParamChange): boolean => (p.layer !== null ? p.layer >= first && p.layer <= F : p.name.startsWith("ln_final."));
+    const frozen = params.filter((p) => !trained(p));
+    const moved = frozen.filter((p) => p.changed).map((p) => p.name);
+    frozenCheck = { frozen_blocks: Array.from({ length: base.cfg.nLayers }, (_, l) => l).filter((l) => l < first || l > F), checked: frozen.length, moved };
+    if (moved.length > 0) notes.push(`${moved.length} tensor(s) that training kept frozen (everything but blocks ${first}..${F} and ln_final) changed by more than the noise floor ${PARAM_NOISE_FLOOR} (relative), e.g. ${moved[0]}: these weights are not the ones the run trained`);
   }
+  const unchangedLayers = layerChanges.filter((l) => l.status === "unchanged").map((l) => layerName(l.layer));
+  if (unchangedLayers.length > 0) notes.push(`unchanged (relative residual change < ${RESID_NOISE_FLOOR}): ${unchangedLayers.join(", ")}; no direction cosines are given for them`);
   if (F < L) notes.push(`the head reads layer ${F}, before the target layer ${L}: the neuron's output cannot reach the features; W_out cosines describe coincidence, not a path`);
   if (!linear) notes.push(`${ctx.run.headType}${c.head_config.hidden_dim !== null ? " hidden-layer" : ""} head: the read-out decomposition is first order (see linearisation_r2)`);
   if (c.weights === "tl") notes.push("weights processed as TransformerLens does (LayerNorm folded, writing weights centred): parameter changes compare the processed tensors");
@@ -380,9 +453,12 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
       finetuned: { r_with_target: pearson(predF, target), rmse: rmse(predF, target), mean: pf.mean },
       mean_change: dMS.mean,
       mean_abs_change: dPred.reduce((a, v) => a + Math.abs(v), 0) / N,
+      split,
     },
     null_cosine_std: 1 / Math.sqrt(C),
+    noise_floor: { residual_relative: RESID_NOISE_FLOOR, parameter_relative: PARAM_NOISE_FLOOR },
     layers: layerChanges,
+    frozen_check: frozenCheck,
     parameters: params,
     neuron: {
       r: pearson(act, fAct),
@@ -400,7 +476,6 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
 // ---------------------------------------------------------------------------------------------
 // Plots
 
-const layerName = (l: "embed" | number): string => (l === "embed" ? "embed" : `L${l}`);
 
 /** SVGs by name: per-layer change and read-out share, direction cosines, parameter changes, the neuron before/after. */
 export async function residualPlots(s: ResidualSummary): Promise<Record<string, string>> {
@@ -414,9 +489,9 @@ export async function residualPlots(s: ResidualSummary): Promise<Record<string, 
     yLabel: "mean ‖Δ resid‖ / mean ‖resid‖ at the read position",
   }));
   plots["readout_share"] = await renderSvg(barChart({
-    title: `Each layer's share of the change in prediction (fixed ${t.head_type} head)`,
-    categories: names, values: s.layers.map((l) => l.share_of_prediction_change ?? NaN),
-    yLabel: "<g·Δ(layer increment), Δpred> / ‖Δpred‖²",
+    title: `Each layer's share of the neuron-tracking change in prediction (fixed ${t.head_type} head)`,
+    categories: names, values: s.layers.map((l) => l.share_of_coupled_change ?? NaN),
+    yLabel: "Cov(layer increment, act) / Cov(Δpred, act)",
     subtitle: `first-order R² ${s.readout.linearisation_r2 === null ? "n/a" : s.readout.linearisation_r2.toFixed(4)}`,
   }));
   const cols = ["mean Δ · W_in", "mean Δ · W_in (ln2)", "mean Δ · W_out", "mean Δ · head", "β · W_in", "β · W_in (ln2)", "β · W_out", "β · head"];
@@ -427,6 +502,7 @@ export async function residualPlots(s: ResidualSummary): Promise<Record<string, 
     values: s.layers.map((l) => {
       const m = l.mean_change_cosines;
       const k = l.coupled_change_cosines;
+      if (m === null || k === null) return cols.map(() => NaN); // unchanged: no direction
       return [m.W_in_raw, m.W_in_folded, m.W_out, m.head, k.W_in_raw, k.W_in_folded, k.W_out, k.head];
     }),
     colorLabel: "cosine",

@@ -13,7 +13,11 @@
  *      W_out[n, :]: cosine, z = cosine·√d_model (random directions: mean 0, std 1/√d_model), and the rank of
  *      |cosine| among every neuron of the target layer and of all layers (1 = highest).
  *   3. The activation pattern a = Σ w / (wᵀ Σ w) (Haufe et al., NeuroImage 2014), Σ = Cov(resid) over the
- *      dataset, against the same vectors; and cosines in the whitened basis (Σ + ridge)^{-1/2}.
+ *      dataset: what the prediction co-varies with. It is NOT evidence that the head reads anything: any head
+ *      that predicts the activation well has a pattern ≈ the head-free target pattern p = Cov(x, act)/Var(act).
+ *      So the pattern is compared with p, against an empirical null: the patterns of seeded random filters
+ *      pushed through the same Σ. Also: cosines in the whitened basis (Σ + ridge)^{-1/2}; for a reader (W_in)
+ *      the whitened cosine is the readout correlation corr(w·x, v·x) over the dataset.
  *   4. The share of the prediction's variance carried by the neuron's direct write:
  *      (ḡ·W_out[n, :])²·Var(act) / Var(prediction).
  *   5. A PCA of the target layer's W_out rows with the head direction projected.
@@ -22,7 +26,7 @@
  * See docs/analyses/weights.md for what each number answers, and the summary.json schema.
  */
 import { existsSync } from "node:fs";
-import { Tensor, backward, noGrad, withGrad } from "../tensor/index.ts";
+import { Rng, Tensor, backward, noGrad, withGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { binCentres, pearson } from "../selfreport/stats.ts";
@@ -41,9 +45,23 @@ export interface WeightsOptions {
   maxExamples?: number;
   /** Whitening ridge, as a fraction of the mean residual variance: Σ + ridge·(tr Σ / d_model)·I. Default 0.01. */
   ridge?: number;
+  /** Random filters for the activation pattern's empirical null. Default 200. */
+  nullFilters?: number;
+  /** Seed of the random filters. Default 0. */
+  seed?: number;
 }
 
-export const WEIGHTS_DEFAULTS = { maxExamples: 2000, ridge: 0.01 } as const;
+export const WEIGHTS_DEFAULTS = { maxExamples: 2000, ridge: 0.01, nullFilters: 200, seed: 0 } as const;
+
+/** Mean and standard deviation of a sample of cosines, and where a value falls among them. */
+export interface EmpiricalNull {
+  mean: number;
+  std: number;
+  /** (value − mean) / std. */
+  z: number;
+  /** Percentage of the null's values with |cosine| strictly below |value|. */
+  percentile_abs: number;
+}
 
 /** The neuron vectors a direction is compared with. */
 export type VectorKind = "W_in_raw" | "W_in_folded" | "W_out" | "e_n";
@@ -91,9 +109,35 @@ export interface WeightsSummary {
     principal: PrincipalDirection[];
   };
   vectors: VectorKind[];
-  w_in: { ln2_already_folded: boolean; note: string } | null;
+  w_in: {
+    ln2_already_folded: boolean; note: string;
+    /** The neuron reads ln2(resid_mid) of its own layer; the head reads resid_post of the feature layer. */
+    spaces: string;
+    /** corr(w·x, W_in_folded[:, n]·x) over the dataset's resid_post vectors x (the whitened cosine of two readers). */
+    readout_correlation: number;
+    readout_note: string;
+  } | null;
   reading: Partial<Record<VectorKind, Comparison>>;
-  pattern: { direction: number[]; comparisons: Partial<Record<VectorKind, Comparison>> };
+  pattern: {
+    /** Unit activation pattern Σw/(wᵀΣw) [d_model]: what the prediction co-varies with, not what the head reads. */
+    direction: number[];
+    note: string;
+    /** Cosines and ranks against the neuron's vectors; their z uses the 1/√d null, which does not hold for patterns: see random_filter_null. */
+    comparisons: Partial<Record<VectorKind, Comparison>>;
+    /** The head-free target pattern p = Cov(x, act)/Var(act), unit [d_model]. */
+    target_pattern: number[];
+    /** cos(head pattern, target pattern), and the same for random filters' patterns. */
+    cosine_with_target_pattern: number;
+    /** Random filters r ~ N(0, I) (seeded), their patterns Σr/(rᵀΣr): the null for the pattern's cosines. */
+    random_filter_null: {
+      n: number; seed: number;
+      target_pattern: EmpiricalNull;
+      /** Per neuron vector: the null of cos(pattern, vector). */
+      vectors: Partial<Record<VectorKind, EmpiricalNull>>;
+    };
+    /** cos(target pattern, the neuron's vectors): where the activation itself co-varies, whatever the head. */
+    target_pattern_cosines: Partial<Record<VectorKind, number>>;
+  };
   whitened: { ridge: number; cosines: Partial<Record<VectorKind, number>>; note: string };
   residual: { participation_ratio: number; top_pc_variance_ratio: number; mean_norm_share: number };
   direct_write: {
@@ -224,7 +268,7 @@ export function foldedWin(model: HookedTransformer, l: number): Vec {
 }
 
 /** Whether the model's ln2 is already folded into W_in (tl weights): ln2.w = 1, ln2.b = 0, W_in columns centred. */
-function ln2AlreadyFolded(model: HookedTransformer): boolean {
+export function ln2AlreadyFolded(model: HookedTransformer): boolean {
   const { nLayers, dModel: C, dMlp: M } = model.cfg;
   for (let l = 0; l < nLayers; l++) {
     if (model.ln2W(l).data.some((v) => v !== 1) || model.p(`blocks.${l}.ln2.b`).data.some((v) => v !== 0)) return false;
@@ -273,7 +317,7 @@ function layerCosines(model: HookedTransformer, kind: Exclude<VectorKind, "e_n">
 }
 
 /** The target neuron's vector of a kind [C]. */
-function neuronVector(model: HookedTransformer, kind: VectorKind, l: number, n: number): Vec {
+export function neuronVector(model: HookedTransformer, kind: VectorKind, l: number, n: number): Vec {
   const { dModel: C, dMlp: M } = model.cfg;
   if (kind === "e_n") {
     const e = new Float64Array(C);
@@ -292,7 +336,7 @@ function rankOf(target: number, all: ArrayLike<number>): number {
 }
 
 /** Compares direction u with the target neuron's vector of a kind; also returns the target layer's cosines. */
-function compare(model: HookedTransformer, kind: VectorKind, layer: number, neuron: number, u: Vec): { cmp: Comparison; inLayer: Vec } {
+export function compare(model: HookedTransformer, kind: VectorKind, layer: number, neuron: number, u: Vec): { cmp: Comparison; inLayer: Vec } {
   const C = model.cfg.dModel;
   if (kind === "e_n") {
     const inLayer = la.unit(u); // cos(u, e_j) = u_j / |u|
@@ -326,6 +370,50 @@ export function activationPattern(S: Vec, C: number, w: ArrayLike<number>): Vec 
   return la.scaled(Sw, wSw > 0 ? 1 / wSw : 0);
 }
 
+/** The head-free target pattern Cov(x, act) / Var(act) [C]: the direction the activation co-varies with. */
+export function targetPattern(X: ArrayLike<number>, act: ArrayLike<number>, N: number, C: number): Vec {
+  const mu = la.columnMeans(X, N, C);
+  let abar = 0;
+  for (let i = 0; i < N; i++) abar += act[i]! / N;
+  const cov = new Float64Array(C);
+  let varA = 0;
+  for (let i = 0; i < N; i++) {
+    const da = act[i]! - abar;
+    varA += da * da;
+    for (let c = 0; c < C; c++) cov[c]! += (X[i * C + c]! - mu[c]!) * da;
+  }
+  return la.scaled(cov, varA > 0 ? 1 / varA : 0);
+}
+
+/** The empirical null of a cosine: mean, std, and where `value` falls. */
+export function empiricalNull(value: number, sample: ArrayLike<number>): EmpiricalNull {
+  const n = sample.length;
+  let mean = 0;
+  for (let i = 0; i < n; i++) mean += sample[i]! / n;
+  let v = 0;
+  for (let i = 0; i < n; i++) v += (sample[i]! - mean) ** 2 / Math.max(1, n - 1);
+  const std = Math.sqrt(v);
+  let below = 0;
+  for (let i = 0; i < n; i++) if (Math.abs(sample[i]!) < Math.abs(value)) below++;
+  return { mean, std, z: std > 0 ? (value - mean) / std : 0, percentile_abs: n > 0 ? (100 * below) / n : 0 };
+}
+
+/**
+ * Cosines of random filters' activation patterns with each of `refs`: r ~ N(0, I) seeded, pattern Σr/(rᵀΣr).
+ * Returns one sample [n] per reference vector.
+ */
+export function randomFilterPatternCosines(S: Vec, C: number, refs: readonly Vec[], n: number, seed: number): Vec[] {
+  const rng = new Rng(seed);
+  const out = refs.map(() => new Float64Array(n));
+  const r = new Float64Array(C);
+  for (let k = 0; k < n; k++) {
+    for (let c = 0; c < C; c++) r[c] = rng.normal();
+    const p = activationPattern(S, C, r);
+    refs.forEach((ref, j) => (out[j]![k] = la.cosine(p, ref)));
+  }
+  return out;
+}
+
 /**
  * The whitened basis x̃ = L⁻¹ x with L Lᵀ = Σ + ridge·(tr Σ / C)·I (Cholesky: the same cosines as
  * the symmetric Σ^{-1/2}, which differs by a rotation). Vectors that are added to the residual
@@ -349,6 +437,9 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   if (!Number.isInteger(maxExamples) || maxExamples < 1) throw new SelfreportError(`--max-examples must be a positive integer, got ${maxExamples}`);
   const ridge = opts.ridge ?? WEIGHTS_DEFAULTS.ridge;
   if (!(ridge > 0)) throw new SelfreportError(`the whitening ridge must be positive, got ${ridge}`);
+  const nullFilters = opts.nullFilters ?? WEIGHTS_DEFAULTS.nullFilters;
+  if (!Number.isInteger(nullFilters) || nullFilters < 2) throw new SelfreportError(`the number of random filters for the pattern null must be an integer ≥ 2, got ${nullFilters}`);
+  const seed = opts.seed ?? WEIGHTS_DEFAULTS.seed;
   const { run, model, ds } = ctx;
   const c = run.config;
   const { dModel: C, dMlp: M, nLayers } = model.cfg;
@@ -402,6 +493,16 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
     patternCmp[kind] = cmp;
     if (kind === "W_out" || kind === "e_n") layerCos[`pattern_${kind}`] = round6(inLayer);
   }
+  const p = targetPattern(X, act, N, C); // [C]
+  const refs = [p, ...vectors.map((kind) => target(kind))];
+  const nullSamples = randomFilterPatternCosines(S, C, refs, nullFilters, seed);
+  const cosWithTarget = la.cosine(a, p);
+  const vectorNulls: Partial<Record<VectorKind, EmpiricalNull>> = {};
+  const targetPatternCosines: Partial<Record<VectorKind, number>> = {};
+  vectors.forEach((kind, j) => {
+    vectorNulls[kind] = empiricalNull(patternCmp[kind]!.cosine, nullSamples[j + 1]!);
+    targetPatternCosines[kind] = la.cosine(p, target(kind));
+  });
   let trace = 0;
   let frob = 0;
   for (let i = 0; i < C; i++) trace += S[i * C + i]!;
@@ -436,28 +537,7 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   if (!readsAfterWrite) notes.push(directWrite.note);
 
   // ---- 5. PCA of the target layer's W_out rows
-  let wOutPca: WeightsSummary["w_out_pca"] = null;
-  if (isPost) {
-    const Wout = model.W_out(layer).data; // [M, C]
-    const p = la.pca(Wout, M, C, 2);
-    const mean = la.columnMeans(Wout, M, C);
-    let rms = 0;
-    const points: Array<[number, number]> = [];
-    for (let m = 0; m < M; m++) {
-      const row = Float64Array.from({ length: C }, (_, k) => Wout[m * C + k]! - mean[k]!);
-      rms += la.dot(row, row) / M;
-      points.push([r6(la.dot(row, p.components[0]!)), r6(la.dot(row, p.components[1] ?? new Float64Array(C)))]);
-    }
-    const h1 = la.dot(w, p.components[0]!);
-    const h2 = la.dot(w, p.components[1] ?? new Float64Array(C));
-    wOutPca = {
-      explained_variance_ratio: [...p.explainedRatio],
-      head_in_plane: h1 * h1 + h2 * h2,
-      head: [h1 * Math.sqrt(rms), h2 * Math.sqrt(rms)],
-      target: points[neuron]!,
-      points,
-    };
-  }
+  const wOutPca = isPost ? wOutPcaOf(model, layer, neuron, w) : null;
 
   // ---- gradient principal directions (not for a linear regression head: its gradient is constant)
   const linearRegression = run.headType === "regression" && c.head_config.hidden_dim === null;
@@ -495,14 +575,25 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
         note: folded
           ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
           : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
+        spaces: `the neuron reads the normalised resid_mid of layer ${layer} (ln2 applied); the head reads resid_post of layer ${c.feature_layer}: the cosine compares two readers of different points of the residual stream, so a small cosine does not rule out that the head recomputes the neuron's input`,
+        readout_correlation: whitened.W_in_folded!,
+        readout_note: `over the dataset, what the head reads from resid_post of layer ${c.feature_layer} and what W_in[:, ${neuron}] (ln2 folded) would read from the same vectors correlate with r = ${whitened.W_in_folded!.toFixed(3)} (the whitened cosine; 1 = the two readouts carry the same signal, 0 = unrelated)`,
       }
       : null,
     reading,
-    pattern: { direction: round6(la.unit(a)), comparisons: patternCmp },
+    pattern: {
+      direction: round6(la.unit(a)),
+      note: "the activation pattern Σw/(wᵀΣw) is what the prediction co-varies with; any head that predicts the activation well has a pattern close to the head-free target pattern Cov(x, act)/Var(act), whatever it reads, so it is not evidence that the head reads the neuron",
+      comparisons: patternCmp,
+      target_pattern: round6(la.unit(p)),
+      cosine_with_target_pattern: cosWithTarget,
+      random_filter_null: { n: nullFilters, seed, target_pattern: empiricalNull(cosWithTarget, nullSamples[0]!), vectors: vectorNulls },
+      target_pattern_cosines: targetPatternCosines,
+    },
     whitened: {
       ridge,
       cosines: whitened,
-      note: "basis x̃ = (Σ + ridge·tr(Σ)/d·I)^{-1/2} x; readers (head, W_in) map by Σ^{1/2}, writers (W_out, e_n) by Σ^{-1/2}; here the head's pattern and filter coincide",
+      note: "basis x̃ = (Σ + ridge·tr(Σ)/d·I)^{-1/2} x; readers (head, W_in) map by Σ^{1/2}, writers (W_out, e_n) by Σ^{-1/2}; here the head's pattern and filter coincide; between two readers (head, W_in) the whitened cosine is the correlation of their readouts over the dataset",
     },
     residual: {
       participation_ratio: frob > 0 ? (trace * trace) / frob : 0,
@@ -516,37 +607,73 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   };
 }
 
+/** The top 2 principal components of layer l's W_out rows, every row and the head direction w (unit) projected. */
+export function wOutPcaOf(model: HookedTransformer, layer: number, neuron: number, w: Vec): NonNullable<WeightsSummary["w_out_pca"]> {
+  const { dModel: C, dMlp: M } = model.cfg;
+  const Wout = model.W_out(layer).data; // [M, C]
+  const p = la.pca(Wout, M, C, 2);
+  const mean = la.columnMeans(Wout, M, C);
+  let rms = 0;
+  const points: Array<[number, number]> = [];
+  for (let m = 0; m < M; m++) {
+    const row = Float64Array.from({ length: C }, (_, k) => Wout[m * C + k]! - mean[k]!);
+    rms += la.dot(row, row) / M;
+    points.push([r6(la.dot(row, p.components[0]!)), r6(la.dot(row, p.components[1] ?? new Float64Array(C)))]);
+  }
+  const h1 = la.dot(w, p.components[0]!);
+  const h2 = la.dot(w, p.components[1] ?? new Float64Array(C));
+  return {
+    explained_variance_ratio: [...p.explainedRatio],
+    head_in_plane: h1 * h1 + h2 * h2,
+    head: [h1 * Math.sqrt(rms), h2 * Math.sqrt(rms)],
+    target: points[neuron]!,
+    points,
+  };
+}
+
 function r6(x: number): number {
   return Number(x.toPrecision(6));
 }
 
-function round6(v: ArrayLike<number>): number[] {
+export function round6(v: ArrayLike<number>): number[] {
   return Array.from(v, r6);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Plots
 
+/** The pattern's null in words: random filters' patterns, not random directions. */
+function patternNullText(s: WeightsPlotInput, kind: VectorKind): string {
+  const n = s.pattern?.random_filter_null;
+  const v = n?.vectors[kind];
+  if (n === undefined || v === undefined) return "not evidence of reading";
+  return `null: patterns of ${n.n} random filters, cosine ${v.mean.toFixed(3)} ± ${v.std.toFixed(3)}; not evidence of reading`;
+}
+
 /** SVGs by name: histograms of the target layer's cosines (target marked) and the W_out PCA scatter. */
-export async function weightsPlots(s: WeightsSummary): Promise<Record<string, string>> {
+export type WeightsPlotInput = Pick<WeightsSummary, "target" | "null_model" | "reading" | "layer_cosines" | "w_out_pca"> & { pattern?: Pick<WeightsSummary["pattern"], "comparisons"> & Partial<Pick<WeightsSummary["pattern"], "random_filter_null">> };
+
+export async function weightsPlots(s: WeightsPlotInput): Promise<Record<string, string>> {
   const t = s.target;
   const who = t.layer_type === "mlp_post" ? `L${t.layer}N${t.neuron}` : `mlp_out[${t.neuron}]`;
   const plots: Record<string, string> = {};
-  const hist = async (name: string, title: string, key: string, cmp: Comparison | undefined, xLabel: string): Promise<void> => {
+  const hist = async (name: string, title: string, key: string, cmp: Comparison | undefined, xLabel: string, subtitle?: string): Promise<void> => {
     const values = s.layer_cosines[key];
     if (values === undefined || cmp === undefined) return;
     plots[name] = await renderSvg(histogram({
       title, values, bins: 40, markValue: cmp.cosine, markLabel: `${who}: ${cmp.cosine.toFixed(3)} (rank ${cmp.rank_in_layer}/${cmp.n_in_layer})`,
-      xLabel, subtitle: `null std 1/√${t.d_model} = ${s.null_model.std.toFixed(3)}`,
+      xLabel, subtitle: subtitle ?? `null std 1/√${t.d_model} = ${s.null_model.std.toFixed(3)}`,
     }));
   };
   if (t.layer_type === "mlp_post") {
     await hist("reading_vs_W_out", `Head direction · W_out rows, layer ${t.layer}`, "reading_W_out", s.reading.W_out, "cosine(head direction, W_out[m, :])");
     await hist("reading_vs_W_in", `Head direction · W_in columns (ln2 folded), layer ${t.layer}`, "reading_W_in_folded", s.reading.W_in_folded, "cosine(head direction, W_in[:, m])");
-    await hist("pattern_vs_W_out", `Activation pattern · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern.comparisons.W_out, "cosine(pattern, W_out[m, :])");
+    await hist("pattern_vs_W_out", `Activation pattern (what the prediction co-varies with) · W_out rows, layer ${t.layer}`, "pattern_W_out", s.pattern?.comparisons.W_out, "cosine(pattern, W_out[m, :])",
+      patternNullText(s, "W_out"));
   } else {
     await hist("reading_vs_basis", "Head direction · residual basis vectors", "reading_e_n", s.reading.e_n, "cosine(head direction, e_j)");
-    await hist("pattern_vs_basis", "Activation pattern · residual basis vectors", "pattern_e_n", s.pattern.comparisons.e_n, "cosine(pattern, e_j)");
+    await hist("pattern_vs_basis", "Activation pattern (what the prediction co-varies with) · residual basis vectors", "pattern_e_n", s.pattern?.comparisons.e_n, "cosine(pattern, e_j)",
+      patternNullText(s, "e_n"));
   }
   const p = s.w_out_pca;
   if (p !== null) {

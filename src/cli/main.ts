@@ -5,6 +5,8 @@
  */
 import { Command, CommanderError } from "commander";
 import { SelfreportError } from "../errors.ts";
+import { Interrupted } from "../util/interrupt.ts";
+import { interruptedLine } from "./interrupts.ts";
 import { ShapeError, NanError } from "../tensor/index.ts";
 import { registerModelCommands } from "./commands/model.ts";
 import { registerSelfreportCommands } from "./commands/selfreport.ts";
@@ -36,11 +38,19 @@ export async function run(argv: readonly string[]): Promise<number> {
     await program.parseAsync([...argv]);
     return 0;
   } catch (e) {
+    if (e instanceof Interrupted) {
+      console.error(interruptedLine(e, argv.slice(2)));
+      return e.exitCode;
+    }
     return reportError(e);
   }
 }
 
 export function reportError(e: unknown): number {
+  if (e instanceof Interrupted) {
+    console.error(`selfreport: ${e.signal}: ${e.message}`);
+    return e.exitCode;
+  }
   if (e instanceof CommanderError) {
     // commander already printed its message (or the help/version text)
     return e.exitCode === 0 ? 0 : 2;

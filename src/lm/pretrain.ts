@@ -23,7 +23,7 @@ import { checkOutput } from "../io/outputs.ts";
 import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { onInterrupt } from "../util/interrupt.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
 
 export interface PretrainOptions {
@@ -145,121 +145,125 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   }
   // one writer at a time; a failure removes what this command created, except a checkpoint to --resume from
-  return withOutputFolder(out, async () => {
-    writeTokenizerFiles(out);
-    const tok = loadTokenizer(out);
+  return withOutputFolder(out, () => pretrainInto(o), { keepOnFailure: keepCheckpoint });
+}
 
-    info(`corpus: loading ${o.corpus}`);
-    const corpus = loadCorpus(o.corpus);
-    const trainStream = tokenizeDocuments(tok, corpus.split("train"));
-    const heldStream = tokenizeDocuments(tok, corpus.split("heldout"));
-    if (trainStream.length < o.batchSize * (o.ctx + 1)) {
-      throw new SelfreportError(`corpus ${o.corpus} has ${trainStream.length} training tokens, fewer than one batch (${o.batchSize} × ${o.ctx + 1}); use a larger corpus or smaller --batch-size/--ctx`);
+/** Pre-training into the locked model folder `o.out`. */
+async function pretrainInto(o: PretrainOptions): Promise<PretrainResult> {
+  const out = o.out;
+  const ckDir = join(out, "checkpoint");
+  writeTokenizerFiles(out);
+  const tok = loadTokenizer(out);
+
+  info(`corpus: loading ${o.corpus}`);
+  const corpus = loadCorpus(o.corpus);
+  const trainStream = tokenizeDocuments(tok, corpus.split("train"));
+  const heldStream = tokenizeDocuments(tok, corpus.split("heldout"));
+  if (trainStream.length < o.batchSize * (o.ctx + 1)) {
+    throw new SelfreportError(`corpus ${o.corpus} has ${trainStream.length} training tokens, fewer than one batch (${o.batchSize} × ${o.ctx + 1}); use a larger corpus or smaller --batch-size/--ctx`);
+  }
+  info(`corpus: ${trainStream.length.toLocaleString("en-US")} training tokens, ${heldStream.length.toLocaleString("en-US")} held-out tokens`);
+
+  const cfg = makeConfig({ nLayers: o.layers, dModel: o.dModel, nHeads: o.heads, nCtx: o.ctx, dVocab: tok.vocabSize });
+  const model = HookedTransformer.init(cfg, o.seed);
+  // b_U stays 0 so the saved model is a plain Hugging Face GPT-2 (which has no unembedding bias).
+  const trainable = model.parameters().filter((t) => t !== model.b_U);
+  for (const t of trainable) t.requiresGrad = true;
+  const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
+  const opt = adamW(trainable, { beta1: 0.9, beta2: 0.95, weightDecay: o.weightDecay, noDecay });
+  const schedule = warmupCosine({ lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minRatio: 0.1 });
+  const names = [...model.params.entries()].filter(([, t]) => t !== model.b_U).map(([n]) => n);
+
+  let step = 0;
+  let curve: PretrainState["curve"] = [];
+  let secondsBefore = 0;
+  const { resume: _r, force: _f, command: _c, ...recorded } = o;
+  if (o.resume) {
+    const ck = loadCheckpoint<PretrainState>(ckDir)!;
+    const same = JSON.stringify(ck.state.config) === JSON.stringify(cfg);
+    if (!same) throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with another model size (${JSON.stringify(ck.state.config)})`);
+    for (const n of names) {
+      const src = ck.params.get(n);
+      if (!src || src.data.length !== model.p(n).size) throw new SelfreportError(`--resume: checkpoint lacks parameter "${n}" or has the wrong size`);
+      model.p(n).data.set(src.data);
     }
-    info(`corpus: ${trainStream.length.toLocaleString("en-US")} training tokens, ${heldStream.length.toLocaleString("en-US")} held-out tokens`);
+    opt.loadState(ck.optimizer);
+    step = ck.state.step;
+    curve = ck.state.curve;
+    secondsBefore = ck.state.seconds;
+    // the steps after the checkpoint ran before the kill and run again: their log lines go
+    truncateLogToStep(join(out, "train_log.jsonl"), step);
+    info(`resuming from step ${step} of ${o.steps}`);
+  } else {
+    rmSync(join(out, "train_log.jsonl"), { force: true });
+  }
 
-    const cfg = makeConfig({ nLayers: o.layers, dModel: o.dModel, nHeads: o.heads, nCtx: o.ctx, dVocab: tok.vocabSize });
-    const model = HookedTransformer.init(cfg, o.seed);
-    // b_U stays 0 so the saved model is a plain Hugging Face GPT-2 (which has no unembedding bias).
-    const trainable = model.parameters().filter((t) => t !== model.b_U);
-    for (const t of trainable) t.requiresGrad = true;
-    const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
-    const opt = adamW(trainable, { beta1: 0.9, beta2: 0.95, weightDecay: o.weightDecay, noDecay });
-    const schedule = warmupCosine({ lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minRatio: 0.1 });
-    const names = [...model.params.entries()].filter(([, t]) => t !== model.b_U).map(([n]) => n);
-
-    let step = 0;
-    let curve: PretrainState["curve"] = [];
-    let secondsBefore = 0;
-    const { resume: _r, force: _f, command: _c, ...recorded } = o;
-    if (o.resume) {
-      const ck = loadCheckpoint<PretrainState>(ckDir)!;
-      const same = JSON.stringify(ck.state.config) === JSON.stringify(cfg);
-      if (!same) throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with another model size (${JSON.stringify(ck.state.config)})`);
-      for (const n of names) {
-        const src = ck.params.get(n);
-        if (!src || src.data.length !== model.p(n).size) throw new SelfreportError(`--resume: checkpoint lacks parameter "${n}" or has the wrong size`);
-        model.p(n).data.set(src.data);
-      }
-      opt.loadState(ck.optimizer);
-      step = ck.state.step;
-      curve = ck.state.curve;
-      secondsBefore = ck.state.seconds;
-      // the steps after the checkpoint ran before the kill and run again: their log lines go
-      truncateLogToStep(join(out, "train_log.jsonl"), step);
-      info(`resuming from step ${step} of ${o.steps}`);
-    } else {
-      rmSync(join(out, "train_log.jsonl"), { force: true });
-    }
-
-    const checkpoint = (): void => {
-      saveCheckpoint<PretrainState>(ckDir, {
-        params: new Map(names.map((n) => [n, { shape: model.p(n).shape, data: model.p(n).data }])),
-        optimizer: opt.state(),
-        state: { version: CHECKPOINT_VERSION, step, config: cfg, options: recorded, curve, seconds: secondsBefore + (Date.now() - t0) / 1000 },
-      });
-    };
-
-    info(`model: ${cfg.nLayers} layers, d_model ${cfg.dModel}, ${cfg.nHeads} heads, ctx ${cfg.nCtx}, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} parameters; backend ${getBackend().name}`);
-    const interrupt = onInterrupt();
-    const bar = progress("pretrain", o.steps, ["loss", "tok/s", "lr"]);
-    const t0 = Date.now();
-    let tokensThisRun = 0;
-    let ema = NaN;
-    try {
-      while (step < o.steps) {
-        const lr = schedule(step);
-        const { batch, targets } = sampleWindows(trainStream, o.batchSize, o.ctx, new Rng(o.seed * 1_000_003 + step));
-        const loss = model.nextTokenLoss(batch, targets);
-        const lossValue = loss.item();
-        if (!Number.isFinite(lossValue)) {
-          throw new SelfreportError(`loss became ${lossValue} at step ${step}; the last good checkpoint (step ${curve.at(-1)?.step ?? 0}) is in ${ckDir}; lower --lr and --resume`);
-        }
-        opt.zeroGrad();
-        backward(loss);
-        clipGradNorm(trainable, o.gradClip);
-        opt.step(lr);
-        step++;
-        tokensThisRun += o.batchSize * o.ctx;
-        ema = Number.isNaN(ema) ? lossValue : 0.95 * ema + 0.05 * lossValue;
-        const tps = tokensThisRun / ((Date.now() - t0) / 1000);
-        const point: PretrainState["curve"][number] = { step, train: lossValue };
-        if (step % o.evalEvery === 0 || step === o.steps) point.heldout = evaluateLoss(model, heldStream, o.ctx);
-        curve.push(point);
-        appendFileSync(join(out, "train_log.jsonl"), JSON.stringify({ ...point, lr, tokens_per_s: Math.round(tps) }) + "\n");
-        bar.update(step, { loss: ema.toFixed(3), "tok/s": Math.round(tps), lr: lr.toExponential(2) });
-        if (step % o.checkpointEvery === 0 || interrupt.requested) checkpoint();
-        if (interrupt.requested) {
-          bar.stop();
-          info(`stopped at step ${step}; resume with the same command plus --resume`);
-          process.exit(130);
-        }
-      }
-    } finally {
-      bar.stop();
-      interrupt.dispose();
-    }
-    checkpoint();
-
-    const seconds = secondsBefore + (Date.now() - t0) / 1000;
-    const heldoutLoss = evaluateLoss(model, heldStream, o.ctx, 256);
-    const uni = unigramLoss(trainStream, heldStream, cfg.dVocab);
-    const result: PretrainResult = {
-      heldoutLoss,
-      heldoutPerplexity: Math.exp(heldoutLoss),
-      unigramLoss: uni,
-      trainTokens: trainStream.length,
-      heldoutTokens: heldStream.length,
-      seconds,
-      tokensPerSecond: (o.steps * o.batchSize * o.ctx) / seconds,
-    };
-    saveModel(model, out, {
-      dtype: o.dtype,
-      extraConfig: { selfreport: { trained_by: "selfreport pretrain", command: o.command ?? null, options: recorded, result } },
+  const checkpoint = (): void => {
+    saveCheckpoint<PretrainState>(ckDir, {
+      params: new Map(names.map((n) => [n, { shape: model.p(n).shape, data: model.p(n).data }])),
+      optimizer: opt.state(),
+      state: { version: CHECKPOINT_VERSION, step, config: cfg, options: recorded, curve, seconds: secondsBefore + (Date.now() - t0) / 1000 },
     });
-    writeJsonAtomic(join(out, "pretrain_metrics.json"), { ...result, unigramPerplexity: Math.exp(uni), curve });
-    const points = curve.flatMap((p) => [{ x: p.step, y: p.train, series: "train" }, ...(p.heldout !== undefined ? [{ x: p.step, y: p.heldout, series: "held-out" }] : [])]);
-    writeFileAtomic(join(out, "loss_curve.svg"), await renderSvg(lineChart({ title: "Pre-training loss", x: "step", y: "cross-entropy (nats/token)", series: "series", data: points })));
-    return result;
-  }, { keepOnFailure: keepCheckpoint });
+  };
+
+  info(`model: ${cfg.nLayers} layers, d_model ${cfg.dModel}, ${cfg.nHeads} heads, ctx ${cfg.nCtx}, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} parameters; backend ${getBackend().name}`);
+  const bar = progress("pretrain", o.steps, ["loss", "tok/s", "lr"], { start: step });
+  const section = interruptibleSection();
+  const t0 = Date.now();
+  let tokensThisRun = 0;
+  let ema = NaN;
+  try {
+    while (step < o.steps) {
+      const lr = schedule(step);
+      const { batch, targets } = sampleWindows(trainStream, o.batchSize, o.ctx, new Rng(o.seed * 1_000_003 + step));
+      const loss = model.nextTokenLoss(batch, targets);
+      const lossValue = loss.item();
+      if (!Number.isFinite(lossValue)) {
+        throw new SelfreportError(`loss became ${lossValue} at step ${step}; the last good checkpoint (step ${curve.at(-1)?.step ?? 0}) is in ${ckDir}; lower --lr and --resume`);
+      }
+      opt.zeroGrad();
+      backward(loss);
+      clipGradNorm(trainable, o.gradClip);
+      opt.step(lr);
+      step++;
+      tokensThisRun += o.batchSize * o.ctx;
+      ema = Number.isNaN(ema) ? lossValue : 0.95 * ema + 0.05 * lossValue;
+      const tps = tokensThisRun / ((Date.now() - t0) / 1000);
+      const point: PretrainState["curve"][number] = { step, train: lossValue };
+      if (step % o.evalEvery === 0 || step === o.steps) point.heldout = evaluateLoss(model, heldStream, o.ctx);
+      curve.push(point);
+      appendFileSync(join(out, "train_log.jsonl"), JSON.stringify({ ...point, lr, tokens_per_s: Math.round(tps) }) + "\n");
+      bar.update(step, { loss: ema.toFixed(3), "tok/s": Math.round(tps), lr: lr.toExponential(2) });
+      // a turn of the event loop so that a SIGINT/SIGTERM handler can run at all (the loop is synchronous)
+      await yieldToEventLoop();
+      const signal = interruptSignal();
+      if (step % o.checkpointEvery === 0 || signal !== null) checkpoint();
+      if (signal !== null) throw new Interrupted(signal, `pre-training stopped at step ${step} of ${o.steps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
+    }
+  } finally {
+    bar.stop();
+    section.end();
+  }
+  checkpoint();
+
+  const seconds = secondsBefore + (Date.now() - t0) / 1000;
+  const heldoutLoss = evaluateLoss(model, heldStream, o.ctx, 256);
+  const uni = unigramLoss(trainStream, heldStream, cfg.dVocab);
+  const result: PretrainResult = {
+    heldoutLoss,
+    heldoutPerplexity: Math.exp(heldoutLoss),
+    unigramLoss: uni,
+    trainTokens: trainStream.length,
+    heldoutTokens: heldStream.length,
+    seconds,
+    tokensPerSecond: (o.steps * o.batchSize * o.ctx) / seconds,
+  };
+  saveModel(model, out, {
+    dtype: o.dtype,
+    extraConfig: { selfreport: { trained_by: "selfreport pretrain", command: o.command ?? null, options: recorded, result } },
+  });
+  writeJsonAtomic(join(out, "pretrain_metrics.json"), { ...result, unigramPerplexity: Math.exp(uni), curve });
+  const points = curve.flatMap((p) => [{ x: p.step, y: p.train, series: "train" }, ...(p.heldout !== undefined ? [{ x: p.step, y: p.heldout, series: "held-out" }] : [])]);
+  writeFileAtomic(join(out, "loss_curve.svg"), await renderSvg(lineChart({ title: "Pre-training loss", x: "step", y: "cross-entropy (nats/token)", series: "series", data: points })));
+  return result;
 }

@@ -48,7 +48,7 @@ export function readModelConfig(dir: string): ModelConfig {
 export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTensor> {
   const path = join(dir, "model.safetensors");
   if (!existsSync(path)) {
-    const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin is present: convert it to model.safetensors, see docs/real-gpt2.md)" : "";
+    const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin is present: convert it to model.safetensors with Hugging Face's transformers, as docs/gpt2.md shows)" : "";
     throw new SelfreportError(`${dir}: model.safetensors not found${hint}`);
   }
   const { tensors } = readSafetensors(path);

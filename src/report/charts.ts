@@ -140,6 +140,8 @@ export interface LineChartOptions {
   data: readonly LinePoint[];
   /** Logarithmic y axis; points with y ≤ 0 are left out (the subtitle says how many). */
   logY?: boolean;
+  /** The legend under the plot instead of beside it (long series names never widen the chart). */
+  legendBelow?: boolean;
   subtitle?: string;
 }
 
@@ -163,7 +165,9 @@ export function lineChart(o: LineChartOptions): VegaLiteSpec {
     encoding: {
       x: { field: "x", type: "quantitative", title: o.x, scale: { zero: false } },
       y: { field: "y", type: "quantitative", title: o.y, scale: logY ? { type: "log" } : { zero: false } },
-      ...(hasSeries ? { color: { field: "series", type: "nominal", title: o.series ?? null, sort: null } } : { color: { value: MAIN } }),
+      ...(hasSeries
+        ? { color: { field: "series", type: "nominal", title: o.series ?? null, sort: null, ...(o.legendBelow ? { legend: { orient: "bottom", direction: "horizontal", labelLimit: 0 } } : {}) } }
+        : { color: { value: MAIN } }),
       order: { field: "x", type: "quantitative" },
     },
   };
@@ -181,6 +185,11 @@ export interface HistogramOptions {
   xLabel?: string;
   yLabel?: string;
   subtitle?: string;
+  /**
+   * Bin over the [q, 1 − q] quantiles of the values instead of their full range; values beyond are
+   * counted in the edge bins and the subtitle says how many (for heavy-tailed data, e.g. q = 0.01).
+   */
+  clipQuantile?: number;
 }
 
 export interface Bin {
@@ -214,11 +223,33 @@ export function binValues(values: readonly number[], bins: number, include?: num
   return out;
 }
 
+/** The values with those beyond the [q, 1 − q] quantiles pulled in to them, and how many were. */
+export function clipToQuantiles(values: readonly number[], q: number): { values: number[]; clipped: number; lo: number; hi: number } {
+  const kept = values.filter(finite);
+  if (kept.length === 0 || !(q > 0)) return { values: kept, clipped: 0, lo: NaN, hi: NaN };
+  const sorted = [...kept].sort((a, b) => a - b);
+  const at = (p: number): number => {
+    const i = p * (sorted.length - 1);
+    const f = Math.floor(i);
+    return f + 1 < sorted.length ? sorted[f]! + (i - f) * (sorted[f + 1]! - sorted[f]!) : sorted[f]!;
+  };
+  const lo = at(q);
+  const hi = at(1 - q);
+  let clipped = 0;
+  const out = kept.map((v) => {
+    if (v < lo || v > hi) clipped++;
+    return Math.min(hi, Math.max(lo, v));
+  });
+  return { values: out, clipped, lo, hi };
+}
+
 /** A distribution as `bins` bars, with an optional labelled rule at `markValue`. */
 export function histogram(o: HistogramOptions): VegaLiteSpec {
-  const bins = binValues(o.values, o.bins, o.markValue);
+  const clip = o.clipQuantile === undefined ? null : clipToQuantiles(o.values, o.clipQuantile);
+  const bins = binValues(clip === null ? o.values : clip.values, o.bins, o.markValue);
   const n = bins.reduce((s, b) => s + b.count, 0);
-  const subtitle = [o.subtitle, `${n.toLocaleString("en-US")} values, ${o.bins} bins`].filter((s) => s !== undefined && s !== "").join("; ");
+  const clipNote = clip === null || clip.clipped === 0 ? undefined : `${clip.clipped} value${clip.clipped === 1 ? "" : "s"} beyond [${fmt(clip.lo)}, ${fmt(clip.hi)}] counted in the edge bins`;
+  const subtitle = [o.subtitle, `${n.toLocaleString("en-US")} values, ${o.bins} bins`, clipNote].filter((s) => s !== undefined && s !== "").join("; ");
   const xTitle = o.xLabel ?? "value";
   const hasMark = o.markValue !== undefined && finite(o.markValue);
   const hasLabel = hasMark && o.markLabel !== undefined && o.markLabel !== "";
@@ -243,9 +274,13 @@ export function histogram(o: HistogramOptions): VegaLiteSpec {
     });
   }
   if (hasLabel) {
+    // the label sits beside the rule on the side with more room, so it never widens the chart
+    const lo = bins[0]!.x0;
+    const hi = bins[bins.length - 1]!.x1;
+    const right = o.markValue! > (lo + hi) / 2;
     layer.push({
       data: { values: mark },
-      mark: { type: "text", color: ACCENT, align: "left", baseline: "top", dx: 4, dy: 4, fontSize: 11, y: 0 },
+      mark: { type: "text", color: ACCENT, align: right ? "right" : "left", baseline: "top", dx: right ? -4 : 4, dy: 4, fontSize: 11, y: 0 },
       encoding: { x: { field: "x0", type: "quantitative" }, text: { field: "label" } },
     });
   }
@@ -300,10 +335,20 @@ export function scatter(o: ScatterOptions): VegaLiteSpec {
     },
   });
   if (labelled.length > 0) {
-    layer.push({
-      data: { values: labelled },
-      mark: { type: "text", align: "left", dx: 5, dy: -5, fontSize: 10, color: "#333" },
-      encoding: { x: { field: "x", type: "quantitative" }, y: { field: "y", type: "quantitative" }, text: { field: "label" } },
+    // each label on the side of its point with more room; labels of nearby points one above, one below
+    const xs = pts.map((p) => p.x);
+    const ys = pts.map((p) => p.y);
+    const xMid = (Math.min(...xs) + Math.max(...xs)) / 2;
+    const yRange = Math.max(...ys) - Math.min(...ys) || 1;
+    const xRange = Math.max(...xs) - Math.min(...xs) || 1;
+    labelled.forEach((p, i) => {
+      const near = labelled.slice(0, i).some((q) => Math.abs(q.x - p.x) < 0.3 * xRange && Math.abs(q.y - p.y) < 0.08 * yRange);
+      const right = p.x > xMid;
+      layer.push({
+        data: { values: [p] },
+        mark: { type: "text", align: right ? "right" : "left", dx: right ? -6 : 6, dy: near ? 14 : -6, fontSize: 11, color: "#333" },
+        encoding: { x: { field: "x", type: "quantitative" }, y: { field: "y", type: "quantitative" }, text: { field: "label" } },
+      });
     });
   }
   return { $schema: SCHEMA, title: titleOf(o.title, subtitle), width: WIDTH, height: HEIGHT, config: CONFIG, layer };
@@ -361,14 +406,14 @@ export function heatmap(o: HeatmapOptions): VegaLiteSpec {
   const dark = diverging ? `abs(datum.value) > ${0.6 * maxAbs}` : `datum.value > ${lo + 0.6 * (hi - lo)}`;
   if (showValues) {
     layer.push({
-      mark: { type: "text", fontSize: 9 },
+      mark: { type: "text", fontSize: 10 },
       encoding: { text: { field: "text" }, color: { condition: { test: `isValid(datum.value) && ${dark}`, value: "white" }, value: "#222" } },
     });
   }
   return {
     $schema: SCHEMA,
     title: titleOf(o.title, o.subtitle),
-    width: { step: Math.max(24, Math.min(72, Math.floor(WIDTH / Math.max(1, o.cols.length)))) },
+    width: { step: Math.max(showValues ? 44 : 24, Math.min(72, Math.floor(WIDTH / Math.max(1, o.cols.length)))) },
     height: { step: 24 },
     config: CONFIG,
     data: { values: cells },

@@ -75,6 +75,8 @@ export interface MetricsFile {
   best_epoch: number | null;
   stopped_early: boolean | null;
   seconds: number | null;
+  /** Set when the head was solved in closed form (solver "ridge"): the chosen penalty. */
+  ridge_lambda: number | null;
 }
 
 export interface ReportInputs {
@@ -215,6 +217,11 @@ export function readAnalysis<K extends AnalysisName>(analysesDir: string, name: 
   let summary: Json;
   try {
     summary = readJson(path);
+    if (summary["mode"] === "weights only") {
+      const skipped = Array.isArray(summary["skipped"]) ? (summary["skipped"] as Json[]) : [];
+      const cmd = typeof skipped[0]?.["command"] === "string" ? ` Add the examples with: ${skipped[0]["command"] as string}` : "";
+      return { status: "unreadable", name, dir, reason: `${path} was computed from the weights alone (the run has no dataset): the verdict needs the data-dependent measures.${cmd}` };
+    }
     checkSummary(name, summary, path);
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;
@@ -246,7 +253,9 @@ function readMetrics(runDir: string): ReportInputs["metrics"] {
     const opt = <T>(key: string, type: string): T | null => (typeof m[key] === type ? (m[key] as T) : null);
     return {
       status: "ok",
-      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number") },
+      value: { test: split("test")!, validation: split("validation"), epochs_run: opt("epochs_run", "number"), best_epoch: opt("best_epoch", "number"), stopped_early: opt("stopped_early", "boolean"), seconds: opt("seconds", "number"),
+        ridge_lambda: m["solver"] === "ridge" && isObject(m["ridge"]) && typeof m["ridge"]["lambda"] === "number" ? m["ridge"]["lambda"] : null,
+      },
     };
   } catch (e) {
     if (!(e instanceof SelfreportError)) throw e;
@@ -283,8 +292,8 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
   }
   if (points.length === 0) return { svg: null, reason: `train_log.jsonl has no loss records${bad > 0 ? ` (${bad} unreadable lines)` : ""}` };
   const svg = await renderSvg(lineChart({
-    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy",
-    series: "series", data: points, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
+    title: `Training loss (${cfg.head_type} head, ${cfg.freeze_mode})`, x: "step", y: `${cfg.head_type === "regression" ? "MSE (standardised)" : "cross-entropy"}, log scale`,
+    data: points, logY: true, legendBelow: true, ...(bad > 0 ? { subtitle: `${bad} unreadable log lines skipped` } : {}),
   }));
   const p = prepareSvg(svg, "training-");
   return p.svg !== null ? { svg: p.svg, source: "train_log.jsonl" } : { svg: null, reason: p.problem };
@@ -384,8 +393,16 @@ function weightsSection(r: ReportInputs): string {
       ["examples used", `${s.examples.n_used} of ${s.examples.n_dataset} (${s.examples.features})`],
       ["r(prediction, activation)", num(s.examples.prediction_activation_r)],
       ["direct-write variance share", dw.share === null ? `n/a (${dw.note})` : num(dw.share)],
+      ...(s.pattern.random_filter_null === undefined ? [] : [[
+        "activation pattern (what the prediction co-varies with)",
+        `cosine ${num(s.pattern.cosine_with_target_pattern)} with the head-free target pattern Cov(x, act)/Var(act); random filters: ${num(s.pattern.random_filter_null.target_pattern.mean)} ± ${num(s.pattern.random_filter_null.target_pattern.std)} (n ${s.pattern.random_filter_null.n}). Not evidence of reading: any predictive head has a pattern close to the target pattern.`,
+      ]]),
+      ...(s.w_in == null || s.w_in.readout_correlation === undefined ? [] : [[
+        "W_in readout correlation",
+        `${num(s.w_in.readout_correlation)}: ${s.w_in.readout_note}. ${s.w_in.spaces}.`,
+      ]]),
     ];
-    body = verdictBox(weightsVerdict(s)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
+    body = verdictBox(weightsVerdict(s, r.patching.status === "ok" ? r.patching.summary : null)) + table(null, rows) + notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("weights", QUESTIONS.weights, "analysis weights: the head's reading direction against the neuron's W_in and W_out vectors", body);
 }
@@ -425,13 +442,19 @@ function residualSection(r: ReportInputs): string {
       ["r(prediction, target): base → fine-tuned features", `${num(p.base.r_with_target)} → ${num(p.finetuned.r_with_target)}`],
       ["first-order read-out R²", num(s.readout.linearisation_r2)],
       ["neuron before vs after: r", num(s.neuron.r)],
+      ...(p.split == null ? [] : [[
+        "change in prediction: mean shift / tracking the neuron / rest",
+        `${num(100 * p.split.share_mean_shift, 1)}% / ${num(100 * p.split.share_coupled, 1)}% / ${num(100 * p.split.share_rest, 1)}% of its mean square (mean shift ${num(p.split.mean_shift, 3)}: the fixed head's re-calibration, not a reading of the neuron)`,
+      ]]),
     ];
-    const layerRows = s.layers.map((l) => [
-      l.layer === "embed" ? "embed" : `L${l.layer}`, num(l.relative_change, 3), num(l.share_of_prediction_change, 3),
-      num(l.coupled_change_cosines.W_out, 3), num(l.coupled_change_cosines.head, 3),
-    ]);
+    const layerRows = s.layers.map((l) => {
+      const name = l.layer === "embed" ? "embed" : `L${l.layer}`;
+      const k = l.coupled_change_cosines;
+      if (k == null) return [name, num(l.relative_change, 3), "unchanged", "", ""];
+      return [name, num(l.relative_change, 3), num(l.share_of_coupled_change ?? null, 3), num(k.W_out, 3), num(k.head, 3)];
+    });
     body = verdictBox(residualVerdict(s)) + table(null, rows) +
-      table(["layer", "relative change", "share of Δprediction", "cos(β, W_out)", "cos(β, head)"], layerRows) +
+      table(["layer", "relative change", "share of the change that tracks the neuron", "cos(β, W_out)", "cos(β, head)"], layerRows) +
       notesList(s.notes) + provenance(r, read) + figures(read.plots);
   }
   return section("residual", QUESTIONS.residual, "analysis residual: the fine-tuned model's residual stream against the base model's", body);
@@ -479,7 +502,9 @@ function trainingSection(r: ReportInputs): string {
       ...(t.accuracy !== null && t.accuracy !== undefined ? [["bin accuracy", `${(100 * t.accuracy).toFixed(1)}%`, ""]] : []),
     ];
     const ratio = b.mse > 0 ? `The head's test MSE is ${(100 * t.mse / b.mse).toFixed(1)}% of the baseline's.` : "";
-    const epochs = m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
+    const epochs = m.ridge_lambda !== null
+      ? ` Solved in closed form (ridge regression, penalty λ = ${m.ridge_lambda.toExponential(3)} chosen on the validation split)${m.seconds === null ? "" : ` in ${m.seconds.toFixed(2)} s`}.`
+      : m.epochs_run === null ? "" : ` Trained ${m.epochs_run} epochs (best ${m.best_epoch ?? "?"}${m.stopped_early ? ", stopped early" : ""})${m.seconds === null ? "" : ` in ${m.seconds.toFixed(1)} s`}.`;
     metrics = `<p>Test split, ${t.n} examples; baseline: ${escapeHtml(b.description)}. ${escapeHtml(ratio)}${escapeHtml(epochs)}</p>` +
       table(["metric", "head", "mean baseline"], rows);
   }
@@ -502,7 +527,7 @@ function overview(r: ReportInputs): string {
   const p = r.patching;
   const res = r.residual;
   const rows = [
-    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary) : null),
+    row("weights", QUESTIONS.weights, w, w.status === "ok" ? () => weightsVerdict(w.summary, p.status === "ok" ? p.summary : null) : null),
     row("patching", QUESTIONS.patching, p, p.status === "ok" ? () => patchingVerdict(p.summary) : null),
     row("residual", QUESTIONS.residual, res, res !== null && res.status === "ok" ? () => residualVerdict(res.summary) : null),
   ];
@@ -525,8 +550,8 @@ code { background: #f4f4f4; padding: .1rem .3rem; border-radius: 3px; word-break
 .badge { display: inline-block; color: white; background: var(--na); border-radius: 3px; padding: 0 .45rem; font-size: .85rem; text-transform: uppercase; letter-spacing: .03em; }
 .yes .badge { background: var(--yes); } .partly .badge { background: var(--partly); } .no .badge { background: var(--no); }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure.plot { margin: .5rem 0; } .plots figure.plot { flex: 1 1 460px; max-width: 100%; }
-figure.plot svg { display: block; width: 100%; max-width: 600px; height: auto; }
+figure.plot { margin: .5rem 0; max-width: 100%; overflow-x: auto; } .plots figure.plot { flex: 0 1 auto; }
+figure.plot svg { display: block; max-width: none; height: auto; } /* natural size: never scaled below its fonts */
 table.answers td:first-child { width: 16rem; font-weight: 600; } table.answers a { color: inherit; }
 figcaption { color: var(--muted); font-size: .8rem; }
 .problem, .warn { color: var(--no); }

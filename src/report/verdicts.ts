@@ -32,6 +32,8 @@ export const THRESHOLDS = {
   controlPercentile: 95,
   /** A slope at least this large (the ideal is 1) counts as a substantial report. */
   minSlope: 0.5,
+  /** The neuron's direct write must carry at least this share of the prediction's variance for the head to "read" it. */
+  minDirectShare: 0.1,
   /** A |slope| below this (5 % of the ideal) is a negligible effect, even when its CI excludes 0. */
   negligibleSlope: 0.05,
   /** Fine-tuning counts as having made the head work when r(prediction, target) rose by at least this. */
@@ -44,7 +46,7 @@ export const THRESHOLDS = {
 export const THRESHOLD_TEXT: readonly string[] = [
   `Cosines are compared with the random-direction null: two random directions in d_model dimensions have cosine mean 0, std 1/√d_model; z = cosine·√d_model, and |z| > ${THRESHOLDS.z} counts as far outside it.`,
   `A neuron is specific when its |cosine| ranks in the top ${100 * THRESHOLDS.rankFraction}% of the layer's neurons (rank ≤ max(1, ⌊${THRESHOLDS.rankFraction}·n⌋)).`,
-  `Weights: "yes" when the head direction or its activation pattern matches W_out[n, :] with |z| > ${THRESHOLDS.z}, a top-${100 * THRESHOLDS.rankFraction}% rank and a positive sign; "partly" when only one of z and rank passes, the sign is wrong, or only W_in[:, n] (the neuron's input) matches; else "no".`,
+  `Weights ("does the head read what the neuron writes?"): "yes" when the head's reading direction (its filter, not its activation pattern) matches W_out[n, :] with |z| > ${THRESHOLDS.z}, a top-${100 * THRESHOLDS.rankFraction}% rank and a positive sign, the neuron's direct write carries at least ${100 * THRESHOLDS.minDirectShare}% of the prediction's variance, and patching, where it ran, confirms it (CI excludes 0, slope ≥ ${THRESHOLDS.negligibleSlope}, above the ${THRESHOLDS.controlPercentile}th percentile of the controls); "partly" when the filter matches but the share or patching fails, the sign is wrong, or the share passes without a specific filter; else "no" (also when only W_in[:, n], the neuron's input, matches). The activation pattern Σw/(wᵀΣw) never decides: any head that predicts the activation well has a pattern close to Cov(x, act)/Var(act), whatever it reads; it is compared with that target pattern against the patterns of random filters.`,
   `Patching: "yes" when the bootstrap 95% CI of the slope Δprediction/Δactivation excludes 0, the slope is at least ${THRESHOLDS.minSlope} (ideal 1) and the target's |slope| is above the ${THRESHOLDS.controlPercentile}th percentile of the control neurons; "partly" when the CI excludes 0 but one of the other two fails (or no controls ran); "no" when the CI contains 0 or |slope| < ${THRESHOLDS.negligibleSlope} (a negligible effect).`,
   `Residual (fine-tuned runs): "yes" when fine-tuning raised the fixed head's r with the target by at least ${THRESHOLDS.minRGain} and the part of the residual change that tracks the neuron (β at the feature layer) points along the head's direction with |z| > ${THRESHOLDS.z}; "partly" when only one holds; else "no". The neuron counts as kept when its base and fine-tuned activations correlate with r ≥ ${THRESHOLDS.neuronKeptR}.`,
 ];
@@ -66,16 +68,24 @@ function fmt(x: number, digits = 3): string {
   return x.toFixed(digits);
 }
 
-function ciText(ci: readonly [number, number]): string {
-  return `[${fmt(ci[0])}, ${fmt(ci[1])}]`;
+/** A confidence interval with enough digits that its two ends differ (up to 6 significant digits). */
+export function ciText(ci: readonly [number, number]): string {
+  let digits = 3;
+  while (digits < 8 && ci[0] !== ci[1] && fmt(ci[0], digits) === fmt(ci[1], digits)) digits++;
+  return `[${fmt(ci[0], digits)}, ${fmt(ci[1], digits)}]`;
 }
 
 // ───────────────────────────── weights ─────────────────────────────
 
 export interface WeightsVerdictInput {
-  target: { layer: number; neuron: number; layer_type: string; d_model: number };
+  target: { layer: number; neuron: number; layer_type: string; d_model: number; feature_layer?: number };
   reading: Partial<Record<VectorKind, Comparison>>;
-  pattern: { comparisons: Partial<Record<VectorKind, Comparison>> };
+  direct_write?: { applicable: boolean; share: number | null };
+  pattern?: {
+    cosine_with_target_pattern?: number;
+    random_filter_null?: { n: number; target_pattern: { mean: number; std: number; percentile_abs: number } };
+  };
+  w_in?: { readout_correlation: number; spaces: string } | null;
 }
 
 interface Check {
@@ -94,40 +104,96 @@ function describeComparison(what: string, vector: string, c: Comparison): string
     `rank ${c.rank_in_layer} of ${c.n_in_layer} (${k.rankOk ? "within" : "outside"} the top ${100 * THRESHOLDS.rankFraction}%, rank ≤ ${rankLimit(c.n_in_layer)})`;
 }
 
-export function weightsVerdict(s: WeightsVerdictInput): Verdict {
+/** Whether patching shows a causal, specific, non-negligible positive effect of the neuron on the prediction. */
+function patchingConfirms(p: PatchingVerdictInput): { ok: boolean; text: string } {
+  if (p.fit === null) return { ok: false, text: "patching: no slope could be fitted." };
+  const ci = p.fit_bootstrap.slope_ci95 ?? p.fit.slope_ci95;
+  const slope = p.fit.slope;
+  const excludesZero = ci !== null && (ci[0] > 0 || ci[1] < 0);
+  const pct = p.controls.k > 0 ? p.controls.percentile_abs : null;
+  const specific = pct !== null && pct > THRESHOLDS.controlPercentile;
+  const ok = excludesZero && slope >= THRESHOLDS.negligibleSlope && specific;
+  return {
+    ok,
+    text: `patching: slope ${fmt(slope)}${ci === null ? "" : `, 95% CI ${ciText(ci)}`}` +
+      `${pct === null ? ", no control neurons" : `, above ${fmt(pct, 0)}% of the control neurons`} ` +
+      `(confirms when the CI excludes 0, the slope is ≥ ${THRESHOLDS.negligibleSlope} and above the ${THRESHOLDS.controlPercentile}th percentile of the controls: ${ok ? "it does" : "it does not"}).`,
+  };
+}
+
+/**
+ * "Does the head read what the neuron writes?", decided from the head's reading direction (filter) against
+ * the write vector, the direct write's share of the prediction's variance and, when given, patching.
+ * The activation pattern is shown as evidence of what the prediction co-varies with, never used to decide.
+ */
+export function weightsVerdict(s: WeightsVerdictInput, patching?: PatchingVerdictInput | null): Verdict {
   const question = QUESTIONS.weights;
   const post = s.target.layer_type === "mlp_post";
   const writeKind: VectorKind = post ? "W_out" : "e_n";
   const writeName = post ? `W_out[${s.target.neuron}, :]` : `e_${s.target.neuron}`;
   const read = s.reading[writeKind];
-  const pat = s.pattern.comparisons[writeKind];
   if (read === undefined) {
     return { question, level: "not assessable", headline: `The summary has no comparison with the neuron's write vector ${writeName}.`, evidence: [] };
   }
-  const evidence = [describeComparison("head direction", writeName, read)];
-  if (pat !== undefined) evidence.push(describeComparison("activation pattern", writeName, pat));
-  const inFolded = s.reading.W_in_folded;
-  if (inFolded !== undefined) evidence.push(describeComparison("head direction", `W_in[:, ${s.target.neuron}] (ln2 folded)`, inFolded));
-
-  const candidates = [read, ...(pat !== undefined ? [pat] : [])].map(check);
-  const full = candidates.find((k) => k.zOk && k.rankOk);
-  if (full !== undefined && full.positive) {
-    return { question, level: "yes", headline: `Yes: the head reads the direction neuron ${s.target.neuron} writes (${writeName}), far beyond chance and more than almost any other neuron.`, evidence };
+  const evidence = [describeComparison("head direction (filter)", writeName, read)];
+  const dw = s.direct_write;
+  const share = dw !== undefined && dw.applicable ? dw.share : null;
+  if (dw !== undefined && !dw.applicable) {
+    return {
+      question, level: "no", evidence,
+      headline: `No: the head reads layer ${s.target.feature_layer ?? "?"}, before layer ${s.target.layer} writes, so it cannot read the neuron's write.`,
+    };
   }
-  if (full !== undefined) {
+  if (share !== null) {
+    evidence.push(`direct write: the neuron's write along the head's gradient carries ${fmtPct(share)} of the prediction's variance (threshold ${100 * THRESHOLDS.minDirectShare}%).`);
+  }
+  const patch = patching === undefined || patching === null ? null : patchingConfirms(patching);
+  if (patch !== null) evidence.push(patch.text);
+  const pat = s.pattern;
+  if (pat?.cosine_with_target_pattern !== undefined && pat.random_filter_null !== undefined) {
+    const nl = pat.random_filter_null.target_pattern;
+    evidence.push(`activation pattern (what the prediction co-varies with; not evidence of reading): cosine ${fmt(pat.cosine_with_target_pattern)} with the head-free target pattern Cov(x, act)/Var(act); the patterns of ${pat.random_filter_null.n} random filters give ${fmt(nl.mean)} ± ${fmt(nl.std)}.`);
+  }
+  const inFolded = s.reading.W_in_folded;
+  if (inFolded !== undefined) {
+    const readout = s.w_in === undefined || s.w_in === null ? "" : `; readout correlation ${fmt(s.w_in.readout_correlation)} (how strongly what the head reads and what W_in[:, ${s.target.neuron}] would read from the same residual vectors go together)`;
+    evidence.push(describeComparison("head direction", `W_in[:, ${s.target.neuron}] (ln2 folded; the neuron reads normalised resid_mid of its own layer, the head resid_post of layer ${s.target.feature_layer ?? "?"})`, inFolded) + readout + ".");
+  }
+
+  const k = check(read);
+  const filterOk = k.zOk && k.rankOk;
+  const shareOk = share === null ? true : share >= THRESHOLDS.minDirectShare; // no variance data: the filter decides alone
+  const shareText = share === null ? "" : `the neuron's direct write carries ${fmtPct(share)} of the prediction's variance`;
+  if (filterOk && !k.positive) {
     return { question, level: "partly", headline: `Partly: the head reads the neuron's write direction ${writeName} specifically, but with the wrong sign (the prediction falls when the neuron fires).`, evidence };
   }
-  if (candidates.some((k) => k.zOk || k.rankOk)) {
-    const which = candidates.some((k) => k.zOk) ? `its cosine is beyond the null (|z| > ${THRESHOLDS.z}) but other neurons match as well or better` : `the neuron ranks near the top, but the cosine is within the random-direction null`;
-    return { question, level: "partly", headline: `Partly: the head direction leans towards ${writeName}, but ${which}.`, evidence };
+  if (filterOk && shareOk && (patch === null || patch.ok)) {
+    const extra = [share === null ? "" : `, and ${shareText}`, patch === null ? "" : "; patching confirms it"].join("");
+    return { question, level: "yes", headline: `Yes: the head reads the direction neuron ${s.target.neuron} writes (${writeName}), far beyond chance and more than almost any other neuron${extra}.`, evidence };
   }
+  if (filterOk) {
+    const why = !shareOk
+      ? `${shareText} (below ${100 * THRESHOLDS.minDirectShare}%): most of what it predicts comes from elsewhere`
+      : "patching does not confirm that moving the neuron moves the prediction more than other neurons do";
+    return { question, level: "partly", headline: `Partly: the head's direction is specifically aligned with ${writeName}, but ${why}.`, evidence };
+  }
+  if (share !== null && shareOk && k.positive) {
+    return { question, level: "partly", headline: `Partly: ${shareText}, but the head's direction is not specific to ${writeName} (${k.zOk ? "other neurons match as well or better" : "its cosine is within the random-direction null"}).`, evidence };
+  }
+  const lean = k.zOk || k.rankOk ? ` (the direction leans towards ${writeName}, but ${k.zOk ? "other neurons match as well or better" : "within the random-direction null"})` : "";
+  const base = `the head's direction is not specifically aligned with ${writeName}${lean}${share === null ? "" : ` and ${shareText}`}`;
   if (inFolded !== undefined) {
-    const k = check(inFolded);
-    if (k.zOk && k.rankOk) {
-      return { question, level: "partly", headline: `Partly: the head does not read what the neuron writes, but it reads what the neuron reads (W_in): it recomputes the neuron's input rather than reporting its output.`, evidence };
+    const w = check(inFolded);
+    if (w.zOk && w.rankOk) {
+      return { question, level: "no", headline: `No: ${base}. It reads what the neuron reads (W_in[:, ${s.target.neuron}]) instead: it recomputes the neuron's input rather than reporting its output.`, evidence };
     }
   }
-  return { question, level: "no", headline: `No: the head's direction is not specifically aligned with ${writeName}; whatever it reads, it is not this neuron's write.`, evidence };
+  return { question, level: "no", headline: `No: ${base}; whatever it reads, it is not this neuron's write.`, evidence };
+}
+
+function fmtPct(x: number): string {
+  const p = 100 * x;
+  return `${Math.abs(p) < 0.1 && p !== 0 ? p.toExponential(1) : p.toFixed(1)}%`;
 }
 
 // ───────────────────────────── patching ─────────────────────────────
@@ -191,12 +257,15 @@ export function patchingVerdict(s: PatchingVerdictInput): Verdict {
 
 export interface ResidualVerdictInput {
   target: { freeze_mode: string; feature_layer: number; layer: number; d_model: number };
-  predictions: { base: { r_with_target: number }; finetuned: { r_with_target: number } };
   layers: Array<{
     layer: "embed" | number;
     share_of_prediction_change: number | null;
-    coupled_change_cosines: { W_out: number; head: number };
+    /** Absent in summaries written before the mean-shift split. */
+    share_of_coupled_change?: number | null;
+    /** null when the layer is below the noise floor (unchanged). */
+    coupled_change_cosines: { W_out: number; head: number } | null;
   }>;
+  predictions: { base: { r_with_target: number }; finetuned: { r_with_target: number }; split?: { share_mean_shift: number; share_coupled: number } | null };
   neuron: { r: number };
 }
 
@@ -213,7 +282,9 @@ export function residualVerdict(s: ResidualVerdictInput): Verdict {
   ];
   const featureLayer = s.layers.find((l) => l.layer === t.feature_layer);
   let alignedOk = false;
-  if (featureLayer !== undefined) {
+  if (featureLayer !== undefined && featureLayer.coupled_change_cosines === null) {
+    evidence.push(`at layer ${t.feature_layer} (the head's input) no part of the residual change tracks the neuron above the noise floor: nothing there to be aligned.`);
+  } else if (featureLayer !== undefined && featureLayer.coupled_change_cosines !== null) {
     const zHead = featureLayer.coupled_change_cosines.head * sqrtD;
     alignedOk = Math.abs(zHead) > THRESHOLDS.z;
     evidence.push(`the change that tracks the neuron (β at layer ${t.feature_layer}, the head's input) has cosine ${fmt(featureLayer.coupled_change_cosines.head)} with the head direction (z ${fmt(zHead, 1)}, threshold ±${THRESHOLDS.z}).`);
@@ -221,14 +292,20 @@ export function residualVerdict(s: ResidualVerdictInput): Verdict {
     evidence.push(`the summary has no entry for the feature layer ${t.feature_layer}.`);
   }
   const targetLayer = s.layers.find((l) => l.layer === t.layer);
-  if (targetLayer !== undefined) {
+  if (targetLayer !== undefined && targetLayer.coupled_change_cosines !== null) {
     const c = targetLayer.coupled_change_cosines.W_out;
     evidence.push(`at the target layer ${t.layer}, β has cosine ${fmt(c)} with the neuron's W_out row (z ${fmt(c * sqrtD, 1)}).`);
   }
-  const shared = s.layers.filter((l) => l.share_of_prediction_change !== null);
+  const split = s.predictions.split;
+  if (split != null) {
+    evidence.push(`of the change in prediction (mean square), ${fmt(100 * split.share_mean_shift, 1)}% is a mean shift (re-calibrating the fixed head) and ${fmt(100 * split.share_coupled, 1)}% tracks the neuron's activation.`);
+  }
+  // which block carries the change that tracks the neuron (older summaries: the whole change)
+  const key = s.layers.some((l) => l.share_of_coupled_change != null) ? "share_of_coupled_change" : "share_of_prediction_change";
+  const shared = s.layers.filter((l) => l.coupled_change_cosines !== null && l[key] != null);
   if (shared.length > 0) {
-    const top = shared.reduce((a, b) => (Math.abs(b.share_of_prediction_change!) > Math.abs(a.share_of_prediction_change!) ? b : a));
-    evidence.push(`the largest share of the prediction change comes from ${top.layer === "embed" ? "the embeddings" : `block ${top.layer}`} (${fmt(100 * top.share_of_prediction_change!, 0)}%).`);
+    const top = shared.reduce((a, b) => (Math.abs(b[key]!) > Math.abs(a[key]!) ? b : a));
+    evidence.push(`the largest share of the ${key === "share_of_coupled_change" ? "neuron-tracking " : ""}prediction change comes from ${top.layer === "embed" ? "the embeddings" : `block ${top.layer}`} (${fmt(100 * top[key]!, 0)}%).`);
   }
   const kept = s.neuron.r >= THRESHOLDS.neuronKeptR;
   evidence.push(`the neuron itself: r ${fmt(s.neuron.r, 4)} between its base and fine-tuned activations (${kept ? "kept" : "changed"}; threshold ${THRESHOLDS.neuronKeptR}).`);

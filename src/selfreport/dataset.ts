@@ -28,6 +28,7 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { progress } from "../util/progress.ts";
+import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { activationStats, quantileBinEdges, type ActivationStats } from "./stats.ts";
 
 export const DATASET_FORMAT = "selfreport-dataset";
@@ -124,6 +125,20 @@ export function validateTarget(model: HookedTransformer, layer: number, neuron: 
 
 /** Builds a dataset by sampling windows of real text and reading the target hook in one pass per window batch. */
 export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions): Dataset {
+  return runSteps(buildDatasetSteps(model, tok, docs, o));
+}
+
+/**
+ * buildDataset, stopping with Interrupted on SIGINT/SIGTERM (with the CLI's handlers) between batches
+ * of windows; nothing is written then (a dataset is written whole, by writeDataset).
+ */
+export function buildDatasetInterruptibly(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions): Promise<Dataset> {
+  const progressOf = { windows: 0, examples: 0 };
+  return runStepsInterruptibly(buildDatasetSteps(model, tok, docs, o, progressOf), () => `dataset building stopped after ${progressOf.examples} examples; nothing was written (run the command again to build it)`);
+}
+
+/** buildDataset as steps: yields after each batch of windows (progressOf, when given, follows the counts). */
+function* buildDatasetSteps(model: HookedTransformer, tok: Tokenizer, docs: readonly Doc[], o: BuildOptions, progressOf?: { windows: number; examples: number }): Generator<void, Dataset> {
   validateTarget(model, o.layer, o.neuron, o.layerType);
   const { maxLen, n } = o;
   if (!Number.isInteger(maxLen) || maxLen < 2 || maxLen > model.cfg.nCtx) {
@@ -154,42 +169,47 @@ export function buildDataset(model: HookedTransformer, tok: Tokenizer, docs: rea
   const B = 16;
   const bar = progress("dataset", Math.min(windows.length, Math.ceil(poolTarget / perWindow)), ["examples"]);
   let w = 0;
-  noGrad(() => {
+  try {
     while (w < windows.length && ex.target.length < poolTarget) {
-      const chunk = windows.slice(w, w + B);
-      const T = Math.max(...chunk.map((c) => c.ids.length));
-      const ids = new Int32Array(chunk.length * T).fill(tok.eosId);
-      chunk.forEach((c, b) => ids.set(c.ids, b * T));
-      const { cache } = model.runWithCache({ ids, batch: chunk.length, len: T }, [hook], { stopAtLayer: o.layer + 1 });
-      const A = cache.get(hook)!; // [b, T, width]
-      const width = A.shape[2]!;
-      chunk.forEach((c, b) => {
-        const len = c.ids.length;
-        let picks: Array<[length: number, pos: number]>;
-        if (o.tokenPos === "last") {
-          const candidates = len - minLen + 1;
-          const k = Math.min(perWindow, candidates);
-          const chosen = new Set<number>();
-          while (chosen.size < k) chosen.add(minLen - 1 + rng.int(candidates));
-          picks = [...chosen].map((p) => [p + 1, p]);
-        } else {
-          const p = o.tokenPos as number;
-          if (len <= p) return;
-          picks = [[p + 1 + rng.int(len - p), p]];
-        }
-        for (const [length, pos] of picks) {
-          ex.tokens.push(c.ids.slice(0, length));
-          ex.pos.push(pos);
-          ex.target.push(A.data[(b * T + pos) * width + o.neuron]!);
-          ex.split.push(documentSplit(docs[c.doc]!.id, o.seed));
-          ex.window.push(w + b);
-        }
+      noGrad(() => {
+        const chunk = windows.slice(w, w + B);
+        const T = Math.max(...chunk.map((c) => c.ids.length));
+        const ids = new Int32Array(chunk.length * T).fill(tok.eosId);
+        chunk.forEach((c, b) => ids.set(c.ids, b * T));
+        const { cache } = model.runWithCache({ ids, batch: chunk.length, len: T }, [hook], { stopAtLayer: o.layer + 1 });
+        const A = cache.get(hook)!; // [b, T, width]
+        const width = A.shape[2]!;
+        chunk.forEach((c, b) => {
+          const len = c.ids.length;
+          let picks: Array<[length: number, pos: number]>;
+          if (o.tokenPos === "last") {
+            const candidates = len - minLen + 1;
+            const k = Math.min(perWindow, candidates);
+            const chosen = new Set<number>();
+            while (chosen.size < k) chosen.add(minLen - 1 + rng.int(candidates));
+            picks = [...chosen].map((p) => [p + 1, p]);
+          } else {
+            const p = o.tokenPos as number;
+            if (len <= p) return;
+            picks = [[p + 1 + rng.int(len - p), p]];
+          }
+          for (const [length, pos] of picks) {
+            ex.tokens.push(c.ids.slice(0, length));
+            ex.pos.push(pos);
+            ex.target.push(A.data[(b * T + pos) * width + o.neuron]!);
+            ex.split.push(documentSplit(docs[c.doc]!.id, o.seed));
+            ex.window.push(w + b);
+          }
+        });
+        w += chunk.length;
+        bar.update(Math.min(w, Math.ceil(poolTarget / perWindow)), { examples: ex.target.length });
       });
-      w += chunk.length;
-      bar.update(Math.min(w, Math.ceil(poolTarget / perWindow)), { examples: ex.target.length });
+      if (progressOf !== undefined) [progressOf.windows, progressOf.examples] = [w, ex.target.length];
+      yield;
     }
-  });
-  bar.stop();
+  } finally {
+    bar.stop();
+  }
   if (ex.target.length < n) {
     throw new SelfreportError(`the corpus yields only ${ex.target.length} examples at --max-len ${maxLen}; ask for fewer with --n or give a larger corpus`);
   }

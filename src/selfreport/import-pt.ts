@@ -9,6 +9,8 @@
  *   - layer_type "mlp_out" keeps its meaning: dimension N of blocks.L.hook_mlp_out, a residual-stream
  *     coordinate, not MLP neuron N. A missing layer_type is taken as "mlp_post".
  *   - feature_layer −1 (or missing) means the last layer.
+ *   - head_type decides the head (as in the Python tool); an unknown or missing head_config.class_name
+ *     is replaced by head_type's class. A regression config may lack bin_edges (or have null): none are stored.
  *   - fields the Python config lacks get selfreport's defaults (freeze_mode frozen, token_pos last,
  *     weights "tl" = TransformerLens's from_pretrained processing, which the Python tool used).
  * The base model must be local: `--model DIR`, or base_model_name when it resolves to a local directory
@@ -23,7 +25,7 @@ import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
-  GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headShapes, headTypeOf,
+  GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
 import { checkOutput } from "../io/outputs.ts";
@@ -125,8 +127,14 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   const hidden = hcRaw["hidden_dim"] ?? null;
   const activation = hcRaw["activation"] ?? null;
   if (activation !== null && !["relu", "gelu", "tanh"].includes(String(activation))) throw new SelfreportError(`${path}: head_config.activation ${JSON.stringify(activation)} is not relu, gelu or tanh`);
+  // The Python tool reads head_type; head_config.class_name is informational there. A class name
+  // selfreport does not know is replaced by head_type's (with a note); a known one must agree.
+  const knownClass = headClassName(headType as HeadType);
+  const rawClass = hcRaw["class_name"];
+  const classKnown = HEAD_TYPES.some((t) => headClassName(t) === rawClass);
+  if (!classKnown) notes.push(`head_config.class_name ${rawClass == null ? "was missing" : `${JSON.stringify(rawClass)} is not a class selfreport knows`}: taken as ${knownClass} from head_type "${headType}"`);
   const headCfg: HeadConfig = {
-    class_name: hcRaw["class_name"] as HeadConfig["class_name"],
+    class_name: classKnown ? (rawClass as HeadConfig["class_name"]) : knownClass,
     input_dim: num(field(hcRaw, "input_dim", `${path} head_config`), "head_config.input_dim", true),
     dropout: hcRaw["dropout"] == null ? 0 : num(hcRaw["dropout"], "head_config.dropout"),
     hidden_dim: hidden === null ? null : num(hidden, "head_config.hidden_dim", true),
@@ -166,7 +174,10 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   if (tp == null) notes.push('token_pos was missing: taken as "last"');
   else if (tp === "last" || tp === -1) tokenPos = "last";
   else tokenPos = num(tp, "token_pos", true);
-  const binEdges = numList(field(pc, "bin_edges", path), "bin_edges");
+  // The Python tool writes no bin_edges (or null) for a regression head, which does not use them.
+  let binEdges: number[] = [];
+  if (headType === "regression" && pc["bin_edges"] == null) notes.push(`bin_edges was ${"bin_edges" in pc ? "null" : "missing"}: none stored (a regression head does not use bins)`);
+  else binEdges = numList(field(pc, "bin_edges", path), "bin_edges");
   const mean = num(field(pc, "activation_mean", path), "activation_mean");
   const std = num(field(pc, "activation_std", path), "activation_std");
   const freeze = (pc["freeze_mode"] ?? "frozen") as FreezeMode;

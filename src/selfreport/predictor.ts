@@ -48,6 +48,11 @@ const CLASS_NAMES: Record<HeadType, HeadConfig["class_name"]> = {
   token: "TokenHead",
 };
 
+/** The class name selfreport stores for a head type. */
+export function headClassName(type: HeadType): HeadConfig["class_name"] {
+  return CLASS_NAMES[type];
+}
+
 export function headTypeOf(cfg: HeadConfig): HeadType {
   const t = (Object.keys(CLASS_NAMES) as HeadType[]).find((k) => CLASS_NAMES[k] === cfg.class_name);
   if (t === undefined) throw new SelfreportError(`unknown head class_name "${cfg.class_name}"; expected one of ${Object.values(CLASS_NAMES).join(", ")}`);

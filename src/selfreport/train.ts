@@ -8,6 +8,10 @@
  * AdamW with linear warm-up + cosine decay, validation every epoch, early stopping on validation
  * loss (the best weights are kept), a JSONL log of every step, checkpoints every N steps and on
  * Ctrl-C, and --resume that continues exactly where the checkpoint left off.
+ *
+ * A frozen linear regression head is solved exactly instead (solver "ridge", the default there;
+ * src/selfreport/ridge.ts): closed-form ridge on the cached features with the penalty chosen on the
+ * validation split. It writes the same run directory (head, metrics, one train_log record for the solve).
  */
 import { existsSync, appendFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -22,7 +26,7 @@ import { checkOutput, fileSha256, registerRunOfDataset } from "../io/outputs.ts"
 import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
-import { onInterrupt } from "../util/interrupt.ts";
+import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
@@ -31,6 +35,7 @@ import {
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
 import { quantileBinEdges, binOf, regressionMetrics, type RegressionMetrics } from "./stats.ts";
+import { ridgeBasis, ridgeFit, ridgeApplies, defaultSolver, SOLVERS, RIDGE_GRID_TEXT, type Solver } from "./ridge.ts";
 import { RUN_FORMAT_VERSION, FREEZE_MODES, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface TrainOptions {
@@ -60,6 +65,8 @@ export interface TrainOptions {
   force: boolean;
   /** Use this model directory instead of the dataset's (must be the same model). */
   model?: string;
+  /** "ridge" (closed form; frozen linear regression only) or "adamw"; default: defaultSolver(options). */
+  solver?: Solver;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -86,6 +93,8 @@ export interface TrainResult {
   bestEpoch: number;
   stoppedEarly: boolean;
   seconds: number;
+  /** Set when the ridge solver fitted the head: the chosen penalty and its validation MSE (standardised). */
+  ridge?: { lambda: number; alpha: number; valLoss: number };
 }
 
 interface TrainState {
@@ -133,6 +142,11 @@ interface Prepared {
 }
 
 function validateOptions(o: TrainOptions): void {
+  if (o.solver !== undefined && !SOLVERS.includes(o.solver)) throw new SelfreportError(`--solver must be one of ${SOLVERS.join(", ")}; got "${String(o.solver)}"`);
+  if (o.solver === "ridge") {
+    const why = ridgeApplies(o);
+    if (why !== null) throw new SelfreportError(why);
+  }
   if (!FREEZE_MODES.includes(o.freeze)) throw new SelfreportError(`--freeze must be one of ${FREEZE_MODES.join(", ")}; got "${String(o.freeze)}"`);
   if (o.freeze === "partial" && (o.unfreezeLast === null || !Number.isInteger(o.unfreezeLast) || o.unfreezeLast < 1)) {
     throw new SelfreportError(`--freeze partial needs --unfreeze-last K (a positive number of blocks), got ${String(o.unfreezeLast)}`);
@@ -247,6 +261,10 @@ function testMetrics(type: HeadType, p: Prepared, head: HeadParams, idx: readonl
 
 export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<TrainResult> {
   validateOptions(o);
+  const solver = o.solver ?? defaultSolver(o);
+  if (solver === "ridge" && o.resume) {
+    throw new SelfreportError(`--resume continues an AdamW run; the ridge solver (the default for a frozen linear regression head) solves in one step and has no checkpoint. Pass --solver adamw to resume an AdamW run`);
+  }
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   const existed = checkOutput(out, { kind: "run", inputs: [inputs.dataset === undefined ? o.data : undefined, o.model], force: o.force, resume: o.resume, resumeHint: true }).exists;
@@ -255,196 +273,254 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
   }
-  const meta = p.ds.meta;
-  const type = o.head;
-  const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
   // the dataset's content, recorded in config.json: analyses refuse a dataset changed since
   const datasetSha256 = inputs.dataset === undefined ? fileSha256(o.data) : null;
   // one writer at a time; a failure removes what this run created, except a checkpoint to --resume from
   return withOutputFolder(out, async (folder) => {
     if (existed && o.force && !o.resume) {
-      removeRunFiles(out);
+      removeRunFiles(out); // the old run (with its analyses and report) goes as a whole
       folder.markStart();
     }
+    const r = solver === "ridge" ? await trainRidge(o, p, datasetSha256) : await trainAdamw(o, p, datasetSha256);
+    if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
+    return r;
+  }, { keepOnFailure: keepCheckpoint });
+}
 
-    const head = initHead(p.headCfg, o.seed, p.model);
-    const headTrains = o.freeze !== "unfrozen";
-    const modelParams = trainableModelParams(p.model, o.freeze, o.unfreezeLast, p.featureLayer, meta.weights);
-    for (const t of modelParams) t.requiresGrad = true;
-    const headParams = [...head.values()];
-    for (const t of headParams) t.requiresGrad = headTrains;
-    const trainable = [...(headTrains ? headParams : []), ...modelParams];
-    const named = new Map<string, Tensor>([
-      ...[...head].map(([k, t]) => [`head.${k}`, t] as [string, Tensor]),
-      ...[...p.model.params].filter(([, t]) => modelParams.includes(t)).map(([k, t]) => [`model.${k}`, t] as [string, Tensor]),
-    ]);
-    const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
-    const opt = adamW(trainable, { weightDecay: o.weightDecay, noDecay });
-    const stepsPerEpoch = Math.ceil(p.train.length / o.batchSize);
-    const totalSteps = stepsPerEpoch * o.epochs;
-    const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
+/** The AdamW loop into the locked run folder `o.out` (checkpoints, --resume, early stopping). */
+async function trainAdamw(o: TrainOptions, p: Prepared, datasetSha256: string | null): Promise<TrainResult> {
+  const out = o.out;
+  const ckDir = join(out, "checkpoint");
+  const meta = p.ds.meta;
+  const type = o.head;
+  const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
 
-    let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
-    let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
-    if (o.resume) {
-      const ck = loadCheckpoint<TrainState>(ckDir);
-      if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
-      if (ck.state.fingerprint !== fingerprint) {
-        throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
-      }
-      if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
-        throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
-      }
-      for (const [k, t] of named) {
-        const src = ck.params.get(k);
-        if (!src || src.data.length !== t.size) throw new SelfreportError(`--resume: checkpoint lacks "${k}" or it has the wrong size`);
-        t.data.set(src.data);
-        const b = ck.params.get(`best.${k}`);
-        if (b) best.get(k)!.set(b.data);
-      }
-      opt.loadState(ck.optimizer);
-      state = ck.state;
-      // the steps after the checkpoint ran before the kill and run again: their log lines go
-      truncateLogToStep(join(out, "train_log.jsonl"), state.step);
-      // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
-      if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
-      info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
-    } else {
-      rmSync(join(out, "train_log.jsonl"), { force: true });
-      rmSync(ckDir, { recursive: true, force: true });
+  const head = initHead(p.headCfg, o.seed, p.model);
+  const headTrains = o.freeze !== "unfrozen";
+  const modelParams = trainableModelParams(p.model, o.freeze, o.unfreezeLast, p.featureLayer, meta.weights);
+  for (const t of modelParams) t.requiresGrad = true;
+  const headParams = [...head.values()];
+  for (const t of headParams) t.requiresGrad = headTrains;
+  const trainable = [...(headTrains ? headParams : []), ...modelParams];
+  const named = new Map<string, Tensor>([
+    ...[...head].map(([k, t]) => [`head.${k}`, t] as [string, Tensor]),
+    ...[...p.model.params].filter(([, t]) => modelParams.includes(t)).map(([k, t]) => [`model.${k}`, t] as [string, Tensor]),
+  ]);
+  const noDecay = new Set(trainable.filter((t) => t.ndim < 2));
+  const opt = adamW(trainable, { weightDecay: o.weightDecay, noDecay });
+  const stepsPerEpoch = Math.ceil(p.train.length / o.batchSize);
+  const totalSteps = stepsPerEpoch * o.epochs;
+  const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
+
+  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
+  let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
+  if (o.resume) {
+    const ck = loadCheckpoint<TrainState>(ckDir);
+    if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
+    if (ck.state.fingerprint !== fingerprint) {
+      throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
     }
-    const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
+    if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
+      throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
+    }
+    for (const [k, t] of named) {
+      const src = ck.params.get(k);
+      if (!src || src.data.length !== t.size) throw new SelfreportError(`--resume: checkpoint lacks "${k}" or it has the wrong size`);
+      t.data.set(src.data);
+      const b = ck.params.get(`best.${k}`);
+      if (b) best.get(k)!.set(b.data);
+    }
+    opt.loadState(ck.optimizer);
+    state = ck.state;
+    // the steps after the checkpoint ran before the kill and run again: their log lines go
+    truncateLogToStep(join(out, "train_log.jsonl"), state.step);
+    // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
+    if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
+    info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
+  } else {
+    rmSync(join(out, "train_log.jsonl"), { force: true });
+    rmSync(ckDir, { recursive: true, force: true });
+  }
+  const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
 
-    const t0 = Date.now();
-    const checkpoint = (): void => {
-      const params = new Map<string, { shape: readonly number[]; data: Float32Array }>();
-      for (const [k, t] of named) {
-        params.set(k, { shape: t.shape, data: t.data });
-        params.set(`best.${k}`, { shape: t.shape, data: best.get(k)! });
-      }
-      saveCheckpoint<TrainState>(ckDir, { params, optimizer: opt.state(), state: { ...state, seconds: state.seconds + (Date.now() - t0) / 1000 } });
-    };
+  const t0 = Date.now();
+  const checkpoint = (): void => {
+    const params = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    for (const [k, t] of named) {
+      params.set(k, { shape: t.shape, data: t.data });
+      params.set(`best.${k}`, { shape: t.shape, data: best.get(k)! });
+    }
+    saveCheckpoint<TrainState>(ckDir, { params, optimizer: opt.state(), state: { ...state, seconds: state.seconds + (Date.now() - t0) / 1000 } });
+  };
 
-    info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
-    const interrupt = onInterrupt();
-    const bar = progress("train", totalSteps, ["epoch", "loss", "val"]);
-    let stoppedEarly = false;
-    // A checkpoint is written only for weights known to give a finite loss: the one due after step s
-    // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
-    // behind by a diverging run never holds the weights that diverged (resuming them would fail again).
-    let lastGoodStep: number | null = o.resume ? state.step : null;
-    let due = false;
-    let ema = NaN;
-    try {
-      while (state.epoch < o.epochs) {
-        const order = new Rng(o.seed * 7919 + state.epoch).shuffle([...p.train]);
-        while (state.stepInEpoch < stepsPerEpoch) {
-          const idx = order.slice(state.stepInEpoch * o.batchSize, (state.stepInEpoch + 1) * o.batchSize);
-          const lr = schedule(state.step);
-          const outT = forwardBatch(p, head, idx, true, new Rng(o.seed * 104729 + state.step));
-          const loss = lossOf(type, outT, p, idx);
-          const lv = loss.item();
-          if (!Number.isFinite(lv)) {
-            const kept = lastGoodStep === null ? "no checkpoint was written before it; lower --lr and start again" : `the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`;
-            throw new SelfreportError(`loss became ${lv} at step ${state.step + 1} (epoch ${state.epoch + 1}); ${kept}`);
-          }
-          if (due) {
-            checkpoint();
-            lastGoodStep = state.step;
-            due = false;
-          }
-          opt.zeroGrad();
-          backward(loss);
-          if (o.gradClip > 0) clipGradNorm(trainable, o.gradClip);
-          opt.step(lr);
-          state.step++;
-          state.stepInEpoch++;
-          ema = Number.isNaN(ema) ? lv : 0.9 * ema + 0.1 * lv;
-          log({ step: state.step, epoch: state.epoch + 1, loss: lv, lr });
-          state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
-          bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
-          if (state.step % o.checkpointEvery === 0) due = true;
-          if (interrupt.requested) {
-            checkpoint();
-            bar.stop();
-            info(`stopped at step ${state.step}; continue with the same command plus --resume`);
-            process.exit(130);
-          }
+  info(`training ${type} head, ${o.freeze}${o.freeze === "partial" ? ` (last ${o.unfreezeLast} blocks)` : ""}: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${trainable.reduce((s, t) => s + t.size, 0).toLocaleString("en-US")} trainable parameters`);
+  const bar = progress("train", totalSteps, ["epoch", "loss", "val"], { start: state.step });
+  const section = interruptibleSection();
+  let stoppedEarly = false;
+  // A checkpoint is written only for weights known to give a finite loss: the one due after step s
+  // is written at the start of step s + 1, once that step's loss is checked, so the checkpoint left
+  // behind by a diverging run never holds the weights that diverged (resuming them would fail again).
+  let lastGoodStep: number | null = o.resume ? state.step : null;
+  let due = false;
+  let ema = NaN;
+  try {
+    while (state.epoch < o.epochs) {
+      const order = new Rng(o.seed * 7919 + state.epoch).shuffle([...p.train]);
+      while (state.stepInEpoch < stepsPerEpoch) {
+        const idx = order.slice(state.stepInEpoch * o.batchSize, (state.stepInEpoch + 1) * o.batchSize);
+        const lr = schedule(state.step);
+        const outT = forwardBatch(p, head, idx, true, new Rng(o.seed * 104729 + state.step));
+        const loss = lossOf(type, outT, p, idx);
+        const lv = loss.item();
+        if (!Number.isFinite(lv)) {
+          const kept = lastGoodStep === null ? "no checkpoint was written before it; lower --lr and start again" : `the last good checkpoint (step ${lastGoodStep}) is in ${ckDir}; lower --lr and --resume`;
+          throw new SelfreportError(`loss became ${lv} at step ${state.step + 1} (epoch ${state.epoch + 1}); ${kept}`);
         }
-        // end of epoch: validate, early-stop bookkeeping
-        const ev = evaluate(type, p, head, p.val);
-        const valR = regressionMetrics(ev.pred, Float64Array.from(p.val, (i) => p.ds.targets[i]!)).pearson_r;
-        state.curve.push({ step: state.step, epoch: state.epoch + 1, val: ev.loss, val_r: valR });
-        log({ step: state.step, epoch: state.epoch + 1, val_loss: ev.loss, val_r: valR });
-        if (ev.loss < state.bestValLoss - 1e-6) {
-          state.bestValLoss = ev.loss;
-          state.bestEpoch = state.epoch + 1;
-          state.badEpochs = 0;
-          best = new Map([...named].map(([k, t]) => [k, t.data.slice()]));
-        } else state.badEpochs++;
-        state.epoch++;
-        state.stepInEpoch = 0;
-        due = true;
-        if (Number.isFinite(ev.loss)) {
+        if (due) {
           checkpoint();
           lastGoodStep = state.step;
           due = false;
         }
-        if (state.badEpochs >= o.patience) {
-          stoppedEarly = state.epoch < o.epochs;
-          break;
+        opt.zeroGrad();
+        backward(loss);
+        if (o.gradClip > 0) clipGradNorm(trainable, o.gradClip);
+        opt.step(lr);
+        state.step++;
+        state.stepInEpoch++;
+        ema = Number.isNaN(ema) ? lv : 0.9 * ema + 0.1 * lv;
+        log({ step: state.step, epoch: state.epoch + 1, loss: lv, lr });
+        state.curve.push({ step: state.step, epoch: state.epoch + 1, train: lv });
+        bar.update(state.step, { epoch: `${state.epoch + 1}/${o.epochs}`, loss: ema.toFixed(4), val: Number.isFinite(state.bestValLoss) ? state.bestValLoss.toFixed(4) : "-" });
+        if (state.step % o.checkpointEvery === 0) due = true;
+        // a turn of the event loop so that a SIGINT/SIGTERM handler can run at all (the loop is synchronous)
+        await yieldToEventLoop();
+        const signal = interruptSignal();
+        if (signal !== null) {
+          checkpoint();
+          throw new Interrupted(signal, `training stopped at step ${state.step} of ${totalSteps}; checkpoint saved in ${ckDir}`, { resume: "--resume" });
         }
       }
-    } finally {
-      bar.stop();
-      interrupt.dispose();
+      // end of epoch: validate, early-stop bookkeeping
+      const ev = evaluate(type, p, head, p.val);
+      const valR = regressionMetrics(ev.pred, Float64Array.from(p.val, (i) => p.ds.targets[i]!)).pearson_r;
+      state.curve.push({ step: state.step, epoch: state.epoch + 1, val: ev.loss, val_r: valR });
+      log({ step: state.step, epoch: state.epoch + 1, val_loss: ev.loss, val_r: valR });
+      if (ev.loss < state.bestValLoss - 1e-6) {
+        state.bestValLoss = ev.loss;
+        state.bestEpoch = state.epoch + 1;
+        state.badEpochs = 0;
+        best = new Map([...named].map(([k, t]) => [k, t.data.slice()]));
+      } else state.badEpochs++;
+      state.epoch++;
+      state.stepInEpoch = 0;
+      due = true;
+      if (Number.isFinite(ev.loss)) {
+        checkpoint();
+        lastGoodStep = state.step;
+        due = false;
+      }
+      if (state.badEpochs >= o.patience) {
+        stoppedEarly = state.epoch < o.epochs;
+        break;
+      }
     }
-    // restore the best weights (by validation loss)
-    for (const [k, t] of named) t.data.set(best.get(k)!);
-    const test = testMetrics(type, p, head, p.test);
-    const validation = testMetrics(type, p, head, p.val);
-    const seconds = state.seconds + (Date.now() - t0) / 1000;
+  } finally {
+    bar.stop();
+    section.end();
+  }
+  // restore the best weights (by validation loss)
+  for (const [k, t] of named) t.data.set(best.get(k)!);
+  const test = testMetrics(type, p, head, p.test);
+  const validation = testMetrics(type, p, head, p.val);
+  const seconds = state.seconds + (Date.now() - t0) / 1000;
 
-    // ---- write the run directory (each file atomically)
-    for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
-    writeHead(out, head);
-    if (o.freeze !== "frozen") {
-      // saved as trained (already processed): loading gives back exactly this model
-      saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
-    }
-    const config: RunConfig = {
-      format_version: RUN_FORMAT_VERSION,
-      head_type: type,
-      target_layer: meta.layer,
-      target_neuron: meta.neuron,
-      layer_type: meta.layer_type,
-      token_pos: meta.token_pos,
-      feature_layer: p.featureLayer,
-      head_config: p.headCfg,
-      base_model_name: meta.model_name,
-      base_model_dir: resolve(p.modelDir),
-      weights: meta.weights,
-      d_model: p.model.cfg.dModel,
-      bin_edges: [...p.readout.binEdges],
-      activation_mean: p.readout.activationMean,
-      activation_std: p.readout.activationStd,
-      freeze_mode: o.freeze,
-      unfreeze_last: o.unfreezeLast,
-      dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
-      training: {
-        epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
-        warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
-      },
-    };
-    writeJsonAtomic(join(out, "metrics.json"), { test, validation, epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
-    const points = state.curve.flatMap((c) => [
-      ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
-      ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
-    ]);
-    writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
-    writeRunConfig(out, config); // last: a run directory with config.json is complete
-    if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
-    rmSync(ckDir, { recursive: true, force: true });
-    return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
-  }, { keepOnFailure: keepCheckpoint });
+  // ---- write the run directory (each file atomically)
+  for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
+  writeHead(out, head);
+  if (o.freeze !== "frozen") {
+    // saved as trained (already processed): loading gives back exactly this model
+    saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
+  }
+  const config = runConfig(o, p, datasetSha256, {
+    solver: "adamw", epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
+    warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+  });
+  writeJsonAtomic(join(out, "metrics.json"), { test, validation, solver: "adamw", epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
+  const points = state.curve.flatMap((c) => [
+    ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
+    ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
+  ]);
+  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
+  writeRunConfig(out, config); // last: a run directory with config.json is complete
+  rmSync(ckDir, { recursive: true, force: true });
+  return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
+}
+
+/** config.json of a finished run; `training` records how the head was fitted. */
+function runConfig(o: TrainOptions, p: Prepared, datasetSha256: string | null, training: RunConfig["training"]): RunConfig {
+  const meta = p.ds.meta;
+  return {
+    format_version: RUN_FORMAT_VERSION,
+    head_type: o.head,
+    target_layer: meta.layer,
+    target_neuron: meta.neuron,
+    layer_type: meta.layer_type,
+    token_pos: meta.token_pos,
+    feature_layer: p.featureLayer,
+    head_config: p.headCfg,
+    base_model_name: meta.model_name,
+    base_model_dir: resolve(p.modelDir),
+    weights: meta.weights,
+    d_model: p.model.cfg.dModel,
+    bin_edges: [...p.readout.binEdges],
+    activation_mean: p.readout.activationMean,
+    activation_std: p.readout.activationStd,
+    freeze_mode: o.freeze,
+    unfreeze_last: o.unfreezeLast,
+    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
+    training,
+  };
+}
+
+/**
+ * The ridge solver (frozen linear regression): one closed-form solve on the cached features, λ from
+ * the grid by validation MSE. Writes the run directory as the AdamW path does: head.safetensors
+ * (output.weight [1, C], output.bias [1] in standardised target units), metrics.json, one
+ * train_log.jsonl record for the solve, a validation-loss-against-λ chart, config.json last.
+ */
+async function trainRidge(o: TrainOptions, p: Prepared, datasetSha256: string | null): Promise<TrainResult> {
+  const out = o.out;
+  rmSync(join(out, "train_log.jsonl"), { force: true });
+  rmSync(join(out, "checkpoint"), { recursive: true, force: true });
+  const t0 = Date.now();
+  const C = p.model.cfg.dModel;
+  info(`solving a ridge regression head, frozen: ${p.train.length}/${p.val.length}/${p.test.length} train/val/test examples, ${RIDGE_GRID_TEXT}`);
+  const basis = ridgeBasis(p.features!.data, C, p.train, p.val);
+  const fit = ridgeFit(basis, p.labels, 1);
+  const head: HeadParams = new Map([
+    ["output.weight", new Tensor(Float32Array.from(fit.W), [1, C])],
+    ["output.bias", new Tensor(Float32Array.from(fit.b), [1])],
+  ]);
+  const test = testMetrics("regression", p, head, p.test);
+  const validation = testMetrics("regression", p, head, p.val);
+  const seconds = (Date.now() - t0) / 1000;
+  const lambda = fit.lambda[0]!;
+  const alpha = fit.alpha[0]!;
+  const grid = Array.from(basis.lambdas, (l, g) => ({ alpha: basis.alphas[g]!, lambda: l, val_loss: fit.gridValLoss[g]! }));
+  writeHead(out, head);
+  appendFileSync(join(out, "train_log.jsonl"), JSON.stringify({
+    step: 1, epoch: 1, solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, val_r: validation.pearson_r, grid,
+  }) + "\n");
+  writeJsonAtomic(join(out, "metrics.json"), {
+    test, validation, solver: "ridge", ridge: { lambda, alpha, val_loss: fit.valLoss[0]!, grid }, epochs_run: 0, best_epoch: 0, stopped_early: false, seconds,
+  });
+  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({
+    title: `Ridge: validation loss against the penalty (chosen λ = ${lambda.toExponential(3)}, α = ${alpha.toExponential(1)})`,
+    x: "log10 α (λ = α · mean eigenvalue of the feature covariance)", y: "MSE (standardised)", series: "series",
+    data: grid.map((g) => ({ x: Math.log10(g.alpha), y: g.val_loss, series: "validation" })),
+  })));
+  writeRunConfig(out, runConfig(o, p, datasetSha256, {
+    solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
+  }));
+  return { runDir: out, test, validation, epochsRun: 0, bestEpoch: 0, stoppedEarly: false, seconds, ridge: { lambda, alpha, valLoss: fit.valLoss[0]! } };
 }

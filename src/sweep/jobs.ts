@@ -33,7 +33,8 @@ import { weightsAnalysis } from "../analysis/weights.ts";
 import { patchingAnalysis } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
 import { examplesPath, featureLayerOf, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
-import { trainMultiHead, type NeuronFit } from "./multihead.ts";
+import { trainMultiHead, ridgeMultiHead, type NeuronFit } from "./multihead.ts";
+import { ridgeBasis, RIDGE_GRID_TEXT, type RidgeBasis } from "../selfreport/ridge.ts";
 import { jobsOfTask, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
 
 /** One row of the results table. Numbers are null when the job failed or the analysis was not run. */
@@ -175,6 +176,8 @@ export class JobRunner {
   private examples: Dataset | null = null;
   private features: Tensor | null = null;
   private layerTargets: LayerTargets | null = null;
+  /** The ridge solver's eigendecomposition of the features: the same for every layer, so made once. */
+  private ridge: RidgeBasis | null = null;
 
   constructor(readonly sweepDir: string, readonly manifest: SweepManifest, readonly worker: string) {}
 
@@ -274,7 +277,7 @@ export class JobRunner {
         epochs: s.training.epochs, batchSize: s.training.batch_size, lr: frozen ? s.training.lr_frozen : s.training.lr_finetune,
         weightDecay: s.training.weight_decay, warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed,
         patience: s.training.patience, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000,
-        resume: false, force: true,
+        resume: false, force: true, solver: frozen && job.head === "regression" ? (s.training.solver ?? "adamw") : "adamw",
       }, { dataset: ds, loaded, ...(frozen ? { features } : {}) });
       const r = emptyResult(job, "single", this.worker);
       fillMetrics(r, res.test, res.validation, ds.meta.stats);
@@ -308,8 +311,16 @@ export class JobRunner {
     const targets = new Float32Array(n * K);
     for (let i = 0; i < n; i++) for (let a = 0; a < K; a++) targets[i * K + a] = lt.targets[i * Kl + cols[a]!]!;
     let fits: NeuronFit[];
+    const ridge = task.head === "regression" && (s.training.solver ?? "adamw") === "ridge";
     try {
-      fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, {
+      if (ridge) {
+        if (this.ridge === null) {
+          const split = examples.split;
+          const rows = (code: number): number[] => Array.from(split.keys()).filter((i) => split[i] === code);
+          this.ridge = ridgeBasis(features.data, C, rows(0), rows(1));
+        }
+        fits = ridgeMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, this.ridge);
+      } else fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, {
         epochs: s.training.epochs, batchSize: s.training.batch_size, lr: s.training.lr_frozen, weightDecay: s.training.weight_decay,
         warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed, patience: s.training.patience,
       });
@@ -332,16 +343,27 @@ export class JobRunner {
         const headCfg = fit.headConfig;
         const P = fit.bias.length;
         writeHead(stage, new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]));
-        writeJsonAtomic(join(stage, "metrics.json"), { test: fit.test, validation: fit.validation, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K });
-        writeFileAtomic(join(stage, "train_log.jsonl"), fit.curve.map((c) => JSON.stringify({ epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })).join("\n") + "\n");
+        const rf = fit.ridge;
+        writeJsonAtomic(join(stage, "metrics.json"), {
+          test: fit.test, validation: fit.validation, solver: rf !== undefined ? "ridge" : "adamw",
+          ...(rf !== undefined ? { ridge: { lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: rf.grid } } : {}),
+          epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K,
+        });
+        const log = rf !== undefined
+          ? [JSON.stringify({ step: 1, epoch: 1, solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, val_r: fit.validation.pearson_r, grid: rf.grid })]
+          : fit.curve.map((c) => JSON.stringify({ epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val }));
+        writeFileAtomic(join(stage, "train_log.jsonl"), log.join("\n") + "\n");
         const config: RunConfig = {
           format_version: RUN_FORMAT_VERSION, head_type: task.head, target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
           token_pos: "last", feature_layer: F, head_config: headCfg, base_model_name: s.model_dir, base_model_dir: s.model_dir, weights: s.weights,
           // the bins the head was trained on; a regression run records the dataset's (as train() does)
           d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
           unfreeze_last: null, dataset: { path: resolve(examplesPath(this.sweepDir)), n, layer: job.layer, neuron: job.neuron, model_dir: s.model_dir },
-          training: {
-            epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,
+          training: rf !== undefined ? {
+            solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0,
+            seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
+          } : {
+            solver: "adamw", epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,
             weight_decay: s.training.weight_decay, warmup: s.training.warmup, grad_clip: s.training.grad_clip, seed: s.training.seed,
             patience: s.training.patience, steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           },

@@ -10,6 +10,7 @@
 import { Worker } from "node:worker_threads";
 import { JobRunner, workerName, type JobResult } from "./jobs.ts";
 import { info } from "../util/progress.ts";
+import { Interrupted, interruptibleSection, interruptSignal, onInterruptSignal } from "../util/interrupt.ts";
 import type { SweepManifest, Task } from "./spec.ts";
 import type { ThreadData, ThreadReply } from "./thread.ts";
 
@@ -103,35 +104,52 @@ export class TaskThreads {
     return this.queue.length + this.slots.filter((s) => s.current !== null).length;
   }
 
+  /** Stops the threads at once; tasks running or waiting reject with "TaskThreads: closed". */
   async close(): Promise<void> {
     this.closed = true;
+    const open = [...this.queue.splice(0), ...this.slots.flatMap((s) => (s.current !== null ? [s.current] : []))];
+    for (const s of this.slots) s.current = null;
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
+    for (const p of open) p.reject(new Error("TaskThreads: closed"));
   }
 }
 
 /**
  * Runs the tasks on `workers` threads; `onTask` is called as each task finishes (for progress).
- * Returns every result, in task order.
+ * Returns every result, in task order. On SIGINT/SIGTERM (with the CLI's handlers installed) the
+ * threads are stopped at once and Interrupted is thrown: every job committed so far stays, half-built
+ * ones are cleaned up by the next run.
  */
 export async function runTasksLocally(
   sweepDir: string, manifest: SweepManifest, tasks: readonly Task[], workers: number, onTask?: (task: Task, results: JobResult[]) => void,
 ): Promise<JobResult[]> {
   if (tasks.length === 0) return [];
   const pool = new TaskThreads(sweepDir, manifest, Math.min(workers, tasks.length));
+  const section = interruptibleSection();
+  const unsubscribe = onInterruptSignal(() => void pool.close());
   try {
+    let tasksDone = 0;
     const all = await Promise.all(tasks.map(async (t) => {
       let r: JobResult[] = [];
       try {
         r = await pool.run(t);
+        tasksDone++;
       } catch (e) {
+        if (interruptSignal() !== null) return r;
         // the task could not even record its failures (e.g. the folder is not writable): say so, go on
         info(`task ${t.id} failed and its jobs stay unfinished: ${e instanceof Error ? e.message : String(e)}`);
       }
       onTask?.(t, r);
       return r;
     }));
+    const signal = interruptSignal();
+    if (signal !== null) {
+      throw new Interrupted(signal, `sweep stopped after ${tasksDone} of ${tasks.length} tasks; every job finished so far is kept in ${sweepDir}`, { resume: "rerun" });
+    }
     return all.flat();
   } finally {
+    unsubscribe();
+    section.end();
     await pool.close();
   }
 }

@@ -34,6 +34,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { initHead, makeHeadConfig, type HeadConfig, type HeadType } from "../selfreport/predictor.ts";
 import { activationStats, binCentres, binOf, quantileBinEdges, regressionMetrics, type ActivationStats } from "../selfreport/stats.ts";
 import type { TestMetrics, TrainOptions } from "../selfreport/train.ts";
+import { ridgeBasis, ridgeFit, type RidgeBasis } from "../selfreport/ridge.ts";
 
 /** The single-neuron trainer's options that the multi-output trainer shares (same meaning, same math). */
 export type MultiHeadOptions = Pick<TrainOptions, "epochs" | "batchSize" | "lr" | "weightDecay" | "warmup" | "gradClip" | "seed" | "patience">;
@@ -75,6 +76,8 @@ export interface NeuronFitOk {
   steps: number;
   /** Per epoch: mean training loss and validation loss (standardised MSE, or cross-entropy). */
   curve: Array<{ epoch: number; train: number; val: number }>;
+  /** Set when the ridge solver fitted the head (no epochs): the chosen penalty and its validation MSE. */
+  ridge?: { lambda: number; alpha: number; valLoss: number; grid: Array<{ alpha: number; lambda: number; val_loss: number }> };
 }
 
 export type NeuronFit = NeuronFitOk | { ok: false; error: string };
@@ -457,4 +460,73 @@ function splitMetrics(
     });
   });
   return out;
+}
+
+/**
+ * Ridge heads (src/selfreport/ridge.ts) for K neurons of one layer at once: frozen linear regression,
+ * result k is what train() with solver "ridge" gives for neuron k alone (the same labels, the same
+ * solve, λ chosen per neuron). `basis` (ridgeBasis of the same features and splits) may be passed in to
+ * share its eigendecomposition between layers; it is computed here otherwise.
+ */
+export function ridgeMultiHead(input: MultiHeadInput, basis?: RidgeBasis): NeuronFit[] {
+  const { C, targets: A, K, split } = input;
+  const type = input.head ?? "regression";
+  if (type !== "regression") throw new SelfreportError(`the ridge solver fits linear regression heads only, not ${type} heads`);
+  const n = split.length;
+  if (input.features.length !== n * C) throw new SelfreportError(`multi-output head: features have ${input.features.length} values, expected n·C = ${n}·${C}`);
+  if (A.length !== n * K) throw new SelfreportError(`multi-output head: targets have ${A.length} values, expected n·K = ${n}·${K}`);
+  const train = indicesOf(split, 0);
+  const val = indicesOf(split, 1);
+  const test = indicesOf(split, 2);
+  if (train.length === 0 || val.length === 0 || test.length === 0) {
+    throw new SelfreportError(`the dataset has ${train.length}/${val.length}/${test.length} train/validation/test examples; every split needs at least one`);
+  }
+  const headCfg = makeHeadConfig("regression", { inputDim: C });
+  const results: NeuronFit[] = new Array<NeuronFit>(K);
+  const stats: ActivationStats[] = [];
+  const edges: number[][] = [];
+  const col = new Float32Array(train.length);
+  const usable: number[] = [];
+  for (let k = 0; k < K; k++) {
+    train.forEach((i, j) => (col[j] = A[i * K + k]!));
+    const s = activationStats(col);
+    stats.push(s);
+    edges.push(quantileBinEdges(col, DEFAULT_BINS));
+    if (!(s.std > 0)) {
+      results[k] = { ok: false, error: `the target activation is constant (${s.mean}) on the training split: nothing to predict; choose another neuron` };
+      continue;
+    }
+    usable.push(k);
+  }
+  if (usable.length === 0) return results;
+  // standardised labels of the usable neurons [n, Ku], float32 as prepare() makes them
+  const Ku = usable.length;
+  const Y = new Float32Array(n * Ku);
+  usable.forEach((k, a) => {
+    const s = stats[k]!;
+    for (let i = 0; i < n; i++) Y[i * Ku + a] = (A[i * K + k]! - s.mean) / s.std;
+  });
+  const b = basis ?? ridgeBasis(input.features, C, train, val);
+  if (b.C !== C || b.train.length !== train.length || b.val.length !== val.length) throw new SelfreportError("ridge: the basis passed in was made from other features or splits");
+  const fit = ridgeFit(b, Y, Ku);
+  const W = new Float32Array(K * C);
+  const bias = new Float32Array(K);
+  usable.forEach((k, a) => {
+    for (let c = 0; c < C; c++) W[k * C + c] = fit.W[a * C + c]!;
+    bias[k] = fit.b[a]!;
+  });
+  // splitMetrics reads only the kind of regression labels (predictions = out·std + mean)
+  const labels: Labels = { kind: "regression", Y: new Float32Array(0) };
+  const best = { W, b: bias, P: 1 };
+  const testM = splitMetrics(input.features, C, A, K, test, usable, best, labels, stats);
+  const valM = splitMetrics(input.features, C, A, K, val, usable, best, labels, stats);
+  usable.forEach((k, a) => {
+    const grid = Array.from(b.lambdas, (l, g) => ({ alpha: b.alphas[g]!, lambda: l, val_loss: fit.gridValLoss[g * Ku + a]! }));
+    results[k] = {
+      ok: true, headConfig: headCfg, weight: W.slice(k * C, (k + 1) * C), bias: bias.slice(k, k + 1), stats: stats[k]!, binEdges: edges[k]!,
+      test: testM.get(k)!, validation: valM.get(k)!, epochsRun: 0, bestEpoch: 0, stoppedEarly: false, steps: 0, curve: [],
+      ridge: { lambda: fit.lambda[a]!, alpha: fit.alpha[a]!, valLoss: fit.valLoss[a]!, grid },
+    };
+  });
+  return results;
 }

@@ -24,6 +24,7 @@ import { Redis } from "ioredis";
 import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
 import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
+import { Interrupted, interruptibleSection, interruptSignal, sleepUnlessInterrupted, whenInterrupted, type InterruptSignal } from "../util/interrupt.ts";
 import { TaskThreads } from "./local.ts";
 import { isJobFinished, JobRunner, removeDeadStages, workerName, type JobResult } from "./jobs.ts";
 import { jobsOfTask, makeTasks, readManifest, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
@@ -56,9 +57,155 @@ export function parseQueueUrl(value: string): string {
   return value;
 }
 
-/** A connection as BullMQ wants it (no per-request retry limit: blocking commands wait). */
+/** How long (s) `sweep --queue` and `worker` wait for an unreachable Redis before giving up. */
+export const QUEUE_TIMEOUT_DEFAULT_S = 30;
+
+/**
+ * A connection as BullMQ wants it (no per-request retry limit: blocking commands wait). It reconnects
+ * by itself; `RedisWatch` decides when an outage has lasted too long. Its errors are recorded by the
+ * watch, never printed one by one.
+ */
 export function connect(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, lazyConnect: false });
+  return new Redis(url, { maxRetriesPerRequest: null, lazyConnect: false, retryStrategy: (times) => Math.min(200 * times, 1000) });
+}
+
+/** The message of a connection error, one line (ioredis errors can carry a code but no message). */
+function errorText(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const msg = e.message.split("\n")[0]!;
+    return msg !== "" ? msg : code ?? e.name;
+  }
+  return String(e);
+}
+
+/**
+ * Connects to the Redis at url and checks that it answers PING, trying again for up to timeoutS
+ * seconds (a Redis still starting, a network hiccup). Throws one SelfreportError naming the URL and the
+ * last error when it does not answer in time (nothing listening, a server that is not Redis), and
+ * Interrupted when a signal arrives meanwhile.
+ */
+export async function reachRedis(url: string, timeoutS: number): Promise<void> {
+  const deadline = Date.now() + timeoutS * 1000;
+  let lastError = "no answer";
+  const section = interruptibleSection();
+  const signal = whenInterrupted();
+  try {
+    for (;;) {
+      const left = deadline - Date.now();
+      const attemptMs = Math.max(200, Math.min(3000, left));
+      const client = new Redis(url, {
+        lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null,
+        connectTimeout: attemptMs, commandTimeout: attemptMs,
+      });
+      // the 'error' event names the cause (ECONNREFUSED, a protocol error); the rejection then only says "Connection is closed"
+      let eventError: string | null = null;
+      client.on("error", (e: unknown) => void (eventError ??= errorText(e)));
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const attempt = client.connect().then(() => client.ping());
+        attempt.catch(() => {});
+        const outcome = await Promise.race([
+          attempt.then((pong) => ({ pong })),
+          signal.promise.then((sig) => ({ sig })),
+          new Promise<{ timeout: true }>((r) => (timer = setTimeout(() => r({ timeout: true }), attemptMs + 500))),
+        ]);
+        if ("sig" in outcome) throw new Interrupted(outcome.sig, `stopped while connecting to Redis at ${url}`);
+        if ("pong" in outcome) {
+          if (outcome.pong === "PONG") return;
+          lastError = `it answered PING with ${JSON.stringify(outcome.pong)}`;
+        } else lastError = "no answer to PING";
+      } catch (e) {
+        if (e instanceof Interrupted) throw e;
+        lastError = errorText(e);
+      } finally {
+        clearTimeout(timer);
+        client.disconnect();
+      }
+      if (eventError !== null) lastError = eventError;
+      if (Date.now() >= deadline) {
+        throw new SelfreportError(`cannot reach Redis at ${url} within ${timeoutS} s (last error: ${lastError}); start redis-server there, or pass another --queue or a longer --queue-timeout`);
+      }
+      await sleepUnlessInterrupted(Math.min(500, Math.max(0, deadline - Date.now())));
+      const sig = interruptSignal();
+      if (sig !== null) throw new Interrupted(sig, `stopped while connecting to Redis at ${url}`);
+    }
+  } finally {
+    signal.dispose();
+    section.end();
+  }
+}
+
+/**
+ * Watches a live connection: when it has been down for longer than timeoutS, `failed` rejects with one
+ * SelfreportError (the last error named); when a signal arrives, with Interrupted. `guard(p)` races a
+ * Redis call against that, so no await hangs on a Redis that went away.
+ */
+export class RedisWatch {
+  readonly failed: Promise<never>;
+  private lastError = "connection closed";
+  private downSince: number | null = null;
+  private readonly timer: NodeJS.Timeout;
+  private readonly signal = whenInterrupted();
+  private fail: (e: Error) => void = () => {};
+  private everUp = false;
+  private interruptMessage: string;
+
+  constructor(private readonly connections: readonly Redis[], private readonly url: string, private readonly timeoutS: number, interruptMessage: string, private readonly say: (line: string) => void = info) {
+    this.interruptMessage = interruptMessage;
+    this.failed = new Promise<never>((_, reject) => (this.fail = reject));
+    this.failed.catch(() => {});
+    for (const c of connections) {
+      c.on("error", (e: unknown) => void (this.lastError = errorText(e)));
+      c.on("ready", () => void (this.everUp = true));
+      if (c.status === "ready") this.everUp = true;
+    }
+    void this.signal.promise.then((sig: InterruptSignal) => this.fail(new Interrupted(sig, this.interruptMessage, { resume: "rerun" })));
+    this.timer = setInterval(() => this.check(), 250);
+  }
+
+  /** Changes what the Interrupted error says (e.g. once the work moves on). */
+  setInterruptMessage(message: string): void {
+    this.interruptMessage = message;
+  }
+
+  /** Notes an error seen elsewhere (a Worker's or Queue's 'error' event) as the last error. */
+  noteError(e: unknown): void {
+    this.lastError = errorText(e);
+  }
+
+  private check(): void {
+    const up = this.connections.every((c) => c.status === "ready");
+    const now = Date.now();
+    if (up) {
+      if (this.downSince !== null && this.everUp) this.say(`reconnected to Redis at ${this.url}`);
+      this.downSince = null;
+      this.everUp = true;
+      return;
+    }
+    if (this.downSince === null) {
+      this.downSince = now;
+      if (this.everUp) this.say(`lost the connection to Redis at ${this.url} (${this.lastError}); waiting up to ${this.timeoutS} s for it to come back`);
+    } else if (now - this.downSince >= this.timeoutS * 1000) {
+      this.fail(new SelfreportError(`lost Redis at ${this.url} for ${this.timeoutS} s (last error: ${this.lastError}); giving up (--queue-timeout sets this wait)`));
+    }
+  }
+
+  guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failed]);
+  }
+
+  dispose(): void {
+    clearInterval(this.timer);
+    this.signal.dispose();
+  }
+}
+
+/** Awaits p for at most ms (closing a client whose Redis is gone can hang); never rejects. */
+async function atMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([p.catch(() => {}), new Promise<void>((r) => (t = setTimeout(r, ms)))]);
+  clearTimeout(t);
 }
 
 /** Identifies one sweep folder's current contents: settings plus creation time (--force makes a new key). */
@@ -80,6 +227,8 @@ export interface EnqueueOptions {
   wait: boolean;
   /** Poll interval while waiting (ms). */
   pollMs?: number;
+  /** Give up when Redis cannot be reached (or is lost) for this long (s). */
+  timeoutS?: number;
 }
 
 export interface EnqueueResult {
@@ -93,25 +242,40 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
   const sweepDir = resolve(o.sweepDir);
   const key = sweepKey(o.manifest);
   const tasks = makeTasks(o.pending, o.manifest.settings.group_size);
+  const timeoutS = o.timeoutS ?? QUEUE_TIMEOUT_DEFAULT_S;
+  const section = interruptibleSection();
+  try {
+    await reachRedis(o.url, timeoutS);
+    return await enqueueConnected(o, sweepDir, key, tasks, timeoutS);
+  } finally {
+    section.end();
+  }
+}
+
+async function enqueueConnected(o: EnqueueOptions, sweepDir: string, key: string, tasks: Task[], timeoutS: number): Promise<EnqueueResult> {
   const connection = connect(o.url);
+  const watch = new RedisWatch([connection], o.url, timeoutS, "stopped while enqueueing the tasks (the ones enqueued stay queued)");
   const queue = new Queue<QueueJobData, QueueJobReturn>(QUEUE_NAME, { connection });
+  queue.on("error", (e) => watch.noteError(e));
   const failedTasks: string[] = [];
+  const g = <T>(p: Promise<T>): Promise<T> => watch.guard(p);
   try {
     // a task already run to the end (completed, or failed for good) but with unfinished jobs now (e.g.
     // --retry-failed deleted its failed jobs) is removed first, or the queue would ignore the new add
     for (const task of tasks) {
-      const old = await queue.getJob(queueJobId(key, task));
+      const old = await g(queue.getJob(queueJobId(key, task)));
       if (old === undefined) continue;
-      const state = await old.getState();
-      if (state === "completed" || state === "failed") await old.remove();
+      const state = await g(old.getState());
+      if (state === "completed" || state === "failed") await g(old.remove());
     }
-    await queue.addBulk(tasks.map((task) => ({
+    await g(queue.addBulk(tasks.map((task) => ({
       name: task.id,
       data: { sweepDir, sweepKey: key, task },
       opts: { jobId: queueJobId(key, task), attempts: o.attempts, backoff: { type: "exponential", delay: 5000 }, removeOnComplete: { age: 7 * 86400 }, removeOnFail: { age: 7 * 86400 } },
-    })));
+    }))));
     info(`enqueued ${tasks.length} task(s) (${o.pending.length} jobs) on ${o.url} queue "${QUEUE_NAME}", sweep key ${key}; start workers with: selfreport worker --queue ${o.url}`);
     if (!o.wait) return { tasks: tasks.length, failedTasks };
+    watch.setInterruptMessage("stopped waiting for the queued tasks (they stay queued; the workers go on)");
     const bar = progress("sweep (queue)", o.pending.length, ["failed tasks"]);
     const open = new Set(tasks);
     for (;;) {
@@ -121,8 +285,8 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
           open.delete(task);
           continue;
         }
-        const qj = await queue.getJob(queueJobId(key, task));
-        const state = qj === undefined ? "unknown" : await qj.getState();
+        const qj = await g(queue.getJob(queueJobId(key, task)));
+        const state = qj === undefined ? "unknown" : await g(qj.getState());
         if (state === "failed" || state === "unknown") {
           // gone for good (all attempts used, or removed): record its unfinished jobs as failed
           const why = qj?.failedReason ?? "the queue job disappeared (removed from Redis?)";
@@ -134,12 +298,13 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
       const done = o.pending.filter((j) => isJobFinished(sweepDir, j.id)).length;
       bar.update(done, { "failed tasks": failedTasks.length });
       if (open.size === 0) break;
-      await new Promise((r) => setTimeout(r, o.pollMs ?? 1000));
+      await g(new Promise((r) => setTimeout(r, o.pollMs ?? 1000)));
     }
     bar.stop();
     return { tasks: tasks.length, failedTasks };
   } finally {
-    await queue.close();
+    watch.dispose();
+    await atMost(queue.close(), 2000);
     connection.disconnect();
   }
 }
@@ -160,6 +325,8 @@ export interface WorkerOptions {
   idleExitSeconds: number;
   /** Maps the enqueuer's sweep folder to this machine's: `FROM=TO` prefix replacement. */
   sweepRoot?: { from: string; to: string };
+  /** Give up when Redis cannot be reached (or is lost) for this long (s). */
+  timeoutS?: number;
 }
 
 function mapSweepDir(dir: string, root: WorkerOptions["sweepRoot"]): string {
@@ -169,10 +336,28 @@ function mapSweepDir(dir: string, root: WorkerOptions["sweepRoot"]): string {
   return join(root.to, rel);
 }
 
-/** Runs a worker until SIGINT/SIGTERM, --max-tasks or --exit-when-idle; resolves with the number of tasks run. */
+/**
+ * Runs a worker until --max-tasks or --exit-when-idle (resolves with the number of tasks run), a
+ * signal (throws Interrupted within seconds: the running task's threads are stopped, and the task goes
+ * back to the queue once its lock expires), or a Redis that cannot be reached for `timeoutS` (throws
+ * one SelfreportError).
+ */
 export async function runQueueWorker(o: WorkerOptions): Promise<number> {
   const name = workerName();
+  const timeoutS = o.timeoutS ?? QUEUE_TIMEOUT_DEFAULT_S;
+  const section = interruptibleSection();
+  try {
+    await reachRedis(o.url, timeoutS);
+    return await workConnected(o, name, timeoutS);
+  } finally {
+    section.end();
+  }
+}
+
+async function workConnected(o: WorkerOptions, name: string, timeoutS: number): Promise<number> {
   const connection = connect(o.url);
+  const watch = new RedisWatch([connection], o.url, timeoutS,
+    `worker ${name} stopped; a task it was running goes back to the queue once its lock expires (--lock-ms) and another worker takes it`);
   const pools = new Map<string, TaskThreads>();
   let tasksRun = 0;
   let stopping = false;
@@ -207,42 +392,52 @@ export async function runQueueWorker(o: WorkerOptions): Promise<number> {
   const worker = new Worker<QueueJobData, QueueJobReturn>(QUEUE_NAME, processor, {
     connection, concurrency: o.concurrency, lockDuration: o.lockMs, stalledInterval: o.stalledMs, maxStalledCount: o.maxStalled, name,
   });
-  worker.on("failed", (job, err) => info(`${name}: task ${job?.data.task.id ?? "?"} failed: ${err.message}`));
-  worker.on("error", (err) => info(`${name}: ${err.message}`));
+  worker.on("failed", (job, err) => {
+    if (!stopping) info(`${name}: task ${job?.data.task.id ?? "?"} failed: ${err.message}`);
+  });
+  // connection errors repeat on every reconnection attempt: the watch keeps the last one for its one line
+  worker.on("error", (err) => watch.noteError(err));
 
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
     await worker.close();
     for (const p of pools.values()) await p.close();
-    connection.disconnect();
     resolveStop();
   };
-  const onSignal = (): void => {
-    info(`${name}: stopping after the current task`);
-    void stop();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
   let idleTimer: NodeJS.Timeout | null = null;
-  if (o.idleExitSeconds > 0) {
-    const queue = new Queue(QUEUE_NAME, { connection });
+  const idleQueue = o.idleExitSeconds > 0 ? new Queue(QUEUE_NAME, { connection }) : null;
+  if (idleQueue !== null) {
+    idleQueue.on("error", (e) => watch.noteError(e));
     let idleSince = Date.now();
+    let asking = false;
     idleTimer = setInterval(() => {
-      void queue.getJobCounts("waiting", "delayed", "active", "prioritized").then((c) => {
+      if (asking || stopping) return;
+      asking = true;
+      void idleQueue.getJobCounts("waiting", "delayed", "active", "prioritized").then((c) => {
         const open = Object.values(c).reduce((a, b) => a + b, 0);
         if (open > 0) idleSince = Date.now();
         else if (Date.now() - idleSince >= o.idleExitSeconds * 1000) {
           info(`${name}: queue empty for ${o.idleExitSeconds} s; exiting`);
-          void queue.close().then(stop);
+          void stop();
         }
-      }, () => {});
+      }, () => {}).finally(() => (asking = false));
     }, 500);
   }
   info(`${name}: waiting for tasks on ${o.url} queue "${QUEUE_NAME}" (concurrency ${o.concurrency}, lock ${o.lockMs} ms)`);
-  await stopped;
-  if (idleTimer !== null) clearInterval(idleTimer);
-  process.off("SIGINT", onSignal);
-  process.off("SIGTERM", onSignal);
-  return tasksRun;
+  try {
+    await watch.guard(stopped);
+    return tasksRun;
+  } catch (e) {
+    // a signal or a lost Redis: stop now, without waiting for the running task or for Redis
+    stopping = true;
+    await atMost(worker.close(true), 2000);
+    await atMost(Promise.all([...pools.values()].map((p) => p.close())), 5000);
+    throw e;
+  } finally {
+    watch.dispose();
+    if (idleTimer !== null) clearInterval(idleTimer);
+    if (idleQueue !== null) await atMost(idleQueue.close(), 2000);
+    connection.disconnect();
+  }
 }

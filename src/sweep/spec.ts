@@ -17,6 +17,7 @@ import { SelfreportError } from "../errors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { HEAD_TYPES, type HeadType } from "../selfreport/predictor.ts";
 import { FREEZE_MODES, type FreezeMode } from "../selfreport/run.ts";
+import type { Solver } from "../selfreport/ridge.ts";
 
 export const SWEEP_FORMAT = "selfreport-sweep";
 export const SWEEP_VERSION = 1;
@@ -154,6 +155,8 @@ export interface SweepSettings {
   training: {
     feature_layer: number; epochs: number; batch_size: number; lr_frozen: number; lr_finetune: number;
     weight_decay: number; warmup: number; grad_clip: number; patience: number; seed: number;
+    /** How frozen regression heads are fitted (other heads and modes always train with AdamW); absent in sweeps made before the ridge solver = "adamw". */
+    solver?: Solver;
   };
   analysis_options: { weights_max_examples: number; patching_inputs: number; patching_controls: number };
   /** Frozen jobs of one layer and head are trained together in tasks of at most this many neurons. */

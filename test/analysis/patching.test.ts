@@ -9,7 +9,11 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { loadAnalysisContext, type AnalysisContext } from "../../src/analysis/context.ts";
-import { patchingAnalysis, patchingPlots, runPatches, patchedReference, type Patch } from "../../src/analysis/patching.ts";
+import { patchingAnalysis, patchingPlots, runPatches, runPatchesAllPositions, patchedReference, type Patch } from "../../src/analysis/patching.ts";
+import { exampleBatch, targetHookName } from "../../src/selfreport/dataset.ts";
+import { padIdFor } from "../../src/analysis/context.ts";
+import { headForward, predictionsFromOutput } from "../../src/selfreport/predictor.ts";
+import { Tensor, noGrad } from "../../src/tensor/index.ts";
 import { selectInputs } from "../../src/analysis/context.ts";
 import { linearFit, tQuantile, tCdf } from "../../src/analysis/fit.ts";
 import { runCapture } from "../helpers/cli.ts";
@@ -257,4 +261,88 @@ test("CLI errors: empty or non-numeric --scales name the value; a run without he
   assert.equal(r.code, 1);
   assert.match(r.out, /head\.safetensors is missing/);
   assert.equal(r.out.split("\n").length, 1, `one line: ${r.out}`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// --positions all: the neuron patched at every position
+
+/** Independent reference: one input, a whole forward with the neuron set at every position, the head at the read position. */
+function allPositionsReference(ctx: AnalysisContext, input: number, neuron: number, value: (a: number) => number): number {
+  const c = ctx.run.config;
+  const hook = targetHookName(c.target_layer, c.layer_type);
+  const batch = exampleBatch(ctx.ds, [input], padIdFor(ctx.model));
+  const T = batch.len;
+  const width = c.layer_type === "mlp_post" ? ctx.model.cfg.dMlp : ctx.model.cfg.dModel;
+  const C = ctx.model.cfg.dModel;
+  const feature = `blocks.${c.feature_layer}.hook_resid_post`;
+  return noGrad(() => {
+    const { cache } = ctx.model.runWithCache(batch, [feature], {
+      stopAtLayer: Math.max(c.target_layer, c.feature_layer) + 1,
+      hooks: [[hook, (a) => {
+        const out = a.clone();
+        for (let t = 0; t < T; t++) out.data[t * width + neuron] = value(a.data[t * width + neuron]!);
+        return out;
+      }]],
+    });
+    const pos = batch.positions[0]!;
+    const x = new Tensor(cache.get(feature)!.data.slice(pos * C, (pos + 1) * C), [1, C]);
+    const out = headForward(c.head_config, ctx.run.head, x, ctx.model);
+    return predictionsFromOutput(ctx.run.headType, out, ctx.run.readout)[0]!;
+  });
+}
+
+test("--positions all: equals a whole-forward reference that sets every position; differs from read-only patching downstream", () => {
+  const fx = tinyRun({ model: { nLayers: 3 }, layer: 0, featureLayer: 2, randomLn: true, seed: 4 });
+  const ctx = loadAnalysisContext(fx.runDir);
+  sharpen(ctx);
+  const { indices } = selectInputs(ctx.ds, 10);
+  const patches = sweep(5);
+  const all = runPatchesAllPositions(ctx, indices, patches);
+  const read = runPatches(ctx, indices, patches);
+  let worst = 0;
+  let size = 0;
+  let differs = 0;
+  indices.forEach((input, k) => {
+    patches.forEach((pt, j) => {
+      const ref = allPositionsReference(ctx, input, pt.neuron, (a) => pt.value(a, k));
+      const refClean = allPositionsReference(ctx, input, pt.neuron, (a) => a);
+      close(all.cleanPred[k]!, refClean, 1e-5 * Math.max(1, Math.abs(refClean)), "clean prediction");
+      size = Math.max(size, Math.abs(ref - refClean));
+      worst = Math.max(worst, Math.abs(all.outcomes[j]!.pred[k]! - all.cleanPred[k]! - (ref - refClean)));
+      differs = Math.max(differs, Math.abs(all.outcomes[j]!.pred[k]! - read.outcomes[j]!.pred[k]!));
+      close(all.outcomes[j]!.act[k]!, read.outcomes[j]!.act[k]!, 1e-6, "the read position's clean activation");
+    });
+  });
+  assert.ok(worst <= 1e-4 * size, `all positions vs reference: worst ${worst}, largest |Δprediction| ${size}`);
+  assert.ok(differs > 1e-3 * size, `patching every position must reach the read position through attention: largest difference ${differs}`);
+});
+
+test("--positions all with the head reading the target layer itself: no later block, so it equals read-only patching", () => {
+  const fx = tinyRun({ layer: 1, featureLayer: 1, seed: 8 });
+  const ctx = loadAnalysisContext(fx.runDir);
+  const { indices } = selectInputs(ctx.ds, 10);
+  const patches = sweep(5).map((p) => ({ ...p, direct: true }));
+  const all = runPatchesAllPositions(ctx, indices, patches);
+  const read = runPatches(ctx, indices, patches);
+  patches.forEach((_, j) => indices.forEach((_, k) => {
+    close(all.outcomes[j]!.pred[k]!, read.outcomes[j]!.pred[k]!, 1e-5, `patch ${j}, input ${k}`);
+    close(all.outcomes[j]!.predDirect![k]!, read.outcomes[j]!.predDirect![k]!, 1e-5, `direct, patch ${j}, input ${k}`);
+  }));
+});
+
+test("--positions both: the summary keeps read-position numbers and adds the all-positions fit; bad values are refused", async () => {
+  const fx = tinyRun({ model: { nLayers: 3 }, layer: 0, featureLayer: 2, seed: 5 });
+  const ctx = loadAnalysisContext(fx.runDir);
+  const read = patchingAnalysis(ctx, { nInputs: 12, controls: 2, bootstrap: 50 });
+  const both = patchingAnalysis(ctx, { nInputs: 12, controls: 2, bootstrap: 50, positions: "both" });
+  const all = patchingAnalysis(ctx, { nInputs: 12, controls: 2, bootstrap: 50, positions: "all" });
+  assert.equal(read.positions, "read");
+  assert.equal(read.all_positions, null);
+  assert.equal(both.fit!.slope, read.fit!.slope);
+  assert.equal(both.all_positions!.fit!.slope, all.fit!.slope);
+  assert.equal(all.positions, "all");
+  assert.throws(() => patchingAnalysis(ctx, { positions: "some" as never }), /--positions must be one of read, all, both, got some/);
+  const r = await cli(["--run", fx.runDir, "--out", join(root, "pos-bad"), "--positions", "every"]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.out, /--positions must be one of read, all, both, got "every"/);
 });

@@ -14,6 +14,8 @@ import { residualAnalysis, residualPlots, parameterChanges, type ResidualSummary
 import { loadModel, saveModel } from "../../src/model/load.ts";
 import { finetunedDir } from "../../src/selfreport/run.ts";
 import { runCapture } from "../helpers/cli.ts";
+import { Rng } from "../../src/tensor/index.ts";
+import { residualVerdict } from "../../src/report/verdicts.ts";
 import { tinyRunFolder } from "../helpers/run-fixture.ts";
 import { close } from "../helpers/close.ts";
 
@@ -33,7 +35,11 @@ test("a fine-tuned model identical to its base: every change is exactly 0, the n
     assert.equal(l.mean_norm_change, 0, `layer ${l.layer}`);
     assert.equal(l.readout_change, 0);
     assert.equal(l.share_of_prediction_change, null, "no prediction change to share");
+    assert.equal(l.status, "unchanged");
+    assert.equal(l.coupled_change_cosines, null, "noise has no direction");
+    assert.equal(l.mean_change_cosines, null);
   }
+  assert.equal(s.predictions.split, null);
   for (const p of s.parameters) assert.equal(p.change_norm, 0, p.name);
   close(s.neuron.r, 1, 1e-12, "neuron r");
   assert.equal(s.neuron.rms_difference, 0);
@@ -56,12 +62,22 @@ test("fine-tune adds α·W_out[n, :] to the neuron's output row: Δresid = α·a
   for (const l of [embed!, l0!]) {
     assert.equal(l.mean_norm_change, 0, `layer ${l.layer} is before the change`);
     assert.equal(l.share_of_prediction_change, 0);
+    assert.equal(l.status, "unchanged");
+    assert.equal(l.coupled_change_cosines, null);
   }
+  assert.equal(l1!.status, "changed");
   close(l1!.share_of_prediction_change!, 1, 1e-4, "target layer carries the whole prediction change (float32 predictions)");
-  close(l1!.coupled_change_cosines.W_out, 1, 1e-6, "β ∥ W_out[n, :]");
+  close(l1!.share_of_coupled_change!, 1, 1e-6, "and the whole part that tracks the neuron");
+  close(l1!.coupled_change_cosines!.W_out, 1, 1e-6, "β ∥ W_out[n, :]");
   close(l1!.coupled_change_norm, alpha * Math.hypot(...row), 1e-4 * alpha * Math.hypot(...row), "‖β‖ = α‖W_out[n, :]‖");
-  close(Math.abs(l1!.mean_change_cosines.W_out), 1, 1e-6, "mean change ∥ W_out[n, :]");
-  close(l1!.coupled_change_cosines.head, 1, 1e-6, "the head was planted on W_out[n, :]");
+  close(Math.abs(l1!.mean_change_cosines!.W_out), 1, 1e-6, "mean change ∥ W_out[n, :]");
+  close(l1!.coupled_change_cosines!.head, 1, 1e-6, "the head was planted on W_out[n, :]");
+  // Δpred_i = k·a_i exactly: a mean shift k·ā plus the tracking part k·(a_i − ā), no rest
+  const sp = s.predictions.split!;
+  close(sp.share_mean_shift + sp.share_coupled + sp.share_rest, 1, 1e-9, "the three parts add up");
+  assert.ok(sp.share_rest < 1e-6, `rest ${sp.share_rest}`);
+  const act = fx.dataset.targets;
+  assert.ok(sp.share_coupled > 0 && act.length > 0);
   close(l1!.increment_r_with_activation!, 1, 1e-6, "the increment is α·a·(g·W_out): r = 1 with a");
   close(s.readout.linearisation_r2!, 1, 1e-6, "linear head: exact up to float32 predictions");
   // the only tensor that moved is blocks.1.mlp.W_out, by α·‖row‖ / ‖W_out‖
@@ -95,11 +111,58 @@ test("classification head with a hidden layer: the first-order decomposition is 
   assert.ok(s.notes.some((n) => /first order/.test(n)));
 });
 
-test("partial run whose lower blocks moved gets a note; parameterChanges names layers and kinds", () => {
+test("partial run: the blocks training froze (all but F−k+1..F and ln_final) are checked, with a noise floor", () => {
+  // 3 blocks, the head reads layer 1, k = 1: block 1 and ln_final train; blocks 0 and 2, embeddings, unembed are frozen
+  const fx = tinyRun({ freeze: "partial", finetuneNoise: 0, seed: 5, featureLayer: 1, model: { nLayers: 3 } });
+  const ft = loadModel(finetunedDir(fx.runDir), { weights: "raw" }).model;
+  const rng = new Rng(9);
+  const nudge = (name: string, relative: number): void => {
+    const t = ft.p(name).data;
+    let norm = 0;
+    for (let i = 0; i < t.length; i++) norm += t[i]! ** 2;
+    const step = (relative * Math.sqrt(norm)) / Math.sqrt(t.length);
+    for (let i = 0; i < t.length; i++) t[i]! += step * (rng.uniform() < 0.5 ? -1 : 1);
+  };
+  for (const [name] of ft.params) if (name.startsWith("blocks.1.") || name.startsWith("ln_final.")) nudge(name, 0.05); // trained: may move
+  saveModel(ft, finetunedDir(fx.runDir));
+  const clean = residualAnalysis(loadAnalysisContext(fx.runDir), { nInputs: 20 });
+  assert.deepEqual(clean.frozen_check, { frozen_blocks: [0, 2], checked: clean.frozen_check!.checked, moved: [] });
+  assert.ok(clean.frozen_check!.checked >= 2 * 12, "every tensor of blocks 0 and 2 and the embeddings is checked");
+  assert.ok(!clean.notes.some((n) => /frozen/.test(n)), clean.notes.join("; "));
+  // round-off-sized changes of a frozen tensor are below the floor; a real one is named
+  nudge("blocks.0.attn.W_Q", 1e-8);
+  nudge("blocks.2.mlp.W_in", 1e-3);
+  saveModel(ft, finetunedDir(fx.runDir));
+  const moved = residualAnalysis(loadAnalysisContext(fx.runDir), { nInputs: 20 });
+  assert.deepEqual(moved.frozen_check!.moved, ["blocks.2.mlp.W_in"]);
+  assert.ok(moved.notes.some((n) => /1 tensor\(s\) that training kept frozen \(everything but blocks 1\.\.1 and ln_final\) changed/.test(n)), moved.notes.join("; "));
+  assert.equal(moved.parameters.find((p) => p.name === "blocks.0.attn.W_Q")!.changed, false);
+});
+
+test("a fine-tune that only shifts the prediction's mean: the split says so, no layer tracks the neuron, verdict no", () => {
+  const fx = tinyRun({ freeze: "unfrozen", finetuneNoise: 0, seed: 6, featureLayer: 1, plantedDirection: "W_out", n: 60 });
+  const ft = loadModel(finetunedDir(fx.runDir), { weights: "raw" }).model;
+  const C = ft.cfg.dModel;
+  const bOut = ft.b_out(1).data; // a constant write into resid_post of layer 1, along the head's direction
+  const w = fx.head.get("output.weight")!.data;
+  for (let c = 0; c < C; c++) bOut[c]! += 0.5 * w[c]! / Math.hypot(...w);
+  saveModel(ft, finetunedDir(fx.runDir));
+  const s = residualAnalysis(loadAnalysisContext(fx.runDir), { nInputs: 40 });
+  const sp = s.predictions.split!;
+  close(sp.share_mean_shift, 1, 1e-6, "all of the change is a mean shift");
+  assert.ok(sp.share_coupled < 1e-6, `coupled ${sp.share_coupled}`);
+  const l1 = s.layers.find((l) => l.layer === 1)!;
+  assert.equal(l1.status, "changed");
+  assert.equal(l1.coupled_change_cosines, null, "the change does not track the neuron: no β direction");
+  for (const l of s.layers) assert.equal(l.share_of_coupled_change, null);
+  const v = residualVerdict(s);
+  assert.equal(v.level, "no", v.headline);
+  assert.ok(v.evidence.some((e) => /100\.0% is a mean shift/.test(e)), v.evidence.join(" | "));
+});
+
+test("parameterChanges names layers and kinds", () => {
   const fx = tinyRun({ freeze: "partial", finetuneNoise: 0.01, seed: 5 });
   const ctx = loadAnalysisContext(fx.runDir);
-  const s = residualAnalysis(ctx, { nInputs: 20 });
-  assert.ok(s.notes.some((n) => /blocks below 1 changed although the run trained only the last 1 block/.test(n)), s.notes.join("; "));
   const p = parameterChanges(ctx.baseModel, ctx.model);
   const q = p.find((x) => x.name === "blocks.0.attn.W_Q")!;
   assert.equal(q.layer, 0);

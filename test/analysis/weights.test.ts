@@ -9,7 +9,11 @@ import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "../../src/tensor/index.ts";
 import { loadAnalysisContext } from "../../src/analysis/context.ts";
-import { weightsAnalysis, weightsPlots, headGradients, activationPattern, whitener, foldedWin, exampleIndices, type WeightsSummary } from "../../src/analysis/weights.ts";
+import {
+  weightsAnalysis, weightsPlots, headGradients, activationPattern, whitener, foldedWin, exampleIndices, targetPattern,
+  randomFilterPatternCosines, empiricalNull, type WeightsSummary,
+} from "../../src/analysis/weights.ts";
+import { weightsVerdict } from "../../src/report/verdicts.ts";
 import * as la from "../../src/analysis/linalg.ts";
 import { readDataset, writeDataset } from "../../src/selfreport/dataset.ts";
 import { cachedFeatures, computeFeatures } from "../../src/selfreport/features.ts";
@@ -306,4 +310,108 @@ test("plots: SVGs for the histograms and the W_out PCA; the CLI writes summary.j
   assert.equal(summary.examples.n_used, 50);
   close(summary.reading.W_out!.cosine, 1, 1e-5, "summary.json cosine");
   for (const p of summary.plots) assert.ok(existsSync(join(out, p)), `${p} written`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The verdict "does the head read what the neuron writes?" on planted heads, both directions
+
+/** A head that predicts the activation as well as a linear read-out can while being exactly orthogonal to W_out[n, :]. */
+function predictiveOrthogonalHead(opts: TinyRunOptions): { w: Float32Array; wOut: Float64Array } {
+  const probe = tinyRun(opts); // same seeds → the same model and data as the planted run below
+  const C = probe.model.cfg.dModel;
+  const N = probe.dataset.meta.n;
+  const X = computeFeatures(probe.runModel, probe.dataset, probe.config.feature_layer).data;
+  const M = probe.model.cfg.dMlp;
+  const n = probe.config.target_neuron;
+  const Wout = probe.model.W_out(probe.config.target_layer).data;
+  const u = la.unit(Float64Array.from({ length: C }, (_, c) => Wout[n * C + c]!));
+  assert.equal(Wout.length, M * C);
+  // P x with P = I − u uᵀ, then ridge regression of act on it: w = Σ_k (v_k·Pc) / (λ_k + ε) v_k stays ⟂ u
+  const PX = new Float64Array(N * C);
+  for (let i = 0; i < N; i++) {
+    const x = X.subarray(i * C, (i + 1) * C);
+    const xu = la.dot(x, u);
+    for (let c = 0; c < C; c++) PX[i * C + c] = x[c]! - xu * u[c]!;
+  }
+  const S = la.covariance(PX, N, C);
+  const cov = la.scaled(targetPattern(PX, probe.dataset.targets, N, C), la.variance(probe.dataset.targets) * (N - 1) / N);
+  const { values, vectors } = la.symEig(S, C);
+  const eps = 1e-6 * values[0]!;
+  const w = new Float64Array(C);
+  values.forEach((lam, k) => {
+    const v = vectors[k]!;
+    const coef = la.dot(v, cov) / (lam + eps);
+    for (let c = 0; c < C; c++) w[c]! += coef * v[c]!;
+  });
+  const wu = la.dot(w, u);
+  for (let c = 0; c < C; c++) w[c]! -= wu * u[c]!; // remove round-off along u
+  return { w: Float32Array.from(w), wOut: u };
+}
+
+test("verdict, planted both ways: a predictive head orthogonal to W_out[n, :] → no; planted on W_out → yes; random → no", () => {
+  // d_model 32: a perfect cosine is z = √32 ≈ 5.7 (with 16 it would be exactly 4, not beyond it); the neuron's write dominates its direction
+  const opts: TinyRunOptions = { n: 240, perWindow: 4, seed: 3, writeScale: 30, model: { dModel: 32 } };
+  const { w } = predictiveOrthogonalHead(opts);
+  const orth = analyse({ ...opts, plantedDirection: w }).s;
+  assert.ok(Math.abs(orth.reading.W_out!.cosine) < 1e-5, `filter cosine ${orth.reading.W_out!.cosine}`);
+  assert.ok(orth.examples.prediction_activation_r > 0.7, `the orthogonal head must predict well: r ${orth.examples.prediction_activation_r}`);
+  assert.ok(orth.direct_write.share! < 1e-8, `direct-write share ${orth.direct_write.share}`);
+  // its pattern matches the head-free target pattern far beyond random filters, as any predictive head's does
+  const nl = orth.pattern.random_filter_null.target_pattern;
+  assert.ok(orth.pattern.cosine_with_target_pattern > 0.9, `pattern vs target pattern ${orth.pattern.cosine_with_target_pattern}`);
+  assert.equal(nl.percentile_abs, 100);
+  const vOrth = weightsVerdict(orth);
+  assert.equal(vOrth.level, "no", vOrth.headline);
+  assert.match(vOrth.evidence.join("\n"), /not evidence of reading/);
+
+  const planted = analyse({ ...opts, plantedDirection: "W_out" }).s;
+  assert.ok(planted.direct_write.share! >= 0.1, `planted direct-write share ${planted.direct_write.share}`);
+  // without the boost, the same planted head reads mostly other neurons' writes along W_out[n, :]: partly, not yes
+  const unboosted = analyse({ ...opts, writeScale: 1, plantedDirection: "W_out" }).s;
+  assert.ok(unboosted.direct_write.share! < 0.1, `unboosted share ${unboosted.direct_write.share}`);
+  assert.equal(weightsVerdict(unboosted).level, "partly");
+  const vPlanted = weightsVerdict(planted);
+  assert.equal(vPlanted.level, "yes", vPlanted.headline);
+
+  for (const seed of [7, 8, 9]) {
+    const rnd = analyse({ ...opts, seed }).s;
+    const v = weightsVerdict(rnd);
+    assert.equal(v.level, "no", `random head (seed ${seed}): ${v.headline}`);
+  }
+});
+
+test("pattern null: random filters' patterns through Σ, seeded; the target pattern is Cov(x, act)/Var(act) by hand", () => {
+  const rng = new Rng(5);
+  const C = 6;
+  const N = 400;
+  const X = new Float64Array(N * C);
+  const act = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    for (let c = 0; c < C; c++) X[i * C + c] = rng.normal() * (1 + c);
+    act[i] = 2 * X[i * C]! - X[i * C + 3]! + 0.1 * rng.normal();
+  }
+  const p = targetPattern(X, act, N, C);
+  // by hand: Σ_i (x_i − x̄)(a_i − ā) / Σ_i (a_i − ā)²
+  const xbar = la.columnMeans(X, N, C);
+  const abar = act.reduce((a, b) => a + b, 0) / N;
+  let va = 0;
+  for (let i = 0; i < N; i++) va += (act[i]! - abar) ** 2;
+  for (let c = 0; c < C; c++) {
+    let s = 0;
+    for (let i = 0; i < N; i++) s += (X[i * C + c]! - xbar[c]!) * (act[i]! - abar);
+    close(p[c]!, s / va, 1e-12, `target pattern[${c}]`);
+  }
+  const S = la.covariance(X, N, C);
+  const [a1] = randomFilterPatternCosines(S, C, [p], 50, 11);
+  const [a2] = randomFilterPatternCosines(S, C, [p], 50, 11);
+  assert.deepEqual(Array.from(a1!), Array.from(a2!), "seeded");
+  // anisotropic Σ: random filters' patterns are not isotropic, so their cosines are not centred on 0 with std 1/√C
+  const e0 = new Float64Array(C);
+  e0[C - 1] = 1;
+  const [toLargest] = randomFilterPatternCosines(S, C, [e0], 400, 1);
+  const nl = empiricalNull(0, toLargest!);
+  assert.ok(Math.abs(nl.mean) < 0.1 && nl.std > 1.5 / Math.sqrt(C), `the largest-variance axis attracts patterns: std ${nl.std} vs 1/√C ${1 / Math.sqrt(C)}`);
+  const e = empiricalNull(0.5, [0.1, -0.2, 0.3, 0.6]);
+  close(e.mean, 0.2, 1e-12, "mean");
+  assert.equal(e.percentile_abs, 75);
 });

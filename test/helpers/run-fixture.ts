@@ -36,6 +36,8 @@
  *   model             model size overrides (default nLayers 2, dModel 16, nHeads 2, nCtx 16, dVocab 64)
  *   randomLn          every LayerNorm gets w ~ U(0.5, 1.5), b ~ N(0, 0.1²), as in a trained model (default false)
  *   lnFinalW          ln_final.w of the saved model (a Float32Array [d_model]); applied after randomLn
+ *   writeScale        multiplies the target neuron's W_out[n, :] (mlp_post targets), so its write dominates
+ *                     the residual stream along that direction (default 1)
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -72,6 +74,7 @@ export interface TinyRunOptions {
   model?: Partial<{ nLayers: number; dModel: number; nHeads: number; nCtx: number; dVocab: number }>;
   randomLn?: boolean;
   lnFinalW?: Float32Array;
+  writeScale?: number;
 }
 
 export interface TinyRun {
@@ -114,6 +117,11 @@ export function makeTinyRun(dir: string, opts: TinyRunOptions = {}): TinyRun {
     }
   }
   if (opts.lnFinalW) init.p("ln_final.w").data.set(opts.lnFinalW);
+  if (opts.writeScale !== undefined && layerType === "mlp_post") {
+    const Wout = init.W_out(layer).data; // [M, C]
+    const C0 = cfg.dModel;
+    for (let c = 0; c < C0; c++) Wout[neuron * C0 + c]! *= opts.writeScale;
+  }
   saveModel(init, modelDir);
   const model = loadModel(modelDir, { weights }).model;
   const C = model.cfg.dModel;

@@ -34,20 +34,20 @@ function failed(r: { code: number | null; stderr: string }, pattern: RegExp): vo
 
 test("train --resume on a folder that does not exist: refused before anything is created", () => {
   const out = join(root, "never");
-  failed(runChild(["train", "--data", data, "--head", "regression", "--resume", "--out", out]), /--resume: no checkpoint in .*never\/checkpoint/);
+  failed(runChild(["train", "--data", data, "--head", "regression", "--solver", "adamw", "--resume", "--out", out]), /--resume: no checkpoint in .*never\/checkpoint/);
   assert.equal(existsSync(out), false);
 });
 
 test("a train that fails before its first checkpoint removes the folder it created", () => {
   const out = join(root, "diverged");
-  failed(runChild(["train", "--data", data, "--head", "regression", "--lr", "1e30", "--warmup", "0", "--grad-clip", "0", "--epochs", "5", "--out", out]), /loss became .* no checkpoint was written before it/);
+  failed(runChild(["train", "--data", data, "--head", "regression", "--solver", "adamw", "--lr", "1e30", "--warmup", "0", "--grad-clip", "0", "--epochs", "5", "--out", out]), /loss became .* no checkpoint was written before it/);
   assert.equal(existsSync(out), false, "no run folder with only train_log.jsonl");
 });
 
 test("a failed train --force leaves the folder without the old run's config.json but with nothing half-written of the new one", () => {
   const out = join(root, "forced");
   assert.equal(runChild(["train", "--data", data, "--head", "regression", "--epochs", "1", "--out", out]).code, 0);
-  failed(runChild(["train", "--data", data, "--head", "regression", "--lr", "1e30", "--warmup", "0", "--grad-clip", "0", "--force", "--out", out]), /loss became/);
+  failed(runChild(["train", "--data", data, "--head", "regression", "--solver", "adamw", "--lr", "1e30", "--warmup", "0", "--grad-clip", "0", "--force", "--out", out]), /loss became/);
   assert.deepEqual(readdirSync(out), [], "the old run was replaced (--force) and the failed new one left nothing");
 });
 

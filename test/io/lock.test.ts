@@ -44,7 +44,7 @@ test("setup: a dataset", () => {
 test("a second writer is refused naming the holder; after kill -9 the stale lock is taken over, temporaries removed, and --resume logs every step once", async () => {
   const run = join(root, "run");
   const trainArgs = (epochs: number, extra: string[] = []): string[] => [
-    "train", "--data", data, "--head", "regression", "--batch-size", "1", "--epochs", String(epochs), "--patience", "1000000", "--checkpoint-every", "40", "--out", run, ...extra,
+    "train", "--data", data, "--head", "regression", "--solver", "adamw", "--batch-size", "1", "--epochs", String(epochs), "--patience", "1000000", "--checkpoint-every", "40", "--out", run, ...extra,
   ];
   const a = startChild(trainArgs(1_000_000));
   const aDone = waitChild(a);
@@ -85,7 +85,7 @@ test("a second writer is refused naming the holder; after kill -9 the stale lock
 
 test("two trains started together on one new folder: one writes the run, the other is refused; the log is one run's", async () => {
   const run = join(root, "race");
-  const args = ["train", "--data", data, "--head", "regression", "--batch-size", "4", "--epochs", "30", "--patience", "1000", "--out", run];
+  const args = ["train", "--data", data, "--head", "regression", "--solver", "adamw", "--batch-size", "4", "--epochs", "30", "--patience", "1000", "--out", run];
   const [r1, r2] = await Promise.all([waitChild(startChild(args)), waitChild(startChild(args))]);
   const codes = [r1.code, r2.code].sort();
   assert.deepEqual(codes, [0, 1], `${r1.stderr}\n${r2.stderr}`);

@@ -188,7 +188,7 @@ function conv1d(x: Float64Array, N: number, I: number, O: number, W: Float64Arra
   return y;
 }
 
-/** LayerNorm over rows of x [N, C], passing scale [.., 1] and normalized [.., C] through the hooks. */
+/** LayerNorm over rows of x [N, C], passing scale [.., 1] and the output x̂·w + b [.., C] (hook_normalized) through the hooks. */
 function layerNorm(
   x: Float64Array, N: number, C: number, w: Float64Array, b: Float64Array, eps: number, prefix: string, lead: number[],
   at: (name: string, shape: number[], data: Float64Array) => Float64Array,
@@ -210,10 +210,10 @@ function layerNorm(
     m /= C;
     for (let c = 0; c < C; c++) normalized[r * C + c] = (x[r * C + c]! - m) / s[r]!;
   }
-  const nrm = at(`${prefix}.hook_normalized`, [...lead, C], normalized);
+  // TransformerLens's LayerNorm hooks its output, x̂·w + b (transformer_lens/components/layer_norm.py).
   const y = new Float64Array(N * C);
-  for (let r = 0; r < N; r++) for (let c = 0; c < C; c++) y[r * C + c] = nrm[r * C + c]! * w[c]! + b[c]!;
-  return y;
+  for (let r = 0; r < N; r++) for (let c = 0; c < C; c++) y[r * C + c] = normalized[r * C + c]! * w[c]! + b[c]!;
+  return at(`${prefix}.hook_normalized`, [...lead, C], y);
 }
 
 function softmaxRows(x: Float64Array, rows: number, n: number): Float64Array {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -272,6 +272,16 @@ test("loading errors are SelfreportErrors naming the file and the problem", () =
   };
   const empty = tmp();
   throwsWith(empty, "no tokenizer files");
+  const f = gpt2TokenizerFiles();
+  assert.throws(() => loadTokenizer(empty), (e: unknown) => e instanceof SelfreportError && e.message ===
+    `${empty}: no tokenizer files: a model directory needs vocab.json + merges.txt or tokenizer.json. OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names (GPT-2's are ${f.vocab} and ${f.merges})`);
+  assert.ok(existsSync(f.vocab) && existsSync(f.merges));
+  // and so they are: encoder.json / vocab.bpe copied in under those names are GPT-2's tokenizer
+  const renamed = tmp();
+  copyFileSync(f.vocab, join(renamed, "vocab.json"));
+  copyFileSync(f.merges, join(renamed, "merges.txt"));
+  const text = "OpenAI's encoder.json, renamed: 1961 jurors said!";
+  assert.deepEqual(loadTokenizer(renamed).encode(text), loadGpt2Tokenizer().encode(text));
   const onlyVocab = tmp();
   writeFileSync(join(onlyVocab, "vocab.json"), "{}");
   throwsWith(onlyVocab, "merges.txt is missing");

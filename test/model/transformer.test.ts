@@ -367,6 +367,97 @@ test("a hook can replace an activation: zeroing one neuron changes the logits, d
     /blocks\.0\.mlp\.hook_post/, /\[3\]/, /\[2, 7, 64\]/);
 });
 
+/** x·W + bias over rows in float64: x [N, C] (any array), W [C, O] row-major. */
+function affineRows(x: ArrayLike<number>, N: number, C: number, W: ArrayLike<number>, O: number, bias: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(N * O);
+  for (let r = 0; r < N; r++) for (let o = 0; o < O; o++) {
+    let s = bias[o]!;
+    for (let c = 0; c < C; c++) s += x[r * C + c]! * W[c * O + o]!;
+    y[r * O + o] = s;
+  }
+  return y;
+}
+
+const LN_OUTPUT_HOOKS = ["blocks.0.ln1.hook_normalized", "blocks.0.ln2.hook_normalized", "blocks.1.ln1.hook_normalized", "blocks.1.ln2.hook_normalized", "ln_final.hook_normalized"];
+
+test("raw weights: hook_normalized of ln1, ln2 and ln_final is the LayerNorm's output x̂·w + b (TransformerLens LayerNorm), and a replacement there is used as it is", (t) => {
+  const m = tiny(t, { seed: 31 });
+  const { model } = loadModel(m.dir, { weights: "raw" });
+  const C = model.cfg.dModel;
+  const rows = randomRows(32, 2, 6, 64);
+  const N = 2 * 6;
+  const { cache } = noGrad(() => model.runWithCache(batchOf(rows), allHooks));
+  const ref = referenceForward(m.weights, m.config, rows);
+  for (const name of LN_OUTPUT_HOOKS) {
+    assertNear(t, `raw ${name} vs the reference's x̂·w + b`, cache.get(name)!, ref.acts.get(name)!);
+    // not x̂: the tiny model's LayerNorms have w ~ U(0.5, 1.5), b ~ N(0, 0.2²)
+    const prefix = name.slice(0, -".hook_normalized".length);
+    const resid = cache.get(prefix === "ln_final" ? "blocks.1.hook_resid_post" : prefix.endsWith("ln1") ? prefix.replace("ln1", "hook_resid_pre") : prefix.replace("ln2", "hook_resid_mid"))!.data;
+    const scale = cache.get(`${prefix}.hook_scale`)!.data;
+    const w = model.p(`${prefix}.w`).data;
+    const b = model.p(`${prefix}.b`).data;
+    let worstVsAffine = 0;
+    let leastVsXhat = 0;
+    for (let r = 0; r < N; r++) {
+      let mean = 0;
+      for (let c = 0; c < C; c++) mean += resid[r * C + c]! / C;
+      for (let c = 0; c < C; c++) {
+        const xhat = (resid[r * C + c]! - mean) / scale[r]!;
+        const got = cache.get(name)!.data[r * C + c]!;
+        worstVsAffine = Math.max(worstVsAffine, Math.abs(got - (xhat * w[c]! + b[c]!)));
+        leastVsXhat = Math.max(leastVsXhat, Math.abs(got - xhat));
+      }
+    }
+    t.diagnostic(`${name}: worst |cached − (x̂·w + b)| ${worstVsAffine.toExponential(2)}, worst |cached − x̂| ${leastVsXhat.toFixed(3)}`);
+    assert.ok(worstVsAffine <= ATOL, `${name} is not x̂·w + b`);
+    assert.ok(leastVsXhat > 0.1, `${name} is x̂, not the LayerNorm's output`);
+  }
+
+  // Replacing each LayerNorm's output: the next layer reads the replacement as it is (no second w, b).
+  const rng = mulberry32(33);
+  const replacement = new Map(LN_OUTPUT_HOOKS.map((n) => [n, Float32Array.from({ length: N * C }, () => randn(rng))]));
+  const patched = noGrad(() => model.runWithCache(batchOf(rows), allHooks, {
+    hooks: LN_OUTPUT_HOOKS.map((n) => [n, (x: Tensor) => new Tensor(replacement.get(n)!.slice(), [...x.shape])] as const),
+  }));
+  const refPatched = referenceForward(m.weights, m.config, rows, (name) => (replacement.has(name) ? Float64Array.from(replacement.get(name)!) : undefined));
+  for (const [name, r] of refPatched.acts) assertNear(t, `replaced LN outputs: ${name}`, patched.cache.get(name)!, r);
+  assertNear(t, "replaced LN outputs: logits", patched.logits!, refPatched.logits);
+  const M = model.cfg.dMlp;
+  assertNear(t, "blocks.0.mlp.hook_pre = replacement·W_in + b_in", patched.cache.get("blocks.0.mlp.hook_pre")!,
+    { shape: [2, 6, M], data: affineRows(replacement.get("blocks.0.ln2.hook_normalized")!, N, C, model.W_in(0).data, M, model.b_in(0).data) });
+  const V = model.cfg.dVocab;
+  assertNear(t, "logits = replacement·W_U + b_U", patched.logits!,
+    { shape: [2, 6, V], data: affineRows(replacement.get("ln_final.hook_normalized")!, N, C, noGrad(() => model.W_U).data, V, model.b_U.data) });
+});
+
+test("tl weights (folded, TransformerLens's LayerNormPre): hook_normalized is x̂, and a replacement there is used as it is", (t) => {
+  const m = tiny(t, { seed: 34 });
+  const { model } = loadModel(m.dir, { weights: "tl" });
+  const C = model.cfg.dModel;
+  const M = model.cfg.dMlp;
+  const rows = randomRows(35, 2, 5, 64);
+  const N = 2 * 5;
+  const { cache } = noGrad(() => model.runWithCache(batchOf(rows), allHooks));
+  for (const name of LN_OUTPUT_HOOKS) {
+    const prefix = name.slice(0, -".hook_normalized".length);
+    const resid = cache.get(prefix === "ln_final" ? "blocks.1.hook_resid_post" : prefix.endsWith("ln1") ? prefix.replace("ln1", "hook_resid_pre") : prefix.replace("ln2", "hook_resid_mid"))!.data;
+    const xhat = new Float64Array(N * C);
+    for (let r = 0; r < N; r++) {
+      let mean = 0;
+      let v = 0;
+      for (let c = 0; c < C; c++) mean += resid[r * C + c]! / C;
+      for (let c = 0; c < C; c++) v += (resid[r * C + c]! - mean) ** 2 / C;
+      for (let c = 0; c < C; c++) xhat[r * C + c] = (resid[r * C + c]! - mean) / Math.sqrt(v + model.cfg.lnEps);
+    }
+    assertNear(t, `tl ${name} vs x̂`, cache.get(name)!, { shape: [...cache.get(name)!.shape], data: xhat });
+  }
+  const rng = mulberry32(36);
+  const R = Float32Array.from({ length: N * C }, () => randn(rng));
+  const patched = noGrad(() => model.runWithCache(batchOf(rows), ["blocks.0.mlp.hook_pre"], { hooks: [["blocks.0.ln2.hook_normalized", (x: Tensor) => new Tensor(R.slice(), [...x.shape])]] }));
+  assertNear(t, "tl blocks.0.mlp.hook_pre = replacement·W_in + b_in", patched.cache.get("blocks.0.mlp.hook_pre")!,
+    { shape: [2, 5, M], data: affineRows(R, N, C, model.W_in(0).data, M, model.b_in(0).data) });
+});
+
 // -----------------------------------------------------------------------------------------------
 // Gradients
 
@@ -629,6 +720,9 @@ test("errors: missing files", (t) => {
   const m = tiny(t);
   rmSync(join(m.dir, "model.safetensors"));
   assertError(() => loadModel(m.dir), /model\.safetensors not found/, new RegExp(m.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+  writeFileSync(join(m.dir, "pytorch_model.bin"), "");
+  assertError(() => loadModel(m.dir), /only pytorch_model\.bin is present: convert it to model\.safetensors with Hugging Face's transformers, as docs\/gpt2\.md shows/);
+  assert.ok(readFileSync(join(repoRoot(), "docs", "gpt2.md"), "utf8").includes("save_pretrained('DIR', safe_serialization=True)"), "docs/gpt2.md shows the conversion");
   const n = tiny(t);
   rmSync(join(n.dir, "config.json"));
   assertError(() => loadModel(n.dir), /config\.json/);

@@ -18,7 +18,7 @@ import { residualAnalysis, residualPlots } from "../../src/analysis/residual.ts"
 import { lineChart, renderSvg } from "../../src/report/charts.ts";
 import { writeReport, collectReport, buildReportHtml, escapeHtml, prepareSvg, readAnalysis } from "../../src/report/html.ts";
 import {
-  weightsVerdict, patchingVerdict, residualVerdict, rankLimit, THRESHOLD_TEXT,
+  weightsVerdict, patchingVerdict, residualVerdict, rankLimit, THRESHOLD_TEXT, ciText,
   type WeightsVerdictInput, type PatchingVerdictInput, type ResidualVerdictInput,
 } from "../../src/report/verdicts.ts";
 import { SelfreportError } from "../../src/errors.ts";
@@ -36,8 +36,14 @@ function cmp(cosine: number, rank: number, n: number, d: number): Comparison {
 }
 
 /** A weights summary over d_model 64 (null std 1/8, so |z| > 4 ⇔ |cosine| > 0.5) and 256 neurons (rank limit 2). */
-function weightsInput(wOut: Comparison, pattern: Comparison, wIn: Comparison = cmp(0.05, 120, 256, 64)): WeightsVerdictInput {
-  return { target: { layer: 1, neuron: 7, layer_type: "mlp_post", d_model: 64 }, reading: { W_in_raw: wIn, W_in_folded: wIn, W_out: wOut }, pattern: { comparisons: { W_out: pattern } } };
+function weightsInput(wOut: Comparison, share: number | null = 0.5, wIn: Comparison = cmp(0.05, 120, 256, 64)): WeightsVerdictInput {
+  return {
+    target: { layer: 1, neuron: 7, layer_type: "mlp_post", d_model: 64, feature_layer: 2 },
+    reading: { W_in_raw: wIn, W_in_folded: wIn, W_out: wOut },
+    direct_write: { applicable: true, share },
+    pattern: { cosine_with_target_pattern: 0.95, random_filter_null: { n: 200, target_pattern: { mean: 0.3, std: 0.2, percentile_abs: 100 } } },
+    w_in: { readout_correlation: 0.4, spaces: "different points" },
+  };
 }
 
 test("rankLimit: the top 1% of the candidates, at least rank 1", () => {
@@ -47,40 +53,64 @@ test("rankLimit: the top 1% of the candidates, at least rank 1", () => {
   assert.equal(rankLimit(36864), 368);
 });
 
-test("weightsVerdict: z and rank both pass with a positive sign → yes; each failure mode → partly or no", () => {
-  const yes = weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64), cmp(0.2, 40, 256, 64)));
+test("weightsVerdict: filter z and rank pass, positive, direct write ≥ 10% (and patching, if run) → yes; each failure → partly or no", () => {
+  const yes = weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64)));
   assert.equal(yes.level, "yes");
-  assert.match(yes.headline, /^Yes: the head reads the direction neuron 7 writes \(W_out\[7, :\]\)/);
-  assert.equal(yes.evidence.length, 3);
+  assert.match(yes.headline, /^Yes: the head reads the direction neuron 7 writes \(W_out\[7, :\]\).*carries 50\.0% of the prediction's variance/);
   assert.match(yes.evidence[0]!, /cosine 0\.600, z 4\.8 \(beyond ±4\), rank 1 of 256 \(within the top 1%, rank ≤ 2\)/);
+  assert.ok(yes.evidence.some((e) => /activation pattern \(what the prediction co-varies with; not evidence of reading\)/.test(e)));
+  assert.ok(yes.evidence.some((e) => /readout correlation 0\.400/.test(e)));
 
-  // the activation pattern alone passing is enough (the filter may point away from the signal)
-  assert.equal(weightsVerdict(weightsInput(cmp(0.1, 80, 256, 64), cmp(0.7, 2, 256, 64))).level, "yes");
-  // z passes, rank 3 > 2 fails
-  const common = weightsVerdict(weightsInput(cmp(0.6, 3, 256, 64), cmp(0.1, 50, 256, 64)));
-  assert.equal(common.level, "partly");
-  assert.match(common.headline, /beyond the null \(\|z\| > 4\) but other neurons match as well or better/);
-  // rank passes, z = 0.45·8 = 3.6 fails
-  assert.match(weightsVerdict(weightsInput(cmp(0.45, 1, 256, 64), cmp(0.1, 50, 256, 64))).headline, /ranks near the top, but the cosine is within the random-direction null/);
+  // the filter matches but the write carries 1.5% of the prediction: partly (the demo's frozen head)
+  const weak = weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64), 0.015));
+  assert.equal(weak.level, "partly");
+  assert.match(weak.headline, /carries 1\.5% of the prediction's variance \(below 10%\): most of what it predicts comes from elsewhere/);
+  // exactly 10% passes
+  assert.equal(weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64), 0.1)).level, "yes");
+  // patching that does not confirm turns yes into partly; patching that confirms keeps it
+  const flat = patchingInput(0.02, [0.01, 0.03], null, 60);
+  const unconfirmed = weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64)), flat);
+  assert.equal(unconfirmed.level, "partly");
+  assert.match(unconfirmed.headline, /patching does not confirm/);
+  assert.equal(weightsVerdict(weightsInput(cmp(0.6, 1, 256, 64)), patchingInput(0.9, [0.8, 1.0], null, 100)).level, "yes");
+  // z passes, rank 3 > 2 fails, small share: no
+  const common = weightsVerdict(weightsInput(cmp(0.6, 3, 256, 64), 0.01));
+  assert.equal(common.level, "no");
+  assert.match(common.headline, /other neurons match as well or better/);
+  // not specific but the write carries the prediction: partly
+  assert.equal(weightsVerdict(weightsInput(cmp(0.45, 1, 256, 64), 0.3)).level, "partly");
   // wrong sign
-  const neg = weightsVerdict(weightsInput(cmp(-0.8, 1, 256, 64), cmp(-0.6, 1, 256, 64)));
+  const neg = weightsVerdict(weightsInput(cmp(-0.8, 1, 256, 64)));
   assert.equal(neg.level, "partly");
   assert.match(neg.headline, /wrong sign/);
-  // nothing on W_out, but W_in (what the neuron reads) passes
-  const recompute = weightsVerdict(weightsInput(cmp(0.05, 100, 256, 64), cmp(0.02, 200, 256, 64), cmp(0.9, 1, 256, 64)));
-  assert.equal(recompute.level, "partly");
-  assert.match(recompute.headline, /reads what the neuron reads \(W_in\)/);
-  // nothing anywhere; exactly z = 4 is not beyond 4
-  const no = weightsVerdict(weightsInput(cmp(0.5, 3, 256, 64), cmp(0.3, 9, 256, 64)));
+  // nothing on W_out, but W_in (what the neuron reads) passes: no, and it says so
+  const recompute = weightsVerdict(weightsInput(cmp(0.05, 100, 256, 64), 0.001, cmp(0.9, 1, 256, 64)));
+  assert.equal(recompute.level, "no");
+  assert.match(recompute.headline, /recomputes the neuron's input/);
+  // a filter orthogonal to the write with no share: no, whatever the pattern says
+  const orth = weightsVerdict(weightsInput(cmp(0, 256, 256, 64), 0));
+  assert.equal(orth.level, "no");
+  // exactly z = 4 is not beyond 4
+  const no = weightsVerdict(weightsInput(cmp(0.5, 3, 256, 64), 0.01));
   assert.equal(no.level, "no");
   assert.match(no.evidence[0]!, /z 4\.0 \(within ±4\)/);
+  // the head reads before the target layer writes
+  const before = weightsVerdict({ ...weightsInput(cmp(0.6, 1, 256, 64)), direct_write: { applicable: false, share: null } });
+  assert.equal(before.level, "no");
+  assert.match(before.headline, /before layer 1 writes/);
 });
 
 test("weightsVerdict: an mlp_out target is judged on e_n; no write vector → not assessable", () => {
-  const v = weightsVerdict({ target: { layer: 0, neuron: 3, layer_type: "mlp_out", d_model: 100 }, reading: { e_n: cmp(0.5, 1, 100, 100) }, pattern: { comparisons: {} } });
+  const v = weightsVerdict({ target: { layer: 0, neuron: 3, layer_type: "mlp_out", d_model: 100 }, reading: { e_n: cmp(0.5, 1, 100, 100) }, direct_write: { applicable: true, share: 0.4 } });
   assert.equal(v.level, "yes");
   assert.match(v.headline, /e_3/);
-  assert.equal(weightsVerdict({ target: { layer: 0, neuron: 3, layer_type: "mlp_post", d_model: 100 }, reading: {}, pattern: { comparisons: {} } }).level, "not assessable");
+  assert.equal(weightsVerdict({ target: { layer: 0, neuron: 3, layer_type: "mlp_post", d_model: 100 }, reading: {} }).level, "not assessable");
+});
+
+test("ciText: enough digits that the two ends differ", () => {
+  assert.equal(ciText([0.12101, 0.12149]), "[0.1210, 0.1215]");
+  assert.equal(ciText([0.121001, 0.121004]), "[0.121001, 0.121004]");
+  assert.equal(ciText([0.1, 0.3]), "[0.100, 0.300]");
 });
 
 function patchingInput(slope: number, boot: [number, number] | null, t: [number, number] | null, percentile: number | null, k = 20): PatchingVerdictInput {
@@ -183,7 +213,7 @@ interface Fixture {
 
 /** Frozen run, head planted on W_out (the weights verdict is "yes"): weights + patching, metrics.json, train_log.jsonl (no SVG curve). */
 async function frozenRun(): Promise<Fixture> {
-  const fx = makeTinyRun(join(root, "frozen"), { plantedDirection: "W_out", model: { dModel: 32, nHeads: 4 }, n: 120 });
+  const fx = makeTinyRun(join(root, "frozen"), { plantedDirection: "W_out", writeScale: 30, model: { dModel: 32, nHeads: 4 }, n: 120 });
   const cfgPath = join(fx.runDir, "config.json");
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8")) as Record<string, unknown>;
   cfg["base_model_name"] = NASTY; // a string from a file that must be escaped
@@ -268,7 +298,7 @@ test("frozen run: config, escaped strings, curve from the log, metrics vs baseli
   assert.equal(inputs.patching.status, "ok");
   assert.equal(inputs.residual, null);
   if (inputs.weights.status !== "ok" || inputs.patching.status !== "ok") return;
-  const wv = weightsVerdict(inputs.weights.summary);
+  const wv = weightsVerdict(inputs.weights.summary, inputs.patching.summary);
   assert.equal(wv.level, "yes", `planted W_out head: ${wv.headline}`);
   const pv = patchingVerdict(inputs.patching.summary);
   for (const v of [wv, pv]) {
@@ -411,6 +441,56 @@ test("headless Chromium: no console error, no request beyond the page, every cha
         Array.from(s.querySelectorAll("path, rect")).some((e) => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; })).length`);
       assert.equal(painted, expected);
       assert.deepEqual(problems, [], `${file}: ${problems.join("; ")}`);
+      await page.close();
+    }
+  } finally {
+    await browser.close();
+  }
+});
+
+/** In the page: every chart's text that is smaller than minPx on screen, or whose box leaves its SVG's viewBox. */
+const READABILITY_PROBE = (minPx: number): string => `(() => {
+  const problems = [];
+  for (const svg of document.querySelectorAll("figure svg")) {
+    const caption = svg.parentElement?.querySelector("figcaption")?.textContent ?? "?";
+    const vb = svg.viewBox.baseVal;
+    const W = vb && vb.width > 0 ? vb.width : svg.width.baseVal.value;
+    const H = vb && vb.height > 0 ? vb.height : svg.height.baseVal.value;
+    const scale = svg.getBoundingClientRect().width / W;
+    for (const t of svg.querySelectorAll("text")) {
+      const text = (t.textContent ?? "").trim();
+      if (text === "") continue;
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (px < ${minPx}) problems.push(caption + ": '" + text.slice(0, 40) + "' is " + px.toFixed(1) + " px");
+      const b = t.getBBox();
+      const m = t.getCTM();
+      const xs = [b.x, b.x + b.width].flatMap((x) => [b.y, b.y + b.height].map((y) => m.a * x + m.c * y + m.e));
+      const ys = [b.x, b.x + b.width].flatMap((x) => [b.y, b.y + b.height].map((y) => m.b * x + m.d * y + m.f));
+      const vx = vb && vb.width > 0 ? vb.x : 0;
+      const vy = vb && vb.width > 0 ? vb.y : 0;
+      if (Math.min(...xs) < vx - 1 || Math.max(...xs) > vx + W + 1 || Math.min(...ys) < vy - 1 || Math.max(...ys) > vy + H + 1) {
+        problems.push(caption + ": '" + text.slice(0, 40) + "' leaves the viewBox");
+      }
+    }
+  }
+  return problems;
+})()`;
+
+test("headless Chromium at 1280 px: no chart text below 10 px on screen, no label outside its SVG's viewBox", { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent` }, async () => {
+  await fixtures;
+  const { chromium } = await import("playwright-core");
+  const pages = [join(root, "out", "readable-frozen.html"), join(root, "out", "readable-unfrozen.html")];
+  await writeReport({ runDir: frozen.runDir, out: pages[0]! });
+  await writeReport({ runDir: unfrozen.runDir, out: pages[1]! });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-gpu"] });
+  try {
+    for (const file of pages) {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(pathToFileURL(file).href, { waitUntil: "load" });
+      const problems = (await page.evaluate(READABILITY_PROBE(10))) as string[];
+      const texts: unknown = await page.evaluate(`document.querySelectorAll("figure svg text").length`);
+      assert.ok((texts as number) > 50, `${file}: only ${String(texts)} chart texts`);
+      assert.deepEqual(problems, [], `${file}:\n${problems.join("\n")}`);
       await page.close();
     }
   } finally {

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, readFileSync } from "no
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { run } from "../../src/cli/main.ts";
+import { run, buildProgram } from "../../src/cli/main.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { loadTokenizer } from "../../src/model/tokenizer.ts";
 import { loadCorpus } from "../../src/data/corpus.ts";
@@ -79,7 +79,7 @@ test("dataset writes the .safetensors and .jsonl, equal to buildDataset called d
 });
 
 test("train writes a run directory and prints the test metrics of metrics.json; predict prints what predictPrompts computes", async () => {
-  const r = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--batch-size", "8", "--out", runDir);
+  const r = await cli("train", "--data", data, "--head", "regression", "--solver", "adamw", "--epochs", "2", "--batch-size", "8", "--out", runDir);
   assert.equal(r.code, 0, r.err);
   for (const f of ["config.json", "head.safetensors", "metrics.json", "train_log.jsonl", "training_curve.svg"]) assert.ok(existsSync(join(runDir, f)), f);
   const m = JSON.parse(readFileSync(join(runDir, "metrics.json"), "utf8")) as { test: { pearson_r: number; r2: number; baseline: { r2: number } } };
@@ -108,6 +108,33 @@ test("train writes a run directory and prints the test metrics of metrics.json; 
   ]);
 });
 
+test("train: a frozen regression head is solved by ridge unless --solver adamw; --solver ridge elsewhere is one line; --help states the default", async () => {
+  const out = join(root, "ridge-run");
+  const r = await cli("train", "--data", data, "--head", "regression", "--out", out);
+  assert.equal(r.code, 0, r.err);
+  const m = JSON.parse(readFileSync(join(out, "metrics.json"), "utf8")) as { solver: string; ridge: { lambda: number }; test: { pearson_r: number } };
+  assert.equal(m.solver, "ridge");
+  assert.equal(loadRun(out).config.training["solver"], "ridge");
+  assert.ok(r.out.split("\n")[1]!.startsWith(`test: r ${m.test.pearson_r.toFixed(4)}, `), r.out);
+  // AdamW-only options given to a ridge solve are named as unused (not silently dropped)
+  delete process.env["SELFREPORT_QUIET"];
+  let noisy: { code: number; out: string; err: string };
+  try {
+    noisy = await cli("train", "--data", data, "--head", "regression", "--epochs", "2", "--lr", "0.01", "--out", join(root, "ridge-run-2"));
+  } finally {
+    process.env["SELFREPORT_QUIET"] = "1";
+  }
+  assert.equal(noisy.code, 0, noisy.err);
+  assert.ok(noisy.err.includes("the ridge solver (the default for a frozen linear regression head) has no use for --epochs, --lr; pass --solver adamw to train with them"), noisy.err);
+  assertOneLineError(await cli("train", "--data", data, "--head", "classification", "--solver", "ridge", "--out", join(root, "r-cls")),
+    "the ridge solver fits linear regression heads only, not --head classification; use --solver adamw");
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--freeze", "unfrozen", "--solver", "ridge", "--out", join(root, "r-unf")),
+    "the ridge solver needs fixed features (--freeze frozen), not --freeze unfrozen; use --solver adamw");
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--solver", "lbfgs", "--out", join(root, "r-x")), '--solver must be one of ridge, adamw; got "lbfgs"');
+  const text = buildProgram().commands.find((c) => c.name() === "train")!.helpInformation().replace(/\s+/g, " ");
+  assert.ok(text.includes("--solver <ridge|adamw>") && text.includes("default: ridge for a frozen regression head without --hidden-dim or --dropout, adamw otherwise"), text);
+});
+
 test("an unfrozen run through the CLI: default --lr 1e-4, finetuned/ written, predict reports the neuron in both models", async () => {
   const out = join(root, "run-unfrozen");
   const r = await cli("train", "--data", data, "--head", "regression", "--freeze", "unfrozen", "--epochs", "1", "--batch-size", "16", "--out", out);
@@ -132,7 +159,7 @@ test("dataset --token-pos INDEX and --balance reach the builder; a bad --token-p
   assertOneLineError(await cli(...datasetArgs, "--token-pos", "x", "--out", path), '--token-pos must be "last" or a non-negative index, got "x"');
 });
 
-test("import-pt imports head.pt and warns its notes; an existing run and malicious.pt are one-line errors", async () => {
+test("import-pt imports head.pt and prints its notes; an existing run and malicious.pt are one-line errors", async () => {
   const cfgPath = join(root, "py-config.json");
   writeFileSync(cfgPath, JSON.stringify({
     head_type: "regression", head_config: { class_name: "RegressionHead", input_dim: 8, dropout: 0, hidden_dim: null },
@@ -142,7 +169,7 @@ test("import-pt imports head.pt and warns its notes; an existing run and malicio
   const r = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
   assert.equal(r.code, 0, r.err);
   assert.equal(r.out, `imported a frozen regression run for L1N3 into ${out}`);
-  assert.deepEqual(r.err.split("\n"), ['warning: token_pos was missing: taken as "last"', "warning: freeze_mode was missing: taken as frozen (only the head was trained)"]);
+  assert.deepEqual(r.err.split("\n"), ['note: token_pos was missing: taken as "last"', "note: freeze_mode was missing: taken as frozen (only the head was trained)"]);
   assert.deepEqual(Array.from(loadRun(out).head.get("output.weight")!.data), [0.5, -1, 2, 0.25, -0.125, 3, 0, 1.5]);
   const again = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
   assertOneLineError(again, `--out ${resolve(out)} already holds a run; pass --force to replace it, or choose another --out`);
@@ -171,4 +198,43 @@ test("bad input gives one-line errors (exit 1); a missing required option is com
   const missing = await cli("train", "--head", "regression", "--out", join(root, "r2"));
   assert.equal(missing.code, 2, missing.err);
   assert.ok(missing.err.includes("required option '--data <file.safetensors>' not specified"), missing.err);
+});
+
+test("an imported run from a regression config without bin_edges and with an unknown class_name: analyze weights without --data gives the weight-only measures and names the commands that add the rest, which work", async () => {
+  const d8v = join(root, "d8v");
+  makeTinyHfModel(d8v, { dVocab: 50257, nLayers: 2, dModel: 8, nHeads: 2, nCtx: 16, seed: 6 });
+  const cfgPath = join(root, "py-config-nobins.json");
+  writeFileSync(cfgPath, JSON.stringify({
+    head_type: "regression", head_config: { class_name: "LinearHead", input_dim: 8, dropout: 0, hidden_dim: null },
+    target_layer: 1, target_neuron: 3, layer_type: "mlp_post", token_pos: "last", feature_layer: -1, bin_edges: null,
+    activation_mean: 0, activation_std: 1, base_model_name: "gpt2", freeze_mode: "frozen",
+  }));
+  const out = join(root, "imported-nobins");
+  const r = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8v);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(r.err.split("\n"), [
+    'note: head_config.class_name "LinearHead" is not a class selfreport knows: taken as RegressionHead from head_type "regression"',
+    "note: bin_edges was null: none stored (a regression head does not use bins)",
+  ]);
+  const analysis = join(out, "analysis", "weights");
+  const w = await cli("analyze", "weights", "--run", out, "--out", analysis);
+  assert.equal(w.code, 0, w.err);
+  const lines = w.out.split("\n");
+  assert.equal(lines[0], "regression head reading resid_post of layer 1; target blocks.1.mlp.hook_post[3] (no dataset: weights only, null std 0.3536)");
+  const file = join(out, "dataset.safetensors");
+  const command = `selfreport dataset --model ${resolve(d8v)} --layer 1 --neuron 3 --weights tl --out ${file} && selfreport analyze weights --run ${out} --data ${file} --out ${analysis} --force`;
+  assert.equal(lines.at(-2), `  ${command}`);
+  const summary = JSON.parse(readFileSync(join(analysis, "summary.json"), "utf8")) as { mode: string; skipped: Array<{ field: string; command: string }>; reading: { W_out: { rank_in_layer: number } } };
+  assert.equal(summary.mode, "weights only");
+  assert.equal(summary.skipped[0]!.command, command);
+  // the named commands work (with a small corpus of ours)
+  const [datasetCmd, analyzeCmd] = command.split(" && ").map((c) => c.split(" ").slice(1));
+  const d = await cli(...datasetCmd!, "--corpus", corpus, "--n", "120", "--max-len", "8");
+  assert.equal(d.code, 0, d.err);
+  const full = await cli(...analyzeCmd!);
+  assert.equal(full.code, 0, full.err);
+  const fullSummary = JSON.parse(readFileSync(join(analysis, "summary.json"), "utf8")) as { mode?: string; examples: { n_used: number }; reading: { W_out: { rank_in_layer: number } } };
+  assert.equal(fullSummary.mode, undefined);
+  assert.equal(fullSummary.examples.n_used, 120);
+  assert.deepEqual(fullSummary.reading.W_out, summary.reading.W_out, "the weight-only cosines are the full analysis's");
 });

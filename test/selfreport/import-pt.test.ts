@@ -183,3 +183,32 @@ test("errors: gpt2 without --model, d_model mismatches, an existing run without 
   const cls = pyConfig({ head_type: "classification", head_config: { class_name: "ClassificationHead", input_dim: 8, dropout: 0, hidden_dim: null, num_classes: 10 } });
   throwsExactly(() => imp("head.pt", cls), `${fixture("head.pt")}: head tensor "output.weight" has shape [1, 8], expected [10, 8] for this head_config`);
 });
+
+test("a regression config without bin_edges (missing or null) imports with a note; a classification one still needs them", () => {
+  for (const [cfg, said] of [[pyConfig({ bin_edges: undefined }), "missing"], [pyConfig({ bin_edges: null }), "null"]] as const) {
+    const { out, result } = imp("head.pt", cfg);
+    const run = loadRun(out);
+    assert.deepEqual(run.config.bin_edges, []);
+    assert.deepEqual(result.notes, [`bin_edges was ${said}: none stored (a regression head does not use bins)`, "freeze_mode was missing: taken as frozen (only the head was trained)"]);
+    const model = loadRunModel(run);
+    const [p] = predictPrompts(run, model, model, loadTokenizer(d8), ["The river was cold"]);
+    assert.ok(Number.isFinite(p!.predicted));
+  }
+  const cls = pyConfig({ head_type: "classification", head_config: { class_name: "ClassificationHead", input_dim: 8, dropout: 0, hidden_dim: null, num_classes: 10 }, bin_edges: null });
+  throwsExactly(() => imp("token_head.pt", cls), "bin_edges must be a list of numbers, got null");
+});
+
+test("head_config.class_name: an unknown or missing name with a known head_type imports with a note; a known name that disagrees is an error", () => {
+  const unknown = pyConfig({ head_config: { class_name: "LinearProbeHead", input_dim: 8, dropout: 0, hidden_dim: null } });
+  const { out, result } = imp("head.pt", unknown);
+  assert.equal(loadRun(out).config.head_config.class_name, "RegressionHead");
+  assert.equal(result.notes[0], 'head_config.class_name "LinearProbeHead" is not a class selfreport knows: taken as RegressionHead from head_type "regression"');
+  const missing = pyConfig({ head_config: { input_dim: 8, dropout: 0, hidden_dim: null } });
+  assert.equal(imp("head.pt", missing).result.notes[0], 'head_config.class_name was missing: taken as RegressionHead from head_type "regression"');
+  const token = pyConfig({
+    head_type: "token", head_config: { class_name: "DigitTokenHead", input_dim: 8, dropout: 0, hidden_dim: null, num_classes: 10, digit_tokens: [15, 16, 17, 18, 19, 20, 21, 22, 23, 24] },
+  });
+  assert.equal(loadRun(imp("token_head.pt", token).out).config.head_config.class_name, "TokenHead");
+  const disagree = pyConfig({ head_config: { class_name: "TokenHead", input_dim: 8, dropout: 0, hidden_dim: null } });
+  throwsExactly(() => imp("head.pt", disagree), `${disagree}: head_type "regression" disagrees with head_config.class_name "TokenHead"`);
+});

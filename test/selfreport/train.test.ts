@@ -20,6 +20,7 @@ import type { HookedTransformer } from "../../src/model/transformer.ts";
 import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
 import { SelfreportError } from "../../src/errors.ts";
 import { train, type TrainOptions } from "../../src/selfreport/train.ts";
+import { installInterruptHandlers, Interrupted } from "../../src/util/interrupt.ts";
 import { exampleTokens, splitIndices, writeDataset, type Dataset } from "../../src/selfreport/dataset.ts";
 import { featureCachePath, modelFingerprint, examplesFingerprint, computeFeatures } from "../../src/selfreport/features.ts";
 import { makeHeadConfig, initHead } from "../../src/selfreport/predictor.ts";
@@ -54,7 +55,7 @@ function opts(data: string, o: Partial<TrainOptions> = {}): TrainOptions {
   return {
     data, out: join(root, `run${counter++}`), head: "regression", freeze: "frozen", unfreezeLast: null, featureLayer: -1,
     epochs: 3, batchSize: 16, lr: 1e-3, weightDecay: 0.01, warmup: 0, gradClip: 1, seed: 0, patience: 100,
-    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, ...o,
+    hiddenDim: null, activation: null, dropout: 0, numClasses: null, checkpointEvery: 500, resume: false, force: false, solver: "adamw", ...o,
   };
 }
 
@@ -151,7 +152,7 @@ test("frozen regression learns a planted linear target (test r > 0.99); metrics.
 
   // metrics.json: every field, the model's metrics from independent forwards, the baseline by hand
   const m = metricsOf(o.out);
-  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "stopped_early", "test", "validation"]);
+  assert.deepEqual(Object.keys(m).sort(), ["best_epoch", "epochs_run", "seconds", "solver", "stopped_early", "test", "validation"]);
   assert.deepEqual(Object.keys(m.test).sort(), ["accuracy", "baseline", "mae", "mse", "n", "pearson_r", "r2", "spearman_rho"]);
   assert.equal(m.test.accuracy, null, "no bin accuracy for regression");
   const testIdx = splitIndices(linearDs, "test");
@@ -328,41 +329,32 @@ test("early stopping: patience counts epochs without improvement; the best epoch
 
 // ---- Ctrl-C and --resume
 
-class Exited extends Error {
-  constructor(readonly code: number) {
-    super(`process.exit(${code})`);
-  }
-}
-
 /**
- * Runs train(o) and delivers Ctrl-C (the trainer's own SIGINT handler) when its progress line first
- * reports step ≥ atStep; process.exit is replaced by a throw. Returns the step it stopped at.
+ * Runs train(o) with the CLI's interrupt handlers installed and delivers Ctrl-C (calls the SIGINT
+ * handler) when its progress line first reports step ≥ atStep. Returns the step it stopped at.
  */
 async function trainInterrupted(o: TrainOptions, atStep: number): Promise<number> {
   const write = process.stderr.write;
-  const exit = process.exit;
   const quiet = process.env["SELFREPORT_QUIET"];
   const tty = Object.getOwnPropertyDescriptor(process.stderr, "isTTY");
   let at = -1;
   process.env["SELFREPORT_QUIET"] = "0";
   Object.defineProperty(process.stderr, "isTTY", { value: false, configurable: true, writable: true });
+  const remove = installInterruptHandlers(() => {});
   process.stderr.write = ((chunk: string | Uint8Array): boolean => {
     const m = /^train \d+% (\d+)\//.exec(String(chunk));
     if (m !== null && at < 0 && Number(m[1]) >= atStep) {
       at = Number(m[1]);
       const handlers = process.listeners("SIGINT");
-      (handlers[handlers.length - 1] as () => void)();
+      (handlers[handlers.length - 1] as (s: NodeJS.Signals) => void)("SIGINT");
     }
     return true;
   }) as typeof process.stderr.write;
-  process.exit = ((code?: number): never => {
-    throw new Exited(code ?? 0);
-  }) as typeof process.exit;
   try {
-    await assert.rejects(train(o), (e: unknown) => e instanceof Exited && e.code === 130);
+    await assert.rejects(train(o), (e: unknown) => e instanceof Interrupted && e.exitCode === 130 && e.resume === "--resume" && e.message.includes(`step ${at} of`));
   } finally {
+    remove();
     process.stderr.write = write;
-    process.exit = exit;
     process.env["SELFREPORT_QUIET"] = quiet;
     if (tty) Object.defineProperty(process.stderr, "isTTY", tty);
     else delete (process.stderr as { isTTY?: boolean }).isTTY;

@@ -2,7 +2,8 @@
  * The multi-output frozen trainer against the single trainer, for each head type: for each neuron of
  * a tiny model, train() on that neuron's dataset alone and trainMultiHead on all of them together
  * must give the same test r (1e-4), the same epochs (early stopping included), the same bin
- * accuracy and nearly the same weights.
+ * accuracy and nearly the same weights. The ridge solver: ridgeMultiHead on all neurons (one basis)
+ * = train() with solver "ridge" on each neuron alone (same λ, weights, r).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,7 +14,7 @@ import { makeTinyRun } from "../helpers/run-fixture.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../../src/selfreport/train.ts";
 import { computeFeatures } from "../../src/selfreport/features.ts";
 import { readRunConfig, readHead } from "../../src/selfreport/run.ts";
-import { trainMultiHead, type NeuronFitOk } from "../../src/sweep/multihead.ts";
+import { trainMultiHead, ridgeMultiHead, type NeuronFitOk } from "../../src/sweep/multihead.ts";
 import type { HeadType } from "../../src/selfreport/predictor.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
@@ -52,7 +53,7 @@ for (const { head, lr, gradClip } of CASES) {
         const o: TrainOptions = {
           ...TRAIN_DEFAULTS, data: r.datasetPath, out: join(root, `single-${k}`), head, freeze: "frozen", unfreezeLast: null,
           epochs: opts.epochs, batchSize: opts.batchSize, lr: opts.lr, weightDecay: opts.weightDecay, warmup: opts.warmup, gradClip: opts.gradClip,
-          seed: opts.seed, patience: opts.patience, hiddenDim: null, activation: null, numClasses: null, resume: false, force: true,
+          seed: opts.seed, patience: opts.patience, hiddenDim: null, activation: null, numClasses: null, resume: false, force: true, solver: "adamw",
         };
         const single = await train(o);
         const m = multi[k]!;
@@ -104,4 +105,50 @@ test("multi-output head: a constant neuron is reported as failed, the others tra
   assert.match((fits[0] as { error: string }).error, /constant \(2\)/);
   assert.ok(fits[1]!.ok);
   assert.ok((fits[1] as NeuronFitOk).test.pearson_r > 0.99, `linear target: r ${(fits[1] as NeuronFitOk).test.pearson_r}`);
+});
+
+test("multi-output ridge (all neurons, one basis) = train() with the ridge solver on each neuron alone: same λ, weights to 1e-6, r to 1e-6", async () => {
+  const root = mkdtempSync(join(tmpdir(), "sweep-mh-ridge-"));
+  try {
+    const neurons = [0, 3, 5, 9, 17, 40];
+    const runs = neurons.map((neuron) => makeTinyRun(join(root, `n${neuron}`), { neuron, n: 360, maxLen: 8, perWindow: 3, seed: 7, randomLn: true }));
+    const first = runs[0]!;
+    const C = first.model.cfg.dModel;
+    const n = first.dataset.meta.n;
+    const K = neurons.length;
+    const features = computeFeatures(first.model, first.dataset, first.model.cfg.nLayers - 1);
+    const targets = new Float32Array(n * K);
+    runs.forEach((r, k) => r.dataset.targets.forEach((v, i) => (targets[i * K + k] = v)));
+    const multi = ridgeMultiHead({ features: features.data, C, targets, K, split: first.dataset.split });
+    const lambdas = new Set<number>();
+    let worstW = 0;
+    let worstR = 0;
+    for (let k = 0; k < K; k++) {
+      const r = runs[k]!;
+      const o: TrainOptions = {
+        ...TRAIN_DEFAULTS, data: r.datasetPath, out: join(root, `single-${k}`), head: "regression", freeze: "frozen", unfreezeLast: null,
+        hiddenDim: null, activation: null, numClasses: null, resume: false, force: true, solver: "ridge",
+      };
+      const single = await train(o);
+      const m = multi[k]!;
+      assert.ok(m.ok, `neuron ${neurons[k]}: ${m.ok ? "" : m.error}`);
+      const mk = m as NeuronFitOk;
+      assert.ok(mk.ridge !== undefined && single.ridge !== undefined);
+      assert.equal(mk.ridge.lambda, single.ridge.lambda, `neuron ${neurons[k]}: λ`);
+      lambdas.add(mk.ridge.lambda);
+      const cfg = readRunConfig(o.out);
+      const saved = readHead(o.out, cfg.head_config);
+      const w = saved.get("output.weight")!.data;
+      for (let c = 0; c < C; c++) worstW = Math.max(worstW, Math.abs(w[c]! - mk.weight[c]!));
+      worstW = Math.max(worstW, Math.abs(saved.get("output.bias")!.data[0]! - mk.bias[0]!));
+      worstR = Math.max(worstR, Math.abs(mk.test.pearson_r - single.test.pearson_r), Math.abs(mk.validation.pearson_r - single.validation.pearson_r));
+    }
+    assert.ok(worstW <= 1e-6, `worst weight difference ${worstW}`);
+    assert.ok(worstR <= 1e-6, `worst r difference ${worstR}`);
+    // the neurons do not all share one λ: the choice is per neuron
+    assert.ok(lambdas.size > 1, `every neuron chose λ ${[...lambdas].join(", ")}; the test would not show per-neuron choice`);
+    console.log(`ridge: multi vs single: worst |Δw| ${worstW.toExponential(2)}, worst |Δr| ${worstR.toExponential(2)}, ${lambdas.size} distinct λ`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

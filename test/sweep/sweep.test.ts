@@ -90,7 +90,13 @@ test("sweep: shared data = the per-neuron dataset; a failing job is recorded, th
   assert.ok(existsSync(join(out, "plots", "predictability-vs-std.svg")));
   // a job folder is a complete run directory
   for (const f of ["config.json", "head.safetensors", "metrics.json", "result.json"]) assert.ok(existsSync(join(out, "jobs", "L1-N9-regression-frozen", f)), f);
+  // frozen regression jobs are solved by ridge (the default), classification jobs train with AdamW
+  const regRun = loadRun(join(out, "jobs", "L1-N9-regression-frozen"));
+  assert.equal(regRun.config.training["solver"], "ridge");
+  assert.equal(typeof regRun.config.training["lambda"], "number");
+  assert.equal(JSON.parse(readFileSync(join(out, "jobs", "L1-N9-regression-frozen", "metrics.json"), "utf8")).solver, "ridge");
   const clsRun = loadRun(join(out, "jobs", "L1-N9-classification-frozen"));
+  assert.equal(clsRun.config.training["solver"], "adamw");
   assert.equal(clsRun.config.head_type, "classification");
   assert.deepEqual(clsRun.head.get("output.weight")!.shape, [10, 16]);
   assert.equal(clsRun.config.bin_edges.length, 11);
@@ -168,4 +174,11 @@ test("sweep: top-variance neurons; a folder made with other settings is refused,
   const r = await cli(["sweep", "--model", fx.modelDir, "--layers", "1", "--neurons", "0", "--corpus", fx.corpus, "--n", "200", "--max-len", "16", "--out", other]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /is a folder with other files \(mine\), not a sweep folder; it is never replaced/);
+  // the solver is a setting: AdamW on the folder solved by ridge is refused; ridge without frozen regression jobs is refused
+  const adamw = await cli(small(["--heads", "regression,token", "--solver", "adamw"]));
+  assert.equal(adamw.code, 1);
+  assert.match(adamw.stderr, /training\.solver: "ridge" ≠ "adamw"/);
+  const noRidge = await cli(small(["--heads", "token", "--solver", "ridge"]));
+  assert.equal(noRidge.code, 1);
+  assert.equal(noRidge.stderr, "selfreport: error: --solver ridge fits frozen regression heads; this sweep has none (--heads token --freeze frozen); drop --solver");
 });

@@ -1,14 +1,20 @@
 /**
  * `selfreport analyze patching --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500] [--scales 0,0.5,1,1.5,2]
- *  [--set-values a,b,…] [--controls 20] [--seed 0]`.
+ *  [--set-values a,b,…] [--controls 20] [--seed 0] [--positions read|all|both]`.
  */
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
-import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS } from "../../analysis/patching.ts";
+import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
+import { SelfreportError } from "../../errors.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
 
 function ci(v: [number, number] | null | undefined): string {
   return v == null ? "n/a" : `[${v[0].toFixed(4)}, ${v[1].toFixed(4)}]`;
+}
+
+function parsePositions(value: string): PatchPositions {
+  if (!(PATCH_POSITIONS as readonly string[]).includes(value)) throw new SelfreportError(`--positions must be one of ${PATCH_POSITIONS.join(", ")}, got "${value}"`);
+  return value as PatchPositions;
 }
 
 function num(v: number | null | undefined, digits = 4): string {
@@ -28,11 +34,12 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .option("--set-values <list>", "values to set the neuron to, comma-separated (default: min, quartiles, max of the dataset)", parseNumberList("--set-values"))
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
-    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number }) => {
+    .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
+    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
       checkAnalysisOutput(o.out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = patchingAnalysis(ctx, {
-        nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),
+        nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, positions: o.positions, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),
       });
       const plots = await patchingPlots(summary);
       const files = writeAnalysisOutput(o.out, "patching", ctx.run, summary, plots);
@@ -43,6 +50,9 @@ export function registerPatchingAnalysis(analyze: Command): void {
       console.log(`direct (W_out path) slope ${num(summary.direct.direct_slope)}, indirect ${num(summary.direct.indirect_slope)}`);
       const c = summary.controls;
       if (c.k > 0) console.log(`controls: target |slope| at percentile ${num(c.percentile_abs, 1)}% of ${c.n_defined} random neurons (z ${num(c.z, 2)})`);
+      const all = summary.all_positions;
+      if (all !== null) console.log(`all positions patched: slope ${num(all.fit?.slope)} (bootstrap ${ci(all.fit_bootstrap.slope_ci95)}), direct ${num(all.direct.direct_slope)}, controls percentile ${num(all.controls.percentile_abs, 1)}%`);
+      else if (summary.positions === "all") console.log("(the neuron was patched at every position; Δact is the change at the read position)");
       for (const s of summary.settings) console.log(`  ${s.label.padEnd(16)} mean Δact ${s.mean_delta_act.toFixed(4).padStart(9)}  mean Δpred ${s.mean_delta_pred.toFixed(4).padStart(9)}`);
       for (const note of summary.notes) console.log(`note: ${note}`);
       console.log(`wrote ${files.length} files to ${o.out}`);

@@ -19,7 +19,7 @@ export function registerImportPt(program: Command): void {
         headPath: o.head, configPath: o.config, outDir: o.out, weights: o.weights, force: o.force,
         ...(o.model !== undefined ? { modelDir: o.model } : {}), ...(o.finetuned !== undefined ? { finetunedDir: o.finetuned } : {}),
       });
-      for (const n of notes) console.warn(`warning: ${n}`);
+      for (const n of notes) console.warn(`note: ${n}`);
       console.log(`imported a ${config.freeze_mode} ${config.head_type} run for ${config.layer_type === "mlp_post" ? `L${config.target_layer}N${config.target_neuron}` : `blocks.${config.target_layer}.hook_mlp_out[${config.target_neuron}]`} into ${o.out}`);
     });
 }

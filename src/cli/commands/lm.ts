@@ -3,6 +3,7 @@
  * and `neurons` (the neuron explorer: a layer's neuron statistics, or one neuron's top contexts).
  */
 import type { Command } from "commander";
+import { interruptible } from "../interrupts.ts";
 import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
@@ -182,7 +183,7 @@ export function registerLmCommands(program: Command): void {
     .option("--dtype <F16|F32>", "dtype of the saved weights", parseChoice<"F16" | "F32">("--dtype", ["F16", "F32"]), d.dtype)
     .option("--resume", "continue from the checkpoint in --out", false)
     .option("--force", "overwrite an existing model in --out", false)
-    .action(async (o: {
+    .action(interruptible(async (o: {
       corpus: string; out: string; layers: number; dModel: number; heads: number; ctx: number; steps: number; batchSize: number; lr: number;
       warmup: number; weightDecay: number; gradClip: number; seed: number; evalEvery: number; checkpointEvery: number; dtype: "F16" | "F32";
       resume: boolean; force: boolean;
@@ -192,5 +193,5 @@ export function registerLmCommands(program: Command): void {
       console.log(`wrote ${o.out}`);
       console.log(`held-out loss ${r.heldoutLoss.toFixed(4)} nats/token (perplexity ${r.heldoutPerplexity.toFixed(1)}) vs unigram baseline ${r.unigramLoss.toFixed(4)} (perplexity ${uniPpl.toFixed(1)})`);
       console.log(`${r.trainTokens.toLocaleString("en-US")} training / ${r.heldoutTokens.toLocaleString("en-US")} held-out tokens; ${r.seconds.toFixed(0)} s, ${Math.round(r.tokensPerSecond).toLocaleString("en-US")} tokens/s`);
-    });
+    }));
 }

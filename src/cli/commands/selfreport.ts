@@ -2,12 +2,14 @@
  * Self-report commands: `dataset`, `train`, `predict`, `import-pt`.
  */
 import type { Command } from "commander";
+import { interruptible } from "../interrupts.ts";
 import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
-import { buildDataset, writeDataset, checkDatasetOutput, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
+import { buildDatasetInterruptibly, writeDataset, checkDatasetOutput, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr } from "../../selfreport/train.ts";
+import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
 import { FREEZE_MODES, loadRun, loadRunModel, loadBaseModel, type FreezeMode } from "../../selfreport/run.ts";
 import { predictPrompts } from "../../selfreport/predict.ts";
@@ -40,13 +42,13 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--seed <seed>", "random seed", parseIntOption("--seed"), 0)
     .requiredOption("--out <file.safetensors>", "output dataset (a .jsonl with the text is written beside it)")
     .option("--force", "replace an existing dataset (never one that a run was trained on)", false)
-    .action((o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string; force: boolean }) => {
+    .action(interruptible(async (o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string; force: boolean }) => {
       if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must end in .safetensors, got "${o.out}"`);
       checkDatasetOutput(o.out, { inputs: [modelInput(o.model), o.corpus === "brown" ? undefined : o.corpus], force: o.force });
       const { model, dir } = loadModel(o.model, { weights: o.weights });
       const tok = loadTokenizer(dir);
       const corpus = loadCorpus(o.corpus);
-      const ds = buildDataset(model, tok, corpus.documents, {
+      const ds = await buildDatasetInterruptibly(model, tok, corpus.documents, {
         modelName: o.model, modelDir: dir, weights: o.weights, layer: o.layer, neuron: o.neuron, layerType: o.layerType,
         tokenPos: o.tokenPos, n: o.n, maxLen: o.maxLen, balance: o.balance, seed: o.seed, corpusName: o.corpus,
       });
@@ -54,7 +56,7 @@ export function registerSelfreportCommands(program: Command): void {
       const s = ds.meta.stats;
       console.log(`wrote ${o.out} (${ds.meta.n} examples: ${ds.meta.split_counts.train} train / ${ds.meta.split_counts.validation} validation / ${ds.meta.split_counts.test} test)`);
       console.log(`target ${ds.meta.hook}[${o.neuron}]: mean ${s.mean.toFixed(4)}, std ${s.std.toFixed(4)}, min ${s.min.toFixed(4)}, max ${s.max.toFixed(4)}, near zero ${(100 * s.frac_near_zero).toFixed(1)}%`);
-    });
+    }));
 
   program
     .command("train")
@@ -62,6 +64,7 @@ export function registerSelfreportCommands(program: Command): void {
     .requiredOption("--data <file.safetensors>", "dataset from `selfreport dataset`")
     .requiredOption("--head <regression|classification|token>", "head type", parseChoice<HeadType>("--head", HEAD_TYPES))
     .option("--freeze <frozen|unfrozen|partial>", "what trains", parseChoice<FreezeMode>("--freeze", FREEZE_MODES), TRAIN_DEFAULTS.freeze)
+    .option("--solver <ridge|adamw>", "how the head is fitted: ridge = closed-form ridge on the cached features, λ chosen on the validation split (frozen linear regression only); adamw = gradient training (default: ridge for a frozen regression head without --hidden-dim or --dropout, adamw otherwise)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--unfreeze-last <K>", "with --freeze partial: the last K blocks up to the feature layer train", parseIntOption("--unfreeze-last", 1))
     .option("--feature-layer <L>", "read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
     .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
@@ -81,24 +84,33 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--resume", "continue from the run's checkpoint", false)
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
-    .action(async (o: {
-      data: string; head: HeadType; freeze: FreezeMode; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
+    .action(interruptible(async (o: {
+      data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
       weightDecay: number; warmup: number; gradClip: number; patience: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
       numClasses?: number; seed: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
-    }) => {
+    }, cmd: Command) => {
+      const solver = o.solver ?? defaultSolver({ head: o.head, freeze: o.freeze, hiddenDim: o.hiddenDim ?? null, dropout: o.dropout });
+      if (solver === "ridge") {
+        const ignored = ["epochs", "batchSize", "lr", "weightDecay", "warmup", "gradClip", "patience", "seed", "checkpointEvery"].filter((k) => cmd.getOptionValueSource(k) === "cli");
+        if (ignored.length > 0) {
+          const flags = ignored.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(", ");
+          info(`the ridge solver (the default for a frozen linear regression head) has no use for ${flags}; pass --solver adamw to train with them`);
+        }
+      }
       const r = await train({
         data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null, featureLayer: o.featureLayer,
         epochs: o.epochs, batchSize: o.batchSize, lr: o.lr ?? defaultLr(o.freeze), weightDecay: o.weightDecay, warmup: o.warmup,
         gradClip: o.gradClip, seed: o.seed, patience: o.patience, hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
         dropout: o.dropout, numClasses: o.numClasses ?? null, checkpointEvery: o.checkpointEvery, resume: o.resume, force: o.force,
-        ...(o.model !== undefined ? { model: o.model } : {}),
+        ...(o.model !== undefined ? { model: o.model } : {}), ...(o.solver !== undefined ? { solver: o.solver } : {}),
       });
       const t = r.test;
-      info(`trained ${r.epochsRun} epochs (best ${r.bestEpoch}${r.stoppedEarly ? ", stopped early" : ""}) in ${r.seconds.toFixed(1)} s`);
+      if (r.ridge !== undefined) info(`solved by ridge (λ ${r.ridge.lambda.toExponential(3)}, α ${r.ridge.alpha.toExponential(1)}, validation MSE ${r.ridge.valLoss.toFixed(4)}) in ${r.seconds.toFixed(2)} s`);
+      else info(`trained ${r.epochsRun} epochs (best ${r.bestEpoch}${r.stoppedEarly ? ", stopped early" : ""}) in ${r.seconds.toFixed(1)} s`);
       console.log(`run: ${r.runDir}`);
       console.log(`test: r ${t.pearson_r.toFixed(4)}, ρ ${t.spearman_rho.toFixed(4)}, R² ${t.r2.toFixed(4)}, MSE ${t.mse.toExponential(3)}, MAE ${t.mae.toExponential(3)}${t.accuracy !== null ? `, bin accuracy ${(100 * t.accuracy).toFixed(1)}%` : ""}`);
       console.log(`baseline (${t.baseline.description}): MSE ${t.baseline.mse.toExponential(3)}, R² ${t.baseline.r2.toFixed(4)}`);
-    });
+    }));
 
   program
     .command("predict")

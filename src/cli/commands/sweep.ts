@@ -8,23 +8,25 @@ import { Option, type Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
 import { info, progress } from "../../util/progress.ts";
 import { TRAIN_DEFAULTS } from "../../selfreport/train.ts";
+import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
 import { WEIGHTS_DEFAULTS } from "../../analysis/weights.ts";
 import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
 import type { FreezeMode } from "../../selfreport/run.ts";
 import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
-import { openSweep, type OpenedSweep } from "../../sweep/prepare.ts";
+import { openSweep } from "../../sweep/prepare.ts";
 import { runTasksLocally } from "../../sweep/local.ts";
 import { writeResults, summaryLines } from "../../sweep/results.ts";
-import { enqueueSweep, parseQueueUrl, runQueueWorker } from "../../sweep/queue.ts";
+import { enqueueSweep, parseQueueUrl, reachRedis, runQueueWorker, QUEUE_TIMEOUT_DEFAULT_S } from "../../sweep/queue.ts";
+import { interruptible } from "../interrupts.ts";
 import { parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 
 interface SweepCliOptions {
   model: string; layers: number[]; neurons: NeuronSpec; heads: HeadType[]; freeze: FreezeMode[]; unfreezeLast: number; analyses: AnalysisName[];
   workers: number; groupSize: number; corpus: string; n: number; maxLen: number; dataSeed: number; weights: "raw" | "tl";
   featureLayer: number; epochs: number; batchSize: number; lr: number; lrFinetune: number; weightDecay: number; warmup: number; gradClip: number;
-  patience: number; seed: number; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
-  queue?: string; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
+  patience: number; seed: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
+  queue?: string; queueTimeout: number; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
 }
 
 function parseSweepRoot(value: string): { from: string; to: string } {
@@ -46,38 +48,6 @@ function oneBlasThreadPerWorker(workers: number): void {
   }
 }
 
-/** The jobs and the results table of an opened (locked) sweep folder. */
-async function runOpenedSweep(o: SweepCliOptions, opened: OpenedSweep, t0: number): Promise<void> {
-  const { manifest, jobs, pending } = opened;
-  info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
-  if (o.queue !== undefined) {
-    const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait });
-    if (!o.wait) {
-      console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
-      return;
-    }
-  } else if (pending.length > 0) {
-    const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
-    const bar = progress("sweep", pending.length, ["failed"]);
-    let done = 0;
-    let failed = 0;
-    await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
-      const mine = results.filter((r) => task.neurons.includes(r.neuron));
-      done += mine.length;
-      failed += mine.filter((r) => r.status === "failed").length;
-      bar.update(Math.min(done, pending.length), { failed });
-    });
-    bar.stop();
-  }
-  const { files, table } = await writeResults(o.out, manifest.settings, jobs);
-  for (const line of summaryLines(table.rows)) console.log(line);
-  const failedRows = table.rows.filter((r) => r.status === "failed");
-  for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
-  if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
-  if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
-  console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-}
-
 export function registerSweepCommands(program: Command): void {
   program
     .command("sweep")
@@ -97,6 +67,7 @@ export function registerSweepCommands(program: Command): void {
     .option("--data-seed <seed>", "seed of the example sampling", parseIntOption("--data-seed"), 0)
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
     .option("--feature-layer <L>", "heads read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
+    .option("--solver <ridge|adamw>", "how frozen regression heads are fitted: ridge = closed form, λ chosen on the validation split; adamw = gradient training (default: ridge; other heads and modes always use adamw)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
     .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
     .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), 1e-3)
@@ -110,13 +81,19 @@ export function registerSweepCommands(program: Command): void {
     .option("--patching-inputs <n>", "patching analysis: inputs patched", parseIntOption("--patching-inputs", 3), 200)
     .option("--patching-controls <k>", "patching analysis: random control neurons", parseIntOption("--patching-controls", 0), PATCHING_DEFAULTS.controls)
     .option("--queue <redis://HOST:PORT>", "enqueue the tasks on this Redis for `selfreport worker` processes instead of running them here", parseQueueUrl)
+    .option("--queue-timeout <s>", "with --queue: give up when Redis cannot be reached (or is lost) for this many seconds", parseIntOption("--queue-timeout", 1), QUEUE_TIMEOUT_DEFAULT_S)
     .option("--no-wait", "with --queue: return once the tasks are enqueued (re-run the command later to write the results)")
     .option("--attempts <n>", "with --queue: attempts per task before it is recorded as failed", parseIntOption("--attempts", 1, 100), 3)
     .option("--retry-failed", "run jobs recorded as failed again", false)
     .option("--force", "the folder holds a sweep with other settings: delete its results and start over", false)
     .requiredOption("--out <dir>", "sweep folder")
-    .action(async (o: SweepCliOptions) => {
+    .action(interruptible(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
+        throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
+      }
+      // an unreachable Redis is found out before the examples are prepared
+      if (o.queue !== undefined) await reachRedis(o.queue, o.queueTimeout);
       if (o.queue === undefined) oneBlasThreadPerWorker(o.workers);
       const opened = openSweep({
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
@@ -124,16 +101,47 @@ export function registerSweepCommands(program: Command): void {
         dataSeed: o.dataSeed, groupSize: o.groupSize, out: o.out, force: o.force,
         training: {
           feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr_frozen: o.lr, lr_finetune: o.lrFinetune, weight_decay: o.weightDecay,
-          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
+          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed, solver: o.solver ?? "ridge",
         },
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
+      // the sweep folder is locked by openSweep until this command ends
       try {
-        await runOpenedSweep(o, opened, t0);
+        const { manifest, jobs, pending } = opened;
+        info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
+        if (o.queue !== undefined) {
+          const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait, timeoutS: o.queueTimeout });
+          if (!o.wait) {
+            console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
+            return;
+          }
+        } else if (pending.length > 0) {
+          const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
+          const bar = progress("sweep", pending.length, ["failed"]);
+          let done = 0;
+          let failed = 0;
+          try {
+            await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
+              const mine = results.filter((r) => task.neurons.includes(r.neuron));
+              done += mine.length;
+              failed += mine.filter((r) => r.status === "failed").length;
+              bar.update(Math.min(done, pending.length), { failed });
+            });
+          } finally {
+            bar.stop();
+          }
+        }
+        const { files, table } = await writeResults(o.out, manifest.settings, jobs);
+        for (const line of summaryLines(table.rows)) console.log(line);
+        const failedRows = table.rows.filter((r) => r.status === "failed");
+        for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
+        if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
+        if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
+        console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       } finally {
         opened.release();
       }
-    });
+    }));
 
   program
     .command("worker")
@@ -145,13 +153,14 @@ export function registerSweepCommands(program: Command): void {
     .option("--max-stalled <n>", "times a task may be taken back from a dead worker before it fails", parseIntOption("--max-stalled", 1, 100), 3)
     .option("--max-tasks <n>", "exit after this many tasks (0 = no limit)", parseIntOption("--max-tasks", 0), 0)
     .option("--exit-when-idle <s>", "exit once the queue has been empty this many seconds (0 = never)", parseIntOption("--exit-when-idle", 0), 0)
+    .option("--queue-timeout <s>", "give up when Redis cannot be reached (or is lost) for this many seconds", parseIntOption("--queue-timeout", 1), QUEUE_TIMEOUT_DEFAULT_S)
     .option("--sweep-root <FROM=TO>", "the sweep folders are under FROM on the enqueuing machine and under TO here", parseSweepRoot)
-    .action(async (o: { queue: string; concurrency: number; lockMs: number; stalledMs: number; maxStalled: number; maxTasks: number; exitWhenIdle: number; sweepRoot?: { from: string; to: string } }) => {
+    .action(interruptible(async (o: { queue: string; queueTimeout: number; concurrency: number; lockMs: number; stalledMs: number; maxStalled: number; maxTasks: number; exitWhenIdle: number; sweepRoot?: { from: string; to: string } }) => {
       oneBlasThreadPerWorker(o.concurrency);
       const n = await runQueueWorker({
         url: o.queue, concurrency: o.concurrency, lockMs: o.lockMs, stalledMs: o.stalledMs, maxStalled: o.maxStalled, maxTasks: o.maxTasks,
-        idleExitSeconds: o.exitWhenIdle, ...(o.sweepRoot !== undefined ? { sweepRoot: o.sweepRoot } : {}),
+        idleExitSeconds: o.exitWhenIdle, timeoutS: o.queueTimeout, ...(o.sweepRoot !== undefined ? { sweepRoot: o.sweepRoot } : {}),
       });
       console.log(`worker ran ${n} task(s)`);
-    });
+    }));
 }
