@@ -49,7 +49,7 @@ function resumeArgs(c: Child): string[] {
 async function interruptTrain(signal: "SIGINT" | "SIGTERM", expectedCode: number): Promise<void> {
   const out = join(root, `run-${signal}`);
   // ~1 400 steps of a frozen head: seconds of work, interrupted after the first 30 are logged
-  const args = ["train", "--data", data, "--head", "regression", "--epochs", "60", "--batch-size", "4", "--patience", "1000", "--checkpoint-every", "1000", "--out", out];
+  const args = ["train", "--data", data, "--head", "regression", "--solver", "adamw", "--epochs", "60", "--batch-size", "4", "--patience", "1000", "--checkpoint-every", "1000", "--out", out];
   const c = spawnCli(args);
   const log = join(out, "train_log.jsonl");
   await until(() => linesOf(log) >= 30, 60_000, c, "30 logged training steps");
