@@ -2,15 +2,16 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
-import { ensureDir, writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { makeFolders } from "../io/paths.ts";
+import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { checkOutput, fileSha256, realPath } from "../io/outputs.ts";
-import { readDataset, splitIndices, padIdForVocab, type Dataset, type SplitName } from "../selfreport/dataset.ts";
-import { loadRun, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
+import { splitIndices, padIdForVocab, checkDatasetFitsModel, type Dataset, type SplitName } from "../selfreport/dataset.ts";
+import { readRun, readRunDataset, checkDatasetMatchesRun, datasetCommandFor, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
 export interface AnalysisContext {
   run: Run;
@@ -22,25 +23,18 @@ export interface AnalysisContext {
   datasetPath: string;
 }
 
-/** Throws unless the dataset was built for the run's model, layer, neuron and hook. */
-export function checkDatasetMatchesRun(run: Run, ds: Dataset, datasetPath: string): void {
-  const c = run.config;
-  const m = ds.meta;
-  const problems: string[] = [];
-  if (m.layer !== c.target_layer) problems.push(`layer ${m.layer} ≠ run's ${c.target_layer}`);
-  if (m.neuron !== c.target_neuron) problems.push(`neuron ${m.neuron} ≠ run's ${c.target_neuron}`);
-  if (m.layer_type !== c.layer_type) problems.push(`layer_type ${m.layer_type} ≠ run's ${c.layer_type}`);
-  if (resolve(m.model_dir) !== resolve(c.dataset.model_dir)) problems.push(`model ${m.model_dir} ≠ run's ${c.dataset.model_dir}`);
-  if (problems.length > 0) throw new SelfreportError(`dataset ${datasetPath} does not belong to run ${run.dir}: ${problems.join("; ")}`);
-}
+export { checkDatasetMatchesRun };
 
 /**
- * Throws when `datasetPath` is the run's own dataset (the path in its config.json) and its content is
- * no longer what the run was trained on (sha256 recorded at training). Runs without a hash pass.
+ * Throws when `datasetPath` is the run's own dataset (the path in its config.json, relative to the run
+ * folder or absolute) and its content is no longer what the run was trained on (sha256 recorded at
+ * training). Runs without a hash pass.
  */
 export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
   const recorded = run.config.dataset.sha256;
-  if (recorded === undefined || run.config.dataset.path === "" || realPath(datasetPath) !== realPath(run.config.dataset.path)) return;
+  if (typeof recorded !== "string" || run.config.dataset.path === "") return;
+  if (!existsSync(datasetPath) || statSync(datasetPath).isDirectory()) return;
+  if (realPath(datasetPath) !== realPath(resolve(run.dir, run.config.dataset.path))) return;
   const now = fileSha256(datasetPath);
   if (now !== recorded) {
     throw new SelfreportError(
@@ -50,32 +44,21 @@ export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
   }
 }
 
-/** The `selfreport dataset` command that builds a dataset for the run's model, target and read position, written to `out`. */
-export function datasetCommandFor(run: Run, out = "FILE"): string {
-  const c = run.config;
-  return `selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}` +
-    `${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""}${c.token_pos === "last" ? "" : ` --token-pos ${c.token_pos}`} --weights ${c.weights} --out ${out}`;
-}
+export { datasetCommandFor };
 
 /** True when the run records no dataset (imported runs) and none was given. */
 export function hasNoDataset(run: Run, dataPath?: string): boolean {
   return dataPath === undefined && run.config.dataset.path === "";
 }
 
+/** The run, its models, and its dataset (`dataPath`, or the one its config.json records; see readRunDataset). */
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
-  const run = loadRun(runDir);
-  if (hasNoDataset(run, dataPath)) {
-    throw new SelfreportError(`run ${run.dir} has no dataset (it was imported); build one with \`${datasetCommandFor(run)}\` and pass --data FILE`);
-  }
-  const datasetPath = dataPath ?? run.config.dataset.path;
-  if (!existsSync(datasetPath)) {
-    throw new SelfreportError(`dataset ${datasetPath} not found${dataPath === undefined ? " (the path recorded in the run's config.json); pass --data FILE" : ""}`);
-  }
-  checkDatasetUnchanged(run, datasetPath);
-  const ds = readDataset(datasetPath);
-  checkDatasetMatchesRun(run, ds, datasetPath);
+  const run = readRun(runDir);
+  checkDatasetUnchanged(run, dataPath ?? resolve(run.dir, run.config.dataset.path));
+  const { ds, datasetPath } = readRunDataset(run, dataPath);
   const baseModel = loadBaseModel(run);
   const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
+  checkDatasetFitsModel(ds, model, datasetPath);
   return { run, model, baseModel, ds, datasetPath };
 }
 
@@ -88,7 +71,7 @@ export function checkAnalysisOutput(outDir: string, runDir: string, dataPath: st
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
   // built in a stage folder beside outDir and renamed into place: a failure leaves no (empty or partial) folder
   const parent = dirname(resolve(outDir));
-  ensureDir(parent);
+  makeFolders(parent);
   const stage = join(parent, `.${basename(resolve(outDir))}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   const old = `${stage}.old`;
   try {

@@ -32,7 +32,8 @@ import { Tensor, Rng, noGrad, add, linear, layerNorm, geluNew, reshape, permute,
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
-import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
+import { exampleBatch, type SplitName } from "../selfreport/dataset.ts";
+import { runTarget, targetHook } from "../selfreport/target.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
 import { ciText } from "../report/verdicts.ts";
@@ -208,7 +209,7 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
   const L = c.target_layer;
   const F = c.feature_layer;
   const reaches = F >= L; // the neuron can affect the features only if they are read at or after its layer
-  const hook = targetHookName(L, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   for (const pt of patches) {
     if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
@@ -314,13 +315,14 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
  * input to value(a_t, k) (scale: s·a_t; set, mean, resample: the same value everywhere), one full forward
  * per patch and batch, and the head reads the read position. Δact is the change at the read position;
  * the direct path adds only the read position's own write (other positions reach it only through
- * attention in later blocks, which is the indirect effect). Slower than runPatches: P forwards per batch.
+ * attention in later blocks, which is the indirect effect). Slower than runPatches: every patch is a full
+ * forward, G patches × B inputs stacked into one batch of up to 256 sequences.
  */
 export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching (all positions)"): PatchRun {
   const c = ctx.run.config;
   const model = ctx.model;
   const C = model.cfg.dModel;
-  const hook = targetHookName(c.target_layer, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   for (const pt of patches) {
     if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
@@ -329,56 +331,83 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
   const featureName = `blocks.${c.feature_layer}.hook_resid_post`;
   const stopAt = Math.max(c.target_layer, c.feature_layer) + 1;
   const reaches = c.feature_layer >= c.target_layer;
+  const P = patches.length;
   const writes = patches.map((pt) => writeVector(ctx, pt.neuron));
   const cleanPred = new Float64Array(N);
   const outcomes: PatchOutcome[] = patches.map((pt) => ({
     act: new Float64Array(N), patched: new Float64Array(N), pred: new Float64Array(N), predDirect: pt.direct ? new Float64Array(N) : null,
   }));
   const BATCH = 32;
+  /** Sequences per patched forward: G patches × B inputs stacked into one batch. */
+  const ROWS = 256;
+  // inputs in order of length, so that a batch pads little
+  const order = Array.from({ length: N }, (_, k) => k).sort((x, y) => ctx.ds.lengths[inputs[x]!]! - ctx.ds.lengths[inputs[y]!]! || x - y);
   const bar = progress(label, N);
   noGrad(() => {
     for (let k0 = 0; k0 < N; k0 += BATCH) {
-      const ks = Array.from({ length: Math.min(BATCH, N - k0) }, (_, j) => k0 + j);
+      const ks = order.slice(k0, k0 + BATCH); // positions in `inputs` of this batch's examples
       const B = ks.length;
       const batch = exampleBatch(ctx.ds, ks.map((k) => inputs[k]!), padIdFor(model));
       const T = batch.len;
-      const readRows = (feats: Float32Array): Float32Array => {
-        const X = new Float32Array(B * C); // [B, C] the features at each read position
-        for (let b = 0; b < B; b++) X.set(feats.subarray((b * T + batch.positions[b]!) * C, (b * T + batch.positions[b]! + 1) * C), b * C);
+      const readRows = (feats: Float32Array, rows: number): Float32Array => {
+        const X = new Float32Array(rows * C); // [rows, C] the features at each row's read position
+        for (let r = 0; r < rows; r++) {
+          const pos = batch.positions[r % B]!;
+          X.set(feats.subarray((r * T + pos) * C, (r * T + pos + 1) * C), r * C);
+        }
         return X;
       };
       const clean = model.runWithCache(batch, [hook, featureName], { stopAtLayer: stopAt }).cache;
       const A = clean.get(hook)!.data; // [B, T, width]
-      const cleanX = readRows(clean.get(featureName)!.data);
+      const cleanX = readRows(clean.get(featureName)!.data, B);
       const cleanP = predict(ctx, cleanX, B);
       ks.forEach((k, b) => void (cleanPred[k] = cleanP[b]!));
-      patches.forEach((pt, j) => {
-        const o = outcomes[j]!;
+      const G = Math.max(1, Math.floor(ROWS / B));
+      for (let j0 = 0; j0 < P; j0 += G) {
+        const js = Array.from({ length: Math.min(G, P - j0) }, (_, g) => j0 + g); // this forward's patches
+        const R = js.length * B; // row r = g·B + b: patch js[g] on input ks[b]
+        const ids = new Int32Array(R * T);
+        const mask = new Uint8Array(R * T);
+        for (let g = 0; g < js.length; g++) {
+          ids.set(batch.ids, g * B * T);
+          mask.set(batch.attentionMask, g * B * T);
+        }
         const patch: Hook = [hook, (a) => {
           const out = a.clone();
-          for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) {
-            const at = (b * T + t) * width + pt.neuron;
-            out.data[at] = pt.value(a.data[at]!, ks[b]!);
+          for (let r = 0; r < R; r++) {
+            const pt = patches[js[Math.floor(r / B)]!]!;
+            const k = ks[r % B]!;
+            for (let t = 0; t < T; t++) {
+              const at = (r * T + t) * width + pt.neuron;
+              out.data[at] = pt.value(a.data[at]!, k);
+            }
           }
           return out;
         }];
-        const feats = model.runWithCache(batch, [featureName], { stopAtLayer: stopAt, hooks: [patch] }).cache.get(featureName)!.data;
-        const pred = predict(ctx, readRows(feats), B);
-        const XD = new Float32Array(B * C);
-        ks.forEach((k, b) => {
-          const act = A[(b * T + batch.positions[b]!) * width + pt.neuron]!;
-          const v = pt.value(act, k);
+        const feats = model.runWithCache({ ids, batch: R, len: T, attentionMask: mask }, [featureName], { stopAtLayer: stopAt, hooks: [patch] }).cache.get(featureName)!.data;
+        const pred = predict(ctx, readRows(feats, R), R);
+        const XD = new Float32Array(R * C); // the direct path: clean features + Δact·write at the read position
+        for (let r = 0; r < R; r++) {
+          const j = js[Math.floor(r / B)]!;
+          const b = r % B;
+          const k = ks[b]!;
+          const o = outcomes[j]!;
+          const act = A[(b * T + batch.positions[b]!) * width + patches[j]!.neuron]!;
+          const v = patches[j]!.value(act, k);
           o.act[k] = act;
           o.patched[k] = v;
-          o.pred[k] = pred[b]!;
+          o.pred[k] = pred[r]!;
           const d = reaches ? v - act : 0;
-          for (let i = 0; i < C; i++) XD[b * C + i] = cleanX[b * C + i]! + d * writes[j]![i]!;
-        });
-        if (o.predDirect !== null) {
-          const pd = predict(ctx, XD, B);
-          ks.forEach((k, b) => void (o.predDirect![k] = pd[b]!));
+          for (let i = 0; i < C; i++) XD[r * C + i] = cleanX[b * C + i]! + d * writes[j]![i]!;
         }
-      });
+        if (js.some((j) => patches[j]!.direct)) {
+          const pd = predict(ctx, XD, R);
+          for (let r = 0; r < R; r++) {
+            const o = outcomes[js[Math.floor(r / B)]!]!;
+            if (o.predDirect !== null) o.predDirect[ks[r % B]!] = pd[r]!;
+          }
+        }
+      }
       bar.update(k0 + B);
     }
   });
@@ -392,7 +421,7 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
  */
 export function patchedReference(ctx: AnalysisContext, input: number, neuron: number, value: (act: number) => number): { act: number; patchedAct: number; pred: number } {
   const c = ctx.run.config;
-  const hook = targetHookName(c.target_layer, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const width = targetWidth(ctx);
   const batch = exampleBatch(ctx.ds, [input], padIdFor(ctx.model));
   const pos = batch.positions[0]!;
@@ -675,7 +704,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
   const ts = summaryStats(Array.from(targetAct));
   return {
     target: {
-      layer: c.target_layer, neuron: n, layer_type: c.layer_type, hook: targetHookName(c.target_layer, c.layer_type), feature_layer: c.feature_layer,
+      layer: c.target_layer, neuron: n, layer_type: c.layer_type, hook: targetHook(runTarget(c)), feature_layer: c.feature_layer,
       head_type: ctx.run.headType, freeze_mode: c.freeze_mode, d_model: ctx.model.cfg.dModel, width,
     },
     inputs: {

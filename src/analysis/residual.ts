@@ -37,7 +37,8 @@
 import { Tensor, noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
-import { exampleBatch, targetHookName, type SplitName } from "../selfreport/dataset.ts";
+import { exampleBatch, type SplitName } from "../selfreport/dataset.ts";
+import { runTarget, targetHook } from "../selfreport/target.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, mean, std } from "../selfreport/stats.ts";
 import { progress } from "../util/progress.ts";
@@ -169,7 +170,7 @@ function collectRows(ctx: AnalysisContext, model: HookedTransformer, inputs: rea
   const c = ctx.run.config;
   const C = model.cfg.dModel;
   const N = inputs.length;
-  const target = targetHookName(c.target_layer, c.layer_type);
+  const target = targetHook(runTarget(c));
   const resid = hooks.map(() => new Float32Array(N * C));
   const act = new Float64Array(N);
   const stopAt = Math.max(c.target_layer, c.feature_layer) + 1;
@@ -437,7 +438,7 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
 
   return {
     target: {
-      layer: L, neuron: n, layer_type: c.layer_type, hook: targetHookName(L, c.layer_type), feature_layer: F,
+      layer: L, neuron: n, layer_type: c.layer_type, hook: targetHook(runTarget(c)), feature_layer: F,
       head_type: ctx.run.headType, freeze_mode: c.freeze_mode, unfreeze_last: c.unfreeze_last, d_model: C, weights: c.weights,
     },
     inputs: { n_used: N, n_dataset: ctx.ds.meta.n, selection: "test split first, then validation, then train; evenly spaced within a split", from_split: counts, indices: inputs },

@@ -4,7 +4,7 @@
  * stack only when SELFREPORT_DEBUG=1.
  */
 import { Command, CommanderError } from "commander";
-import { SelfreportError } from "../errors.ts";
+import { SelfreportError, describeSystemError, isSystemError } from "../errors.ts";
 import { Interrupted } from "../util/interrupt.ts";
 import { interruptedLine } from "./interrupts.ts";
 import { ShapeError, NanError } from "../tensor/index.ts";
@@ -56,11 +56,27 @@ export function reportError(e: unknown): number {
     return e.exitCode === 0 ? 0 : 2;
   }
   if (e instanceof SelfreportError || e instanceof ShapeError || e instanceof NanError) {
-    console.error(`selfreport: error: ${e.message}`);
+    console.error(`selfreport: error: ${oneLine(e.message)}`);
+    return 1;
+  }
+  if (isSystemError(e)) {
+    // a file-system call failed outside the wrapped writers: say which path and what was expected, not the errno text
+    console.error(`selfreport: error: ${oneLine(describeSystemError(e))}`);
+    if (process.env["SELFREPORT_DEBUG"] === "1") console.error(e.stack);
+    return 1;
+  }
+  if (e instanceof RangeError && /Invalid (typed )?array length|Array buffer allocation failed/.test(e.message)) {
+    console.error(`selfreport: error: a size read from an input file is too large to allocate (${e.message}); the file is corrupt or not what it claims to be`);
+    if (process.env["SELFREPORT_DEBUG"] === "1") console.error(e.stack);
     return 1;
   }
   const err = e instanceof Error ? e : new Error(String(e));
   if (process.env["SELFREPORT_DEBUG"] === "1") console.error(err.stack);
-  else console.error(`selfreport: error: ${err.message} (set SELFREPORT_DEBUG=1 for the stack trace)`);
+  else console.error(`selfreport: error: ${oneLine(err.message)} (set SELFREPORT_DEBUG=1 for the stack trace)`);
   return 1;
+}
+
+/** Messages print on one line (a JSON parser's message quotes the text around the error, newlines included). */
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, " ").trim();
 }

@@ -6,21 +6,18 @@
  *
  * The parent folder is created when it does not exist (as `mkdir -p`).
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { dirname } from "node:path";
-import { SelfreportError } from "../errors.ts";
+import { SelfreportError, describeSystemError, isSystemError } from "../errors.ts";
+import { makeFolders } from "./paths.ts";
 
 /** Larger single writes are split: writeSync takes at most 2 GiB at a time. */
 const MAX_WRITE = 1 << 30;
 
 /** Creates `dir` and its parents when missing (no error when it exists). */
 export function ensureDir(dir: string): void {
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (e) {
-    throw asUserError(e, `cannot create folder ${dir}`);
-  }
+  makeFolders(dir);
 }
 
 /**
@@ -84,8 +81,6 @@ function syncDir(dir: string): void {
 /** System errors (ENOENT, EACCES, ENOSPC …) are the user's to fix: wrap them with the path. */
 function asUserError(e: unknown, what: string): unknown {
   if (e instanceof SelfreportError) return e;
-  if (e instanceof Error && typeof (e as NodeJS.ErrnoException).code === "string") {
-    return new SelfreportError(`${what}: ${e.message}`, { cause: e });
-  }
+  if (isSystemError(e)) return new SelfreportError(`${what}: ${describeSystemError(e)}`, { cause: e });
   return e;
 }

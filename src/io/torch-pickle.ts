@@ -187,17 +187,22 @@ function decodeStorage(bytes: Uint8Array, ref: StorageRef, little: boolean, path
   }
 }
 
+/** The most elements one tensor may have (a typed array's limit is about 2^32 on 64-bit Node). */
+const MAX_ELEMENTS = 2 ** 31 - 1;
+
 /** Applies a view (offset, sizes, strides) to a storage: a contiguous copy. */
 function rebuildTensor(storage: Float32Array | Int32Array, ref: StorageRef, offset: number, size: number[], stride: number[], where: string): TorchTensor {
   if (size.length !== stride.length) throw new SelfreportError(`${where}: tensor size [${size}] and stride [${stride}] differ in length`);
   const numel = size.reduce((a, b) => a * b, 1);
-  const out = storage instanceof Float32Array ? new Float32Array(numel) : new Int32Array(numel);
-  if (numel === 0) return new TorchTensor(ref.dtype, size, out);
+  if (numel === 0) return new TorchTensor(ref.dtype, size, storage instanceof Float32Array ? new Float32Array(0) : new Int32Array(0));
+  // checked before allocating: a huge size (e.g. [1, 2^40]) must be refused, not fail as "Invalid typed array length"
   let last = offset;
   for (let k = 0; k < size.length; k++) last += (size[k]! - 1) * stride[k]!;
   if (last >= storage.length) {
     throw new SelfreportError(`${where}: tensor view (offset ${offset}, size [${size}], stride [${stride}]) reaches element ${last} of a storage of ${storage.length}`);
   }
+  if (numel > MAX_ELEMENTS) throw new SelfreportError(`${where}: tensor of size [${size}] has ${numel} elements; at most ${MAX_ELEMENTS} are supported`);
+  const out = storage instanceof Float32Array ? new Float32Array(numel) : new Int32Array(numel);
   let contiguous = true;
   for (let k = size.length - 1, expect = 1; k >= 0; k--) {
     if (size[k] !== 1 && stride[k] !== expect) contiguous = false;

@@ -24,6 +24,7 @@ import type { HookedTransformer, TokenBatch } from "../model/transformer.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { SelfreportError } from "../errors.ts";
 import { progress } from "../util/progress.ts";
+import { mlpNeuronsHook } from "../selfreport/target.ts";
 
 export interface NeuronDoc {
   id: string;
@@ -139,7 +140,7 @@ function makeWindows(model: HookedTransformer, tok: Tokenizer, docs: readonly Ne
  * activations [len, d_mlp] (a view: copy what you keep).
  */
 function scanWindows(model: HookedTransformer, layer: number, windows: readonly Window[], batchSize: number, label: string | null, visit: (w: Window, acts: Float32Array) => void): void {
-  const hook = `blocks.${layer}.mlp.hook_post`;
+  const hook = mlpNeuronsHook(layer);
   const M = model.cfg.dMlp;
   const bar = label === null ? null : progress(label, windows.length);
   try {
@@ -330,7 +331,7 @@ export function scanLayer(
   });
   const docsUsed = new Set(windows.map((w) => w.doc)).size;
   return {
-    stats: { layer, hook: `blocks.${layer}.mlp.hook_post`, tokens, windows: windows.length, documents: docsUsed, ctx, neurons: acc.stats() },
+    stats: { layer, hook: mlpNeuronsHook(layer), tokens, windows: windows.length, documents: docsUsed, ctx, neurons: acc.stats() },
     top,
   };
 }

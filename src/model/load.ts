@@ -3,9 +3,11 @@
  *   config.json, model.safetensors, and vocab.json + merges.txt (or tokenizer.json).
  * Local files only: a name is resolved in the local Hugging Face cache, never downloaded.
  */
-import { existsSync, readFileSync, copyFileSync, mkdirSync } from "node:fs";
+import { existsSync, readFileSync, copyFileSync } from "node:fs";
+import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkFiniteTensor } from "../io/schema.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
@@ -55,6 +57,7 @@ export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTens
   const raw = new Map<string, RawTensor>();
   for (const [k, t] of tensors) {
     if (!(t.data instanceof Float32Array)) throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${t.dtype}; GPT-2 weights are floating point`);
+    checkFiniteTensor(t.data, path, k, "tensor");
     raw.set(k, { shape: t.shape, data: t.data });
   }
   void cfg;
@@ -97,7 +100,7 @@ export interface SaveOptions {
 
 /** Writes config.json + model.safetensors (+ tokenizer files), each atomically. */
 export function saveModel(model: HookedTransformer, dir: string, opts: SaveOptions = {}): void {
-  mkdirSync(dir, { recursive: true });
+  makeFolders(dir);
   const dtype = opts.dtype ?? "F32";
   const hf = paramsToHf(model.params, model.cfg);
   const tensors: Record<string, { dtype: "F32" | "F16"; shape: number[]; data: Float32Array }> = {};

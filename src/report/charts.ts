@@ -7,8 +7,9 @@
  * `url` is refused before rendering. Each call builds its own loader, logger and View; nothing
  * is cached between calls.
  */
-import { Error as LOG_ERROR, logger as vegaLogger, parse, View, type Loader, type LoggerInterface } from "vega";
-import { compile, type Config, type TopLevelSpec } from "vega-lite";
+// vega and vega-lite load on the first chart (they cost every other command ~0.5 s of start-up)
+import type { View, Loader, LoggerInterface } from "vega";
+import type { Config, TopLevelSpec } from "vega-lite";
 import { SelfreportError } from "../errors.ts";
 
 export type VegaLiteSpec = TopLevelSpec;
@@ -81,8 +82,11 @@ function refusingLoader(refused: string[]): Loader {
 }
 
 /** A logger that keeps errors (to throw them) and drops warnings and info. */
-function collectingLogger(errors: string[]): LoggerInterface {
-  return vegaLogger(LOG_ERROR, "error", (_method, _level, args) => {
+type Vega = typeof import("vega");
+let vegaLibs: Promise<[Vega, typeof import("vega-lite")]> | null = null;
+
+function collectingLogger(vega: Vega, errors: string[]): LoggerInterface {
+  return vega.logger(vega.Error, "error", (_method, _level, args) => {
     errors.push(args.map((a) => (a instanceof Error ? a.message : String(a))).join(" "));
   });
 }
@@ -96,9 +100,10 @@ export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
   findDataUrls(spec, "spec", false, urls);
   if (urls.length > 0) refuse(urls[0].url, urls[0].at);
   const errors: string[] = [];
-  let vgSpec: ReturnType<typeof compile>["spec"];
+  const [vega, vl] = await (vegaLibs ??= Promise.all([import("vega"), import("vega-lite")]));
+  let vgSpec: ReturnType<typeof vl.compile>["spec"];
   try {
-    vgSpec = compile(spec, { logger: collectingLogger(errors) }).spec;
+    vgSpec = vl.compile(spec, { logger: collectingLogger(vega, errors) }).spec;
   } catch (e) {
     throw new SelfreportError(`chart spec does not compile: ${(e as Error).message}`);
   }
@@ -107,7 +112,7 @@ export async function renderSvg(spec: VegaLiteSpec): Promise<string> {
   const refused: string[] = [];
   let view: View | undefined;
   try {
-    view = new View(parse(vgSpec), { renderer: "none", loader: refusingLoader(refused), logger: collectingLogger(errors) });
+    view = new vega.View(vega.parse(vgSpec), { renderer: "none", loader: refusingLoader(refused), logger: collectingLogger(vega, errors) });
     const svg = await view.toSVG();
     if (refused.length > 0) refuse(refused[0]);
     if (errors.length > 0) throw new SelfreportError(`chart did not render: ${errors[0]}`);

@@ -22,8 +22,10 @@ import type { RegressionMetrics } from "../selfreport/stats.ts";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkAnalysisSummary, requireField } from "../io/schema.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { readRunConfig, type RunConfig } from "../selfreport/run.ts";
+import { readRunConfig, readTrainLog, analysisDir, type RunConfig } from "../selfreport/run.ts";
+import { runTarget, targetLabel } from "../selfreport/target.ts";
 import type { WeightsSummary } from "../analysis/weights.ts";
 import type { PatchingSummary } from "../analysis/patching.ts";
 import type { ResidualSummary } from "../analysis/residual.ts";
@@ -154,20 +156,8 @@ function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** The value at a dotted path, or throws naming the path and what was expected. */
-function need(obj: Json, path: string, kind: "number" | "string" | "object" | "array" | "object|null" | "number|null", where: string): unknown {
-  let v: unknown = obj;
-  for (const key of path.split(".")) v = isObject(v) ? v[key] : undefined;
-  const ok =
-    kind === "number" ? typeof v === "number" :
-    kind === "string" ? typeof v === "string" :
-    kind === "object" ? isObject(v) :
-    kind === "array" ? Array.isArray(v) :
-    kind === "object|null" ? v === null || isObject(v) :
-    v === null || typeof v === "number";
-  if (!ok) throw new SelfreportError(`${where}: field "${path}" should be ${kind.replace("|", " or ")}, found ${v === undefined ? "nothing" : JSON.stringify(v).slice(0, 60)}`);
-  return v;
-}
+/** The value at a dotted path, or throws naming the file, the path and what was expected (src/io/schema.ts). */
+const need = requireField;
 
 function readJson(path: string): Json {
   let parsed: unknown;
@@ -180,30 +170,12 @@ function readJson(path: string): Json {
   return parsed;
 }
 
-/** The fields each analysis's verdict and section read; checked before the summary is used. */
-const REQUIRED: Record<AnalysisName, Array<[string, Parameters<typeof need>[2]]>> = {
-  weights: [
-    ["target.layer", "number"], ["target.neuron", "number"], ["target.layer_type", "string"], ["target.d_model", "number"], ["reading", "object"], ["pattern.comparisons", "object"],
-    ["head.type", "string"], ["head.method", "string"], ["examples.n_used", "number"], ["examples.n_dataset", "number"], ["examples.features", "string"],
-    ["examples.prediction_activation_r", "number"], ["direct_write", "object"], ["notes", "array"],
-  ],
-  patching: [
-    ["target.neuron", "number"], ["fit", "object|null"], ["fit_bootstrap", "object"], ["controls.k", "number"], ["controls.n_defined", "number"], ["controls.percentile_abs", "number|null"],
-    ["inputs.n_used", "number"], ["settings", "array"], ["direct", "object"], ["notes", "array"],
-  ],
-  residual: [
-    ["target.freeze_mode", "string"], ["target.feature_layer", "number"], ["target.layer", "number"], ["target.d_model", "number"], ["inputs.n_used", "number"], ["readout", "object"],
-    ["predictions.base.r_with_target", "number"], ["predictions.finetuned.r_with_target", "number"], ["layers", "array"], ["neuron.r", "number"], ["notes", "array"],
-  ],
-};
-
 /**
- * Throws unless `summary` is analysis `name`'s and has every field in REQUIRED[name]; the rest of
- * the summary is taken as writeAnalysisOutput wrote it.
+ * Throws unless `summary` is analysis `name`'s and has every field the verdicts and sections read
+ * (checkAnalysisSummary, src/io/schema.ts); the rest is taken as writeAnalysisOutput wrote it.
  */
 function checkSummary<K extends AnalysisName>(name: K, summary: Json, path: string): asserts summary is Json & AnalysisSummaries[K] {
-  if (summary["analysis"] !== name) throw new SelfreportError(`${path}: "analysis" is ${JSON.stringify(summary["analysis"])}, expected "${name}"`);
-  for (const [field, kind] of REQUIRED[name]) need(summary, field, kind, path);
+  checkAnalysisSummary(name, summary, path);
 }
 
 /**
@@ -270,25 +242,14 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
     const p = prepareSvg(readFileSync(svgPath, "utf8"), "training-");
     return p.svg !== null ? { svg: p.svg, source: "training_curve.svg" } : { svg: null, reason: `training_curve.svg ${p.problem}` };
   }
-  const logPath = join(runDir, "train_log.jsonl");
-  if (!existsSync(logPath)) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
+  const log = readTrainLog(runDir);
+  if (log === null) return { svg: null, reason: "the run has neither training_curve.svg nor train_log.jsonl" };
   const points: LinePoint[] = [];
-  let bad = 0;
-  for (const line of readFileSync(logPath, "utf8").split("\n")) {
-    if (line.trim() === "") continue;
-    let rec: unknown;
-    try {
-      rec = JSON.parse(line);
-    } catch {
-      bad++;
-      continue;
-    }
-    if (!isObject(rec) || typeof rec["step"] !== "number") {
-      bad++;
-      continue;
-    }
-    if (typeof rec["loss"] === "number") points.push({ x: rec["step"], y: rec["loss"], series: "train (per step)" });
-    if (typeof rec["val_loss"] === "number") points.push({ x: rec["step"], y: rec["val_loss"], series: "validation (per epoch)" });
+  const bad = log.bad;
+  for (const rec of log.records) {
+    if (typeof rec["loss"] === "number") points.push({ x: rec.step, y: rec["loss"], series: "train (per step)" });
+    if (typeof rec["train_loss_mean"] === "number") points.push({ x: rec.step, y: rec["train_loss_mean"], series: "train (epoch mean)" });
+    if (typeof rec["val_loss"] === "number") points.push({ x: rec.step, y: rec["val_loss"], series: "validation (per epoch)" });
   }
   if (points.length === 0) return { svg: null, reason: `train_log.jsonl has no loss records${bad > 0 ? ` (${bad} unreadable lines)` : ""}` };
   const svg = await renderSvg(lineChart({
@@ -306,7 +267,7 @@ async function readTrainingCurve(runDir: string, cfg: RunConfig): Promise<Report
 export async function collectReport(runDir: string, analysesDir?: string): Promise<ReportInputs> {
   if (existsSync(runDir) && !statSync(runDir).isDirectory()) throw new SelfreportError(`--run ${runDir} is a file; expected a run directory (with config.json)`);
   const config = readRunConfig(runDir);
-  const dir = analysesDir ?? join(runDir, "analysis");
+  const dir = analysesDir ?? analysisDir(runDir);
   if (analysesDir !== undefined && !(existsSync(analysesDir) && statSync(analysesDir).isDirectory())) {
     throw new SelfreportError(`--analyses ${analysesDir} ${existsSync(analysesDir) ? "is not a folder" : "does not exist"}; expected a folder with weights/, patching/ or residual/ from \`selfreport analyze\``);
   }
@@ -466,14 +427,16 @@ function section(id: string, title: string, sub: string, body: string): string {
 
 function configSection(r: ReportInputs): string {
   const c = r.config;
-  const hook = c.layer_type === "mlp_post" ? `blocks.${c.target_layer}.mlp.hook_post[${c.target_neuron}]` : `blocks.${c.target_layer}.hook_mlp_out[${c.target_neuron}]`;
+  const hook = targetLabel(runTarget(c));
+  const ds = c.dataset;
+  const column = ds?.target_column != null ? `, targets: column ${ds.target_column.column} of ${ds.target_column.path}` : "";
   const hc = c.head_config;
   const rows: string[][] = [
     ["target", `layer ${c.target_layer}, neuron ${c.target_neuron} (${hook})`],
     ["head", `${c.head_type}${hc.hidden_dim ? `, hidden layer ${hc.hidden_dim} (${hc.activation ?? ""})` : ""}, reads resid_post of layer ${c.feature_layer}`],
     ["freezing", c.freeze_mode === "partial" ? `partial (last ${c.unfreeze_last ?? "?"} blocks trained)` : c.freeze_mode],
     ["base model", `${c.base_model_name} (${c.base_model_dir}), weights ${c.weights}, d_model ${c.d_model}`],
-    ["dataset", `${c.dataset?.path ?? "?"} (${c.dataset?.n ?? "?"} examples)`],
+    ["dataset", ds === undefined || ds.path === "" ? "none recorded" : `${ds.path} (${ds.n} examples${column})`],
     ["target activation", `mean ${num(c.activation_mean)}, std ${num(c.activation_std)}`],
     ["training", Object.entries(c.training ?? {}).map(([k, v]) => `${k} ${String(v)}`).join(", ")],
     ["run directory", resolve(r.runDir)],
@@ -535,7 +498,8 @@ function overview(r: ReportInputs): string {
     `<details open><summary>How the verdicts are decided</summary><ul class="thresholds">${THRESHOLD_TEXT.map((t) => `<li>${escapeHtml(t)}</li>`).join("")}</ul></details></section>`;
 }
 
-const CSS = `
+/** The stylesheet of the run report (the sweep report adds to it). */
+export const REPORT_CSS = `
 :root { --fg: #222; --muted: #666; --line: #ddd; --yes: #2e7d32; --partly: #b26a00; --no: #c62828; --na: #607d8b; }
 * { box-sizing: border-box; }
 body { font: 15px/1.5 Helvetica, Arial, sans-serif; color: var(--fg); margin: 0 auto; max-width: 1100px; padding: 1.5rem; }
@@ -570,7 +534,7 @@ ${REPORT_MARKER}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>${escapeHtml(title)}</title>
-<style>${CSS}</style>
+<style>${REPORT_CSS}</style>
 </head>
 <body>
 <header><h1>${escapeHtml(title)}</h1><p class="muted">Report on ${escapeHtml(resolve(r.runDir))}, analyses from ${escapeHtml(resolve(r.analysesDir))}; made ${escapeHtml(r.generated)} by <code>selfreport report</code>.</p></header>
@@ -587,7 +551,7 @@ ${residualSection(r)}
 
 export interface WriteReportOptions {
   runDir: string;
-  /** Default: runDir/analysis. */
+  /** Default: runDir/analysis (analysisDir in src/selfreport/run.ts). */
   analysesDir?: string;
   out: string;
   /** Replace an existing report at `out`. */

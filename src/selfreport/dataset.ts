@@ -27,21 +27,23 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkDatasetArrays, checkDatasetMeta, checkTargetFitsModel, isJsonObject } from "../io/schema.ts";
 import { progress } from "../util/progress.ts";
 import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { activationStats, quantileBinEdges, type ActivationStats } from "./stats.ts";
+import { targetHook, targetLabel, type LayerType, type Target } from "./target.ts";
 
 export const DATASET_FORMAT = "selfreport-dataset";
 export const DATASET_VERSION = 1;
 
-/** `mlp_post`: neuron N of blocks.L.mlp.hook_post; `mlp_out`: dimension N of blocks.L.hook_mlp_out. */
-export type LayerType = "mlp_post" | "mlp_out";
+export type { LayerType } from "./target.ts";
 export type TokenPos = "last" | number;
 export const SPLITS = ["train", "validation", "test"] as const;
 export type SplitName = (typeof SPLITS)[number];
 
+/** The target's hook name (see target.ts). */
 export function targetHookName(layer: number, layerType: LayerType): string {
-  return layerType === "mlp_post" ? `blocks.${layer}.mlp.hook_post` : `blocks.${layer}.hook_mlp_out`;
+  return targetHook({ layer, layer_type: layerType });
 }
 
 export interface DatasetMeta {
@@ -370,6 +372,7 @@ export function readDataset(path: string): Dataset {
   } catch {
     throw new SelfreportError(`${path}: corrupt dataset metadata`);
   }
+  if (!isJsonObject(meta)) throw new SelfreportError(`${path}: corrupt dataset metadata (expected a JSON object)`);
   if (meta.format !== DATASET_FORMAT) throw new SelfreportError(`${path} is not a selfreport dataset (format "${String(meta.format)}")`);
   if (meta.version !== DATASET_VERSION) throw new SelfreportError(`${path}: dataset version ${meta.version} is not supported (expected ${DATASET_VERSION})`);
   const get = <T extends Float32Array | Int32Array>(name: string, ctor: new (...a: never[]) => T, size: number): T => {
@@ -378,8 +381,9 @@ export function readDataset(path: string): Dataset {
     if (!(t.data instanceof ctor) || t.data.length !== size) throw new SelfreportError(`${path}: dataset array "${name}" has the wrong type or size (expected ${size})`);
     return t.data as T;
   };
+  checkDatasetMeta(meta as unknown as Record<string, unknown>, path);
   const n = meta.n;
-  return {
+  const ds: Dataset = {
     meta,
     tokens: get("tokens", Int32Array, n * meta.max_len),
     lengths: get("lengths", Int32Array, n),
@@ -387,6 +391,75 @@ export function readDataset(path: string): Dataset {
     targets: get("targets", Float32Array, n),
     split: get("split", Int32Array, n),
     window: get("window", Int32Array, n),
+  };
+  checkDatasetArrays(ds, meta, path);
+  return ds;
+}
+
+/**
+ * Throws unless the dataset fits the model it is used with: its target layer and neuron exist in the
+ * model, its prefixes fit the model's context and its token ids its vocabulary.
+ */
+export function checkDatasetFitsModel(ds: Dataset, model: HookedTransformer, path: string): void {
+  const m = ds.meta;
+  checkTargetFitsModel({ target_layer: m.layer, target_neuron: m.neuron, layer_type: m.layer_type }, model.cfg, path, { layer: "layer", neuron: "neuron" });
+  if (m.max_len > model.cfg.nCtx) throw new SelfreportError(`${path}: field "max_len" must be at most the model's n_positions ${model.cfg.nCtx}, got ${m.max_len}`);
+  const V = model.cfg.dVocab;
+  for (let i = 0; i < m.n; i++) {
+    for (let j = 0; j < ds.lengths[i]!; j++) {
+      const id = ds.tokens[i * m.max_len + j]!;
+      if (id >= V) throw new SelfreportError(`${path}: tokens[${i}][${j}] must be a token id of the model's vocabulary (0..${V - 1}), got ${id}`);
+    }
+  }
+}
+
+/** Column k of targets [n, K]: [n]. */
+export function targetColumn(targetsNK: Float32Array, n: number, K: number, k: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = targetsNK[i * K + k]!;
+  return out;
+}
+
+/**
+ * A targets file (a sweep's data/L{l}.targets.safetensors): F32 `targets` [n, K], the activations of
+ * K neurons of one layer at each example; metadata `neurons` (JSON list, column k = neurons[k]) and `layer`.
+ * Returns the column of `target.neuron`, checked against the metadata and the example count n.
+ */
+export function readTargetsColumn(path: string, target: Target, column: number, n: number): Float32Array {
+  if (!existsSync(path)) throw new SelfreportError(`targets file ${path} not found`);
+  const { tensors, metadata } = readSafetensors(path);
+  const t = tensors.get("targets");
+  if (t === undefined || !(t.data instanceof Float32Array) || t.shape.length !== 2 || t.shape[0] !== n) {
+    throw new SelfreportError(`${path}: expected F32 "targets" [${n}, K] (one row per example of the dataset)`);
+  }
+  const K = t.shape[1]!;
+  if (!Number.isInteger(column) || column < 0 || column >= K) throw new SelfreportError(`${path}: target column ${column} is out of range (the file has ${K} columns)`);
+  const neurons = JSON.parse(metadata["neurons"] ?? "null") as unknown;
+  if (Array.isArray(neurons) && neurons[column] !== target.neuron) {
+    throw new SelfreportError(`${path}: column ${column} holds neuron ${String(neurons[column])}, not ${target.neuron}`);
+  }
+  if (metadata["layer"] !== undefined && Number(metadata["layer"]) !== target.layer) {
+    throw new SelfreportError(`${path}: holds layer ${metadata["layer"]}, not ${target.layer}`);
+  }
+  return targetColumn(t.data, n, K, column);
+}
+
+/**
+ * The same examples with another target: `targets` [n] are `target`'s activations at each example's
+ * read position; the statistics and bin edges are those buildDataset would compute for them (training
+ * split). A sweep stores one examples file and the targets of many neurons beside it (src/sweep/data.ts).
+ */
+export function withTargets(examples: Dataset, target: Target, targets: Float32Array): Dataset {
+  const n = examples.meta.n;
+  if (targets.length !== n) throw new SelfreportError(`targets for ${targetLabel(target)} have ${targets.length} values, but the dataset has ${n} examples`);
+  const trainTargets = targets.filter((_, i) => examples.split[i] === 0);
+  return {
+    ...examples,
+    targets,
+    meta: {
+      ...examples.meta, layer: target.layer, neuron: target.neuron, layer_type: target.layer_type, hook: targetHook(target),
+      stats: activationStats(trainTargets), bin_edges: quantileBinEdges(trainTargets, examples.meta.num_bins),
+    },
   };
 }
 

@@ -14,6 +14,7 @@ import { Tensor, noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { progress } from "../util/progress.ts";
+import { SelfreportError } from "../errors.ts";
 import { exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
 
 export function featureCachePath(datasetPath: string, featureLayer: number, weights: string): string {
@@ -54,6 +55,7 @@ export function computeFeatures(model: HookedTransformer, ds: Dataset, featureLa
     else groups.set(w, [i]);
   }
   const list = [...groups.values()];
+  checkSharedPrefixes(ds, list);
   const bar = progress("features", list.length);
   noGrad(() => {
     for (let g0 = 0; g0 < list.length; g0 += batchWindows) {
@@ -70,6 +72,28 @@ export function computeFeatures(model: HookedTransformer, ds: Dataset, featureLa
   });
   bar.stop();
   return new Tensor(out, [n, C]);
+}
+
+/**
+ * One forward pass per window reads every example of the window from its longest member, which is
+ * right only when each example's read position lies inside its own prefix and its tokens are the
+ * start of the longest member's: anything else would read another example's features, so it is refused.
+ */
+function checkSharedPrefixes(ds: Dataset, groups: readonly number[][]): void {
+  const L = ds.meta.max_len;
+  for (const members of groups) {
+    const longest = members.reduce((a, b) => (ds.lengths[b]! > ds.lengths[a]! ? b : a));
+    for (const i of members) {
+      const len = ds.lengths[i]!;
+      const pos = ds.positions[i]!;
+      if (pos < 0 || pos >= len) throw new SelfreportError(`dataset example ${i}: read position ${pos} is outside its ${len}-token prefix (expected 0..${len - 1})`);
+      for (let j = 0; j < len; j++) {
+        if (ds.tokens[i * L + j] !== ds.tokens[longest * L + j]) {
+          throw new SelfreportError(`dataset example ${i}: window ${ds.window[i]!} groups it with example ${longest}, but its tokens are not a prefix of that example's (token ${j} differs); expected the examples of one window to share their prefix`);
+        }
+      }
+    }
+  }
 }
 
 /** Loads the cache when it matches (model fingerprint, examples, layer, size), else computes and saves it. */

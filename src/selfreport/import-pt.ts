@@ -23,6 +23,8 @@ import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { SelfreportError } from "../errors.ts";
+import { checkRunConfig } from "../io/schema.ts";
+import { expectFolderPath } from "../io/paths.ts";
 import { validateTarget, type LayerType, type TokenPos } from "./dataset.ts";
 import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
@@ -31,7 +33,7 @@ import {
 import { checkOutput } from "../io/outputs.ts";
 import { withOutputFolderSync } from "../io/folder.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, removeRunFiles, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -104,6 +106,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     if (!existsSync(p)) throw new SelfreportError(`${what} ${p} does not exist`);
   }
   const outDir = resolve(o.outDir);
+  expectFolderPath(o.outDir, "--out", "a run directory");
   const existed = checkOutput(outDir, { kind: "run", inputs: [o.headPath, o.configPath, o.modelDir, o.finetunedDir], force: o.force === true }).exists;
 
   let raw: Json;
@@ -241,6 +244,8 @@ export function importPythonRun(o: ImportOptions): ImportResult {
     training: {},
     imported: { from: resolve(o.headPath), notes },
   };
+  // the same check every reader of a run makes: a run that could not be loaded is never written
+  checkRunConfig(config as unknown as Record<string, unknown>, path);
   // everything checked: write (one writer at a time; a failure leaves nothing it created)
   withOutputFolderSync(outDir, (folder) => {
     if (existed && o.force === true) {
@@ -248,8 +253,7 @@ export function importPythonRun(o: ImportOptions): ImportResult {
       folder.markStart();
     }
     if (ft !== null) saveModel(ft, finetunedDir(outDir), { processed: weights });
-    writeHead(outDir, head, { imported_from: resolve(o.headPath) });
-    writeRunConfig(outDir, config);
+    writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
   });
   return { config, notes };
 }

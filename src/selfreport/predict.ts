@@ -7,7 +7,7 @@ import { noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { SelfreportError } from "../errors.ts";
-import { targetHookName } from "./dataset.ts";
+import { runTarget, targetHook } from "./target.ts";
 import { headForward, predictionsFromOutput, readFeatures } from "./predictor.ts";
 import type { Run } from "./run.ts";
 
@@ -31,7 +31,7 @@ export function readPosition(tokenPos: "last" | number, length: number, label: s
 /** Target activation of each prompt at its read position: [B]. */
 export function targetActivations(model: HookedTransformer, run: Run, batch: { ids: Int32Array; batch: number; len: number; attentionMask: Uint8Array }, positions: ArrayLike<number>): Float32Array {
   const c = run.config;
-  const hook = targetHookName(c.target_layer, c.layer_type);
+  const hook = targetHook(runTarget(c));
   const { cache } = noGrad(() => model.runWithCache(batch, [hook], { stopAtLayer: c.target_layer + 1 }));
   const A = cache.get(hook)!; // [B, T, width]
   const width = A.shape[2]!;

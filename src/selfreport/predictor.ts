@@ -22,6 +22,7 @@ import type { HookedTransformer, TokenBatch } from "../model/transformer.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
 import { binCentres } from "./stats.ts";
+import { checkFiniteTensor } from "../io/schema.ts";
 
 export type HeadType = "regression" | "classification" | "token";
 export const HEAD_TYPES: readonly HeadType[] = ["regression", "classification", "token"];
@@ -137,6 +138,7 @@ export function checkHeadParams(cfg: HeadConfig, params: HeadParams, source: str
     if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new SelfreportError(`${source}: head tensor "${name}" has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}] for this head_config`);
     }
+    checkFiniteTensor(t.data, source, name, "head tensor");
   }
 }
 

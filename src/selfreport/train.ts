@@ -13,7 +13,7 @@
  * src/selfreport/ridge.ts): closed-form ridge on the cached features with the penalty chosen on the
  * validation split. It writes the same run directory (head, metrics, one train_log record for the solve).
  */
-import { existsSync, appendFileSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   Tensor, Rng, noGrad, indexSelect, mse, crossEntropy, backward, adamW, clipGradNorm, warmupCosine, argmaxLast,
@@ -21,22 +21,27 @@ import {
 import { loadModel, saveModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { checkOutput, fileSha256, registerRunOfDataset } from "../io/outputs.ts";
 import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
-import { readDataset, splitIndices, exampleBatch, padIdForVocab, type Dataset } from "./dataset.ts";
+import { expectFolderPath } from "../io/paths.ts";
+import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
   makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
-import { quantileBinEdges, binOf, regressionMetrics, type RegressionMetrics } from "./stats.ts";
+import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
 import { ridgeBasis, ridgeFit, ridgeApplies, defaultSolver, SOLVERS, RIDGE_GRID_TEXT, type Solver } from "./ridge.ts";
-import { RUN_FORMAT_VERSION, FREEZE_MODES, removeRunFiles, writeRunConfig, writeHead, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import {
+  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, removeRunFiles, finetunedDir, trainingRecordOf,
+  type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainingSettings, type TrainLogRecord,
+} from "./run.ts";
+
+export type { TestMetrics } from "./run.ts";
 
 export interface TrainOptions {
   data: string;
@@ -69,20 +74,35 @@ export interface TrainOptions {
   solver?: Solver;
 }
 
+/** The training defaults (the learning rate's depends on the freezing mode: defaultLr). */
+export const TRAINING_DEFAULTS: Readonly<Omit<TrainingSettings, "lr">> = {
+  feature_layer: -1, epochs: 20, batch_size: 64, weight_decay: 0.01, warmup: 50, grad_clip: 1.0, patience: 3, seed: 0,
+};
+
+/** TrainOptions' hyper-parameters from the snake_case settings record. */
+export function trainOptionsFrom(t: TrainingSettings): Pick<TrainOptions, "featureLayer" | "epochs" | "batchSize" | "lr" | "weightDecay" | "warmup" | "gradClip" | "patience" | "seed"> {
+  return {
+    featureLayer: t.feature_layer, epochs: t.epochs, batchSize: t.batch_size, lr: t.lr, weightDecay: t.weight_decay, warmup: t.warmup,
+    gradClip: t.grad_clip, patience: t.patience, seed: t.seed,
+  };
+}
+
+/** The snake_case settings record of TrainOptions' hyper-parameters (the inverse of trainOptionsFrom). */
+export function trainingSettingsOf(o: TrainOptions): TrainingSettings {
+  return {
+    feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay, warmup: o.warmup,
+    grad_clip: o.gradClip, patience: o.patience, seed: o.seed,
+  };
+}
+
+/** The same defaults under TrainOptions' names. */
 export const TRAIN_DEFAULTS = {
-  freeze: "frozen" as FreezeMode, featureLayer: -1, epochs: 20, batchSize: 64, lr: 1e-3, weightDecay: 0.01,
-  warmup: 50, gradClip: 1.0, seed: 0, patience: 3, dropout: 0, checkpointEvery: 500,
+  freeze: "frozen" as FreezeMode, ...trainOptionsFrom({ ...TRAINING_DEFAULTS, lr: 1e-3 }), dropout: 0, checkpointEvery: 500,
 };
 
 /** Learning-rate defaults differ by mode: fine-tuning a whole model wants a much smaller step. */
 export function defaultLr(freeze: FreezeMode): number {
   return freeze === "frozen" ? 1e-3 : 1e-4;
-}
-
-export interface TestMetrics extends RegressionMetrics {
-  /** Bin accuracy (classification and token heads): argmax class equals the target's bin. */
-  accuracy: number | null;
-  baseline: { description: string; mse: number; mae: number; r2: number };
 }
 
 export interface TrainResult {
@@ -122,6 +142,8 @@ export interface TrainInputs {
   /** Frozen mode: the feature cache [n, d_model] for `dataset`. */
   features?: Tensor;
   loaded?: { model: HookedTransformer; dir: string };
+  /** What config.json records as the dataset (default: the file `data` with its own targets). */
+  datasetRef?: DatasetRef;
 }
 
 /** Everything the training loop needs about one example set. */
@@ -157,6 +179,9 @@ function validateOptions(o: TrainOptions): void {
   if (!(o.lr > 0)) throw new SelfreportError(`--lr must be positive, got ${o.lr}`);
   if (!Number.isInteger(o.warmup) || o.warmup < 0) throw new SelfreportError(`--warmup must be a non-negative integer (steps), got ${o.warmup}`);
   if (!Number.isInteger(o.patience) || o.patience < 1) throw new SelfreportError(`--patience must be a positive integer, got ${o.patience}`);
+  if (o.resume && o.force) throw new SelfreportError("--resume and --force contradict each other: --resume continues the run in --out, --force starts it over; pass one of them");
+  if (o.activation !== null && o.hiddenDim === null) throw new SelfreportError(`--activation ${o.activation} needs --hidden-dim N: the activation is the hidden layer's, and without --hidden-dim the head has none`);
+  expectFolderPath(o.out, "--out", "a run directory");
 }
 
 function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
@@ -167,6 +192,7 @@ function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
   if (o.model !== undefined && resolve(dir) !== resolve(meta.model_dir)) {
     throw new SelfreportError(`dataset ${o.data} was built from model ${meta.model_dir}, not ${dir}; rebuild the dataset for this model or drop --model`);
   }
+  checkDatasetFitsModel(ds, model, o.data);
   const featureLayer = o.featureLayer === -1 ? model.cfg.nLayers - 1 : o.featureLayer;
   model.checkLayer(featureLayer, "--feature-layer");
   if (o.freeze === "partial" && o.unfreezeLast! > featureLayer + 1) {
@@ -281,14 +307,14 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
       removeRunFiles(out); // the old run (with its analyses and report) goes as a whole
       folder.markStart();
     }
-    const r = solver === "ridge" ? await trainRidge(o, p, datasetSha256) : await trainAdamw(o, p, datasetSha256);
+    const r = solver === "ridge" ? await trainRidge(o, p, inputs, datasetSha256) : await trainAdamw(o, p, inputs, datasetSha256);
     if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
     return r;
   }, { keepOnFailure: keepCheckpoint });
 }
 
 /** The AdamW loop into the locked run folder `o.out` (checkpoints, --resume, early stopping). */
-async function trainAdamw(o: TrainOptions, p: Prepared, datasetSha256: string | null): Promise<TrainResult> {
+async function trainAdamw(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null): Promise<TrainResult> {
   const out = o.out;
   const ckDir = join(out, "checkpoint");
   const meta = p.ds.meta;
@@ -338,10 +364,10 @@ async function trainAdamw(o: TrainOptions, p: Prepared, datasetSha256: string | 
     if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
     info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
   } else {
-    rmSync(join(out, "train_log.jsonl"), { force: true });
+    removeTrainLog(out);
     rmSync(ckDir, { recursive: true, force: true });
   }
-  const log = (rec: Record<string, unknown>): void => appendFileSync(join(out, "train_log.jsonl"), JSON.stringify(rec) + "\n");
+  const log = (rec: TrainLogRecord): void => appendTrainLog(out, rec);
 
   const t0 = Date.now();
   const checkpoint = (): void => {
@@ -434,30 +460,29 @@ async function trainAdamw(o: TrainOptions, p: Prepared, datasetSha256: string | 
   const validation = testMetrics(type, p, head, p.val);
   const seconds = state.seconds + (Date.now() - t0) / 1000;
 
-  // ---- write the run directory (each file atomically)
+  // ---- write the run directory (each file atomically, config.json last)
   for (const t of [...headParams, ...modelParams]) t.requiresGrad = false;
-  writeHead(out, head);
   if (o.freeze !== "frozen") {
     // saved as trained (already processed): loading gives back exactly this model
     saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
   }
-  const config = runConfig(o, p, datasetSha256, {
-    solver: "adamw", epochs: o.epochs, epochs_run: state.epoch, best_epoch: state.bestEpoch, batch_size: o.batchSize, lr: o.lr, weight_decay: o.weightDecay,
-    warmup: o.warmup, grad_clip: o.gradClip, seed: o.seed, patience: o.patience, steps: state.step, seconds: Math.round(seconds * 10) / 10,
+  const config = runConfig(o, p, inputs, datasetSha256, {
+    solver: "adamw", ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
   });
-  writeJsonAtomic(join(out, "metrics.json"), { test, validation, solver: "adamw", epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds });
   const points = state.curve.flatMap((c) => [
     ...(c.train !== undefined ? [{ x: c.step, y: c.train, series: "train (per step)" }] : []),
     ...(c.val !== undefined ? [{ x: c.step, y: c.val, series: "validation (per epoch)" }] : []),
   ]);
-  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points })));
-  writeRunConfig(out, config); // last: a run directory with config.json is complete
+  const curveSvg = await renderSvg(lineChart({ title: `Training loss (${type} head, ${o.freeze})`, x: "step", y: type === "regression" ? "MSE (standardised)" : "cross-entropy", series: "series", data: points }));
+  writeRun(out, {
+    config, head, metrics: { test, validation, solver: "adamw", epochs_run: state.epoch, best_epoch: state.bestEpoch, stopped_early: stoppedEarly, seconds }, trainingCurveSvg: curveSvg,
+  });
   rmSync(ckDir, { recursive: true, force: true });
   return { runDir: out, test, validation, epochsRun: state.epoch, bestEpoch: state.bestEpoch, stoppedEarly, seconds };
 }
 
 /** config.json of a finished run; `training` records how the head was fitted. */
-function runConfig(o: TrainOptions, p: Prepared, datasetSha256: string | null, training: RunConfig["training"]): RunConfig {
+function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null, training: RunConfig["training"]): RunConfig {
   const meta = p.ds.meta;
   return {
     format_version: RUN_FORMAT_VERSION,
@@ -477,7 +502,10 @@ function runConfig(o: TrainOptions, p: Prepared, datasetSha256: string | null, t
     activation_std: p.readout.activationStd,
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
-    dataset: { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir, ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}) },
+    dataset: {
+      ...(inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir }),
+      ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}),
+    },
     training,
   };
 }
@@ -488,9 +516,9 @@ function runConfig(o: TrainOptions, p: Prepared, datasetSha256: string | null, t
  * (output.weight [1, C], output.bias [1] in standardised target units), metrics.json, one
  * train_log.jsonl record for the solve, a validation-loss-against-λ chart, config.json last.
  */
-async function trainRidge(o: TrainOptions, p: Prepared, datasetSha256: string | null): Promise<TrainResult> {
+async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null): Promise<TrainResult> {
   const out = o.out;
-  rmSync(join(out, "train_log.jsonl"), { force: true });
+  removeTrainLog(out);
   rmSync(join(out, "checkpoint"), { recursive: true, force: true });
   const t0 = Date.now();
   const C = p.model.cfg.dModel;
@@ -507,20 +535,19 @@ async function trainRidge(o: TrainOptions, p: Prepared, datasetSha256: string | 
   const lambda = fit.lambda[0]!;
   const alpha = fit.alpha[0]!;
   const grid = Array.from(basis.lambdas, (l, g) => ({ alpha: basis.alphas[g]!, lambda: l, val_loss: fit.gridValLoss[g]! }));
-  writeHead(out, head);
-  appendFileSync(join(out, "train_log.jsonl"), JSON.stringify({
-    step: 1, epoch: 1, solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, val_r: validation.pearson_r, grid,
-  }) + "\n");
-  writeJsonAtomic(join(out, "metrics.json"), {
-    test, validation, solver: "ridge", ridge: { lambda, alpha, val_loss: fit.valLoss[0]!, grid }, epochs_run: 0, best_epoch: 0, stopped_early: false, seconds,
-  });
-  writeFileAtomic(join(out, "training_curve.svg"), await renderSvg(lineChart({
+  const curveSvg = await renderSvg(lineChart({
     title: `Ridge: validation loss against the penalty (chosen λ = ${lambda.toExponential(3)}, α = ${alpha.toExponential(1)})`,
     x: "log10 α (λ = α · mean eigenvalue of the feature covariance)", y: "MSE (standardised)", series: "series",
     data: grid.map((g) => ({ x: Math.log10(g.alpha), y: g.val_loss, series: "validation" })),
-  })));
-  writeRunConfig(out, runConfig(o, p, datasetSha256, {
-    solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
   }));
+  writeRun(out, {
+    config: runConfig(o, p, inputs, datasetSha256, {
+      solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
+    }),
+    head,
+    metrics: { test, validation, solver: "ridge", ridge: { lambda, alpha, val_loss: fit.valLoss[0]!, grid }, epochs_run: 0, best_epoch: 0, stopped_early: false, seconds },
+    trainLog: [{ step: 1, epoch: 1, solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, val_r: validation.pearson_r, grid }],
+    trainingCurveSvg: curveSvg,
+  });
   return { runDir: out, test, validation, epochsRun: 0, bestEpoch: 0, stoppedEarly: false, seconds, ridge: { lambda, alpha, valLoss: fit.valLoss[0]! } };
 }

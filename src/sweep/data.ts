@@ -26,9 +26,9 @@ import type { Doc } from "../data/corpus.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { SelfreportError } from "../errors.ts";
 import { progress } from "../util/progress.ts";
-import { buildDataset, writeDataset, readDataset, targetHookName, exampleBatch, padIdForVocab, type Dataset } from "../selfreport/dataset.ts";
+import { buildDataset, writeDataset, readDataset, exampleBatch, padIdForVocab, withTargets, targetColumn, type Dataset } from "../selfreport/dataset.ts";
+import { mlpNeuronsHook } from "../selfreport/target.ts";
 import { cachedFeatures, featureCachePath } from "../selfreport/features.ts";
-import { activationStats, quantileBinEdges } from "../selfreport/stats.ts";
 import { neuronsOfRanges, type NeuronSpec, type SweepSettings } from "./spec.ts";
 
 export function dataDir(sweepDir: string): string {
@@ -64,7 +64,7 @@ export function featureLayerOf(s: SweepSettings, nLayers: number): number {
 export function layersActivations(model: HookedTransformer, ds: Dataset, layers: readonly number[], batchWindows = 16): Map<number, Float32Array> {
   const n = ds.meta.n;
   const M = model.cfg.dMlp;
-  const hooks = layers.map((l) => targetHookName(l, "mlp_post"));
+  const hooks = layers.map((l) => mlpNeuronsHook(l));
   const out = new Map<number, Float32Array>(layers.map((l) => [l, new Float32Array(n * M)]));
   const groups = new Map<number, number[]>();
   for (let i = 0; i < n; i++) {
@@ -216,18 +216,5 @@ export function prepareSweepData(
 export function neuronDataset(examples: Dataset, lt: LayerTargets, neuron: number): Dataset {
   const k = lt.neurons.indexOf(neuron);
   if (k < 0) throw new SelfreportError(`neuron ${neuron} is not among the swept neurons of layer ${lt.layer}`);
-  const K = lt.neurons.length;
-  const n = examples.meta.n;
-  const targets = new Float32Array(n);
-  for (let i = 0; i < n; i++) targets[i] = lt.targets[i * K + k]!;
-  const trainTargets = targets.filter((_, i) => examples.split[i] === 0);
-  const numBins = examples.meta.num_bins;
-  return {
-    ...examples,
-    targets,
-    meta: {
-      ...examples.meta, layer: lt.layer, neuron, layer_type: "mlp_post", hook: targetHookName(lt.layer, "mlp_post"),
-      stats: activationStats(trainTargets), bin_edges: quantileBinEdges(trainTargets, numBins),
-    },
-  };
+  return withTargets(examples, { layer: lt.layer, neuron, layer_type: "mlp_post" }, targetColumn(lt.targets, examples.meta.n, lt.neurons.length, k));
 }

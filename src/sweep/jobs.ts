@@ -1,8 +1,12 @@
 /**
  * Running the jobs of one task, each into its own folder, atomically.
  *
- *   jobs/<job id>/            a run directory (config.json, head.safetensors, metrics.json, …)
- *     analyses/weights/summary.json, analyses/patching/summary.json   (when the sweep asks for them)
+ *   jobs/<job id>/            a run directory (src/selfreport/run.ts: config.json, head.safetensors, metrics.json,
+ *                             train_log.jsonl), whose dataset is the sweep's examples with the job's
+ *                             neuron's column of data/L{l}.targets.safetensors as targets (paths relative
+ *                             to the job folder, so a sweep folder can be moved): every `selfreport
+ *                             analyze`, `report` and `predict` works on it as on a run from `train`
+ *     analysis/weights/, analysis/patching/   (when the sweep asks for them; where the report reads them)
  *     result.json             the job's row of the results table; written last
  *
  * A job is built in jobs/.stage-<job id>~<pid>~<host>~<random>/ and renamed to jobs/<job id>/ when complete
@@ -15,27 +19,30 @@
  * Test hooks (environment): SELFREPORT_SWEEP_FAIL_JOBS=id,id makes those jobs throw;
  * SELFREPORT_SWEEP_JOB_DELAY_MS=ms waits that long inside every job before committing it.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { join, relative } from "node:path";
+import { makeFolders } from "../io/paths.ts";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { Tensor } from "../tensor/index.ts";
 import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
-import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { writeJsonAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
 import { pidAlive } from "../io/lock.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
-import { train, TRAIN_DEFAULTS, type TestMetrics } from "../selfreport/train.ts";
-import { loadRun, loadRunModel, writeHead, writeRunConfig, RUN_FORMAT_VERSION, type RunConfig } from "../selfreport/run.ts";
+import { train, TRAIN_DEFAULTS, trainOptionsFrom, type TestMetrics } from "../selfreport/train.ts";
+import {
+  readRun, loadRunModel, writeRun, analysisDir, trainingRecordOf, RUN_FORMAT_VERSION, type DatasetRef, type FreezeMode, type RunConfig, type TrainingSettings,
+} from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
 import { weightsAnalysis } from "../analysis/weights.ts";
 import { patchingAnalysis } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
-import { examplesPath, featureLayerOf, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
+import { examplesPath, featureLayerOf, layerTargetsPath, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
 import { trainMultiHead, ridgeMultiHead, type NeuronFit } from "./multihead.ts";
 import { ridgeBasis, RIDGE_GRID_TEXT, type RidgeBasis } from "../selfreport/ridge.ts";
-import { jobsOfTask, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
+import { jobsOfTask, type JobSpec, type SweepManifest, type SweepSettings, type Task } from "./spec.ts";
 
 /** One row of the results table. Numbers are null when the job failed or the analysis was not run. */
 export interface JobResult {
@@ -76,6 +83,12 @@ export interface JobResult {
 }
 
 export const RESULT_FILE = "result.json";
+
+/** A job's training settings: the sweep's, with the learning rate of its freezing mode. */
+export function jobTraining(t: SweepSettings["training"], freeze: FreezeMode): TrainingSettings {
+  const { lr_frozen, lr_finetune, solver: _solver, ...rest } = t;
+  return { ...rest, lr: freeze === "frozen" ? lr_frozen : lr_finetune };
+}
 
 export function jobsDir(sweepDir: string): string {
   return join(sweepDir, "jobs");
@@ -226,8 +239,22 @@ export class JobRunner {
 
   private newStage(id: string): string {
     const stage = join(this.sweepDir, "jobs", stageName(id));
-    mkdirSync(stage, { recursive: true });
+    makeFolders(stage);
     return stage;
+  }
+
+  /**
+   * What a job's config.json records as its dataset: the sweep's examples with column k of the
+   * layer's targets file, both relative to the job folder (jobs/<id>/ and its stage folder are both
+   * two levels below the sweep folder).
+   */
+  private datasetRef(stage: string, ds: Dataset, lt: LayerTargets, neuron: number): DatasetRef {
+    const column = lt.neurons.indexOf(neuron);
+    if (column < 0) throw new SelfreportError(`neuron ${neuron} is not among the swept neurons of layer ${lt.layer}`);
+    return {
+      path: relative(stage, examplesPath(this.sweepDir)), n: ds.meta.n, layer: lt.layer, neuron, model_dir: ds.meta.model_dir,
+      target_column: { path: relative(stage, layerTargetsPath(this.sweepDir, lt.layer)), column },
+    };
   }
 
   /** result.json last, then the atomic rename; a job another worker finished first wins. */
@@ -273,12 +300,10 @@ export class JobRunner {
       })();
       const res = await train({
         ...TRAIN_DEFAULTS, data: examplesPath(this.sweepDir), out: stage, head: job.head, freeze: job.freeze,
-        unfreezeLast: job.freeze === "partial" ? s.unfreeze_last : null, featureLayer: s.training.feature_layer,
-        epochs: s.training.epochs, batchSize: s.training.batch_size, lr: frozen ? s.training.lr_frozen : s.training.lr_finetune,
-        weightDecay: s.training.weight_decay, warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed,
-        patience: s.training.patience, hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000,
-        resume: false, force: true, solver: frozen && job.head === "regression" ? (s.training.solver ?? "adamw") : "adamw",
-      }, { dataset: ds, loaded, ...(frozen ? { features } : {}) });
+        unfreezeLast: job.freeze === "partial" ? s.unfreeze_last : null, ...trainOptionsFrom(jobTraining(s.training, job.freeze)),
+        hiddenDim: null, activation: null, numClasses: null, checkpointEvery: 1_000_000_000, resume: false, force: true,
+        solver: frozen && job.head === "regression" ? (s.training.solver ?? "adamw") : "adamw",
+      }, { dataset: ds, loaded, datasetRef: this.datasetRef(stage, ds, lt, job.neuron), ...(frozen ? { features } : {}) });
       const r = emptyResult(job, "single", this.worker);
       fillMetrics(r, res.test, res.validation, ds.meta.stats);
       r.epochs_run = res.epochsRun;
@@ -320,10 +345,7 @@ export class JobRunner {
           this.ridge = ridgeBasis(features.data, C, rows(0), rows(1));
         }
         fits = ridgeMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, this.ridge);
-      } else fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, {
-        epochs: s.training.epochs, batchSize: s.training.batch_size, lr: s.training.lr_frozen, weightDecay: s.training.weight_decay,
-        warmup: s.training.warmup, gradClip: s.training.grad_clip, seed: s.training.seed, patience: s.training.patience,
-      });
+      } else fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, trainOptionsFrom(jobTraining(s.training, "frozen")));
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       fits = pending.map(() => ({ ok: false, error: msg }));
@@ -342,33 +364,35 @@ export class JobRunner {
         const ds = neuronDataset(examples, lt, job.neuron);
         const headCfg = fit.headConfig;
         const P = fit.bias.length;
-        writeHead(stage, new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]));
         const rf = fit.ridge;
-        writeJsonAtomic(join(stage, "metrics.json"), {
-          test: fit.test, validation: fit.validation, solver: rf !== undefined ? "ridge" : "adamw",
-          ...(rf !== undefined ? { ridge: { lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: rf.grid } } : {}),
-          epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K,
-        });
-        const log = rf !== undefined
-          ? [JSON.stringify({ step: 1, epoch: 1, solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, val_r: fit.validation.pearson_r, grid: rf.grid })]
-          : fit.curve.map((c) => JSON.stringify({ epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val }));
-        writeFileAtomic(join(stage, "train_log.jsonl"), log.join("\n") + "\n");
+        const stepsPerEpoch = Math.ceil(fit.steps / Math.max(1, fit.epochsRun));
         const config: RunConfig = {
           format_version: RUN_FORMAT_VERSION, head_type: task.head, target_layer: job.layer, target_neuron: job.neuron, layer_type: "mlp_post",
           token_pos: "last", feature_layer: F, head_config: headCfg, base_model_name: s.model_dir, base_model_dir: s.model_dir, weights: s.weights,
           // the bins the head was trained on; a regression run records the dataset's (as train() does)
           d_model: C, bin_edges: [...(task.head === "regression" ? ds.meta.bin_edges : fit.binEdges)], activation_mean: fit.stats.mean, activation_std: fit.stats.std, freeze_mode: "frozen",
-          unfreeze_last: null, dataset: { path: resolve(examplesPath(this.sweepDir)), n, layer: job.layer, neuron: job.neuron, model_dir: s.model_dir },
+          unfreeze_last: null, dataset: this.datasetRef(stage, ds, lt, job.neuron),
           training: rf !== undefined ? {
             solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0,
             seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           } : {
-            solver: "adamw", epochs: s.training.epochs, epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, batch_size: s.training.batch_size, lr: s.training.lr_frozen,
-            weight_decay: s.training.weight_decay, warmup: s.training.warmup, grad_clip: s.training.grad_clip, seed: s.training.seed,
-            patience: s.training.patience, steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
+            solver: "adamw", ...trainingRecordOf(jobTraining(s.training, "frozen")), epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch,
+            steps: fit.steps, seconds: Math.round((trainSeconds / K) * 1000) / 1000, multi_output_neurons: K,
           },
         };
-        writeRunConfig(stage, config);
+        writeRun(stage, {
+          config,
+          head: new Map([["output.weight", new Tensor(fit.weight, [P, C])], ["output.bias", new Tensor(fit.bias, [P])]]),
+          metrics: {
+            test: fit.test, validation: fit.validation, solver: rf !== undefined ? "ridge" : "adamw",
+            ...(rf !== undefined ? { ridge: { lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, grid: rf.grid } } : {}),
+            epochs_run: fit.epochsRun, best_epoch: fit.bestEpoch, stopped_early: fit.stoppedEarly, seconds: trainSeconds / K,
+          },
+          // a ridge solve logs one record; a multi-output AdamW head once per epoch: the epoch's mean training loss and the validation loss
+          trainLog: rf !== undefined
+            ? [{ step: 1, epoch: 1, solver: "ridge", lambda: rf.lambda, alpha: rf.alpha, val_loss: rf.valLoss, val_r: fit.validation.pearson_r, grid: rf.grid }]
+            : fit.curve.map((c) => ({ step: c.epoch * stepsPerEpoch, epoch: c.epoch, train_loss_mean: c.train, val_loss: c.val })),
+        });
         const r = emptyResult(job, "multi-output", this.worker);
         fillMetrics(r, fit.test, fit.validation, fit.stats);
         r.epochs_run = fit.epochsRun;
@@ -389,13 +413,13 @@ export class JobRunner {
   private analyses(runDir: string, ds: Dataset, r: JobResult): void {
     const s = this.s;
     if (s.analyses.length === 0) return;
-    const run = loadRun(runDir);
+    const run = readRun(runDir);
     const base = this.baseModel().model;
     const model = run.config.freeze_mode === "frozen" ? base : loadRunModel(run);
     const ctx: AnalysisContext = { run, model, baseModel: base, ds, datasetPath: examplesPath(this.sweepDir) };
     if (s.analyses.includes("weights")) {
       const w = weightsAnalysis(ctx, { maxExamples: s.analysis_options.weights_max_examples });
-      writeAnalysisOutput(join(runDir, "analyses", "weights"), "weights", run, w, {});
+      writeAnalysisOutput(analysisDir(runDir, "weights"), "weights", run, w, {});
       const out = w.reading.W_out;
       const inn = w.reading.W_in_folded;
       r.weights_cos_w_out = out?.cosine ?? null;
@@ -406,7 +430,7 @@ export class JobRunner {
     }
     if (s.analyses.includes("patching")) {
       const p = patchingAnalysis(ctx, { nInputs: s.analysis_options.patching_inputs, controls: s.analysis_options.patching_controls, bootstrap: 200 });
-      writeAnalysisOutput(join(runDir, "analyses", "patching"), "patching", run, p, {});
+      writeAnalysisOutput(analysisDir(runDir, "patching"), "patching", run, p, {});
       r.patching_slope = p.fit?.slope ?? null;
       r.patching_r2 = p.fit?.r2 ?? null;
       r.patching_percentile = p.controls.percentile_abs;

@@ -20,14 +20,20 @@
 import { existsSync } from "node:fs";
 import { join, relative, resolve, isAbsolute } from "node:path";
 import { createHash } from "node:crypto";
-import { Redis } from "ioredis";
-import { Queue, Worker, UnrecoverableError, type Job } from "bullmq";
+import { createRequire } from "node:module";
+import type { Redis } from "ioredis";
+import type { Job } from "bullmq";
 import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
 import { Interrupted, interruptibleSection, interruptSignal, sleepUnlessInterrupted, whenInterrupted, type InterruptSignal } from "../util/interrupt.ts";
 import { TaskThreads } from "./local.ts";
 import { isJobFinished, JobRunner, removeDeadStages, workerName, type JobResult } from "./jobs.ts";
 import { jobsOfTask, makeTasks, readManifest, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
+
+// ioredis and bullmq load on first use: imported at the top they cost every command ~0.5 s of start-up
+const requireLazy = createRequire(import.meta.url);
+const ioredis = (): typeof import("ioredis") => requireLazy("ioredis") as typeof import("ioredis");
+const bullmq = (): typeof import("bullmq") => requireLazy("bullmq") as typeof import("bullmq");
 
 export const QUEUE_NAME = "selfreport-sweep";
 
@@ -66,7 +72,7 @@ export const QUEUE_TIMEOUT_DEFAULT_S = 30;
  * watch, never printed one by one.
  */
 export function connect(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, lazyConnect: false, retryStrategy: (times) => Math.min(200 * times, 1000) });
+  return new (ioredis().Redis)(url, { maxRetriesPerRequest: null, lazyConnect: false, retryStrategy: (times) => Math.min(200 * times, 1000) });
 }
 
 /** The message of a connection error, one line (ioredis errors can carry a code but no message). */
@@ -94,7 +100,7 @@ export async function reachRedis(url: string, timeoutS: number): Promise<void> {
     for (;;) {
       const left = deadline - Date.now();
       const attemptMs = Math.max(200, Math.min(3000, left));
-      const client = new Redis(url, {
+      const client = new (ioredis().Redis)(url, {
         lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null,
         connectTimeout: attemptMs, commandTimeout: attemptMs,
       });
@@ -255,7 +261,7 @@ export async function enqueueSweep(o: EnqueueOptions): Promise<EnqueueResult> {
 async function enqueueConnected(o: EnqueueOptions, sweepDir: string, key: string, tasks: Task[], timeoutS: number): Promise<EnqueueResult> {
   const connection = connect(o.url);
   const watch = new RedisWatch([connection], o.url, timeoutS, "stopped while enqueueing the tasks (the ones enqueued stay queued)");
-  const queue = new Queue<QueueJobData, QueueJobReturn>(QUEUE_NAME, { connection });
+  const queue = new (bullmq().Queue)<QueueJobData, QueueJobReturn>(QUEUE_NAME, { connection });
   queue.on("error", (e) => watch.noteError(e));
   const failedTasks: string[] = [];
   const g = <T>(p: Promise<T>): Promise<T> => watch.guard(p);
@@ -370,7 +376,7 @@ async function workConnected(o: WorkerOptions, name: string, timeoutS: number): 
     if (!existsSync(sweepDir)) throw new Error(`sweep folder ${sweepDir} is not visible on ${name} (share it at the same path, or pass --sweep-root FROM=TO)`);
     const manifest = readManifest(sweepDir);
     if (manifest === null || sweepKey(manifest) !== key) {
-      throw new UnrecoverableError(`${sweepDir} no longer holds sweep ${key} (it was started over or removed); task ${task.id} dropped`);
+      throw new (bullmq().UnrecoverableError)(`${sweepDir} no longer holds sweep ${key} (it was started over or removed); task ${task.id} dropped`);
     }
     let pool = pools.get(sweepDir);
     if (pool === undefined) {
@@ -389,7 +395,7 @@ async function workConnected(o: WorkerOptions, name: string, timeoutS: number): 
     return { jobs: results.length, failed, worker: name };
   };
 
-  const worker = new Worker<QueueJobData, QueueJobReturn>(QUEUE_NAME, processor, {
+  const worker = new (bullmq().Worker)<QueueJobData, QueueJobReturn>(QUEUE_NAME, processor, {
     connection, concurrency: o.concurrency, lockDuration: o.lockMs, stalledInterval: o.stalledMs, maxStalledCount: o.maxStalled, name,
   });
   worker.on("failed", (job, err) => {
@@ -406,7 +412,7 @@ async function workConnected(o: WorkerOptions, name: string, timeoutS: number): 
     resolveStop();
   };
   let idleTimer: NodeJS.Timeout | null = null;
-  const idleQueue = o.idleExitSeconds > 0 ? new Queue(QUEUE_NAME, { connection }) : null;
+  const idleQueue = o.idleExitSeconds > 0 ? new (bullmq().Queue)(QUEUE_NAME, { connection }) : null;
   if (idleQueue !== null) {
     idleQueue.on("error", (e) => watch.noteError(e));
     let idleSince = Date.now();

@@ -16,7 +16,7 @@ import { createHash } from "node:crypto";
 import { SelfreportError } from "../errors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { HEAD_TYPES, type HeadType } from "../selfreport/predictor.ts";
-import { FREEZE_MODES, type FreezeMode } from "../selfreport/run.ts";
+import { FREEZE_MODES, type FreezeMode, type TrainingSettings } from "../selfreport/run.ts";
 import type { Solver } from "../selfreport/ridge.ts";
 
 export const SWEEP_FORMAT = "selfreport-sweep";
@@ -152,15 +152,23 @@ export interface SweepSettings {
   unfreeze_last: number | null;
   analyses: AnalysisName[];
   data: { corpus: string; n: number; max_len: number; seed: number };
-  training: {
-    feature_layer: number; epochs: number; batch_size: number; lr_frozen: number; lr_finetune: number;
-    weight_decay: number; warmup: number; grad_clip: number; patience: number; seed: number;
-    /** How frozen regression heads are fitted (other heads and modes always train with AdamW); absent in sweeps made before the ridge solver = "adamw". */
-    solver?: Solver;
-  };
+  /**
+   * The training settings (src/selfreport/run.ts), with one learning rate for frozen heads and one for
+   * fine-tuning, and how frozen regression heads are fitted (other heads and modes always train with
+   * AdamW; absent in sweeps made before the ridge solver = "adamw").
+   */
+  training: Omit<TrainingSettings, "lr"> & { lr_frozen: number; lr_finetune: number; solver?: Solver };
   analysis_options: { weights_max_examples: number; patching_inputs: number; patching_controls: number };
   /** Frozen jobs of one layer and head are trained together in tasks of at most this many neurons. */
   group_size: number;
+}
+
+/** sweep.json's training record: the training settings with lr as the frozen heads' rate, plus the fine-tuning rate and the solver (keys in the order sweep.json has always had). */
+export function sweepTraining(t: TrainingSettings, lrFinetune: number, solver: Solver): SweepSettings["training"] {
+  return {
+    feature_layer: t.feature_layer, epochs: t.epochs, batch_size: t.batch_size, lr_frozen: t.lr, lr_finetune: lrFinetune,
+    weight_decay: t.weight_decay, warmup: t.warmup, grad_clip: t.grad_clip, patience: t.patience, seed: t.seed, solver,
+  };
 }
 
 /** sweep.json: the settings and, once the data are built, the neurons chosen in each layer. */

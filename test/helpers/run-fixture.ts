@@ -221,7 +221,7 @@ export function makeTinyRun(dir: string, opts: TinyRunOptions = {}): TinyRun {
     freeze_mode: freeze,
     unfreeze_last: freeze === "partial" ? 1 : null,
     dataset: { path: datasetPath, n, layer, neuron, model_dir: modelDir },
-    training: { fixture: true },
+    training: {},
   };
   writeRunConfig(runDir, config);
   return { runDir, datasetPath, modelDir, model, runModel, dataset: ds, config, head, planted };

@@ -349,7 +349,7 @@ test("--analyses elsewhere: nothing there is 'not run' everywhere; a broken summ
   const rb = await collectReport(frozen.runDir, broken);
   assert.equal(rb.weights.status, "unreadable");
   assert.equal(rb.patching.status, "unreadable");
-  if (rb.patching.status === "unreadable") assert.match(rb.patching.reason, /summary\.json: field "controls\.k" should be number, found nothing$/);
+  if (rb.patching.status === "unreadable") assert.match(rb.patching.reason, /summary\.json: field "controls\.k" is missing \(expected a number\)$/);
   const hb = buildReportHtml(rb);
   assert.equal((hb.match(/<p class="answer"><span class="badge">unreadable<\/span>/g) ?? []).length, 2);
 

@@ -25,7 +25,8 @@ function link(home: string, path = process.env["PATH"] ?? ""): { code: number | 
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-const kernelArgv0 = (home: string): string => (JSON.parse(readFileSync(join(home, "data", "jupyter", "kernels", "deno", "kernel.json"), "utf8")) as { argv: string[] }).argv[0]!;
+/** The kernel's executable, resolved (deno records the path it was started by: node_modules/.bin/deno, a symlink). */
+const kernelArgv0 = (home: string): string => realpathSync((JSON.parse(readFileSync(join(home, "data", "jupyter", "kernels", "deno", "kernel.json"), "utf8")) as { argv: string[] }).argv[0]!);
 const ourDeno = realpathSync(join(repo, "node_modules", ".bin", "deno"));
 
 test("a fresh run links selfreport onto PATH and registers the kernel; `selfreport` then runs this clone", () => {

@@ -168,7 +168,7 @@ test("import-pt imports head.pt and prints its notes; an existing run and malici
   const out = join(root, "imported");
   const r = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
   assert.equal(r.code, 0, r.err);
-  assert.equal(r.out, `imported a frozen regression run for L1N3 into ${out}`);
+  assert.equal(r.out, `imported a frozen regression run for blocks.1.mlp.hook_post[3] into ${out}`);
   assert.deepEqual(r.err.split("\n"), ['note: token_pos was missing: taken as "last"', "note: freeze_mode was missing: taken as frozen (only the head was trained)"]);
   assert.deepEqual(Array.from(loadRun(out).head.get("output.weight")!.data), [0.5, -1, 2, 0.25, -0.125, 3, 0, 1.5]);
   const again = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);

@@ -56,7 +56,7 @@ test("loadRun reads back exactly what was written: config.json and every head te
 
 test("writeRunConfig / writeHead round trip, including imported notes and head metadata", () => {
   const dir = join(root, "rt");
-  const cfg: RunConfig = { ...fx.config, token_pos: 3, imported: { from: "/x/head.pt", notes: ["a note", "ünïcode ✓"] }, training: { lr: 1e-3, tag: "t", flag: true, none: null } };
+  const cfg: RunConfig = { ...fx.config, token_pos: 3, imported: { from: "/x/head.pt", notes: ["a note", "ünïcode ✓"] }, training: { lr: 1e-3, epochs: 3, multi_output_neurons: 4 } };
   writeRunConfig(dir, cfg);
   assert.deepEqual(readRunConfig(dir), cfg);
   const head = new Map([["output.weight", new Tensor(Float32Array.of(0.1, -2, 3.5e-8, 1e30), [1, 4])], ["output.bias", new Tensor(Float32Array.of(-0), [1])]]);
@@ -73,7 +73,7 @@ test("an unknown format_version, or none, is refused with a clear message", () =
   const py = editedRun("py", (c) => void delete c["format_version"]);
   throwsExactly(() => loadRun(py), `${join(py, "config.json")}: no format_version; is this a run from the Python tool? Import it with \`selfreport import-pt\``);
   const noEdges = editedRun("no-edges", (c) => void delete c["bin_edges"]);
-  throwsExactly(() => loadRun(noEdges), `${join(noEdges, "config.json")}: field "bin_edges" is missing`);
+  throwsExactly(() => loadRun(noEdges), `${join(noEdges, "config.json")}: field "bin_edges" is missing (expected a list of 11 finite numbers in non-decreasing order)`);
   const bad = join(root, "bad-json");
   mkdirSync(bad);
   writeFileSync(join(bad, "config.json"), "{ not json");
@@ -90,10 +90,10 @@ test("missing directory, config, or head file; head_type disagreeing; wrong head
   unlinkSync(join(noHead, "head.safetensors"));
   throwsExactly(() => loadRun(noHead), `${noHead}: head.safetensors is missing`);
   const disagree = editedRun("disagree", (c) => void (c["head_type"] = "regression"));
-  throwsExactly(() => loadRun(disagree), `${disagree}/config.json: head_type "regression" disagrees with head_config.class_name "ClassificationHead"`);
+  throwsExactly(() => loadRun(disagree), `${disagree}/config.json: field "head_config.class_name" must be "RegressionHead" (head_type is "regression"), got "ClassificationHead"`);
   // a head of another width than head_config says
   const wide = editedRun("wide", (c) => void ((c["head_config"] as Record<string, unknown>)["input_dim"] = 32));
-  throwsExactly(() => loadRun(wide), `${join(wide, "head.safetensors")}: head tensor "hidden.weight" has shape [4, 16], expected [4, 32] for this head_config`);
+  throwsExactly(() => loadRun(wide), `${join(wide, "config.json")}: field "head_config.input_dim" must be 16 (d_model), got 32`);
   // integer tensors are not a head
   const ints = editedRun("ints", () => {});
   writeSafetensors(join(ints, "head.safetensors"), { "output.weight": { dtype: "I32", shape: [1, 2], data: Int32Array.of(1, 2) } });

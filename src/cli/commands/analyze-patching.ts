@@ -1,11 +1,13 @@
 /**
- * `selfreport analyze patching --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500] [--scales 0,0.5,1,1.5,2]
+ * `selfreport analyze patching --run RUN_DIR [--data FILE] [--out DIR] [--n-inputs 500] [--scales 0,0.5,1,1.5,2]
  *  [--set-values a,b,…] [--controls 20] [--seed 0] [--positions read|all|both]`.
  */
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
 
 function ci(v: [number, number] | null | undefined): string {
@@ -27,22 +29,24 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .description("activation patching: set, scale, zero, mean-ablate and resample the target neuron; fit Δprediction = slope·Δactivation; controls; direct vs total effect")
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
-    .option("--force", "replace an existing analysis folder", false)
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/patching, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--n-inputs <n>", "inputs to patch (test split first)", parseIntOption("--n-inputs", 3), PATCHING_DEFAULTS.nInputs)
     .option("--scales <list>", "scale factors, comma-separated", parseNumberList("--scales"), [...PATCHING_DEFAULTS.scales])
     .option("--set-values <list>", "values to set the neuron to, comma-separated (default: min, quartiles, max of the dataset)", parseNumberList("--set-values"))
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
     .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
-    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
-      checkAnalysisOutput(o.out, o.run, o.data, o.force);
+    .action(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
+      const out = o.out ?? analysisDir(o.run, "patching");
+      expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = patchingAnalysis(ctx, {
         nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, positions: o.positions, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),
       });
       const plots = await patchingPlots(summary);
-      const files = writeAnalysisOutput(o.out, "patching", ctx.run, summary, plots);
+      const files = writeAnalysisOutput(out, "patching", ctx.run, summary, plots);
       const t = summary.target;
       const f = summary.fit;
       console.log(`${t.head_type} head reading layer ${t.feature_layer}; patched ${t.hook}[${t.neuron}] on ${summary.inputs.n_used} inputs × ${summary.settings.length} settings`);
@@ -55,6 +59,6 @@ export function registerPatchingAnalysis(analyze: Command): void {
       else if (summary.positions === "all") console.log("(the neuron was patched at every position; Δact is the change at the read position)");
       for (const s of summary.settings) console.log(`  ${s.label.padEnd(16)} mean Δact ${s.mean_delta_act.toFixed(4).padStart(9)}  mean Δpred ${s.mean_delta_pred.toFixed(4).padStart(9)}`);
       for (const note of summary.notes) console.log(`note: ${note}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     });
 }

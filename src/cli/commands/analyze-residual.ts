@@ -1,7 +1,9 @@
-/** `selfreport analyze residual --run RUN_DIR [--data FILE] --out DIR [--n-inputs 500]` (unfrozen / partial runs). */
+/** `selfreport analyze residual --run RUN_DIR [--data FILE] [--out DIR] [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import { residualAnalysis, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption } from "../options.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
@@ -12,14 +14,16 @@ export function registerResidualAnalysis(analyze: Command): void {
     .description("fine-tuned runs: what training changed in the residual stream, per layer; whether the change writes the neuron's directions into what the fixed head reads; which weights moved")
     .requiredOption("--run <run_dir>", "run directory of an unfrozen or partial run")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
-    .option("--force", "replace an existing analysis folder", false)
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/residual, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(async (o: { run: string; data?: string; out: string; force: boolean; nInputs: number }) => {
-      checkAnalysisOutput(o.out, o.run, o.data, o.force);
+    .action(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
+      const out = o.out ?? analysisDir(o.run, "residual");
+      expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
       const ctx = loadAnalysisContext(o.run, o.data);
       const s = residualAnalysis(ctx, { nInputs: o.nInputs });
-      const files = writeAnalysisOutput(o.out, "residual", ctx.run, s, await residualPlots(s));
+      const files = writeAnalysisOutput(out, "residual", ctx.run, s, await residualPlots(s));
       const p = s.predictions;
       console.log(`${s.target.freeze_mode} run, ${s.target.head_type} head reading layer ${s.target.feature_layer}; ${s.inputs.n_used} inputs`);
       console.log(`fixed head on base features: r ${f(p.base.r_with_target)} with the target; on fine-tuned features: r ${f(p.finetuned.r_with_target)}`);
@@ -37,6 +41,6 @@ export function registerResidualAnalysis(analyze: Command): void {
       }
       console.log(`(random directions: cosine std ${f(s.null_cosine_std)})`);
       for (const note of s.notes) console.log(`note: ${note}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     });
 }

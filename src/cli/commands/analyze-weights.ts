@@ -1,10 +1,11 @@
-/** `selfreport analyze weights --run RUN_DIR [--data FILE] --out DIR [--max-examples N]`. */
+/** `selfreport analyze weights --run RUN_DIR [--data FILE] [--out DIR] [--max-examples N]`. */
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
 import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
-import { loadRun, loadRunModel } from "../../selfreport/run.ts";
+import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
 import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
+import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
 import { parseIntOption } from "../options.ts";
 
@@ -26,15 +27,17 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .description("does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share")
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)")
-    .requiredOption("--out <dir>", "output directory (summary.json and SVG plots)")
-    .option("--force", "replace an existing analysis folder", false)
+    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(async (o: { run: string; data?: string; out: string; force: boolean; maxExamples: number }) => {
-      checkAnalysisOutput(o.out, o.run, o.data, o.force);
-      const run = loadRun(o.run);
+    .action(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
+      const out = o.out ?? analysisDir(o.run, "weights");
+      expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
+      const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {
-        const s = weightsOnlyAnalysis(run, loadRunModel(run), o.out);
-        const files = writeAnalysisOutput(o.out, "weights", run, s, await weightsPlots(s));
+        const s = weightsOnlyAnalysis(run, loadRunModel(run), out);
+        const files = writeAnalysisOutput(out, "weights", run, s, await weightsPlots(s));
         const t = s.target;
         console.log(`${s.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (no dataset: weights only, null std ${s.null_model.std.toFixed(4)})`);
         console.log("reading direction:");
@@ -43,13 +46,13 @@ export function registerWeightsAnalysis(analyze: Command): void {
         console.log(`direct write: cosine ${dw.cosine.toFixed(4)}, |write| ${dw.write_norm.toFixed(4)}, prediction per unit activation ${dw.w_dot_write === null ? "n/a (needs examples)" : dw.w_dot_write.toFixed(4)}`);
         console.log(`skipped (need examples): ${s.skipped.map((k) => k.field).join(", ")}; add them with:`);
         console.log(`  ${s.skipped[0]!.command}`);
-        console.log(`wrote ${files.length} files to ${o.out}`);
+        console.log(`wrote ${files.length} files to ${out}`);
         return;
       }
       const ctx = loadAnalysisContext(o.run, o.data);
       const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
       const plots = await weightsPlots(summary);
-      const files = writeAnalysisOutput(o.out, "weights", ctx.run, summary, plots);
+      const files = writeAnalysisOutput(out, "weights", ctx.run, summary, plots);
       const t = summary.target;
       console.log(`${summary.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (${summary.examples.n_used} examples, null std ${summary.null_model.std.toFixed(4)})`);
       console.log("reading direction (filter):");
@@ -61,6 +64,6 @@ export function registerWeightsAnalysis(analyze: Command): void {
       console.log(`activation pattern (what the prediction co-varies with, not evidence of reading): cosine ${summary.pattern.cosine_with_target_pattern.toFixed(4)} with the target pattern Cov(x, act)/Var(act); ${pn.n} random filters: ${pn.target_pattern.mean.toFixed(4)} ± ${pn.target_pattern.std.toFixed(4)}`);
       const v = weightsVerdict(summary);
       console.log(`verdict (weights only; the report adds patching where it ran): ${v.level.toUpperCase()}: ${v.headline}`);
-      console.log(`wrote ${files.length} files to ${o.out}`);
+      console.log(`wrote ${files.length} files to ${out}`);
     });
 }

@@ -1,5 +1,5 @@
 /**
- * `selfreport analyze weights|patching|residual --run RUN_DIR [--data FILE] --out DIR`:
+ * `selfreport analyze weights|patching|residual --run RUN_DIR [--data FILE] [--out DIR]`:
  * the parent command; each analysis registers its own sub-command from its own file.
  */
 import type { Command } from "commander";

@@ -12,6 +12,8 @@
  *   unfrozen-regression/      run directory (+ finetuned/); analysis/{weights,patching,residual}/; report.html
  * The notebooks default to these run directories.
  */
+import { targetLabel } from "../../selfreport/target.ts";
+import { analysisDir } from "../../selfreport/run.ts";
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -26,6 +28,7 @@ import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context
 import { weightsAnalysis, weightsPlots, type WeightsSummary } from "../../analysis/weights.ts";
 import { patchingAnalysis, patchingPlots, type PatchingSummary } from "../../analysis/patching.ts";
 import { residualAnalysis, residualPlots } from "../../analysis/residual.ts";
+import { ciText, weightsVerdict } from "../../report/verdicts.ts";
 import { writeReport } from "../../report/html.ts";
 import { info } from "../../util/progress.ts";
 import { parseIntOption } from "../options.ts";
@@ -52,6 +55,8 @@ export interface DemoResult {
   rankWOut: number | null;
   patchSlope: number | null;
   patchSlopeCi: [number, number] | null;
+  /** The frozen run's weights verdict, with patching ("does the head read what the neuron writes?"). */
+  weightsVerdict: string | null;
 }
 
 function trainOptions(data: string, out: string, freeze: "frozen" | "unfrozen", epochs: number, lr: number): TrainOptions {
@@ -71,12 +76,13 @@ async function analyse(runDir: string, which: Array<"weights" | "patching" | "re
   const ctx = loadAnalysisContext(runDir);
   const done: Analysed = {};
   for (const a of which) {
-    const out = join(runDir, "analysis", a);
+    const out = analysisDir(runDir, a);
     if (a === "weights") {
       const s = (done.weights = weightsAnalysis(ctx));
       writeAnalysisOutput(out, a, ctx.run, s, await weightsPlots(s));
     } else if (a === "patching") {
-      const s = (done.patching = patchingAnalysis(ctx, { nInputs: 300, controls: 20 }));
+      // both: the read position (the main numbers) and every position, as the original notebooks patched
+      const s = (done.patching = patchingAnalysis(ctx, { nInputs: 300, controls: 20, positions: "both" }));
       writeAnalysisOutput(out, a, ctx.run, s, await patchingPlots(s));
     } else {
       const s = residualAnalysis(ctx, { nInputs: 300 });
@@ -100,7 +106,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   for (const runDir of [frozenDir, unfrozenDir]) checkOutput(runDir, { kind: "run", inputs: [o.model], force: o.force });
   checkDatasetOutput(data, { inputs: [o.model], force: o.force, replacing: [frozenDir, unfrozenDir] });
 
-  info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target blocks.${o.layer}.mlp.hook_post[${o.neuron}] of ${o.model}`);
+  info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target ${targetLabel({ layer: o.layer, neuron: o.neuron, layer_type: "mlp_post" })} of ${o.model}`);
   const { model, dir } = loadModel(o.model, { weights: "tl" });
   const tok = loadTokenizer(dir);
   const corpus = loadCorpus("brown");
@@ -137,6 +143,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     rankWOut: fa.weights?.reading.W_out?.rank_in_layer ?? null,
     patchSlope: fa.patching?.fit?.slope ?? null,
     patchSlopeCi: fa.patching?.fit_bootstrap.slope_ci95 ?? null,
+    weightsVerdict: fa.weights === undefined ? null : (() => {
+      const v = weightsVerdict(fa.weights!, fa.patching ?? null);
+      return `${v.level}: ${v.headline}`;
+    })(),
   };
 }
 
@@ -157,6 +167,7 @@ export function registerDemo(program: Command): void {
       console.log(`reports: ${r.reports.join("  ")}`);
       console.log(`1. can it report? frozen regression head, test split: r ${f(r.testR)}, R² ${f(r.testR2)} (always-the-mean baseline R² ${f(r.baselineR2)})`);
       console.log(`2. does it read the neuron's write? cosine(head, W_out[n, :]) ${f(r.cosineWOut)}${r.rankWOut === null ? "" : `, rank ${r.rankWOut} among the layer's neurons`}`);
-      console.log(`3. does the prediction move with the neuron? patching slope ${f(r.patchSlope)} (bootstrap 95% CI ${r.patchSlopeCi === null ? "n/a" : `[${f(r.patchSlopeCi[0])}, ${f(r.patchSlopeCi[1])}]`}; ideal 1)`);
+      console.log(`3. does the prediction move with the neuron? patching slope ${f(r.patchSlope)} (bootstrap 95% CI ${r.patchSlopeCi === null ? "n/a" : ciText(r.patchSlopeCi)}; ideal 1)`);
+      if (r.weightsVerdict !== null) console.log(`   verdict on "does the head read what the neuron writes?": ${r.weightsVerdict}`);
     });
 }

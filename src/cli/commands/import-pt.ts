@@ -1,6 +1,7 @@
 /** `selfreport import-pt --head head.pt --config config.json --out RUN_DIR [--model DIR] [--weights tl|raw] [--finetuned DIR] [--force]`. */
 import type { Command } from "commander";
 import { importPythonRun } from "../../selfreport/import-pt.ts";
+import { runTarget, targetLabel } from "../../selfreport/target.ts";
 import { parseChoice } from "../options.ts";
 
 export function registerImportPt(program: Command): void {
@@ -20,6 +21,6 @@ export function registerImportPt(program: Command): void {
         ...(o.model !== undefined ? { modelDir: o.model } : {}), ...(o.finetuned !== undefined ? { finetunedDir: o.finetuned } : {}),
       });
       for (const n of notes) console.warn(`note: ${n}`);
-      console.log(`imported a ${config.freeze_mode} ${config.head_type} run for ${config.layer_type === "mlp_post" ? `L${config.target_layer}N${config.target_neuron}` : `blocks.${config.target_layer}.hook_mlp_out[${config.target_neuron}]`} into ${o.out}`);
+      console.log(`imported a ${config.freeze_mode} ${config.head_type} run for ${targetLabel(runTarget(config))} into ${o.out}`);
     });
 }

@@ -8,10 +8,12 @@ import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
 import { buildDatasetInterruptibly, writeDataset, checkDatasetOutput, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
-import { train, TRAIN_DEFAULTS, defaultLr } from "../../selfreport/train.ts";
+import { train, TRAIN_DEFAULTS, defaultLr, trainOptionsFrom } from "../../selfreport/train.ts";
+import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
 import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
 import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfreport/predictor.ts";
-import { FREEZE_MODES, loadRun, loadRunModel, loadBaseModel, type FreezeMode } from "../../selfreport/run.ts";
+import { FREEZE_MODES, readRun, loadRunModel, loadBaseModel, finetunedDir, type FreezeMode } from "../../selfreport/run.ts";
+import { runTarget, targetLabel } from "../../selfreport/target.ts";
 import { predictPrompts } from "../../selfreport/predict.ts";
 import { collect, parseChoice, parseFloatOption, parseIntOption, modelInput } from "../options.ts";
 import { info } from "../../util/progress.ts";
@@ -58,7 +60,7 @@ export function registerSelfreportCommands(program: Command): void {
       console.log(`target ${ds.meta.hook}[${o.neuron}]: mean ${s.mean.toFixed(4)}, std ${s.std.toFixed(4)}, min ${s.min.toFixed(4)}, max ${s.max.toFixed(4)}, near zero ${(100 * s.frac_near_zero).toFixed(1)}%`);
     }));
 
-  program
+  const trainCmd = program
     .command("train")
     .description("train an ActivationPredictor (base model + head) on a dataset into a run directory")
     .requiredOption("--data <file.safetensors>", "dataset from `selfreport dataset`")
@@ -66,28 +68,20 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--freeze <frozen|unfrozen|partial>", "what trains", parseChoice<FreezeMode>("--freeze", FREEZE_MODES), TRAIN_DEFAULTS.freeze)
     .option("--solver <ridge|adamw>", "how the head is fitted: ridge = closed-form ridge on the cached features, λ chosen on the validation split (frozen linear regression only); adamw = gradient training (default: ridge for a frozen regression head without --hidden-dim or --dropout, adamw otherwise)", parseChoice<Solver>("--solver", SOLVERS))
     .option("--unfreeze-last <K>", "with --freeze partial: the last K blocks up to the feature layer train", parseIntOption("--unfreeze-last", 1))
-    .option("--feature-layer <L>", "read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
-    .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
-    .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
-    .option("--lr <rate>", "peak learning rate (default 1e-3 frozen, 1e-4 otherwise)", parseFloatOption("--lr", 0))
-    .option("--weight-decay <wd>", "AdamW decoupled weight decay", parseFloatOption("--weight-decay", 0), TRAIN_DEFAULTS.weightDecay)
-    .option("--warmup <steps>", "linear warm-up steps before cosine decay", parseIntOption("--warmup", 0), TRAIN_DEFAULTS.warmup)
-    .option("--grad-clip <norm>", "global gradient-norm clip (0 = off)", parseFloatOption("--grad-clip", 0), TRAIN_DEFAULTS.gradClip)
-    .option("--patience <epochs>", "early stopping: epochs without validation improvement", parseIntOption("--patience", 1), TRAIN_DEFAULTS.patience)
+    .option("--lr <rate>", "peak learning rate (default 1e-3 frozen, 1e-4 otherwise)", parseFloatOption("--lr", 0));
+  addTrainingOptions(trainCmd)
     .option("--hidden-dim <n>", "regression/classification: a hidden layer of this size", parseIntOption("--hidden-dim", 1))
     .option("--activation <relu|gelu|tanh>", "hidden layer non-linearity", parseChoice<HiddenActivation>("--activation", ["relu", "gelu", "tanh"]))
     .option("--dropout <p>", "dropout before the output layer", parseFloatOption("--dropout", 0, 0.99), TRAIN_DEFAULTS.dropout)
     .option("--num-classes <k>", "classification bins (token head: must be 10)", parseIntOption("--num-classes", 2))
-    .option("--seed <seed>", "random seed (head init, shuffling, dropout)", parseIntOption("--seed"), TRAIN_DEFAULTS.seed)
     .option("--checkpoint-every <steps>", "checkpoint interval", parseIntOption("--checkpoint-every", 1), TRAIN_DEFAULTS.checkpointEvery)
     .option("--model <dir|name>", "base model (default: the dataset's)")
     .option("--resume", "continue from the run's checkpoint", false)
     .option("--force", "overwrite an existing run directory", false)
     .requiredOption("--out <run_dir>", "run directory")
-    .action(interruptible(async (o: {
-      data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; featureLayer: number; epochs: number; batchSize: number; lr?: number;
-      weightDecay: number; warmup: number; gradClip: number; patience: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
-      numClasses?: number; seed: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
+    .action(interruptible(async (o: TrainingFlags & {
+      data: string; head: HeadType; freeze: FreezeMode; solver?: Solver; unfreezeLast?: number; lr?: number; hiddenDim?: number; activation?: HiddenActivation; dropout: number;
+      numClasses?: number; checkpointEvery: number; model?: string; resume: boolean; force: boolean; out: string;
     }, cmd: Command) => {
       const solver = o.solver ?? defaultSolver({ head: o.head, freeze: o.freeze, hiddenDim: o.hiddenDim ?? null, dropout: o.dropout });
       if (solver === "ridge") {
@@ -98,9 +92,8 @@ export function registerSelfreportCommands(program: Command): void {
         }
       }
       const r = await train({
-        data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null, featureLayer: o.featureLayer,
-        epochs: o.epochs, batchSize: o.batchSize, lr: o.lr ?? defaultLr(o.freeze), weightDecay: o.weightDecay, warmup: o.warmup,
-        gradClip: o.gradClip, seed: o.seed, patience: o.patience, hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
+        data: o.data, out: o.out, head: o.head, freeze: o.freeze, unfreezeLast: o.unfreezeLast ?? null,
+        ...trainOptionsFrom(trainingSettingsFromFlags(o, o.lr ?? defaultLr(o.freeze))), hiddenDim: o.hiddenDim ?? null, activation: o.activation ?? null,
         dropout: o.dropout, numClasses: o.numClasses ?? null, checkpointEvery: o.checkpointEvery, resume: o.resume, force: o.force,
         ...(o.model !== undefined ? { model: o.model } : {}), ...(o.solver !== undefined ? { solver: o.solver } : {}),
       });
@@ -119,17 +112,17 @@ export function registerSelfreportCommands(program: Command): void {
     .requiredOption("--prompt <text>", "a prompt (repeatable)", collect, [])
     .option("--json", "print JSON", false)
     .action((o: { run: string; prompt: string[]; json: boolean }) => {
-      const run = loadRun(o.run);
+      const run = readRun(o.run);
       const base = loadBaseModel(run);
       const model = run.config.freeze_mode === "frozen" ? base : loadRunModel(run);
-      const tok = loadTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : `${o.run}/finetuned`);
+      const tok = loadTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : finetunedDir(o.run));
       const preds = predictPrompts(run, model, base, tok, o.prompt);
       if (o.json) {
         console.log(JSON.stringify(preds, null, 2));
         return;
       }
       const c = run.config;
-      console.log(`run ${o.run}: ${c.head_type} head (${c.freeze_mode}) reporting ${c.layer_type === "mlp_post" ? `blocks.${c.target_layer}.mlp.hook_post` : `blocks.${c.target_layer}.hook_mlp_out`}[${c.target_neuron}]`);
+      console.log(`run ${o.run}: ${c.head_type} head (${c.freeze_mode}) reporting ${targetLabel(runTarget(c))}`);
       for (const p of preds) {
         const ft = p.actualFinetuned === null ? "" : `  (fine-tuned model's neuron: ${p.actualFinetuned.toFixed(4)})`;
         console.log(`predicted ${p.predicted.toFixed(4)}  actual ${p.actual.toFixed(4)}${ft}  | ${JSON.stringify(p.prompt)}`);

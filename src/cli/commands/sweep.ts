@@ -7,13 +7,14 @@ import { availableParallelism } from "node:os";
 import { Option, type Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
 import { info, progress } from "../../util/progress.ts";
-import { TRAIN_DEFAULTS } from "../../selfreport/train.ts";
+import { defaultLr } from "../../selfreport/train.ts";
+import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
 import { SOLVERS, type Solver } from "../../selfreport/ridge.ts";
 import { WEIGHTS_DEFAULTS } from "../../analysis/weights.ts";
 import { PATCHING_DEFAULTS } from "../../analysis/patching.ts";
 import type { HeadType } from "../../selfreport/predictor.ts";
 import type { FreezeMode } from "../../selfreport/run.ts";
-import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
+import { parseAnalyses, parseFreezeModes, parseHeads, parseLayers, parseNeuronSpec, makeTasks, sweepTraining, type AnalysisName, type NeuronSpec } from "../../sweep/spec.ts";
 import { openSweep } from "../../sweep/prepare.ts";
 import { runTasksLocally } from "../../sweep/local.ts";
 import { writeResults, summaryLines } from "../../sweep/results.ts";
@@ -21,11 +22,10 @@ import { enqueueSweep, parseQueueUrl, reachRedis, runQueueWorker, QUEUE_TIMEOUT_
 import { interruptible } from "../interrupts.ts";
 import { parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
 
-interface SweepCliOptions {
+interface SweepCliOptions extends TrainingFlags {
   model: string; layers: number[]; neurons: NeuronSpec; heads: HeadType[]; freeze: FreezeMode[]; unfreezeLast: number; analyses: AnalysisName[];
   workers: number; groupSize: number; corpus: string; n: number; maxLen: number; dataSeed: number; weights: "raw" | "tl";
-  featureLayer: number; epochs: number; batchSize: number; lr: number; lrFinetune: number; weightDecay: number; warmup: number; gradClip: number;
-  patience: number; seed: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
+  lr: number; lrFinetune: number; solver?: Solver; weightsMaxExamples: number; patchingInputs: number; patchingControls: number;
   queue?: string; queueTimeout: number; wait: boolean; attempts: number; retryFailed: boolean; force: boolean; out: string;
 }
 
@@ -49,7 +49,7 @@ function oneBlasThreadPerWorker(workers: number): void {
 }
 
 export function registerSweepCommands(program: Command): void {
-  program
+  const sweepCmd = program
     .command("sweep")
     .description("train and analyse self-report heads for many neurons: one job per (layer, neuron, head, freezing), resumable, on worker threads or a Redis queue")
     .requiredOption("--model <dir|name>", "base model directory or name")
@@ -66,17 +66,10 @@ export function registerSweepCommands(program: Command): void {
     .option("--max-len <tokens>", "longest prefix", parseIntOption("--max-len", 2), 64)
     .option("--data-seed <seed>", "seed of the example sampling", parseIntOption("--data-seed"), 0)
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
-    .option("--feature-layer <L>", "heads read resid_post of this layer (-1 = last)", parseIntOption("--feature-layer", -1), TRAIN_DEFAULTS.featureLayer)
     .option("--solver <ridge|adamw>", "how frozen regression heads are fitted: ridge = closed form, λ chosen on the validation split; adamw = gradient training (default: ridge; other heads and modes always use adamw)", parseChoice<Solver>("--solver", SOLVERS))
-    .option("--epochs <n>", "maximum epochs", parseIntOption("--epochs", 1), TRAIN_DEFAULTS.epochs)
-    .option("--batch-size <n>", "examples per step", parseIntOption("--batch-size", 1), TRAIN_DEFAULTS.batchSize)
-    .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), 1e-3)
-    .option("--lr-finetune <rate>", "peak learning rate of partial/unfrozen runs", parseFloatOption("--lr-finetune", 0), 1e-4)
-    .option("--weight-decay <wd>", "AdamW decoupled weight decay", parseFloatOption("--weight-decay", 0), TRAIN_DEFAULTS.weightDecay)
-    .option("--warmup <steps>", "linear warm-up steps", parseIntOption("--warmup", 0), TRAIN_DEFAULTS.warmup)
-    .option("--grad-clip <norm>", "gradient-norm clip (0 = off)", parseFloatOption("--grad-clip", 0), TRAIN_DEFAULTS.gradClip)
-    .option("--patience <epochs>", "early stopping patience", parseIntOption("--patience", 1), TRAIN_DEFAULTS.patience)
-    .option("--seed <seed>", "training seed (head init, shuffling)", parseIntOption("--seed"), TRAIN_DEFAULTS.seed)
+    .option("--lr <rate>", "peak learning rate of frozen heads", parseFloatOption("--lr", 0), defaultLr("frozen"))
+    .option("--lr-finetune <rate>", "peak learning rate of partial/unfrozen runs", parseFloatOption("--lr-finetune", 0), defaultLr("unfrozen"));
+  addTrainingOptions(sweepCmd)
     .option("--weights-max-examples <n>", "weights analysis: examples for covariance and gradients", parseIntOption("--weights-max-examples", 1), WEIGHTS_DEFAULTS.maxExamples)
     .option("--patching-inputs <n>", "patching analysis: inputs patched", parseIntOption("--patching-inputs", 3), 200)
     .option("--patching-controls <k>", "patching analysis: random control neurons", parseIntOption("--patching-controls", 0), PATCHING_DEFAULTS.controls)
@@ -89,6 +82,7 @@ export function registerSweepCommands(program: Command): void {
     .requiredOption("--out <dir>", "sweep folder")
     .action(interruptible(async (o: SweepCliOptions) => {
       const t0 = Date.now();
+      if (!o.wait && o.queue === undefined) throw new SelfreportError("--no-wait only applies with --queue (tasks run in this process otherwise, so it always waits); add --queue redis://HOST:PORT or drop --no-wait");
       if (o.solver === "ridge" && !(o.heads.includes("regression") && o.freeze.includes("frozen"))) {
         throw new SelfreportError(`--solver ridge fits frozen regression heads; this sweep has none (--heads ${o.heads.join(",")} --freeze ${o.freeze.join(",")}); drop --solver`);
       }
@@ -99,10 +93,7 @@ export function registerSweepCommands(program: Command): void {
         model: o.model, weights: o.weights, layers: o.layers, neurons: o.neurons, heads: o.heads, freeze: o.freeze,
         unfreezeLast: o.freeze.includes("partial") ? o.unfreezeLast : null, analyses: o.analyses, corpus: o.corpus, n: o.n, maxLen: o.maxLen,
         dataSeed: o.dataSeed, groupSize: o.groupSize, out: o.out, force: o.force,
-        training: {
-          feature_layer: o.featureLayer, epochs: o.epochs, batch_size: o.batchSize, lr_frozen: o.lr, lr_finetune: o.lrFinetune, weight_decay: o.weightDecay,
-          warmup: o.warmup, grad_clip: o.gradClip, patience: o.patience, seed: o.seed, solver: o.solver ?? "ridge",
-        },
+        training: sweepTraining(trainingSettingsFromFlags(o, o.lr), o.lrFinetune, o.solver ?? "ridge"),
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
       // the sweep folder is locked by openSweep until this command ends
