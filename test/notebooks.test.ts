@@ -245,6 +245,7 @@ test("00_quickstart: explorer, dataset and a frozen regression run through the l
   await runNotebook("00_quickstart.ipynb", env(r), "quickstart", (ex) => {
     assert.ok(ex.svgs >= 2, `00_quickstart showed ${ex.svgs} plots, expected the std histogram and the training curve`);
     assert.match(ex.stdout, /matmul backend: (native|js)/);
+    assert.match(ex.stdout, /most active neurons of blocks\.\d+\.mlp\.hook_post at the last token: \d+, \d+, \d+/, "the HookedTransformer cell (runWithCache, topk) ran");
     assert.match(ex.stdout, /wrote .*quickstart\/L\d+N\d+\.safetensors/);
   });
   const run = join(root, "quickstart", "frozen-regression");

@@ -12,8 +12,9 @@
  * never see it and positions > p are never read. So after the patch only one residual row changes:
  *   resid_post(L)[p]' = resid_post(L)[p] + Δact·W_out[n, :]         (mlp_out: + Δact·e_n; exact, as
  *                                                                    mlp_out is linear in hook_post)
- * and each later block l = L+1..F is recomputed for that one row, attending to the clean keys and
- * values of positions < p (cached from one clean forward) and to its own new key and value. Every
+ * and each later block l = L+1..F is recomputed for that one row by the model's own block
+ * (HookedTransformer.blockRows), attending to the clean keys and values of positions < p (cached
+ * from one clean forward) and to its own new key and value. Every
  * patch of every input is one row of one big batch: a block costs a few [rows, d_model] matmuls.
  * patchedReference beside it is the naive check: the whole forward with a hook on the neuron.
  *
@@ -28,8 +29,7 @@
  *
  * See docs/analyses/patching.md for what each number answers, and the summary.json schema.
  */
-import { Tensor, Rng, noGrad, add, linear, layerNorm, geluNew, reshape, permute, concat } from "../tensor/index.ts";
-import type { HookedTransformer } from "../model/transformer.ts";
+import { Tensor, Rng, noGrad } from "../tensor/index.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
 import { exampleBatch, type SplitName } from "../selfreport/dataset.ts";
@@ -118,78 +118,6 @@ export interface PatchRun {
   outcomes: PatchOutcome[];
 }
 
-/** One block's weights for the row path: Q, K, V side by side as [C, 3·H·Dh] (TransformerLens order). */
-interface RowBlockWeights {
-  Wqkv: Tensor; //  [C, 3·H·Dh]
-  bqkv: Tensor; //  [3·H·Dh]
-  WO: Tensor; //    [H·Dh, C]
-}
-
-function rowBlockWeights(model: HookedTransformer, l: number): RowBlockWeights {
-  const { nHeads: H, dHead: Dh, dModel: C } = model.cfg;
-  const headsIn = (W: Tensor): Tensor => reshape(permute(W, [1, 0, 2]), [C, H * Dh]); // [H, C, Dh] → [C, H·Dh]
-  return {
-    Wqkv: concat([headsIn(model.W_Q(l)), headsIn(model.W_K(l)), headsIn(model.W_V(l))], 1),
-    bqkv: concat([reshape(model.b_Q(l), [H * Dh]), reshape(model.b_K(l), [H * Dh]), reshape(model.b_V(l), [H * Dh])], 0),
-    WO: reshape(model.W_O(l), [H * Dh, C]),
-  };
-}
-
-/**
- * Causal attention of single rows: row r stands at position p = rowPos[r] of chunk input b = rowInput[r],
- * and attends to the clean keys/values of positions 0..p-1 (Kc, Vc [B, T, H, Dh]) and to its own (qkv).
- * qkv [R, 3·H·Dh] → z [R, H·Dh].
- */
-function rowAttention(qkv: Float32Array, Kc: Float32Array, Vc: Float32Array, T: number, H: number, Dh: number, rowInput: Int32Array, rowPos: Int32Array): Float32Array {
-  const R = rowInput.length;
-  const HD = H * Dh;
-  const z = new Float32Array(R * HD);
-  const scale = 1 / Math.sqrt(Dh);
-  const s = new Float64Array(T);
-  for (let r = 0; r < R; r++) {
-    const b = rowInput[r]!;
-    const p = rowPos[r]!;
-    const q = r * 3 * HD;
-    for (let h = 0; h < H; h++) {
-      const qo = q + h * Dh;
-      let max = -Infinity;
-      for (let j = 0; j <= p; j++) {
-        const [K, ko] = j < p ? [Kc, ((b * T + j) * H + h) * Dh] : [qkv, q + HD + h * Dh];
-        let d = 0;
-        for (let i = 0; i < Dh; i++) d += qkv[qo + i]! * K[ko + i]!;
-        s[j] = d * scale;
-        if (s[j]! > max) max = s[j]!;
-      }
-      let sum = 0;
-      for (let j = 0; j <= p; j++) {
-        s[j] = Math.exp(s[j]! - max);
-        sum += s[j]!;
-      }
-      const zo = r * HD + h * Dh;
-      for (let j = 0; j <= p; j++) {
-        const [V, vo] = j < p ? [Vc, ((b * T + j) * H + h) * Dh] : [qkv, q + 2 * HD + h * Dh];
-        const w = s[j]! / sum;
-        for (let i = 0; i < Dh; i++) z[zo + i]! += w * V[vo + i]!;
-      }
-    }
-  }
-  return z;
-}
-
-/** Block l for the rows x [R, C] (each a read position; see rowAttention) → resid_post rows [R, C]. */
-function rowBlock(model: HookedTransformer, l: number, w: RowBlockWeights, x: Tensor, Kc: Float32Array, Vc: Float32Array, T: number, rowInput: Int32Array, rowPos: Int32Array): Tensor {
-  const { nHeads: H, dHead: Dh, lnEps } = model.cfg;
-  const p = `blocks.${l}`;
-  const x1 = layerNorm(x, model.p(`${p}.ln1.w`), model.p(`${p}.ln1.b`), lnEps); //       [R, C]
-  const qkv = linear(x1, w.Wqkv, w.bqkv); //                                            [R, 3·H·Dh]
-  const z = rowAttention(qkv.data, Kc, Vc, T, H, Dh, rowInput, rowPos); //              [R, H·Dh]
-  const attnOut = linear(new Tensor(z, [rowInput.length, H * Dh]), w.WO, model.b_O(l)); // [R, C]
-  const residMid = add(x, attnOut); //                                                  [R, C]
-  const x2 = layerNorm(residMid, model.p(`${p}.ln2.w`), model.p(`${p}.ln2.b`), lnEps); // [R, C]
-  const post = geluNew(linear(x2, model.W_in(l), model.b_in(l))); //                     [R, M]
-  return add(residMid, linear(post, model.W_out(l), model.b_out(l))); //                 [R, C]
-}
-
 /** Predictions (activation units) of the run's head for feature rows [R, C]. */
 function predict(ctx: AnalysisContext, X: Float32Array, R: number): Float32Array {
   if (R === 0) return new Float32Array(0);
@@ -224,7 +152,7 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
   const residName = `blocks.${reaches ? L : F}.hook_resid_post`;
   const later = reaches ? Array.from({ length: F - L }, (_, i) => L + 1 + i) : []; // blocks rerun for the rows
   const names = [hook, residName, ...later.flatMap((l) => [`blocks.${l}.attn.hook_k`, `blocks.${l}.attn.hook_v`])];
-  const weights = new Map(later.map((l) => [l, noGrad(() => rowBlockWeights(model, l))]));
+  const weights = new Map(later.map((l) => [l, noGrad(() => model.layerWeights(l))]));
   const chunk = Math.max(1, Math.floor(ROWS_PER_BATCH / (1 + P)));
   // inputs in order of length, so that a batch pads little
   const order = Array.from({ length: N }, (_, k) => k).sort((a, b) => ctx.ds.lengths[inputs[a]!]! - ctx.ds.lengths[inputs[b]!]! || a - b);
@@ -273,9 +201,15 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
         put(cleanRow[b]!, 0, null);
         for (let j = 0; j < P; j++) if (patchRow[b * P + j]! >= 0) put(patchRow[b * P + j]!, deltas[b * P + j]!, writes[j]!);
       }
+      // each row attends to its input's clean keys before its position, then to its own: a group of one
       let X = new Tensor(X0, [R, C]);
+      const rowGroup = Int32Array.from({ length: R }, (_, r) => r);
       for (const l of later) {
-        X = rowBlock(model, l, weights.get(l)!, X, cache.get(`blocks.${l}.attn.hook_k`)!.data, cache.get(`blocks.${l}.attn.hook_v`)!.data, T, rowInput, rowPos);
+        const rows = {
+          pastK: cache.get(`blocks.${l}.attn.hook_k`)!.data, pastV: cache.get(`blocks.${l}.attn.hook_v`)!.data, stride: T,
+          rowSeq: rowInput, rowPast: rowPos, rowGroup, hookShape: [R, 1] as const,
+        };
+        X = model.blockRows(l, X, rows, { weights: weights.get(l)! }).resid;
       }
       const pred = predict(ctx, X.data, R);
 

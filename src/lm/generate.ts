@@ -16,58 +16,32 @@
  * Generation stops after maxNewTokens, at <|endoftext|> (not included in the output), or when the
  * sequence fills the model's context n_ctx (stopReason says which).
  */
-import { Tensor, Rng, noGrad, linear, layerNorm, geluNew, reshape, permute, getBackend } from "../tensor/index.ts";
-import type { HookedTransformer } from "../model/transformer.ts";
+import { Tensor, Rng, noGrad, getBackend } from "../tensor/index.ts";
+import type { HookedTransformer, LayerWeights, RowsContext } from "../model/transformer.ts";
+import { HookRunner, type Hook } from "../model/hooks.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { SelfreportError } from "../errors.ts";
 
-/** One layer's weights in the layout a cached step uses (query/key/value heads side by side). */
-interface LayerWeights {
-  ln1W: Tensor; ln1B: Tensor; //   [C]
-  WQ: Tensor; WK: Tensor; WV: Tensor; // [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1
-  bQ: Tensor; bK: Tensor; bV: Tensor; // [H·Dh]
-  WO: Tensor; bO: Tensor; //       [H·Dh, C], [C]
-  ln2W: Tensor; ln2B: Tensor; //   [C]
-  Win: Tensor; bin: Tensor; //     [C, M], [M]
-  Wout: Tensor; bout: Tensor; //   [M, C], [C]
-}
-
-/** W [H, C, Dh] → [C, H·Dh]. */
-function headsIn(W: Tensor): Tensor {
-  const [H, C, Dh] = W.shape as [number, number, number];
-  return reshape(permute(W, [1, 0, 2]), [C, H * Dh]);
-}
-
-function flat(t: Tensor): Tensor {
-  return reshape(t, [t.size]);
-}
-
 /**
  * An incremental forward pass over one sequence. `append(ids)` runs the new tokens at positions
- * length..length+T-1 and returns their logits [T, V] (or only the last row's [1, V]).
+ * length..length+T-1 through the model's own block (HookedTransformer.blockRows, attending to the
+ * cached keys) and returns their logits [T, V] (or only the last row's [1, V]). Hooks given here run
+ * at every step, on the new positions only ([1, T, ...]).
  */
 export class KVCache {
   readonly model: HookedTransformer;
   private readonly layers: LayerWeights[];
+  private readonly hooks: HookRunner;
   /** keys[l], values[l]: [nCtx, H, Dh], filled for positions 0..length-1. */
   private readonly keys: Float32Array[];
   private readonly values: Float32Array[];
   private pos = 0;
 
-  constructor(model: HookedTransformer) {
+  constructor(model: HookedTransformer, opts: { hooks?: readonly Hook[] } = {}) {
     this.model = model;
     const cfg = model.cfg;
-    const p = (l: number, n: string): Tensor => model.p(`blocks.${l}.${n}`);
-    this.layers = noGrad(() =>
-      Array.from({ length: cfg.nLayers }, (_, l) => ({
-        ln1W: p(l, "ln1.w"), ln1B: p(l, "ln1.b"),
-        WQ: headsIn(model.W_Q(l)), WK: headsIn(model.W_K(l)), WV: headsIn(model.W_V(l)),
-        bQ: flat(model.b_Q(l)), bK: flat(model.b_K(l)), bV: flat(model.b_V(l)),
-        WO: reshape(model.W_O(l), [cfg.nHeads * cfg.dHead, cfg.dModel]), bO: model.b_O(l),
-        ln2W: p(l, "ln2.w"), ln2B: p(l, "ln2.b"),
-        Win: model.W_in(l), bin: model.b_in(l), Wout: model.W_out(l), bout: model.b_out(l),
-      })),
-    );
+    this.layers = noGrad(() => Array.from({ length: cfg.nLayers }, (_, l) => model.layerWeights(l)));
+    this.hooks = new HookRunner(cfg, opts.hooks ?? []);
     const size = cfg.nCtx * cfg.nHeads * cfg.dHead;
     this.keys = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
     this.values = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
@@ -102,63 +76,23 @@ export class KVCache {
         for (let c = 0; c < C; c++) x0[t * C + c] = WE[id * C + c]! + Wpos[(P + t) * C + c]!;
       }
       let resid = new Tensor(x0, [T, C]); //                                   [T, C]
-      for (let l = 0; l < cfg.nLayers; l++) resid = this.block(l, resid, P);
+      const rows: RowsContext = {
+        pastK: new Float32Array(0), pastV: new Float32Array(0), stride: cfg.nCtx,
+        rowSeq: new Int32Array(T), rowPast: new Int32Array(T).fill(P), rowGroup: new Int32Array(T), hookShape: [1, T],
+      };
+      const HD = cfg.nHeads * cfg.dHead;
+      for (let l = 0; l < cfg.nLayers; l++) {
+        const out = this.model.blockRows(l, resid, { ...rows, pastK: this.keys[l]!, pastV: this.values[l]! }, { weights: this.layers[l]!, hooks: this.hooks });
+        this.keys[l]!.set(out.k, P * HD);
+        this.values[l]!.set(out.v, P * HD);
+        resid = out.resid;
+      }
       this.pos = P + T;
       const last = opts.lastOnly === true ? new Tensor(resid.data.slice((T - 1) * C), [1, C]) : resid;
       const x = this.model.lnFinal(last); //                                   [T or 1, C]
       return this.model.unembed(x); //                                         [T or 1, V]
     });
   }
-
-  /** One block on the new positions P..P+T-1, appending their keys and values to the cache. */
-  private block(l: number, residIn: Tensor, P: number): Tensor {
-    const { nHeads: H, dHead: Dh, lnEps } = this.model.cfg;
-    const w = this.layers[l]!;
-    const T = residIn.shape[0]!;
-    const HD = H * Dh;
-    const x1 = layerNorm(residIn, w.ln1W, w.ln1B, lnEps); //                  [T, C]
-    const q = linear(x1, w.WQ, w.bQ).data; //                                  [T, H·Dh]
-    const K = this.keys[l]!; //                                                [nCtx, H, Dh]
-    const V = this.values[l]!; //                                              [nCtx, H, Dh]
-    K.set(linear(x1, w.WK, w.bK).data, P * HD);
-    V.set(linear(x1, w.WV, w.bV).data, P * HD);
-
-    // Attention of each new query (absolute position P+t) to the keys 0..P+t.
-    const z = new Float32Array(T * HD); //                                     [T, H, Dh]
-    const scores = new Float32Array(P + T);
-    const scale = 1 / Math.sqrt(Dh);
-    for (let t = 0; t < T; t++) {
-      const n = P + t + 1;
-      for (let h = 0; h < H; h++) {
-        const qo = t * HD + h * Dh;
-        for (let j = 0; j < n; j++) {
-          const ko = j * HD + h * Dh;
-          let s = 0;
-          for (let d = 0; d < Dh; d++) s += q[qo + d]! * K[ko + d]!;
-          scores[j] = s * scale;
-        }
-        getBackend().softmaxRows(scores, 1, n, scores);
-        for (let j = 0; j < n; j++) {
-          const p = scores[j]!;
-          const vo = j * HD + h * Dh;
-          for (let d = 0; d < Dh; d++) z[qo + d]! += p * V[vo + d]!;
-        }
-      }
-    }
-    const attnOut = linear(new Tensor(z, [T, HD]), w.WO, w.bO); //            [T, C]
-    const residMid = addInto(residIn, attnOut); //                             [T, C]
-    const x2 = layerNorm(residMid, w.ln2W, w.ln2B, lnEps); //                 [T, C]
-    const post = geluNew(linear(x2, w.Win, w.bin)); //                         [T, M]
-    return addInto(residMid, linear(post, w.Wout, w.bout)); //                 [T, C]
-  }
-}
-
-/** a + b for two untracked tensors of one shape (a fresh tensor). */
-function addInto(a: Tensor, b: Tensor): Tensor {
-  const out = a.data.slice();
-  const B = b.data;
-  for (let i = 0; i < out.length; i++) out[i]! += B[i]!;
-  return new Tensor(out, a.shape);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,11 +112,15 @@ export interface GenerateIdsOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** Stop when this token is drawn (it is not included in the output); null = never. */
   eosId?: number | null;
+  /** Hooks on the blocks' hook points, run at every step on the new positions ([1, T, ...]); not on hook_embed or ln_final. */
+  hooks?: readonly Hook[];
 }
 
 export interface GenerateOptions extends SamplingOptions {
   prompt: string;
   maxNewTokens?: number;
+  /** As GenerateIdsOptions.hooks. */
+  hooks?: readonly Hook[];
 }
 
 export type StopReason = "max_new_tokens" | "eos" | "n_ctx";
@@ -294,7 +232,7 @@ export function generateIds(model: HookedTransformer, promptIds: readonly number
   if (ids.length >= nCtx) return { ids, newIds, stopReason: "n_ctx" };
   if (maxNewTokens === 0) return { ids, newIds, stopReason: "max_new_tokens" };
 
-  const cache = new KVCache(model);
+  const cache = new KVCache(model, { hooks: opts.hooks ?? [] });
   let logits = cache.append(ids, { lastOnly: true }).data; //                  [V]
   for (;;) {
     const next = sampleToken(logits, sampling.temperature, sampling.topK, rng);

@@ -45,6 +45,41 @@ export interface ForwardResult {
   resid: Tensor;
 }
 
+/** One layer's attention weights laid out for the block: the heads side by side (GPT-2's c_attn order). */
+export interface LayerWeights {
+  WQ: Tensor; WK: Tensor; WV: Tensor; // [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1
+  bQ: Tensor; bK: Tensor; bV: Tensor; // [H·Dh]
+  WO: Tensor; //                         [H·Dh, C]
+}
+
+/**
+ * Rows run through a block against cached keys and values instead of a whole sequence: the new
+ * tokens of a generation step (attending to the KV cache) or the patched read positions of
+ * activation patching (attending to the clean pass's keys). Row r stands at some position of cached
+ * sequence rowSeq[r] and attends to that sequence's first rowPast[r] cached keys, then to the new
+ * keys of the rows of its group (rowGroup) up to itself, in row order.
+ */
+export interface RowsContext {
+  /** [S, stride, H, Dh] cached keys and values of S sequences. */
+  pastK: Float32Array;
+  pastV: Float32Array;
+  stride: number;
+  rowSeq: Int32Array;
+  rowPast: Int32Array;
+  rowGroup: Int32Array;
+  /** How hooks see the R rows: [batch, pos] with batch·pos = R ([1, T] for a generation step, [R, 1] for patched rows). */
+  hookShape: readonly [number, number];
+}
+
+/** What blockRows returns: resid_post of the rows [R, C] and their new keys and values [R, H·Dh]. */
+export interface RowsResult {
+  resid: Tensor;
+  k: Float32Array;
+  v: Float32Array;
+}
+
+type Attention = { kind: "causal"; keyMask: Uint8Array | null } | { kind: "rows"; ctx: RowsContext };
+
 /** Names and shapes of every parameter, in a fixed order. */
 export function paramShapes(cfg: ModelConfig): Array<[string, number[]]> {
   const { dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V, nCtx } = cfg;
@@ -173,7 +208,7 @@ export class HookedTransformer {
     const embed = hooks.run("hook_embed", embedding(this.W_E, ids, [B, T])); //            [B, T, C]
     const pos = hooks.run("hook_pos_embed", add(zeros([B, T, cfg.dModel]), slice(this.W_pos, 0, 0, T))); // [B, T, C]
     let resid = add(embed, pos); //                                                        [B, T, C]
-    for (let l = 0; l < stop; l++) resid = this.block(l, resid, hooks, keyMask);
+    for (let l = 0; l < stop; l++) resid = this.block(l, resid, hooks, { kind: "causal", keyMask }).resid;
     if (opts.stopAtLayer !== undefined || opts.logits === false) return { logits: null, resid };
     const x = this.lnFinal(resid, hooks); //                                               [B, T, C]
     return { logits: this.unembed(x), resid };
@@ -183,39 +218,77 @@ export class HookedTransformer {
   runBlocks(resid: Tensor, from: number, to: number, hooks: readonly Hook[] = [], keyMask: Uint8Array | null = null): Tensor {
     const runner = new HookRunner(this.cfg, hooks);
     let r = resid;
-    for (let l = from; l < to; l++) r = this.block(l, r, runner, keyMask);
+    for (let l = from; l < to; l++) r = this.block(l, r, runner, { kind: "causal", keyMask }).resid;
     return r;
   }
 
-  /** One transformer block: attention then MLP, each added to the residual stream. */
-  private block(l: number, residIn: Tensor, hooks: HookRunner, keyMask: Uint8Array | null): Tensor {
+  /** Layer l's attention weights in the block's layout (see LayerWeights); recorded by autograd like any op. */
+  layerWeights(l: number): LayerWeights {
     const { nHeads: H, dHead: Dh, dModel: C } = this.cfg;
+    return {
+      WQ: headsIn(this.W_Q(l)), WK: headsIn(this.W_K(l)), WV: headsIn(this.W_V(l)),
+      bQ: flatBias(this.b_Q(l)), bK: flatBias(this.b_K(l)), bV: flatBias(this.b_V(l)),
+      WO: reshape(this.W_O(l), [H * Dh, C]),
+    };
+  }
+
+  /**
+   * Block l for rows x [R, C] against cached keys and values (see RowsContext): generation's KV-cache
+   * step and patching's one-row path. The same block as the forward pass, with its hooks (shown the
+   * rows as ctx.hookShape); only attn.hook_attn_scores and attn.hook_pattern cannot be hooked here.
+   * Pass `weights` (layerWeights(l)) to reuse them across calls. Untracked by autograd.
+   */
+  blockRows(l: number, x: Tensor, ctx: RowsContext, opts: { weights?: LayerWeights; hooks?: readonly Hook[] | HookRunner } = {}): RowsResult {
+    this.checkLayer(l);
+    const [B, T] = ctx.hookShape;
+    const R = ctx.rowSeq.length;
+    const C = this.cfg.dModel;
+    if (x.ndim !== 2 || x.shape[0] !== R || x.shape[1] !== C) throw new ShapeError(`blockRows: rows have shape [${x.shape.join(", ")}], expected [${R}, ${C}] (one per rowSeq entry)`);
+    if (B * T !== R) throw new ShapeError(`blockRows: hookShape [${B}, ${T}] does not hold ${R} rows`);
+    if (ctx.rowPast.length !== R || ctx.rowGroup.length !== R) throw new ShapeError(`blockRows: rowSeq, rowPast and rowGroup must each have ${R} entries`);
+    const hooks = opts.hooks instanceof HookRunner ? opts.hooks : new HookRunner(this.cfg, opts.hooks ?? []);
+    return noGrad(() => {
+      const out = this.block(l, reshape(x, [B, T, C]), hooks, { kind: "rows", ctx }, opts.weights);
+      return { resid: reshape(out.resid, [R, C]), k: out.k, v: out.v };
+    });
+  }
+
+  /**
+   * One transformer block, attention then MLP, each added to the residual stream: [B, T, C] → [B, T, C].
+   * Attention is causal over the sequence (the forward pass) or over cached keys (rows, see blockRows).
+   */
+  private block(l: number, residIn: Tensor, hooks: HookRunner, attention: Attention, w: LayerWeights = this.layerWeights(l)): { resid: Tensor; k: Float32Array; v: Float32Array } {
+    const { nHeads: H, dHead: Dh } = this.cfg;
     const [B, T] = [residIn.shape[0]!, residIn.shape[1]!];
     const p = `blocks.${l}`;
     const name = (h: string): string => `${p}.${h}`;
 
     const residPre = hooks.run(name("hook_resid_pre"), residIn); //                         [B, T, C]
     const x1 = this.layerNorm(residPre, `${p}.ln1`, hooks); //                              [B, T, C]
-    const q = hooks.run(name("attn.hook_q"), reshape(linear(x1, headsIn(this.W_Q(l)), flatBias(this.b_Q(l))), [B, T, H, Dh]));
-    const k = hooks.run(name("attn.hook_k"), reshape(linear(x1, headsIn(this.W_K(l)), flatBias(this.b_K(l))), [B, T, H, Dh]));
-    const v = hooks.run(name("attn.hook_v"), reshape(linear(x1, headsIn(this.W_V(l)), flatBias(this.b_V(l))), [B, T, H, Dh]));
+    const q = hooks.run(name("attn.hook_q"), reshape(linear(x1, w.WQ, w.bQ), [B, T, H, Dh]));
+    const k = hooks.run(name("attn.hook_k"), reshape(linear(x1, w.WK, w.bK), [B, T, H, Dh]));
+    const v = hooks.run(name("attn.hook_v"), reshape(linear(x1, w.WV, w.bV), [B, T, H, Dh]));
+    const wantsPattern = hooks.needs(name("attn.hook_attn_scores")) || hooks.needs(name("attn.hook_pattern"));
     let z: Tensor; //                                                                       [B, T, H, Dh]
-    if (hooks.needs(name("attn.hook_attn_scores")) || hooks.needs(name("attn.hook_pattern"))) {
-      const scores = hooks.run(name("attn.hook_attn_scores"), attnScores(q, k, keyMask)); // [B, H, T, T]
+    if (attention.kind === "rows") {
+      if (wantsPattern) throw new SelfreportError(`${name("attn.hook_attn_scores")} and ${name("attn.hook_pattern")} cannot be hooked when rows attend to cached keys (generation, patching)`);
+      z = new Tensor(rowsAttention(q.data, k.data, v.data, attention.ctx, H, Dh), [B, T, H, Dh]);
+    } else if (wantsPattern) {
+      const scores = hooks.run(name("attn.hook_attn_scores"), attnScores(q, k, attention.keyMask)); // [B, H, T, T]
       const pattern = hooks.run(name("attn.hook_pattern"), softmax(scores)); //              [B, H, T, T]
       z = attnApply(pattern, v);
     } else {
-      z = causalAttention(q, k, v, keyMask);
+      z = causalAttention(q, k, v, attention.keyMask);
     }
     z = hooks.run(name("attn.hook_z"), z);
-    const attnOut = hooks.run(name("hook_attn_out"), linear(reshape(z, [B, T, H * Dh]), reshape(this.W_O(l), [H * Dh, C]), this.b_O(l)));
+    const attnOut = hooks.run(name("hook_attn_out"), linear(reshape(z, [B, T, H * Dh]), w.WO, this.b_O(l)));
     const residMid = hooks.run(name("hook_resid_mid"), add(residPre, attnOut)); //          [B, T, C]
 
     const x2 = this.layerNorm(residMid, `${p}.ln2`, hooks); //                              [B, T, C]
     const pre = hooks.run(name("mlp.hook_pre"), linear(x2, this.W_in(l), this.b_in(l))); //  [B, T, M]
     const post = hooks.run(name("mlp.hook_post"), geluNew(pre)); //                          [B, T, M]
     const mlpOut = hooks.run(name("hook_mlp_out"), linear(post, this.W_out(l), this.b_out(l))); // [B, T, C]
-    return hooks.run(name("hook_resid_post"), add(residMid, mlpOut)); //                     [B, T, C]
+    return { resid: hooks.run(name("hook_resid_post"), add(residMid, mlpOut)), k: k.data, v: v.data }; // [B, T, C]
   }
 
   /**
@@ -289,6 +362,62 @@ function headsIn(W: Tensor): Tensor {
 
 function flatBias(b: Tensor): Tensor {
   return reshape(b, [b.size]);
+}
+
+/**
+ * Attention of rows against cached keys (see RowsContext): q, k, v [R, H·Dh] (the rows' own) → z [R, H·Dh].
+ * Scores and softmax in float64, per row and head: the cached keys 0..rowPast-1 of its sequence, then
+ * the new keys of its group's rows up to itself.
+ */
+function rowsAttention(q: Float32Array, k: Float32Array, v: Float32Array, ctx: RowsContext, H: number, Dh: number): Float32Array {
+  const R = ctx.rowSeq.length;
+  const HD = H * Dh;
+  const z = new Float32Array(R * HD);
+  const scale = 1 / Math.sqrt(Dh);
+  // the rows each row attends to among the new ones: the earlier rows of its group, then itself
+  const groupRows = new Map<number, number[]>();
+  let maxPast = 0;
+  for (let r = 0; r < R; r++) {
+    maxPast = Math.max(maxPast, ctx.rowPast[r]!);
+    const g = ctx.rowGroup[r]!;
+    const list = groupRows.get(g);
+    if (list === undefined) groupRows.set(g, [r]);
+    else list.push(r);
+  }
+  const s = new Float64Array(maxPast + R);
+  const seen = new Map<number, number>(); // group → rows of it reached so far
+  for (let r = 0; r < R; r++) {
+    const g = ctx.rowGroup[r]!;
+    const upTo = (seen.get(g) ?? 0) + 1;
+    seen.set(g, upTo);
+    const mine = groupRows.get(g)!;
+    const past = ctx.rowPast[r]!;
+    if (past > ctx.stride) throw new ShapeError(`rows attention: row ${r} sees ${past} cached positions, the cache holds ${ctx.stride}`);
+    const base = ctx.rowSeq[r]! * ctx.stride;
+    const n = past + upTo;
+    for (let h = 0; h < H; h++) {
+      const qo = r * HD + h * Dh;
+      let max = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const [K, ko] = j < past ? [ctx.pastK, ((base + j) * H + h) * Dh] : [k, mine[j - past]! * HD + h * Dh];
+        let d = 0;
+        for (let i = 0; i < Dh; i++) d += q[qo + i]! * K[ko + i]!;
+        s[j] = d * scale;
+        if (s[j]! > max) max = s[j]!;
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) {
+        s[j] = Math.exp(s[j]! - max);
+        sum += s[j]!;
+      }
+      for (let j = 0; j < n; j++) {
+        const [V, vo] = j < past ? [ctx.pastV, ((base + j) * H + h) * Dh] : [v, mine[j - past]! * HD + h * Dh];
+        const p = s[j]! / sum;
+        for (let i = 0; i < Dh; i++) z[qo + i]! += p * V[vo + i]!;
+      }
+    }
+  }
+  return z;
 }
 
 /** Token ids as a right-padded TokenBatch (pad id 50256 by default). */

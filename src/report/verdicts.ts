@@ -180,6 +180,10 @@ export function weightsVerdict(s: WeightsVerdictInput, patching?: PatchingVerdic
   if (share !== null && shareOk && k.positive) {
     return { question, level: "partly", headline: `Partly: ${shareText}, but the head's direction is not specific to ${writeName} (${k.zOk ? "other neurons match as well or better" : "its cosine is within the random-direction null"}).`, evidence };
   }
+  if ((k.zOk || k.rankOk) && k.positive && patch !== null && patch.ok) {
+    const weak = `${k.zOk ? "other neurons' writes match its direction as well or better" : "its cosine is within the random-direction null"}${share === null ? "" : ` and ${shareText}`}`;
+    return { question, level: "partly", headline: `Partly: moving neuron ${s.target.neuron} moves the prediction more than other neurons do (patching) and the head's direction leans towards ${writeName}, but weakly: ${weak}.`, evidence };
+  }
   const lean = k.zOk || k.rankOk ? ` (the direction leans towards ${writeName}, but ${k.zOk ? "other neurons match as well or better" : "within the random-direction null"})` : "";
   const base = `the head's direction is not specifically aligned with ${writeName}${lean}${share === null ? "" : ` and ${shareText}`}`;
   if (inFolded !== undefined) {

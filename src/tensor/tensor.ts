@@ -81,6 +81,153 @@ export class Tensor {
   toString(): string {
     return `Tensor[${this.shape.join(", ")}]${this.node ? ` (${this.node.op})` : ""}`;
   }
+
+  // -------------------------------------------------------------------------------------------
+  // Reading values (copies, outside autograd): get, slice, toArray, argmax, topk.
+
+  /** The value at one index per axis (negative counts from the end): `logits.get(0, -1, 42)`. */
+  get(...index: number[]): number {
+    if (index.length !== this.shape.length) {
+      throw new ShapeError(`get(${index.join(", ")}): tensor has shape ${shapeStr(this.shape)}, give ${this.shape.length} indices, got ${index.length}`);
+    }
+    let flat = 0;
+    for (let a = 0; a < index.length; a++) flat = flat * this.shape[a]! + checkIndex(`get(${index.join(", ")})`, index[a]!, a, this.shape);
+    return this.data[flat]!;
+  }
+
+  /**
+   * A copy of part of the tensor, one spec per leading axis (missing ones take the whole axis):
+   * a number picks one index and drops the axis, `null` keeps the axis whole, `[start, end]` keeps
+   * start..end-1 (end omitted: to the end; negatives count from the end). PyTorch's `t[0, :, 2:5]`
+   * is `t.slice(0, null, [2, 5])`. No gradient flows through the copy.
+   */
+  slice(...specs: SliceSpec[]): Tensor {
+    const what = `slice(${specs.map(specStr).join(", ")})`;
+    if (specs.length > this.shape.length) throw new ShapeError(`${what}: tensor has shape ${shapeStr(this.shape)}, at most ${this.shape.length} specs, got ${specs.length}`);
+    const starts: number[] = [];
+    const counts: number[] = [];
+    const outShape: number[] = [];
+    this.shape.forEach((dim, a) => {
+      const spec = a < specs.length ? specs[a] : null;
+      if (spec === null || spec === undefined) {
+        starts.push(0); counts.push(dim); outShape.push(dim);
+      } else if (typeof spec === "number") {
+        starts.push(checkIndex(what, spec, a, this.shape)); counts.push(1);
+      } else {
+        const [s0, e0] = spec;
+        const start = s0 < 0 ? s0 + dim : s0;
+        const end = e0 === undefined ? dim : e0 < 0 ? e0 + dim : e0;
+        if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > dim || start > end) {
+          throw new ShapeError(`${what}: range [${s0}, ${e0 ?? ""}] does not fit axis ${a} of shape ${shapeStr(this.shape)} (size ${dim})`);
+        }
+        starts.push(start); counts.push(end - start); outShape.push(end - start);
+      }
+    });
+    const out = new Float32Array(numel(counts));
+    const strides = new Array<number>(this.shape.length).fill(1);
+    for (let a = this.shape.length - 2; a >= 0; a--) strides[a] = strides[a + 1]! * this.shape[a + 1]!;
+    // Copy the innermost axis as a run; walk the outer axes as an odometer.
+    const nd = this.shape.length;
+    if (nd === 0) return new Tensor(Float32Array.of(this.data[0]!), [], false);
+    const inner = counts[nd - 1]!;
+    const outer = inner === 0 ? 0 : out.length / inner;
+    const pos = new Array<number>(nd - 1).fill(0);
+    for (let r = 0; r < outer; r++) {
+      let src = starts[nd - 1]!;
+      for (let a = 0; a < nd - 1; a++) src += (starts[a]! + pos[a]!) * strides[a]!;
+      out.set(this.data.subarray(src, src + inner), r * inner);
+      for (let a = nd - 2; a >= 0; a--) {
+        if (++pos[a]! < counts[a]!) break;
+        pos[a] = 0;
+      }
+    }
+    return new Tensor(out, outShape, false);
+  }
+
+  /** The values as nested arrays (a number for a 0-d tensor), like PyTorch's tolist(). */
+  toArray(): NestedNumbers {
+    const build = (axis: number, offset: number): NestedNumbers => {
+      if (axis === this.shape.length) return this.data[offset]!;
+      const n = this.shape[axis]!;
+      const step = numel(this.shape.slice(axis + 1));
+      return Array.from({ length: n }, (_, i) => build(axis + 1, offset + i * step));
+    };
+    return build(0, 0);
+  }
+
+  /** Index of the largest value along `axis` (default the last; lowest index on ties), that axis removed. */
+  argmax(axis = -1): Tensor {
+    const ax = normAxisOf("argmax", this.shape, axis);
+    return this.topk(1, ax).indices.squeezeAxis(ax);
+  }
+
+  /** The k largest values along `axis` (default the last) in descending order, and their indices (lowest first on ties). */
+  topk(k: number, axis = -1): { values: Tensor; indices: Tensor } {
+    const ax = normAxisOf("topk", this.shape, axis);
+    const n = this.shape[ax]!;
+    if (!Number.isInteger(k) || k < 1 || k > n) throw new ShapeError(`topk(${k}): k must be 1..${n} (axis ${ax} of shape ${shapeStr(this.shape)})`);
+    const inner = numel(this.shape.slice(ax + 1));
+    const outer = numel(this.shape.slice(0, ax));
+    const outShape = this.shape.map((d, a) => (a === ax ? k : d));
+    const values = new Float32Array(outer * k * inner);
+    const indices = new Float32Array(outer * k * inner);
+    // Per row, keep the best k seen so far sorted (insertion): O(n·k), linear for argmax.
+    const bestV = new Float64Array(k);
+    const bestI = new Int32Array(k);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        const base = o * n * inner + i;
+        let have = 0;
+        for (let j = 0; j < n; j++) {
+          const v = this.data[base + j * inner]!;
+          if (have === k && !(v > bestV[k - 1]!)) continue; // ties keep the lower index
+          let p = have < k ? have++ : k - 1;
+          while (p > 0 && v > bestV[p - 1]!) {
+            bestV[p] = bestV[p - 1]!;
+            bestI[p] = bestI[p - 1]!;
+            p--;
+          }
+          bestV[p] = v;
+          bestI[p] = j;
+        }
+        for (let j = 0; j < k; j++) {
+          values[o * k * inner + j * inner + i] = bestV[j]!;
+          indices[o * k * inner + j * inner + i] = bestI[j]!;
+        }
+      }
+    }
+    return { values: new Tensor(values, outShape, false), indices: new Tensor(indices, outShape, false) };
+  }
+
+  /** The same values without axis `axis` (which must have size 1). */
+  private squeezeAxis(axis: number): Tensor {
+    return new Tensor(this.data, this.shape.filter((_, a) => a !== axis), false);
+  }
+}
+
+/** One axis of Tensor.slice: an index (drops the axis), null (the whole axis), or [start, end). */
+export type SliceSpec = number | null | readonly [number, number?];
+
+/** Tensor.toArray's result: nested arrays of numbers, one level per axis. */
+export type NestedNumbers = number | NestedNumbers[];
+
+function specStr(s: SliceSpec): string {
+  return s === null ? "null" : typeof s === "number" ? String(s) : `[${s.join(", ")}]`;
+}
+
+function checkIndex(what: string, i: number, axis: number, shape: Shape): number {
+  const dim = shape[axis]!;
+  const j = i < 0 ? i + dim : i;
+  if (!Number.isInteger(i) || j < 0 || j >= dim) {
+    throw new ShapeError(`${what}: index ${i} is out of range for axis ${axis} of shape ${shapeStr(shape)} (size ${dim})`);
+  }
+  return j;
+}
+
+function normAxisOf(op: string, shape: Shape, axis: number): number {
+  const a = axis < 0 ? axis + shape.length : axis;
+  if (!Number.isInteger(axis) || a < 0 || a >= shape.length) throw new ShapeError(`${op}: axis ${axis} is out of range for shape ${shapeStr(shape)}`);
+  return a;
 }
 
 export class ShapeError extends Error {

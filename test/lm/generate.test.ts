@@ -13,6 +13,7 @@ import { processWeights } from "../../src/model/process.ts";
 import { loadGpt2Tokenizer } from "../../src/model/tokenizer.ts";
 import { KVCache, generateIds, generate, topKIndices, sampleToken } from "../../src/lm/generate.ts";
 import { SelfreportError } from "../../src/errors.ts";
+import type { Hook } from "../../src/model/hooks.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 
 const N_CTX = 16;
@@ -196,4 +197,39 @@ test("generate() with GPT-2's tokenizer: text = prompt + continuation; empty and
   assert.deepEqual(generate(model, tok, { prompt: "The cat sat on the", maxNewTokens: 5, temperature: 0.7, seed: 3 }), generate(model, tok, { prompt: "The cat sat on the", maxNewTokens: 5, temperature: 0.7, seed: 3 }));
   assert.throws(() => generate(model, tok, { prompt: "" }), /the prompt is empty/);
   assert.throws(() => generate(model, tok, { prompt: Array(30).fill("word").join(" ") }), /the prompt has 30 tokens, longer than the model's context n_ctx 24/);
+});
+
+test("hooks run in the KV-cached steps as in the full forward: a zero-ablated neuron gives the hooked forward's logits (1e-4)", () => {
+  const model = spikyModel(7);
+  const ids = randomIds(10, 8);
+  const n = 3;
+  const ablate: Hook = ["blocks.0.mlp.hook_post", (post) => {
+    const x = post.clone();
+    for (let i = n; i < x.size; i += x.shape[x.ndim - 1]!) x.data[i] = 0;
+    return x;
+  }];
+  const seen: number[][] = [];
+  const spy: Hook = ["blocks.1.hook_resid_pre", (r) => void seen.push([...r.shape])];
+  const hooked = noGrad(() => model.runWithHooks({ ids: Int32Array.from(ids), batch: 1, len: ids.length }, [ablate]).logits!.data);
+  const plain = fullLogits(model, ids);
+  const V = VOCAB;
+  const cache = new KVCache(model, { hooks: [ablate, spy] });
+  const first = cache.append(ids.slice(0, 4)).data; //   a prompt of 4, then one token at a time
+  assert.ok(worstDiff(first, hooked.subarray(0, 4 * V)) < 1e-4);
+  for (let t = 4; t < ids.length; t++) assert.ok(worstDiff(cache.append([ids[t]!]).data, hooked.subarray(t * V, (t + 1) * V)) < 1e-4, `step ${t}`);
+  assert.ok(worstDiff(hooked, plain) > 1e-3, "the ablation changes the logits");
+  assert.deepEqual(seen, [[1, 4, 16], ...Array.from({ length: 6 }, () => [1, 1, 16])], "hooks see the new positions as [1, T, d_model]");
+  const greedy = generateIds(model, ids.slice(0, 4), { maxNewTokens: 6, temperature: 0, eosId: null, hooks: [ablate] });
+  let withHook = ids.slice(0, 4);
+  for (let s = 0; s < 6; s++) {
+    const lg = noGrad(() => model.runWithHooks({ ids: Int32Array.from(withHook), batch: 1, len: withHook.length }, [ablate]).logits!.data);
+    withHook = [...withHook, argmaxRow(lg, (withHook.length - 1) * V, V)];
+  }
+  assert.deepEqual(greedy.ids, withHook, "greedy generation with the hook = argmax of the hooked forward");
+});
+
+test("attention-pattern hooks cannot run against cached keys, and say so", () => {
+  const model = spikyModel(9);
+  const cache = new KVCache(model, { hooks: [["blocks.0.attn.hook_pattern", () => undefined]] });
+  assert.throws(() => cache.append([1, 2]), (e: unknown) => e instanceof SelfreportError && e.message === "blocks.0.attn.hook_attn_scores and blocks.0.attn.hook_pattern cannot be hooked when rows attend to cached keys (generation, patching)");
 });

@@ -77,6 +77,12 @@ test("weightsVerdict: filter z and rank pass, positive, direct write ≥ 10% (an
   const common = weightsVerdict(weightsInput(cmp(0.6, 3, 256, 64), 0.01));
   assert.equal(common.level, "no");
   assert.match(common.headline, /other neurons match as well or better/);
+  // rank 1 but z within the null, 2.3% share: no from the weights alone; patching that confirms a specific effect makes it partly (the demo's ridge head)
+  assert.equal(weightsVerdict(weightsInput(cmp(0.45, 1, 256, 64), 0.023)).level, "no");
+  const leaning = weightsVerdict(weightsInput(cmp(0.45, 1, 256, 64), 0.023), patchingInput(0.15, [0.14, 0.16], null, 100));
+  assert.equal(leaning.level, "partly");
+  assert.match(leaning.headline, /more than other neurons do \(patching\).*but weakly: its cosine is within the random-direction null and the neuron's direct write carries 2\.3%/);
+  assert.equal(weightsVerdict(weightsInput(cmp(0.05, 200, 256, 64), 0.001), patchingInput(0.15, [0.14, 0.16], null, 100)).level, "no", "patching alone does not make a head read the write");
   // not specific but the write carries the prediction: partly
   assert.equal(weightsVerdict(weightsInput(cmp(0.45, 1, 256, 64), 0.3)).level, "partly");
   // wrong sign
