@@ -5,7 +5,7 @@
  *
  * A second writer gets one line naming the holder. A lock whose holder is gone (same host, pid not
  * alive) is stale: it is taken over, with a note on stderr. The lock is released when the work ends,
- * also on errors and on process.exit (an 'exit' handler); only a kill -9 leaves it, as a stale lock.
+ * also on errors and when the process exits (an 'exit' handler); only a kill -9 leaves it, as a stale lock.
  */
 import { closeSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
