@@ -67,9 +67,13 @@ export function checkAnalysisOutput(outDir: string, runDir: string, dataPath: st
   checkOutput(outDir, { kind: "analysis", inputs: [runDir, dataPath], force });
 }
 
-/** Writes summary.json (with the run's config embedded) and the SVG plots into outDir, atomically. */
+/**
+ * Writes summary.json (with the run's config embedded) and the SVG plots into outDir. The folder
+ * appears whole: it is built in a stage folder beside outDir and renamed into place (an existing
+ * analysis, replaced with --force, is swapped out only then); a failure or a stop before the rename
+ * leaves no (empty or partial) folder and the old analysis as it was.
+ */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  // built in a stage folder beside outDir and renamed into place: a failure leaves no (empty or partial) folder
   const parent = dirname(resolve(outDir));
   makeFolders(parent);
   const stage = join(parent, `.${basename(resolve(outDir))}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -78,9 +82,12 @@ export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, 
     mkdirSync(stage);
     for (const [name, svg] of Object.entries(plots)) writeFileAtomic(join(stage, `${name}.svg`), svg);
     writeJsonAtomic(join(stage, "summary.json"), { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
-    // an existing analysis (replaced with --force, checked by checkAnalysisOutput) is swapped out
-    if (existsSync(outDir)) renameSync(outDir, old);
-    renameSync(stage, outDir);
+    try {
+      if (existsSync(outDir)) renameSync(outDir, old);
+      renameSync(stage, outDir);
+    } catch (e) {
+      throw new SelfreportError(`cannot create ${outDir}: ${(e as Error).message}`, { cause: e });
+    }
     rmSync(old, { recursive: true, force: true });
   } catch (e) {
     rmSync(stage, { recursive: true, force: true });

@@ -38,6 +38,7 @@ import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, quantileSorted } from "../selfreport/stats.ts";
 import { ciText } from "../report/verdicts.ts";
 import { progress } from "../util/progress.ts";
+import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { barChart, histogram, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
 import { linearFit, emptyMoments, addPair, addMoments, slopeOf, type LinearFit, type Moments } from "./fit.ts";
@@ -131,6 +132,11 @@ function predict(ctx: AnalysisContext, X: Float32Array, R: number): Float32Array
  * Δact is exactly 0 are not recomputed: their prediction is the clean one, exactly.
  */
 export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching"): PatchRun {
+  return runSteps(runPatchesSteps(ctx, inputs, patches, label));
+}
+
+/** runPatches as steps: yields after each batch of rows (see runStepsInterruptibly). */
+export function* runPatchesSteps(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching"): Generator<void, PatchRun> {
   const c = ctx.run.config;
   const model = ctx.model;
   const C = model.cfg.dModel;
@@ -158,89 +164,93 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
   const order = Array.from({ length: N }, (_, k) => k).sort((a, b) => ctx.ds.lengths[inputs[a]!]! - ctx.ds.lengths[inputs[b]!]! || a - b);
   const bar = progress(label, N);
 
-  noGrad(() => {
+  try {
     for (let c0 = 0; c0 < N; c0 += chunk) {
-      const ks = order.slice(c0, c0 + chunk); // positions in `inputs` of this batch's examples
-      const idx = ks.map((k) => inputs[k]!);
-      const B = idx.length;
-      const batch = exampleBatch(ctx.ds, idx, padIdFor(model));
-      const T = batch.len;
-      const { cache } = model.runWithCache(batch, names, { stopAtLayer: Math.max(L, F) + 1 });
-      const A = cache.get(hook)!.data; //           [B, T, width]
-      const resid = cache.get(residName)!.data; //  [B, T, C]
+      noGrad(() => {
+        const ks = order.slice(c0, c0 + chunk); // positions in `inputs` of this batch's examples
+        const idx = ks.map((k) => inputs[k]!);
+        const B = idx.length;
+        const batch = exampleBatch(ctx.ds, idx, padIdFor(model));
+        const T = batch.len;
+        const { cache } = model.runWithCache(batch, names, { stopAtLayer: Math.max(L, F) + 1 });
+        const A = cache.get(hook)!.data; //           [B, T, width]
+        const resid = cache.get(residName)!.data; //  [B, T, C]
 
-      // rows: the clean row of each input, then one per patch whose Δact ≠ 0
-      const cleanRow = new Int32Array(B);
-      const patchRow = new Int32Array(B * P).fill(-1); // -1: Δact = 0, prediction = clean
-      const deltas = new Float64Array(B * P);
-      let R = 0;
-      for (let b = 0; b < B; b++) {
-        const pos = batch.positions[b]!;
-        cleanRow[b] = R++;
-        patches.forEach((pt, j) => {
-          const act = A[(b * T + pos) * width + pt.neuron]!;
-          const v = pt.value(act, ks[b]!);
-          outcomes[j]!.act[ks[b]!] = act;
-          outcomes[j]!.patched[ks[b]!] = v;
-          const d = reaches ? v - act : 0;
-          deltas[b * P + j] = d;
-          if (d !== 0) patchRow[b * P + j] = R++;
-        });
-      }
-      const rowInput = new Int32Array(R);
-      const rowPos = new Int32Array(R);
-      const X0 = new Float32Array(R * C); // [R, C] resid_post(L) rows (resid_post(F) when F < L)
-      for (let b = 0; b < B; b++) {
-        const pos = batch.positions[b]!;
-        const base = resid.subarray((b * T + pos) * C, (b * T + pos + 1) * C);
-        const put = (r: number, d: number, wv: Float32Array | null): void => {
-          rowInput[r] = b;
-          rowPos[r] = pos;
-          for (let i = 0; i < C; i++) X0[r * C + i] = wv === null ? base[i]! : base[i]! + d * wv[i]!;
-        };
-        put(cleanRow[b]!, 0, null);
-        for (let j = 0; j < P; j++) if (patchRow[b * P + j]! >= 0) put(patchRow[b * P + j]!, deltas[b * P + j]!, writes[j]!);
-      }
-      // each row attends to its input's clean keys before its position, then to its own: a group of one
-      let X = new Tensor(X0, [R, C]);
-      const rowGroup = Int32Array.from({ length: R }, (_, r) => r);
-      for (const l of later) {
-        const rows = {
-          pastK: cache.get(`blocks.${l}.attn.hook_k`)!.data, pastV: cache.get(`blocks.${l}.attn.hook_v`)!.data, stride: T,
-          rowSeq: rowInput, rowPast: rowPos, rowGroup, hookShape: [R, 1] as const,
-        };
-        X = model.blockRows(l, X, rows, { weights: weights.get(l)! }).resid;
-      }
-      const pred = predict(ctx, X.data, R);
-
-      // direct path: the clean features plus Δact·write, for the patches that ask for it
-      const directAt: Array<[b: number, j: number]> = [];
-      for (let b = 0; b < B; b++) for (let j = 0; j < P; j++) if (patches[j]!.direct && deltas[b * P + j] !== 0) directAt.push([b, j]);
-      const XD = new Float32Array(directAt.length * C); // [D, C]
-      directAt.forEach(([b, j], r) => {
-        const feats = X.data.subarray(cleanRow[b]! * C, (cleanRow[b]! + 1) * C);
-        const d = deltas[b * P + j]!;
-        const wv = writes[j]!;
-        for (let i = 0; i < C; i++) XD[r * C + i] = feats[i]! + d * wv[i]!;
-      });
-      const predDirect = predict(ctx, XD, directAt.length);
-
-      for (let b = 0; b < B; b++) {
-        const k = ks[b]!;
-        const clean = pred[cleanRow[b]!]!;
-        cleanPred[k] = clean;
-        for (let j = 0; j < P; j++) {
-          const r = patchRow[b * P + j]!;
-          const o = outcomes[j]!;
-          o.pred[k] = r < 0 ? clean : pred[r]!;
-          if (o.predDirect !== null) o.predDirect[k] = clean;
+        // rows: the clean row of each input, then one per patch whose Δact ≠ 0
+        const cleanRow = new Int32Array(B);
+        const patchRow = new Int32Array(B * P).fill(-1); // -1: Δact = 0, prediction = clean
+        const deltas = new Float64Array(B * P);
+        let R = 0;
+        for (let b = 0; b < B; b++) {
+          const pos = batch.positions[b]!;
+          cleanRow[b] = R++;
+          patches.forEach((pt, j) => {
+            const act = A[(b * T + pos) * width + pt.neuron]!;
+            const v = pt.value(act, ks[b]!);
+            outcomes[j]!.act[ks[b]!] = act;
+            outcomes[j]!.patched[ks[b]!] = v;
+            const d = reaches ? v - act : 0;
+            deltas[b * P + j] = d;
+            if (d !== 0) patchRow[b * P + j] = R++;
+          });
         }
-      }
-      directAt.forEach(([b, j], r) => void (outcomes[j]!.predDirect![ks[b]!] = predDirect[r]!));
-      bar.update(c0 + B);
+        const rowInput = new Int32Array(R);
+        const rowPos = new Int32Array(R);
+        const X0 = new Float32Array(R * C); // [R, C] resid_post(L) rows (resid_post(F) when F < L)
+        for (let b = 0; b < B; b++) {
+          const pos = batch.positions[b]!;
+          const base = resid.subarray((b * T + pos) * C, (b * T + pos + 1) * C);
+          const put = (r: number, d: number, wv: Float32Array | null): void => {
+            rowInput[r] = b;
+            rowPos[r] = pos;
+            for (let i = 0; i < C; i++) X0[r * C + i] = wv === null ? base[i]! : base[i]! + d * wv[i]!;
+          };
+          put(cleanRow[b]!, 0, null);
+          for (let j = 0; j < P; j++) if (patchRow[b * P + j]! >= 0) put(patchRow[b * P + j]!, deltas[b * P + j]!, writes[j]!);
+        }
+        // each row attends to its input's clean keys before its position, then to its own: a group of one
+        let X = new Tensor(X0, [R, C]);
+        const rowGroup = Int32Array.from({ length: R }, (_, r) => r);
+        for (const l of later) {
+          const rows = {
+            pastK: cache.get(`blocks.${l}.attn.hook_k`)!.data, pastV: cache.get(`blocks.${l}.attn.hook_v`)!.data, stride: T,
+            rowSeq: rowInput, rowPast: rowPos, rowGroup, hookShape: [R, 1] as const,
+          };
+          X = model.blockRows(l, X, rows, { weights: weights.get(l)! }).resid;
+        }
+        const pred = predict(ctx, X.data, R);
+
+        // direct path: the clean features plus Δact·write, for the patches that ask for it
+        const directAt: Array<[b: number, j: number]> = [];
+        for (let b = 0; b < B; b++) for (let j = 0; j < P; j++) if (patches[j]!.direct && deltas[b * P + j] !== 0) directAt.push([b, j]);
+        const XD = new Float32Array(directAt.length * C); // [D, C]
+        directAt.forEach(([b, j], r) => {
+          const feats = X.data.subarray(cleanRow[b]! * C, (cleanRow[b]! + 1) * C);
+          const d = deltas[b * P + j]!;
+          const wv = writes[j]!;
+          for (let i = 0; i < C; i++) XD[r * C + i] = feats[i]! + d * wv[i]!;
+        });
+        const predDirect = predict(ctx, XD, directAt.length);
+
+        for (let b = 0; b < B; b++) {
+          const k = ks[b]!;
+          const clean = pred[cleanRow[b]!]!;
+          cleanPred[k] = clean;
+          for (let j = 0; j < P; j++) {
+            const r = patchRow[b * P + j]!;
+            const o = outcomes[j]!;
+            o.pred[k] = r < 0 ? clean : pred[r]!;
+            if (o.predDirect !== null) o.predDirect[k] = clean;
+          }
+        }
+        directAt.forEach(([b, j], r) => void (outcomes[j]!.predDirect![ks[b]!] = predDirect[r]!));
+        bar.update(c0 + B);
+      });
+      yield;
     }
-  });
-  bar.stop();
+  } finally {
+    bar.stop();
+  }
   return { cleanPred, outcomes };
 }
 
@@ -253,6 +263,11 @@ export function runPatches(ctx: AnalysisContext, inputs: readonly number[], patc
  * forward, G patches × B inputs stacked into one batch of up to 256 sequences.
  */
 export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching (all positions)"): PatchRun {
+  return runSteps(runPatchesAllPositionsSteps(ctx, inputs, patches, label));
+}
+
+/** runPatchesAllPositions as steps: yields after each stacked forward (up to 256 sequences). */
+export function* runPatchesAllPositionsSteps(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[], label = "patching (all positions)"): Generator<void, PatchRun> {
   const c = ctx.run.config;
   const model = ctx.model;
   const C = model.cfg.dModel;
@@ -277,7 +292,7 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
   // inputs in order of length, so that a batch pads little
   const order = Array.from({ length: N }, (_, k) => k).sort((x, y) => ctx.ds.lengths[inputs[x]!]! - ctx.ds.lengths[inputs[y]!]! || x - y);
   const bar = progress(label, N);
-  noGrad(() => {
+  try {
     for (let k0 = 0; k0 < N; k0 += BATCH) {
       const ks = order.slice(k0, k0 + BATCH); // positions in `inputs` of this batch's examples
       const B = ks.length;
@@ -291,61 +306,68 @@ export function runPatchesAllPositions(ctx: AnalysisContext, inputs: readonly nu
         }
         return X;
       };
-      const clean = model.runWithCache(batch, [hook, featureName], { stopAtLayer: stopAt }).cache;
-      const A = clean.get(hook)!.data; // [B, T, width]
-      const cleanX = readRows(clean.get(featureName)!.data, B);
-      const cleanP = predict(ctx, cleanX, B);
-      ks.forEach((k, b) => void (cleanPred[k] = cleanP[b]!));
+      const { A, cleanX } = noGrad(() => {
+        const clean = model.runWithCache(batch, [hook, featureName], { stopAtLayer: stopAt }).cache;
+        const A = clean.get(hook)!.data; // [B, T, width]
+        const cleanX = readRows(clean.get(featureName)!.data, B); // [B, C]
+        const cleanP = predict(ctx, cleanX, B);
+        ks.forEach((k, b) => void (cleanPred[k] = cleanP[b]!));
+        return { A, cleanX };
+      });
       const G = Math.max(1, Math.floor(ROWS / B));
       for (let j0 = 0; j0 < P; j0 += G) {
         const js = Array.from({ length: Math.min(G, P - j0) }, (_, g) => j0 + g); // this forward's patches
-        const R = js.length * B; // row r = g·B + b: patch js[g] on input ks[b]
-        const ids = new Int32Array(R * T);
-        const mask = new Uint8Array(R * T);
-        for (let g = 0; g < js.length; g++) {
-          ids.set(batch.ids, g * B * T);
-          mask.set(batch.attentionMask, g * B * T);
-        }
-        const patch: Hook = [hook, (a) => {
-          const out = a.clone();
+        noGrad(() => {
+          const R = js.length * B; // row r = g·B + b: patch js[g] on input ks[b]
+          const ids = new Int32Array(R * T);
+          const mask = new Uint8Array(R * T);
+          for (let g = 0; g < js.length; g++) {
+            ids.set(batch.ids, g * B * T);
+            mask.set(batch.attentionMask, g * B * T);
+          }
+          const patch: Hook = [hook, (a) => {
+            const out = a.clone();
+            for (let r = 0; r < R; r++) {
+              const pt = patches[js[Math.floor(r / B)]!]!;
+              const k = ks[r % B]!;
+              for (let t = 0; t < T; t++) {
+                const at = (r * T + t) * width + pt.neuron;
+                out.data[at] = pt.value(a.data[at]!, k);
+              }
+            }
+            return out;
+          }];
+          const feats = model.runWithCache({ ids, batch: R, len: T, attentionMask: mask }, [featureName], { stopAtLayer: stopAt, hooks: [patch] }).cache.get(featureName)!.data;
+          const pred = predict(ctx, readRows(feats, R), R);
+          const XD = new Float32Array(R * C); // the direct path: clean features + Δact·write at the read position
           for (let r = 0; r < R; r++) {
-            const pt = patches[js[Math.floor(r / B)]!]!;
-            const k = ks[r % B]!;
-            for (let t = 0; t < T; t++) {
-              const at = (r * T + t) * width + pt.neuron;
-              out.data[at] = pt.value(a.data[at]!, k);
+            const j = js[Math.floor(r / B)]!;
+            const b = r % B;
+            const k = ks[b]!;
+            const o = outcomes[j]!;
+            const act = A[(b * T + batch.positions[b]!) * width + patches[j]!.neuron]!;
+            const v = patches[j]!.value(act, k);
+            o.act[k] = act;
+            o.patched[k] = v;
+            o.pred[k] = pred[r]!;
+            const d = reaches ? v - act : 0;
+            for (let i = 0; i < C; i++) XD[r * C + i] = cleanX[b * C + i]! + d * writes[j]![i]!;
+          }
+          if (js.some((j) => patches[j]!.direct)) {
+            const pd = predict(ctx, XD, R);
+            for (let r = 0; r < R; r++) {
+              const o = outcomes[js[Math.floor(r / B)]!]!;
+              if (o.predDirect !== null) o.predDirect[ks[r % B]!] = pd[r]!;
             }
           }
-          return out;
-        }];
-        const feats = model.runWithCache({ ids, batch: R, len: T, attentionMask: mask }, [featureName], { stopAtLayer: stopAt, hooks: [patch] }).cache.get(featureName)!.data;
-        const pred = predict(ctx, readRows(feats, R), R);
-        const XD = new Float32Array(R * C); // the direct path: clean features + Δact·write at the read position
-        for (let r = 0; r < R; r++) {
-          const j = js[Math.floor(r / B)]!;
-          const b = r % B;
-          const k = ks[b]!;
-          const o = outcomes[j]!;
-          const act = A[(b * T + batch.positions[b]!) * width + patches[j]!.neuron]!;
-          const v = patches[j]!.value(act, k);
-          o.act[k] = act;
-          o.patched[k] = v;
-          o.pred[k] = pred[r]!;
-          const d = reaches ? v - act : 0;
-          for (let i = 0; i < C; i++) XD[r * C + i] = cleanX[b * C + i]! + d * writes[j]![i]!;
-        }
-        if (js.some((j) => patches[j]!.direct)) {
-          const pd = predict(ctx, XD, R);
-          for (let r = 0; r < R; r++) {
-            const o = outcomes[js[Math.floor(r / B)]!]!;
-            if (o.predDirect !== null) o.predDirect[ks[r % B]!] = pd[r]!;
-          }
-        }
+        });
+        yield; // a turn of the event loop after each stacked forward
       }
       bar.update(k0 + B);
     }
-  });
-  bar.stop();
+  } finally {
+    bar.stop();
+  }
   return { cleanPred, outcomes };
 }
 
@@ -483,11 +505,24 @@ function checkList(name: string, xs: readonly number[]): void {
 }
 
 export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {}): PatchingSummary {
+  return runSteps(patchingAnalysisSteps(ctx, opts));
+}
+
+/**
+ * patchingAnalysis, stopping with Interrupted on SIGINT/SIGTERM (with the CLI's handlers) between
+ * batches; `stopped()` is the Interrupted message. Nothing is written here (the CLI writes the result).
+ */
+export function patchingAnalysisInterruptibly(ctx: AnalysisContext, opts: PatchingOptions, stopped: () => string): Promise<PatchingSummary> {
+  return runStepsInterruptibly(patchingAnalysisSteps(ctx, opts), stopped);
+}
+
+/** patchingAnalysis as steps: yields between batches of patches and bootstrap resamples. */
+export function* patchingAnalysisSteps(ctx: AnalysisContext, opts: PatchingOptions = {}): Generator<void, PatchingSummary> {
   const positions = opts.positions ?? PATCHING_DEFAULTS.positions;
   if (!PATCH_POSITIONS.includes(positions)) throw new SelfreportError(`--positions must be one of ${PATCH_POSITIONS.join(", ")}, got ${String(positions)}`);
   if (positions === "both") {
-    const read = patchingAnalysis(ctx, { ...opts, positions: "read" });
-    const all = patchingAnalysis(ctx, { ...opts, positions: "all" });
+    const read = yield* patchingAnalysisSteps(ctx, { ...opts, positions: "read" });
+    const all = yield* patchingAnalysisSteps(ctx, { ...opts, positions: "all" });
     return {
       ...read,
       all_positions: { fit: all.fit, fit_bootstrap: all.fit_bootstrap, controls: all.controls, direct: all.direct, settings: all.settings },
@@ -536,7 +571,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
     ...settings.map((s) => ({ neuron: n, value: s.value, direct: true })),
     ...controls.flatMap((m) => scales.map((s) => ({ neuron: m, value: (a: number) => s * a }))),
   ];
-  const { cleanPred, outcomes } = positions === "all" ? runPatchesAllPositions(ctx, inputs, patches) : runPatches(ctx, inputs, patches);
+  const { cleanPred, outcomes } = positions === "all" ? yield* runPatchesAllPositionsSteps(ctx, inputs, patches) : yield* runPatchesSteps(ctx, inputs, patches);
   const targetAct = outcomes[0]!.act; // the clean activation of the target in ctx.model
 
   // the activation scale below which a spread of Δact is float noise
@@ -580,6 +615,7 @@ export function patchingAnalysis(ctx: AnalysisContext, opts: PatchingOptions = {
     for (let i = 0; i < N; i++) addMoments(m, perInput[bootRng.int(N)]!);
     const s = slopeOf(m, minSxx(m.n));
     if (s !== null) boot.push(s);
+    if (b % 50 === 49) yield;
   }
   const bootSorted = Float64Array.from(boot).sort();
   const bootCi: [number, number] | null = boot.length >= 2 ? [quantileSorted(bootSorted, 0.025), quantileSorted(bootSorted, 0.975)] : null;

@@ -41,6 +41,7 @@ import { exampleBatch, type SplitName } from "../selfreport/dataset.ts";
 import { runTarget, targetHook } from "../selfreport/target.ts";
 import { headForward, predictionsFromOutput } from "../selfreport/predictor.ts";
 import { pearson, mean, std } from "../selfreport/stats.ts";
+import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, heatmap, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
@@ -166,7 +167,7 @@ interface Rows {
 }
 
 /** Residual rows at each input's read position in `model`, for the layers `hooks`, and the target activation. */
-function collectRows(ctx: AnalysisContext, model: HookedTransformer, inputs: readonly number[], hooks: readonly string[], label: string): Rows {
+function* collectRows(ctx: AnalysisContext, model: HookedTransformer, inputs: readonly number[], hooks: readonly string[], label: string): Generator<void, Rows> {
   const c = ctx.run.config;
   const C = model.cfg.dModel;
   const N = inputs.length;
@@ -175,26 +176,30 @@ function collectRows(ctx: AnalysisContext, model: HookedTransformer, inputs: rea
   const act = new Float64Array(N);
   const stopAt = Math.max(c.target_layer, c.feature_layer) + 1;
   const bar = progress(label, N);
-  noGrad(() => {
+  try {
     for (let k0 = 0; k0 < N; k0 += BATCH) {
-      const ks = Array.from({ length: Math.min(BATCH, N - k0) }, (_, j) => k0 + j);
-      const batch = exampleBatch(ctx.ds, ks.map((k) => inputs[k]!), padIdFor(model));
-      const { cache } = model.runWithCache(batch, [...new Set([...hooks, target])], { stopAtLayer: stopAt });
-      const T = batch.len;
-      const A = cache.get(target)!;
-      const width = A.shape[2]!;
-      ks.forEach((k, b) => {
-        const pos = batch.positions[b]!;
-        act[k] = A.data[(b * T + pos) * width + c.target_neuron]!;
-        hooks.forEach((h, li) => {
-          const o = (b * T + pos) * C;
-          resid[li]!.set(cache.get(h)!.data.subarray(o, o + C), k * C);
+      noGrad(() => {
+        const ks = Array.from({ length: Math.min(BATCH, N - k0) }, (_, j) => k0 + j);
+        const batch = exampleBatch(ctx.ds, ks.map((k) => inputs[k]!), padIdFor(model));
+        const { cache } = model.runWithCache(batch, [...new Set([...hooks, target])], { stopAtLayer: stopAt });
+        const T = batch.len;
+        const A = cache.get(target)!;
+        const width = A.shape[2]!;
+        ks.forEach((k, b) => {
+          const pos = batch.positions[b]!;
+          act[k] = A.data[(b * T + pos) * width + c.target_neuron]!;
+          hooks.forEach((h, li) => {
+            const o = (b * T + pos) * C;
+            resid[li]!.set(cache.get(h)!.data.subarray(o, o + C), k * C);
+          });
         });
+        bar.update(k0 + ks.length);
       });
-      bar.update(k0 + ks.length);
+      yield;
     }
-  });
-  bar.stop();
+  } finally {
+    bar.stop();
+  }
   return { resid, act };
 }
 
@@ -261,6 +266,19 @@ function rOrNull(a: ArrayLike<number>, b: ArrayLike<number>): number | null {
 }
 
 export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {}): ResidualSummary {
+  return runSteps(residualAnalysisSteps(ctx, opts));
+}
+
+/**
+ * residualAnalysis, stopping with Interrupted on SIGINT/SIGTERM (with the CLI's handlers) between
+ * batches of forward passes; `stopped()` is the Interrupted message. Nothing is written here.
+ */
+export function residualAnalysisInterruptibly(ctx: AnalysisContext, opts: ResidualOptions, stopped: () => string): Promise<ResidualSummary> {
+  return runStepsInterruptibly(residualAnalysisSteps(ctx, opts), stopped);
+}
+
+/** residualAnalysis as steps: yields after each batch of inputs of either model. */
+export function* residualAnalysisSteps(ctx: AnalysisContext, opts: ResidualOptions = {}): Generator<void, ResidualSummary> {
   const c = ctx.run.config;
   if (c.freeze_mode === "frozen") {
     throw new SelfreportError(
@@ -286,8 +304,8 @@ export function residualAnalysis(ctx: AnalysisContext, opts: ResidualOptions = {
   const layers: Array<"embed" | number> = ["embed", ...Array.from({ length: F + 1 }, (_, l) => l)];
   const hooks = layers.map((l) => (l === "embed" ? "blocks.0.hook_resid_pre" : `blocks.${l}.hook_resid_post`));
 
-  const b = collectRows(ctx, base, inputs, hooks, "residual: base model");
-  const f = collectRows(ctx, tuned, inputs, hooks, "residual: fine-tuned model");
+  const b = yield* collectRows(ctx, base, inputs, hooks, "residual: base model");
+  const f = yield* collectRows(ctx, tuned, inputs, hooks, "residual: fine-tuned model");
   const XbF = b.resid[hooks.length - 1]!;
   const XfF = f.resid[hooks.length - 1]!;
   // one head for both (a token head reads through the fine-tuned ln_final and unembedding), so

@@ -35,6 +35,7 @@ import { cachedFeatures, featureCachePath } from "../selfreport/features.ts";
 import { targetHookName, exampleBatch } from "../selfreport/dataset.ts";
 import type { Run } from "../selfreport/run.ts";
 import { histogram, scatter, renderSvg } from "../report/charts.ts";
+import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { padIdFor, type AnalysisContext } from "./context.ts";
 import * as la from "./linalg.ts";
 
@@ -168,7 +169,7 @@ export function exampleIndices(n: number, max: number): number[] {
  * their prefix, so one forward pass over the longest covers the others (causal attention: a position
  * never sees what follows it, so neither the longer suffix nor the right-padding changes it).
  */
-function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32Array; source: string } {
+function* featuresOf(ctx: AnalysisContext, idx: readonly number[]): Generator<void, { X: Float32Array; source: string }> {
   const c = ctx.run.config;
   const ds = ctx.ds;
   const { dModel: C } = ctx.model.cfg;
@@ -186,8 +187,8 @@ function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32A
   });
   const list = [...groups.values()];
   const padId = padIdFor(ctx.model);
-  noGrad(() => {
-    for (let g0 = 0; g0 < list.length; g0 += 16) {
+  for (let g0 = 0; g0 < list.length; g0 += 16) {
+    noGrad(() => {
       const chunk = list.slice(g0, g0 + 16);
       const longest = chunk.map((rows) => idx[rows.reduce((a, b) => (ds.lengths[idx[b]!]! > ds.lengths[idx[a]!]! ? b : a))]!);
       const batch = exampleBatch(ds, longest, padId);
@@ -198,8 +199,9 @@ function featuresOf(ctx: AnalysisContext, idx: readonly number[]): { X: Float32A
           X.set(resid.data.subarray(o, o + C), j * C);
         }
       });
-    }
-  });
+    });
+    yield;
+  }
   return { X, source: c.freeze_mode === "frozen" ? "computed with the base model" : "computed with the fine-tuned model" };
 }
 
@@ -403,6 +405,11 @@ export function empiricalNull(value: number, sample: ArrayLike<number>): Empiric
  * Returns one sample [n] per reference vector.
  */
 export function randomFilterPatternCosines(S: Vec, C: number, refs: readonly Vec[], n: number, seed: number): Vec[] {
+  return runSteps(randomFilterPatternCosinesSteps(S, C, refs, n, seed));
+}
+
+/** randomFilterPatternCosines as steps: yields after every 10 filters. */
+function* randomFilterPatternCosinesSteps(S: Vec, C: number, refs: readonly Vec[], n: number, seed: number): Generator<void, Vec[]> {
   const rng = new Rng(seed);
   const out = refs.map(() => new Float64Array(n));
   const r = new Float64Array(C);
@@ -410,6 +417,7 @@ export function randomFilterPatternCosines(S: Vec, C: number, refs: readonly Vec
     for (let c = 0; c < C; c++) r[c] = rng.normal();
     const p = activationPattern(S, C, r);
     refs.forEach((ref, j) => (out[j]![k] = la.cosine(p, ref)));
+    if (k % 10 === 9) yield;
   }
   return out;
 }
@@ -433,6 +441,19 @@ export function whitener(S: Vec, C: number, ridge: number): { reader: (v: ArrayL
 // The analysis
 
 export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {}): WeightsSummary {
+  return runSteps(weightsAnalysisSteps(ctx, opts));
+}
+
+/**
+ * weightsAnalysis, stopping with Interrupted on SIGINT/SIGTERM (with the CLI's handlers) between
+ * batches of forward passes and between stages; `stopped()` is the Interrupted message. Nothing is written here.
+ */
+export function weightsAnalysisInterruptibly(ctx: AnalysisContext, opts: WeightsOptions, stopped: () => string): Promise<WeightsSummary> {
+  return runStepsInterruptibly(weightsAnalysisSteps(ctx, opts), stopped);
+}
+
+/** weightsAnalysis as steps: yields between batches of forward passes, stages and random filters. */
+export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions = {}): Generator<void, WeightsSummary> {
   const maxExamples = opts.maxExamples ?? WEIGHTS_DEFAULTS.maxExamples;
   if (!Number.isInteger(maxExamples) || maxExamples < 1) throw new SelfreportError(`--max-examples must be a positive integer, got ${maxExamples}`);
   const ridge = opts.ridge ?? WEIGHTS_DEFAULTS.ridge;
@@ -457,12 +478,13 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   const idx = exampleIndices(ds.meta.n, maxExamples);
   const N = idx.length;
   if (N < ds.meta.n) notes.push(`${N} of ${ds.meta.n} examples used (evenly spaced; --max-examples ${maxExamples})`);
-  const { X, source } = featuresOf(ctx, idx); //                   [N, C]
+  const { X, source } = yield* featuresOf(ctx, idx); //            [N, C]
   const act = Float64Array.from(idx, (i) => ds.targets[i]!); //   [N]
   const { grads, pred } = headGradients(run, model, X, N); //      [N, C], [N]
   const meanGrad = la.columnMeans(grads, N, C); //                 [C]
   let meanSq = 0;
   for (let i = 0; i < N * C; i++) meanSq += grads[i]! ** 2 / N;
+  yield;
 
   const { direction: rawDirection, method, unfolded } = headDirection(run, model, meanGrad);
   const w = la.unit(rawDirection); // [C]
@@ -486,6 +508,7 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
 
   // ---- 3. activation pattern, whitened cosines, residual anisotropy
   const S = la.covariance(X, N, C); // [C, C]
+  yield;
   const a = activationPattern(S, C, w); // [C]
   const patternCmp: Partial<Record<VectorKind, Comparison>> = {};
   for (const kind of vectors) {
@@ -495,7 +518,7 @@ export function weightsAnalysis(ctx: AnalysisContext, opts: WeightsOptions = {})
   }
   const p = targetPattern(X, act, N, C); // [C]
   const refs = [p, ...vectors.map((kind) => target(kind))];
-  const nullSamples = randomFilterPatternCosines(S, C, refs, nullFilters, seed);
+  const nullSamples = yield* randomFilterPatternCosinesSteps(S, C, refs, nullFilters, seed);
   const cosWithTarget = la.cosine(a, p);
   const vectorNulls: Partial<Record<VectorKind, EmpiricalNull>> = {};
   const targetPatternCosines: Partial<Record<VectorKind, number>> = {};

@@ -2,7 +2,7 @@
  * Cooperative Ctrl-C / SIGTERM for CLI commands (see src/util/interrupt.ts), and the command line
  * printed to continue interrupted work.
  */
-import { allowCooperativeInterrupts, type Interrupted } from "../util/interrupt.ts";
+import { allowCooperativeInterrupts, interruptibleSection, throwIfInterrupted, type Interrupted } from "../util/interrupt.ts";
 
 /**
  * Wraps a command's action so that SIGINT/SIGTERM stop its long loops cooperatively
@@ -18,6 +18,27 @@ export function interruptible<A extends unknown[]>(action: (...args: A) => Promi
       end();
     }
   };
+}
+
+/**
+ * Runs a command's body (inside `interruptible`) with the signal handlers installed throughout, so a
+ * signal at any point (loading a model, an analysis's loops, rendering plots) only sets the flag and
+ * is seen at the next check: the long loops check between batches, and `beforeWriting()` checks once
+ * more just before the output is written. Interrupted's message is `stopped()`: nothing was written.
+ * A signal after the output is written is too late to stop anything: the command finishes normally.
+ */
+export async function deferringSignals<T>(stopped: () => string, fn: (beforeWriting: () => void) => Promise<T>): Promise<T> {
+  const section = interruptibleSection();
+  try {
+    return await fn(() => throwIfInterrupted(stopped));
+  } finally {
+    section.end();
+  }
+}
+
+/** The message of a command stopped before writing `out`. */
+export function nothingWritten(what: string, out: string): () => string {
+  return () => `${what} stopped before it finished; nothing was written to ${out} (run the command again)`;
 }
 
 function shellQuote(s: string): string {

@@ -556,12 +556,16 @@ export interface WriteReportOptions {
   out: string;
   /** Replace an existing report at `out`. */
   force?: boolean;
+  /** Called just before the page is written; throws to write nothing (the CLI: a signal arrived). */
+  beforeWriting?: () => void;
 }
 
 /** Collects, builds and writes the page atomically; returns what it showed. */
 export async function writeReport(o: WriteReportOptions): Promise<ReportInputs> {
   checkOutput(o.out, { kind: "report", inputs: [o.runDir, o.analysesDir], force: o.force === true });
   const inputs = await collectReport(o.runDir, o.analysesDir);
-  writeFileAtomic(o.out, buildReportHtml(inputs));
+  const html = buildReportHtml(inputs);
+  o.beforeWriting?.();
+  writeFileAtomic(o.out, html);
   return inputs;
 }

@@ -3,11 +3,15 @@
  *
  * The CLI allows cooperative interrupts for the commands that support them (`interruptible` in
  * src/cli/interrupts.ts calls `allowCooperativeInterrupts`). The long loops (training, pre-training,
- * sweeps, the queue worker) then run inside an `interruptibleSection`, which installs the handlers for
+ * sweeps, the queue worker, the analyses) then run inside an `interruptibleSection`, which installs the handlers for
  * its duration: the first signal only sets a flag and prints one line; the loop gives the event loop a
  * turn between steps (`yieldToEventLoop`, so the handler can run at all), sees the flag, saves what is
  * complete and throws `Interrupted`; the CLI prints its message as one line and exits with `exitCode`
  * (130 after SIGINT, 143 after SIGTERM: the shell's 128 + signal number). A second signal exits at once.
+ *
+ * The analyses and the report (src/cli/interrupts.ts `deferringSignals`) keep a section open for the
+ * whole command, so a signal while the model loads is seen at the first check, and check once more just
+ * before writing.
  *
  * Outside a section (synchronous preparation: loading a model, computing features) Node's default
  * applies and a signal ends the process at once: a handler could not run before the work is done, and

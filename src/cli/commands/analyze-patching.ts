@@ -5,10 +5,11 @@
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { analysisDir } from "../../selfreport/run.ts";
-import { patchingAnalysis, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
+import { patchingAnalysisInterruptibly, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
 import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption, parseNumberList } from "../options.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 function ci(v: [number, number] | null | undefined): string {
   return v == null ? "n/a" : `[${v[0].toFixed(4)}, ${v[1].toFixed(4)}]`;
@@ -37,16 +38,20 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
     .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
-    .action(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
       const out = o.out ?? analysisDir(o.run, "patching");
       expectFolderPath(out, "--out", "an analysis output folder");
       checkAnalysisOutput(out, o.run, o.data, o.force);
-      const ctx = loadAnalysisContext(o.run, o.data);
-      const summary = patchingAnalysis(ctx, {
-        nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, positions: o.positions, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),
+      const stopped = nothingWritten("analyze patching", out);
+      const { summary, files } = await deferringSignals(stopped, async (beforeWriting) => {
+        const ctx = loadAnalysisContext(o.run, o.data);
+        const summary = await patchingAnalysisInterruptibly(ctx, {
+          nInputs: o.nInputs, scales: o.scales, controls: o.controls, seed: o.seed, positions: o.positions, ...(o.setValues !== undefined ? { setValues: o.setValues } : {}),
+        }, stopped);
+        const plots = await patchingPlots(summary);
+        beforeWriting();
+        return { summary, files: writeAnalysisOutput(out, "patching", ctx.run, summary, plots) };
       });
-      const plots = await patchingPlots(summary);
-      const files = writeAnalysisOutput(out, "patching", ctx.run, summary, plots);
       const t = summary.target;
       const f = summary.fit;
       console.log(`${t.head_type} head reading layer ${t.feature_layer}; patched ${t.hook}[${t.neuron}] on ${summary.inputs.n_used} inputs × ${summary.settings.length} settings`);
@@ -60,5 +65,5 @@ export function registerPatchingAnalysis(analyze: Command): void {
       for (const s of summary.settings) console.log(`  ${s.label.padEnd(16)} mean Δact ${s.mean_delta_act.toFixed(4).padStart(9)}  mean Δpred ${s.mean_delta_pred.toFixed(4).padStart(9)}`);
       for (const note of summary.notes) console.log(`note: ${note}`);
       console.log(`wrote ${files.length} files to ${out}`);
-    });
+    }));
 }

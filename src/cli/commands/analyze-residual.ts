@@ -2,9 +2,10 @@
 import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { analysisDir } from "../../selfreport/run.ts";
-import { residualAnalysis, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
+import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
 import { expectFolderPath } from "../../io/paths.ts";
 import { parseIntOption } from "../options.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
 
@@ -17,13 +18,18 @@ export function registerResidualAnalysis(analyze: Command): void {
     .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/residual, where `selfreport report` reads it)")
     .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
       const out = o.out ?? analysisDir(o.run, "residual");
       expectFolderPath(out, "--out", "an analysis output folder");
       checkAnalysisOutput(out, o.run, o.data, o.force);
-      const ctx = loadAnalysisContext(o.run, o.data);
-      const s = residualAnalysis(ctx, { nInputs: o.nInputs });
-      const files = writeAnalysisOutput(out, "residual", ctx.run, s, await residualPlots(s));
+      const stopped = nothingWritten("analyze residual", out);
+      const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
+        const ctx = loadAnalysisContext(o.run, o.data);
+        const s = await residualAnalysisInterruptibly(ctx, { nInputs: o.nInputs }, stopped);
+        const plots = await residualPlots(s);
+        beforeWriting();
+        return { s, files: writeAnalysisOutput(out, "residual", ctx.run, s, plots) };
+      });
       const p = s.predictions;
       console.log(`${s.target.freeze_mode} run, ${s.target.head_type} head reading layer ${s.target.feature_layer}; ${s.inputs.n_used} inputs`);
       console.log(`fixed head on base features: r ${f(p.base.r_with_target)} with the target; on fine-tuned features: r ${f(p.finetuned.r_with_target)}`);
@@ -42,5 +48,5 @@ export function registerResidualAnalysis(analyze: Command): void {
       console.log(`(random directions: cosine std ${f(s.null_cosine_std)})`);
       for (const note of s.notes) console.log(`note: ${note}`);
       console.log(`wrote ${files.length} files to ${out}`);
-    });
+    }));
 }

@@ -3,11 +3,12 @@ import type { Command } from "commander";
 import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
 import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
 import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
-import { weightsAnalysis, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
+import { weightsAnalysisInterruptibly, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
 import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
 import { parseIntOption } from "../options.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 function parseMaxExamples(value: string): number {
   const n = parseIntOption("--max-examples")(value);
@@ -30,14 +31,19 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
     .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
       const out = o.out ?? analysisDir(o.run, "weights");
       expectFolderPath(out, "--out", "an analysis output folder");
       checkAnalysisOutput(out, o.run, o.data, o.force);
+      const stopped = nothingWritten("analyze weights", out);
       const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {
-        const s = weightsOnlyAnalysis(run, loadRunModel(run), out);
-        const files = writeAnalysisOutput(out, "weights", run, s, await weightsPlots(s));
+        const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
+          const s = weightsOnlyAnalysis(run, loadRunModel(run), out);
+          const plots = await weightsPlots(s);
+          beforeWriting();
+          return { s, files: writeAnalysisOutput(out, "weights", run, s, plots) };
+        });
         const t = s.target;
         console.log(`${s.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (no dataset: weights only, null std ${s.null_model.std.toFixed(4)})`);
         console.log("reading direction:");
@@ -49,10 +55,13 @@ export function registerWeightsAnalysis(analyze: Command): void {
         console.log(`wrote ${files.length} files to ${out}`);
         return;
       }
-      const ctx = loadAnalysisContext(o.run, o.data);
-      const summary = weightsAnalysis(ctx, { maxExamples: o.maxExamples });
-      const plots = await weightsPlots(summary);
-      const files = writeAnalysisOutput(out, "weights", ctx.run, summary, plots);
+      const { summary, files } = await deferringSignals(stopped, async (beforeWriting) => {
+        const ctx = loadAnalysisContext(o.run, o.data);
+        const summary = await weightsAnalysisInterruptibly(ctx, { maxExamples: o.maxExamples }, stopped);
+        const plots = await weightsPlots(summary);
+        beforeWriting();
+        return { summary, files: writeAnalysisOutput(out, "weights", ctx.run, summary, plots) };
+      });
       const t = summary.target;
       console.log(`${summary.head.type} head reading resid_post of layer ${t.feature_layer}; target ${t.hook}[${t.neuron}] (${summary.examples.n_used} examples, null std ${summary.null_model.std.toFixed(4)})`);
       console.log("reading direction (filter):");
@@ -65,5 +74,5 @@ export function registerWeightsAnalysis(analyze: Command): void {
       const v = weightsVerdict(summary);
       console.log(`verdict (weights only; the report adds patching where it ran): ${v.level.toUpperCase()}: ${v.headline}`);
       console.log(`wrote ${files.length} files to ${out}`);
-    });
+    }));
 }

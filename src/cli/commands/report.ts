@@ -5,6 +5,7 @@
  */
 import type { Command } from "commander";
 import { SelfreportError } from "../../errors.ts";
+import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 import { writeReport, ANALYSIS_NAMES, analysisCommand, type AnalysisName, type ReportInputs } from "../../report/html.ts";
 import { writeSweepReport } from "../../report/sweep.ts";
 
@@ -34,7 +35,7 @@ export function registerReportCommands(program: Command): void {
     .option("--rewrite-job-reports", "with --sweep: rewrite every job's report (default: write only the missing ones)", false)
     .requiredOption("--out <file.html>", "output HTML file")
     .option("--force", "replace an existing report (never another kind of file)", false)
-    .action(async (o: ReportCliOptions) => {
+    .action(interruptible(async (o: ReportCliOptions) => {
       if (!/\.html?$/i.test(o.out)) throw new SelfreportError(`--out must end in .html, got "${o.out}"`);
       if ((o.run === undefined) === (o.sweep === undefined)) throw new SelfreportError("give either --run RUN_DIR (one run) or --sweep SWEEP_DIR (a whole sweep)");
       if (o.sweep !== undefined) {
@@ -45,7 +46,8 @@ export function registerReportCommands(program: Command): void {
         return;
       }
       const run = o.run!;
-      const r = await writeReport({ runDir: run, out: o.out, force: o.force, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) });
+      const r = await deferringSignals(nothingWritten("report", o.out), (beforeWriting) =>
+        writeReport({ runDir: run, out: o.out, force: o.force, beforeWriting, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) }));
       const shown = ANALYSIS_NAMES.filter((n) => statusOf(r, n) === "ok");
       const plots = shown.reduce((s, n) => s + (r[n]?.status === "ok" ? r[n].plots.filter((p) => p.svg !== null).length : 0), 0);
       console.log(`wrote ${o.out}: analyses ${shown.length > 0 ? shown.join(", ") : "none"} (${plots} plots)`);
@@ -57,5 +59,5 @@ export function registerReportCommands(program: Command): void {
           console.log(`unreadable: ${n}${read !== null && read.status === "unreadable" ? ` (${read.reason})` : ""}`);
         }
       }
-    });
+    }));
 }
