@@ -145,7 +145,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     patchSlopeCi: fa.patching?.fit_bootstrap.slope_ci95 ?? null,
     weightsVerdict: fa.weights === undefined ? null : (() => {
       const v = weightsVerdict(fa.weights!, fa.patching ?? null);
-      return `${v.level}: ${v.headline}`;
+      return v.headline;
     })(),
   };
 }
