@@ -2,13 +2,14 @@
  * What every analysis starts from: a run directory and its dataset, read from files only
  * (analyses never import the trainer). Checks that the dataset belongs to the run.
  */
-import { existsSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
-import { dirname, join, resolve } from "node:path";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { SelfreportError } from "../errors.ts";
 import { makeFolders } from "../io/paths.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { checkOutput, fileSha256, realPath } from "../io/outputs.ts";
 import { splitIndices, padIdForVocab, checkDatasetFitsModel, type Dataset, type SplitName } from "../selfreport/dataset.ts";
 import { readRun, readRunDataset, checkDatasetMatchesRun, datasetCommandFor, loadRunModel, loadBaseModel, type Run } from "../selfreport/run.ts";
 
@@ -24,6 +25,25 @@ export interface AnalysisContext {
 
 export { checkDatasetMatchesRun };
 
+/**
+ * Throws when `datasetPath` is the run's own dataset (the path in its config.json, relative to the run
+ * folder or absolute) and its content is no longer what the run was trained on (sha256 recorded at
+ * training). Runs without a hash pass.
+ */
+export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
+  const recorded = run.config.dataset.sha256;
+  if (typeof recorded !== "string" || run.config.dataset.path === "") return;
+  if (!existsSync(datasetPath) || statSync(datasetPath).isDirectory()) return;
+  if (realPath(datasetPath) !== realPath(resolve(run.dir, run.config.dataset.path))) return;
+  const now = fileSha256(datasetPath);
+  if (now !== recorded) {
+    throw new SelfreportError(
+      `dataset ${datasetPath} has changed since run ${run.dir} was trained on it (sha256 ${recorded.slice(0, 12)}… in its config.json, ${now.slice(0, 12)}… now); ` +
+        `rebuild the run, or pass --data with the dataset it was trained on`,
+    );
+  }
+}
+
 export { datasetCommandFor };
 
 /** True when the run records no dataset (imported runs) and none was given. */
@@ -34,6 +54,7 @@ export function hasNoDataset(run: Run, dataPath?: string): boolean {
 /** The run, its models, and its dataset (`dataPath`, or the one its config.json records; see readRunDataset). */
 export function loadAnalysisContext(runDir: string, dataPath?: string): AnalysisContext {
   const run = readRun(runDir);
+  checkDatasetUnchanged(run, dataPath ?? resolve(run.dir, run.config.dataset.path));
   const { ds, datasetPath } = readRunDataset(run, dataPath);
   const baseModel = loadBaseModel(run);
   const model = run.config.freeze_mode === "frozen" ? baseModel : loadRunModel(run);
@@ -41,29 +62,36 @@ export function loadAnalysisContext(runDir: string, dataPath?: string): Analysis
   return { run, model, baseModel, ds, datasetPath };
 }
 
+/** The output rule (src/io/outputs.ts) for an analysis folder: not the run, not its dataset; an existing analysis only with --force. */
+export function checkAnalysisOutput(outDir: string, runDir: string, dataPath: string | undefined, force: boolean): void {
+  checkOutput(outDir, { kind: "analysis", inputs: [runDir, dataPath], force });
+}
+
 /**
- * Writes summary.json (with the run's config embedded) and the SVG plots into outDir, each file
- * atomically. A new outDir appears whole: the files are written into a temporary folder beside it,
- * which is then renamed to outDir; nobody sees a half-filled analysis folder (an existing outDir
- * gets its files replaced one by one, summary.json last).
+ * Writes summary.json (with the run's config embedded) and the SVG plots into outDir. The folder
+ * appears whole: it is built in a stage folder beside outDir and renamed into place (an existing
+ * analysis, replaced with --force, is swapped out only then); a failure or a stop before the rename
+ * leaves no (empty or partial) folder and the old analysis as it was.
  */
 export function writeAnalysisOutput(outDir: string, analysis: string, run: Run, summary: object, plots: Record<string, string>): string[] {
-  const fresh = !existsSync(outDir);
-  const dir = fresh ? `${outDir.replace(/\/+$/, "")}.tmp-${process.pid}-${randomBytes(4).toString("hex")}` : outDir;
-  makeFolders(dirname(resolve(dir)));
+  const parent = dirname(resolve(outDir));
+  makeFolders(parent);
+  const stage = join(parent, `.${basename(resolve(outDir))}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  const old = `${stage}.old`;
   try {
-    makeFolders(dir);
-    for (const [name, svg] of Object.entries(plots)) writeFileAtomic(join(dir, `${name}.svg`), svg);
-    writeJsonAtomic(join(dir, "summary.json"), { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
-    if (fresh) {
-      try {
-        renameSync(dir, outDir);
-      } catch (e) {
-        throw new SelfreportError(`cannot create ${outDir}: ${(e as Error).message}`, { cause: e });
-      }
+    mkdirSync(stage);
+    for (const [name, svg] of Object.entries(plots)) writeFileAtomic(join(stage, `${name}.svg`), svg);
+    writeJsonAtomic(join(stage, "summary.json"), { analysis, run_dir: resolve(run.dir), run_config: run.config, ...summary, plots: Object.keys(plots).map((p) => `${p}.svg`) });
+    try {
+      if (existsSync(outDir)) renameSync(outDir, old);
+      renameSync(stage, outDir);
+    } catch (e) {
+      throw new SelfreportError(`cannot create ${outDir}: ${(e as Error).message}`, { cause: e });
     }
+    rmSync(old, { recursive: true, force: true });
   } catch (e) {
-    if (fresh) rmSync(dir, { recursive: true, force: true });
+    rmSync(stage, { recursive: true, force: true });
+    if (existsSync(old) && !existsSync(outDir)) renameSync(old, outDir);
     throw e;
   }
   return [...Object.keys(plots).map((name) => join(outDir, `${name}.svg`)), join(outDir, "summary.json")];

@@ -52,10 +52,10 @@ export interface WeightsOnlySummary extends Pick<WeightsSummary, "null_model" | 
   skipped: SkippedMeasure[];
 }
 
-/** The commands that give a run without a dataset one, then rerun the weights analysis with it. */
+/** The commands that give a run without a dataset one, then rerun the weights analysis with it (replacing this weight-only one: --force). */
 export function withDataCommand(run: Run, outDir: string): string {
   const file = join(run.dir, "dataset.safetensors");
-  return `${datasetCommandFor(run, file)} && selfreport analyze weights --run ${run.dir} --data ${file} --out ${outDir}`;
+  return `${datasetCommandFor(run, file)} && selfreport analyze weights --run ${run.dir} --data ${file} --out ${outDir} --force`;
 }
 
 export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: string): WeightsOnlySummary {

@@ -1,5 +1,6 @@
 /** Parsers for command-line option values: each bad value gets one error naming it and what was expected. */
 import { SelfreportError } from "../errors.ts";
+import { resolveModelDir } from "../model/resolve.ts";
 
 export function parseIntOption(name: string, min = -Infinity, max = Infinity): (value: string) => number {
   return (value: string): number => {
@@ -42,4 +43,13 @@ export function parseNumberList(name: string): (value: string) => number[] {
 /** For repeatable options: collects each occurrence into an array. */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
+}
+
+/** The folder a --model value names, for output checks (the value itself when it names nothing yet: loading reports that). */
+export function modelInput(nameOrDir: string): string {
+  try {
+    return resolveModelDir(nameOrDir);
+  } catch {
+    return nameOrDir;
+  }
 }

@@ -7,7 +7,6 @@
  * seen. Checkpoints hold parameters + AdamW state; the result is written in the Hugging Face layout.
  */
 import { existsSync, appendFileSync, rmSync } from "node:fs";
-import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import {
   Rng, noGrad, backward, adamW, clipGradNorm, warmupCosine, getBackend,
@@ -20,6 +19,8 @@ import { loadCorpus } from "../data/corpus.ts";
 import { tokenizeDocuments } from "../data/tokens.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
 import { writeJsonAtomic, writeFileAtomic } from "../io/atomic.ts";
+import { checkOutput } from "../io/outputs.ts";
+import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
@@ -139,13 +140,18 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   validate(o);
   const out = o.out;
   const ckDir = join(out, "checkpoint");
-  if (existsSync(join(out, "model.safetensors")) && !o.force && !o.resume) {
-    throw new SelfreportError(`${out} already holds a model (model.safetensors); pass --force to overwrite it or choose another --out`);
-  }
+  checkOutput(out, { kind: "model", inputs: [o.corpus === "brown" ? undefined : o.corpus], force: o.force, resume: o.resume, resumeHint: true });
   if (o.resume && !existsSync(join(ckDir, "state.json")) && !existsSync(join(`${ckDir}.old`, "state.json"))) {
     throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   }
-  makeFolders(out);
+  // one writer at a time; a failure removes what this command created, except a checkpoint to --resume from
+  return withOutputFolder(out, () => pretrainInto(o), { keepOnFailure: keepCheckpoint });
+}
+
+/** Pre-training into the locked model folder `o.out`. */
+async function pretrainInto(o: PretrainOptions): Promise<PretrainResult> {
+  const out = o.out;
+  const ckDir = join(out, "checkpoint");
   writeTokenizerFiles(out);
   const tok = loadTokenizer(out);
 
@@ -185,6 +191,8 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     step = ck.state.step;
     curve = ck.state.curve;
     secondsBefore = ck.state.seconds;
+    // the steps after the checkpoint ran before the kill and run again: their log lines go
+    truncateLogToStep(join(out, "train_log.jsonl"), step);
     info(`resuming from step ${step} of ${o.steps}`);
   } else {
     rmSync(join(out, "train_log.jsonl"), { force: true });

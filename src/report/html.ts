@@ -17,6 +17,7 @@
  * Missing analyses are listed as "not run" with the command that runs them; a residual analysis is
  * "not applicable" for a frozen run. A missing or invalid run directory is a SelfreportError.
  */
+import { REPORT_MARKER, checkOutput } from "../io/outputs.ts";
 import type { RegressionMetrics } from "../selfreport/stats.ts";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -529,6 +530,7 @@ export function buildReportHtml(r: ReportInputs): string {
 <html lang="en">
 <head>
 <meta charset="utf-8">
+${REPORT_MARKER}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>${escapeHtml(title)}</title>
@@ -552,12 +554,15 @@ export interface WriteReportOptions {
   /** Default: runDir/analysis (analysisDir in src/selfreport/run.ts). */
   analysesDir?: string;
   out: string;
+  /** Replace an existing report at `out`. */
+  force?: boolean;
   /** Called just before the page is written; throws to write nothing (the CLI: a signal arrived). */
   beforeWriting?: () => void;
 }
 
 /** Collects, builds and writes the page atomically; returns what it showed. */
 export async function writeReport(o: WriteReportOptions): Promise<ReportInputs> {
+  checkOutput(o.out, { kind: "report", inputs: [o.runDir, o.analysesDir], force: o.force === true });
   const inputs = await collectReport(o.runDir, o.analysesDir);
   const html = buildReportHtml(inputs);
   o.beforeWriting?.();

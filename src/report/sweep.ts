@@ -19,6 +19,7 @@ import { existsSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { REPORT_MARKER, checkOutput } from "../io/outputs.ts";
 import { allJobs, readManifest, type SweepManifest } from "../sweep/spec.ts";
 import { collectResults, resultsPlots, summaryLines } from "../sweep/results.ts";
 import { jobDir, type JobResult } from "../sweep/jobs.ts";
@@ -58,11 +59,14 @@ export interface WriteSweepReportOptions {
   rewriteJobReports?: boolean;
   /** Write no job reports; link those that exist (default false). */
   noJobReports?: boolean;
+  /** Replace an existing sweep report at `out` (only a report: src/io/outputs.ts checkOutput). */
+  force?: boolean;
 }
 
 /** The page, the job reports it links to, written atomically; returns what the page shows and how many job reports were written. */
 export async function writeSweepReport(o: WriteSweepReportOptions): Promise<{ inputs: SweepReportInputs; jobReportsWritten: number }> {
   const { manifest, jobs, rows, missing } = readSweep(o.sweepDir);
+  checkOutput(o.out, { kind: "report", inputs: [o.sweepDir], force: o.force === true });
   const links = new Map<string, string>();
   let written = 0;
   const pageDir = dirname(resolve(o.out));
@@ -71,7 +75,7 @@ export async function writeSweepReport(o: WriteSweepReportOptions): Promise<{ in
     const runDir = jobDir(o.sweepDir, r.id);
     const file = join(runDir, "report.html");
     if (!o.noJobReports && (o.rewriteJobReports || !existsSync(file))) {
-      await writeReport({ runDir, out: file });
+      await writeReport({ runDir, out: file, force: o.rewriteJobReports === true });
       written++;
     }
     if (existsSync(file)) links.set(r.id, relative(pageDir, resolve(file)).split(sep).map(encodeURIComponent).join("/"));
@@ -208,6 +212,7 @@ export function buildSweepReportHtml(r: SweepReportInputs): string {
 <html lang="en">
 <head>
 <meta charset="utf-8">
+${REPORT_MARKER}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src '${SORT_SCRIPT_HASH}'">
 <title>${escapeHtml(title)}</title>

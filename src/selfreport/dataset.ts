@@ -18,8 +18,9 @@
  *   split     I32 [n]          0 train, 1 validation, 2 test
  *   window    I32 [n]          which source window (examples of one window share a prefix)
  */
-import { resolve } from "node:path";
-import { existsSync } from "node:fs";
+import { checkOutput } from "../io/outputs.ts";
+import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, renameSync, rmSync } from "node:fs";
 import { Rng, noGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
@@ -315,6 +316,30 @@ export function writeDataset(path: string, ds: Dataset, textOf: (ids: number[]) 
   if (!path.endsWith(".safetensors")) throw new SelfreportError(`dataset --out must end in .safetensors, got "${path}"`);
   const n = ds.meta.n;
   const L = ds.meta.max_len;
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const ids = Array.from(ds.tokens.subarray(i * L, i * L + ds.lengths[i]!));
+    lines.push(JSON.stringify({ i, split: SPLITS[ds.split[i]!], position: ds.positions[i], activation: ds.targets[i], text: textOf(ids) }));
+  }
+  // both files or neither: the text first (an older one moved aside), then the arrays; on failure the
+  // new text goes and the old one comes back (the arrays are written atomically: old or new)
+  const jsonl = jsonlPathFor(path);
+  const aside = existsSync(jsonl) ? join(dirname(jsonl), `.${basename(jsonl)}.old-${process.pid}`) : null;
+  if (aside !== null) renameSync(jsonl, aside);
+  try {
+    writeFileAtomic(jsonl, lines.join("\n") + "\n");
+    writeDatasetArrays(path, ds);
+  } catch (e) {
+    rmSync(jsonl, { force: true });
+    if (aside !== null) renameSync(aside, jsonl);
+    throw e;
+  }
+  if (aside !== null) rmSync(aside, { force: true });
+}
+
+function writeDatasetArrays(path: string, ds: Dataset): void {
+  const n = ds.meta.n;
+  const L = ds.meta.max_len;
   writeSafetensors(path, {
     tokens: { dtype: "I32", shape: [n, L], data: ds.tokens },
     lengths: { dtype: "I32", shape: [n], data: ds.lengths },
@@ -323,12 +348,13 @@ export function writeDataset(path: string, ds: Dataset, textOf: (ids: number[]) 
     split: { dtype: "I32", shape: [n], data: ds.split },
     window: { dtype: "I32", shape: [n], data: ds.window },
   }, { selfreport: JSON.stringify(ds.meta) });
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const ids = Array.from(ds.tokens.subarray(i * L, i * L + ds.lengths[i]!));
-    lines.push(JSON.stringify({ i, split: SPLITS[ds.split[i]!], position: ds.positions[i], activation: ds.targets[i], text: textOf(ids) }));
-  }
-  writeFileAtomic(jsonlPathFor(path), lines.join("\n") + "\n");
+}
+
+/** The output rule (src/io/outputs.ts) for both files of a dataset: D.safetensors and its text D.jsonl. */
+export function checkDatasetOutput(path: string, o: { inputs: ReadonlyArray<string | undefined>; force: boolean; option?: string; replacing?: readonly string[] }): void {
+  if (!path.endsWith(".safetensors")) throw new SelfreportError(`dataset --out must end in .safetensors, got "${path}"`);
+  checkOutput(path, { kind: "dataset", ...o });
+  checkOutput(jsonlPathFor(path), { kind: "dataset", ...o });
 }
 
 export function jsonlPathFor(path: string): string {

@@ -17,7 +17,7 @@
  * (a path, a model in models/, or the local Hugging Face cache; see src/model/resolve.ts). Nothing is downloaded.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { Tensor } from "../tensor/index.ts";
 import { readTorchFile, TorchTensor } from "../io/torch-pickle.ts";
 import { loadModel, saveModel } from "../model/load.ts";
@@ -30,7 +30,10 @@ import {
   GPT2_DIGIT_TOKENS, ASCII_DIGIT_CODES, HEAD_TYPES, checkHeadParams, headClassName, headShapes, headTypeOf,
   type HeadConfig, type HeadParams, type HeadType, type HiddenActivation,
 } from "./predictor.ts";
-import { FREEZE_MODES, RUN_FORMAT_VERSION, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
+import { checkOutput } from "../io/outputs.ts";
+import { withOutputFolderSync } from "../io/folder.ts";
+import type { HookedTransformer } from "../model/transformer.ts";
+import { FREEZE_MODES, RUN_FORMAT_VERSION, removeRunFiles, writeRun, finetunedDir, type FreezeMode, type RunConfig } from "./run.ts";
 
 export interface ImportOptions {
   /** The Python tool's head state dict (torch.save of a dict of tensors). */
@@ -104,7 +107,8 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   }
   const outDir = resolve(o.outDir);
   expectFolderPath(o.outDir, "--out", "a run directory");
-  if (existsSync(join(outDir, "config.json")) && !o.force) throw new SelfreportError(`${outDir} already holds a run (config.json); pass --force to overwrite it`);
+  const existed = checkOutput(outDir, { kind: "run", inputs: [o.headPath, o.configPath, o.modelDir, o.finetunedDir], force: o.force === true }).exists;
+
   let raw: Json;
   try {
     raw = JSON.parse(readFileSync(o.configPath, "utf8")) as Json;
@@ -211,11 +215,11 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   }
 
   // ---- fine-tuned weights
+  let ft: HookedTransformer | null = null;
   if (freeze !== "frozen") {
     if (o.finetunedDir === undefined) throw new SelfreportError(`${path}: a run with freeze_mode ${freeze} needs its fine-tuned model; pass --finetuned DIR (a local Hugging Face directory)`);
-    const ft = loadModel(o.finetunedDir, { weights }).model;
+    ft = loadModel(o.finetunedDir, { weights }).model;
     if (ft.cfg.dModel !== C || ft.cfg.nLayers !== model.cfg.nLayers) throw new SelfreportError(`--finetuned ${o.finetunedDir}: its shape (${ft.cfg.nLayers} layers, d_model ${ft.cfg.dModel}) differs from the base model's`);
-    saveModel(ft, finetunedDir(outDir), { processed: weights });
   } else if (o.finetunedDir !== undefined) notes.push("--finetuned ignored: the run is frozen");
 
   const config: RunConfig = {
@@ -242,6 +246,14 @@ export function importPythonRun(o: ImportOptions): ImportResult {
   };
   // the same check every reader of a run makes: a run that could not be loaded is never written
   checkRunConfig(config as unknown as Record<string, unknown>, path);
-  writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
+  // everything checked: write (one writer at a time; a failure leaves nothing it created)
+  withOutputFolderSync(outDir, (folder) => {
+    if (existed && o.force === true) {
+      removeRunFiles(outDir); // the old run goes only now, so a refused import changes nothing
+      folder.markStart();
+    }
+    if (ft !== null) saveModel(ft, finetunedDir(outDir), { processed: weights });
+    writeRun(outDir, { config, head, headMetadata: { imported_from: resolve(o.headPath) } });
+  });
   return { config, notes };
 }

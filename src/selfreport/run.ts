@@ -56,6 +56,11 @@ export interface DatasetRef {
    * `path` (F32 [n, K], see readTargetsColumn; absolute or relative to the run directory) holds them.
    */
   target_column?: { path: string; column: number } | null;
+  /**
+   * sha256 (hex) of the examples file when the run was trained (absent in older runs and imports):
+   * analyses refuse the recorded dataset once its content changed, and outputs never replace it.
+   */
+  sha256?: string;
 }
 
 /**
@@ -246,6 +251,16 @@ export function loadRunModel(run: Run): HookedTransformer {
 
 export function finetunedDir(runDir: string): string {
   return join(runDir, "finetuned");
+}
+
+/**
+ * Everything a run folder holds (analyses and report of the run included), config.json first so that
+ * an interrupted removal leaves a folder that is no complete run. Used by --force before a new run.
+ */
+export const RUN_ENTRIES = ["config.json", "head.safetensors", "finetuned", "metrics.json", "train_log.jsonl", "training_curve.svg", "checkpoint", "checkpoint.old", "analysis", "report.html"];
+
+export function removeRunFiles(dir: string): void {
+  for (const e of RUN_ENTRIES) rmSync(join(dir, e), { recursive: true, force: true });
 }
 
 export function writeRunConfig(dir: string, cfg: RunConfig): void {

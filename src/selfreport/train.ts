@@ -21,11 +21,13 @@ import {
 import { loadModel, saveModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { saveCheckpoint, loadCheckpoint, CHECKPOINT_VERSION } from "../io/checkpoint.ts";
+import { checkOutput, fileSha256, registerRunOfDataset } from "../io/outputs.ts";
+import { withOutputFolder, keepCheckpoint, truncateLogToStep } from "../io/folder.ts";
 import { lineChart, renderSvg } from "../report/charts.ts";
 import { progress, info } from "../util/progress.ts";
 import { interruptibleSection, interruptSignal, Interrupted, yieldToEventLoop } from "../util/interrupt.ts";
 import { SelfreportError } from "../errors.ts";
-import { expectFolderPath, makeFolders } from "../io/paths.ts";
+import { expectFolderPath } from "../io/paths.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
@@ -35,7 +37,7 @@ import {
 import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
 import { ridgeBasis, ridgeFit, ridgeApplies, defaultSolver, SOLVERS, RIDGE_GRID_TEXT, type Solver } from "./ridge.ts";
 import {
-  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, finetunedDir, trainingRecordOf,
+  RUN_FORMAT_VERSION, FREEZE_MODES, writeRun, appendTrainLog, removeTrainLog, removeRunFiles, finetunedDir, trainingRecordOf,
   type DatasetRef, type FreezeMode, type RunConfig, type TestMetrics, type TrainingSettings, type TrainLogRecord,
 } from "./run.ts";
 
@@ -126,6 +128,8 @@ interface TrainState {
   curve: Array<{ step: number; epoch: number; train?: number; val?: number; val_r?: number }>;
   seconds: number;
   fingerprint: string;
+  /** sha256 of the dataset file (absent in older checkpoints and for in-memory datasets). */
+  datasetSha256?: string;
 }
 
 /**
@@ -289,18 +293,33 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   }
   const out = o.out;
   const ckDir = join(out, "checkpoint");
-  if (existsSync(join(out, "config.json")) && !o.force && !o.resume) {
-    throw new SelfreportError(`${out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
-  }
+  const existed = checkOutput(out, { kind: "run", inputs: [inputs.dataset === undefined ? o.data : undefined, o.model], force: o.force, resume: o.resume, resumeHint: true }).exists;
+  if (o.resume && !existsSync(join(ckDir, "state.json")) && !existsSync(join(`${ckDir}.old`, "state.json"))) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
   const p = prepare(o, inputs);
-  if (solver === "ridge") return trainRidge(o, p, inputs);
   if (o.freeze !== "frozen" && !["vocab.json", "tokenizer.json"].some((f) => existsSync(join(p.modelDir, f)))) {
     throw new SelfreportError(`${p.modelDir}: no tokenizer files (vocab.json + merges.txt or tokenizer.json); --freeze ${o.freeze} saves them beside the fine-tuned model`);
   }
+  // the dataset's content, recorded in config.json: analyses refuse a dataset changed since
+  const datasetSha256 = inputs.dataset === undefined ? fileSha256(o.data) : null;
+  // one writer at a time; a failure removes what this run created, except a checkpoint to --resume from
+  return withOutputFolder(out, async (folder) => {
+    if (existed && o.force && !o.resume) {
+      removeRunFiles(out); // the old run (with its analyses and report) goes as a whole
+      folder.markStart();
+    }
+    const r = solver === "ridge" ? await trainRidge(o, p, inputs, datasetSha256) : await trainAdamw(o, p, inputs, datasetSha256);
+    if (inputs.dataset === undefined) registerRunOfDataset(o.data, out);
+    return r;
+  }, { keepOnFailure: keepCheckpoint });
+}
+
+/** The AdamW loop into the locked run folder `o.out` (checkpoints, --resume, early stopping). */
+async function trainAdamw(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null): Promise<TrainResult> {
+  const out = o.out;
+  const ckDir = join(out, "checkpoint");
   const meta = p.ds.meta;
   const type = o.head;
   const fingerprint = JSON.stringify({ data: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model: p.modelDir, head: type, freeze: o.freeze, unfreezeLast: o.unfreezeLast, featureLayer: p.featureLayer });
-  makeFolders(out);
 
   const head = initHead(p.headCfg, o.seed, p.model);
   const headTrains = o.freeze !== "unfrozen";
@@ -319,13 +338,16 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
   const totalSteps = stepsPerEpoch * o.epochs;
   const schedule = warmupCosine({ lr: o.lr, warmupSteps: Math.min(o.warmup, Math.floor(totalSteps / 2)), totalSteps, minRatio: 0.1 });
 
-  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint };
+  let state: TrainState = { version: CHECKPOINT_VERSION, step: 0, epoch: 0, stepInEpoch: 0, bestValLoss: Infinity, bestEpoch: -1, badEpochs: 0, curve: [], seconds: 0, fingerprint, ...(datasetSha256 !== null ? { datasetSha256 } : {}) };
   let best = new Map<string, Float32Array>([...named].map(([k, t]) => [k, t.data.slice()]));
   if (o.resume) {
     const ck = loadCheckpoint<TrainState>(ckDir);
     if (ck === null) throw new SelfreportError(`--resume: no checkpoint in ${ckDir}`);
     if (ck.state.fingerprint !== fingerprint) {
       throw new SelfreportError(`--resume: the checkpoint in ${ckDir} was made with other settings or another dataset (${ck.state.fingerprint}); start a new run or pass the same options`);
+    }
+    if (ck.state.datasetSha256 !== undefined && datasetSha256 !== null && ck.state.datasetSha256 !== datasetSha256) {
+      throw new SelfreportError(`--resume: dataset ${o.data} has changed since the checkpoint in ${ckDir} was written (sha256 ${ck.state.datasetSha256.slice(0, 12)}… then, ${datasetSha256.slice(0, 12)}… now); start a new run`);
     }
     for (const [k, t] of named) {
       const src = ck.params.get(k);
@@ -336,6 +358,8 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     }
     opt.loadState(ck.optimizer);
     state = ck.state;
+    // the steps after the checkpoint ran before the kill and run again: their log lines go
+    truncateLogToStep(join(out, "train_log.jsonl"), state.step);
     // JSON has no Infinity: a checkpoint written before the first validation stores bestValLoss as null
     if (typeof state.bestValLoss !== "number") state.bestValLoss = Infinity;
     info(`resuming at epoch ${state.epoch + 1}, step ${state.step} of ${totalSteps}`);
@@ -442,7 +466,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
     // saved as trained (already processed): loading gives back exactly this model
     saveModel(p.model, finetunedDir(out), { dtype: "F32", processed: meta.weights, tokenizerFrom: p.modelDir, extraConfig: { selfreport: { finetuned_from: p.modelDir, weights: meta.weights, freeze_mode: o.freeze } } });
   }
-  const config = runConfig(o, p, inputs, {
+  const config = runConfig(o, p, inputs, datasetSha256, {
     solver: "adamw", ...trainingRecordOf(trainingSettingsOf(o)), epochs_run: state.epoch, best_epoch: state.bestEpoch, steps: state.step, seconds: Math.round(seconds * 10) / 10,
   });
   const points = state.curve.flatMap((c) => [
@@ -458,7 +482,7 @@ export async function train(o: TrainOptions, inputs: TrainInputs = {}): Promise<
 }
 
 /** config.json of a finished run; `training` records how the head was fitted. */
-function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: RunConfig["training"]): RunConfig {
+function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null, training: RunConfig["training"]): RunConfig {
   const meta = p.ds.meta;
   return {
     format_version: RUN_FORMAT_VERSION,
@@ -478,7 +502,10 @@ function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: 
     activation_std: p.readout.activationStd,
     freeze_mode: o.freeze,
     unfreeze_last: o.unfreezeLast,
-    dataset: inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir },
+    dataset: {
+      ...(inputs.datasetRef ?? { path: resolve(o.data), n: meta.n, layer: meta.layer, neuron: meta.neuron, model_dir: meta.model_dir }),
+      ...(datasetSha256 !== null ? { sha256: datasetSha256 } : {}),
+    },
     training,
   };
 }
@@ -489,9 +516,8 @@ function runConfig(o: TrainOptions, p: Prepared, inputs: TrainInputs, training: 
  * (output.weight [1, C], output.bias [1] in standardised target units), metrics.json, one
  * train_log.jsonl record for the solve, a validation-loss-against-λ chart, config.json last.
  */
-async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs): Promise<TrainResult> {
+async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs, datasetSha256: string | null): Promise<TrainResult> {
   const out = o.out;
-  makeFolders(out);
   removeTrainLog(out);
   rmSync(join(out, "checkpoint"), { recursive: true, force: true });
   const t0 = Date.now();
@@ -515,7 +541,7 @@ async function trainRidge(o: TrainOptions, p: Prepared, inputs: TrainInputs): Pr
     data: grid.map((g) => ({ x: Math.log10(g.alpha), y: g.val_loss, series: "validation" })),
   }));
   writeRun(out, {
-    config: runConfig(o, p, inputs, {
+    config: runConfig(o, p, inputs, datasetSha256, {
       solver: "ridge", lambda, alpha, val_loss: fit.valLoss[0]!, grid: RIDGE_GRID_TEXT, steps: 0, epochs_run: 0, best_epoch: 0, seconds: Math.round(seconds * 1000) / 1000,
     }),
     head,

@@ -9,7 +9,7 @@
  *     analysis/weights/, analysis/patching/   (when the sweep asks for them; where the report reads them)
  *     result.json             the job's row of the results table; written last
  *
- * A job is built in jobs/.stage-<job id>-<pid>-<random>/ and renamed to jobs/<job id>/ when complete
+ * A job is built in jobs/.stage-<job id>~<pid>~<host>~<random>/ and renamed to jobs/<job id>/ when complete
  * (a rename within one file system is atomic), so jobs/<job id>/ exists only for a finished job and a
  * killed worker leaves at most a stage folder, which the next run removes. When two workers finish the
  * same job (a queue redelivered it), the second rename fails and its copy is discarded: the folder,
@@ -29,6 +29,7 @@ import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { SelfreportError } from "../errors.ts";
+import { pidAlive } from "../io/lock.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, trainOptionsFrom, type TestMetrics } from "../selfreport/train.ts";
 import {
@@ -117,6 +118,28 @@ export function removeStaleStages(sweepDir: string): number {
       rmSync(join(dir, name), { recursive: true, force: true });
       removed++;
     }
+  }
+  return removed;
+}
+
+/** `.stage-<job id>~<pid>~<host>~<random>`: whose it is, so that the stages of dead workers can be found. */
+export function stageName(id: string): string {
+  return `.stage-${id}~${process.pid}~${hostname()}~${randomBytes(4).toString("hex")}`;
+}
+
+/**
+ * Removes the stage folders of workers on this host that are no longer running (safe while other
+ * workers run: a live worker's stages are kept, and other hosts' are never judged). Returns how many.
+ */
+export function removeDeadStages(sweepDir: string): number {
+  const dir = jobsDir(sweepDir);
+  if (!existsSync(dir)) return 0;
+  let removed = 0;
+  for (const name of readdirSync(dir)) {
+    const m = /^\.stage-.*~(\d+)~(.*)~[0-9a-f]+$/.exec(name);
+    if (m === null || m[2] !== hostname() || pidAlive(Number(m[1]))) continue;
+    rmSync(join(dir, name), { recursive: true, force: true });
+    removed++;
   }
   return removed;
 }
@@ -215,7 +238,7 @@ export class JobRunner {
   }
 
   private newStage(id: string): string {
-    const stage = join(this.sweepDir, "jobs", `.stage-${id}-${process.pid}-${randomBytes(4).toString("hex")}`);
+    const stage = join(this.sweepDir, "jobs", stageName(id));
     makeFolders(stage);
     return stage;
   }

@@ -6,6 +6,7 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SelfreportError } from "../errors.ts";
+import { checkOutput, isScratchEntry } from "../io/outputs.ts";
 import { resolveModelDir } from "../model/resolve.ts";
 import { loadModel, readModelConfig } from "../model/load.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
@@ -13,7 +14,9 @@ import { loadCorpus } from "../data/corpus.ts";
 import { modelFingerprint, featureCachePath } from "../selfreport/features.ts";
 import { info } from "../util/progress.ts";
 import { prepareSweepData, examplesPath, layerTargetsPath } from "./data.ts";
-import { jobsDir, readJobResult, removeStaleStages, isJobFinished } from "./jobs.ts";
+import { jobsDir, readJobResult, removeStaleStages, removeDeadStages, isJobFinished } from "./jobs.ts";
+import { ensureDir } from "../io/atomic.ts";
+import { lockFolder, type FolderLock } from "../io/lock.ts";
 import {
   SWEEP_FORMAT, SWEEP_VERSION, allJobs, checkLayers, manifestPath, neuronSpecText, neuronsOfRanges, readManifest, settingsDifferences, writeManifest,
   type AnalysisName, type JobSpec, type NeuronSpec, type SweepManifest, type SweepSettings,
@@ -72,6 +75,8 @@ export function settingsFor(req: SweepRequest): SweepSettings {
  * of other settings, or a non-empty folder that is not a sweep, unless `force`.
  */
 export function openSweepFolder(out: string, settings: SweepSettings, force: boolean): SweepManifest {
+  // the same settings resume; other settings are refused below unless --force; never another kind of folder
+  checkOutput(out, { kind: "sweep", inputs: [settings.model_dir, settings.data.corpus === "brown" ? undefined : settings.data.corpus], force, resume: true });
   const existing = existsSync(manifestPath(out)) ? (() => {
     try {
       return readManifest(out);
@@ -87,8 +92,8 @@ export function openSweepFolder(out: string, settings: SweepSettings, force: boo
       const shown = diffs.slice(0, 4).join("; ") + (diffs.length > 4 ? `; and ${diffs.length - 4} more` : "");
       throw new SelfreportError(`${out} holds a sweep made with other settings (${shown}); re-run with the same options to resume it, choose another --out, or pass --force to delete its results and start over`);
     }
-  } else if (existsSync(out) && readdirSync(out).length > 0 && !force) {
-    const ours = readdirSync(out).every((f) => SWEEP_ENTRIES.includes(f));
+  } else if (existsSync(out) && readdirSync(out).some((f) => !isScratchEntry(f)) && !force) {
+    const ours = readdirSync(out).every((f) => SWEEP_ENTRIES.includes(f) || isScratchEntry(f));
     if (!ours) throw new SelfreportError(`--out ${out} exists and is not a sweep folder (no sweep.json); choose an empty or new folder, or pass --force`);
   }
   if (force) for (const e of SWEEP_ENTRIES) rmSync(join(out, e), { recursive: true, force: true });
@@ -101,6 +106,8 @@ export interface OpenedSweep {
   manifest: SweepManifest & { neurons_by_layer: Record<string, number[]> };
   jobs: JobSpec[];
   pending: JobSpec[];
+  /** Releases the sweep folder's lock (taken by openSweep; also released on process exit). */
+  release: () => void;
 }
 
 /**
@@ -110,6 +117,27 @@ export interface OpenedSweep {
  */
 export function openSweep(req: SweepRequest, o: { retryFailed: boolean; cleanStages: boolean }): OpenedSweep {
   const settings = settingsFor(req);
+  checkOutput(req.out, { kind: "sweep", inputs: [settings.model_dir, settings.data.corpus === "brown" ? undefined : settings.data.corpus], force: req.force, resume: true });
+  // one sweep command per folder (queue workers write only their own stage folders and rename them)
+  const created = !existsSync(req.out);
+  ensureDir(req.out);
+  let lock: FolderLock;
+  try {
+    lock = lockFolder(req.out);
+  } catch (e) {
+    if (created) rmSync(req.out, { recursive: true, force: true });
+    throw e;
+  }
+  try {
+    return { ...openLockedSweep(req, settings, o), release: lock.release };
+  } catch (e) {
+    lock.release();
+    if (created && readdirSync(req.out).length === 0) rmSync(req.out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+function openLockedSweep(req: SweepRequest, settings: SweepSettings, o: { retryFailed: boolean; cleanStages: boolean }): Omit<OpenedSweep, "release"> {
   const manifest = openSweepFolder(req.out, settings, req.force);
   const F = settings.training.feature_layer === -1 ? readModelConfig(settings.model_dir).nLayers - 1 : settings.training.feature_layer;
   const dataMissing = !existsSync(examplesPath(req.out)) || !existsSync(featureCachePath(examplesPath(req.out), F, settings.weights)) ||
@@ -122,10 +150,9 @@ export function openSweep(req: SweepRequest, o: { retryFailed: boolean; cleanSta
   }
   const m = manifest as OpenedSweep["manifest"];
   const jobs = allJobs(settings, m.neurons_by_layer);
-  if (o.cleanStages) {
-    const n = removeStaleStages(req.out);
-    if (n > 0) info(`removed ${n} half-done job folder(s) left by a stopped worker`);
-  }
+  // stage folders of stopped workers: all of them when no queue worker can be running, else those of dead processes on this host
+  const n = o.cleanStages ? removeStaleStages(req.out) : removeDeadStages(req.out);
+  if (n > 0) info(`removed ${n} half-done job folder(s) left by a stopped worker`);
   if (o.retryFailed) {
     for (const j of jobs) if (readJobResult(req.out, j.id)?.status === "failed") rmSync(join(jobsDir(req.out), j.id), { recursive: true, force: true });
   }

@@ -27,7 +27,7 @@ import { SelfreportError } from "../errors.ts";
 import { progress, info } from "../util/progress.ts";
 import { Interrupted, interruptibleSection, interruptSignal, sleepUnlessInterrupted, whenInterrupted, type InterruptSignal } from "../util/interrupt.ts";
 import { TaskThreads } from "./local.ts";
-import { isJobFinished, JobRunner, workerName, type JobResult } from "./jobs.ts";
+import { isJobFinished, JobRunner, removeDeadStages, workerName, type JobResult } from "./jobs.ts";
 import { jobsOfTask, makeTasks, readManifest, type JobSpec, type SweepManifest, type Task } from "./spec.ts";
 
 // ioredis and bullmq load on first use: imported at the top they cost every command ~0.5 s of start-up
@@ -380,6 +380,8 @@ async function workConnected(o: WorkerOptions, name: string, timeoutS: number): 
     }
     let pool = pools.get(sweepDir);
     if (pool === undefined) {
+      // the first task of this sweep here: stage folders of dead workers on this host go
+      removeDeadStages(sweepDir);
       pool = new TaskThreads(sweepDir, manifest, o.concurrency, { onThreadDeath: "reject" });
       pools.set(sweepDir, pool);
     }

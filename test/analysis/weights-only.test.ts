@@ -59,7 +59,7 @@ for (const opts of [{ plantedDirection: "W_out" as const }, { head: "classificat
     const c = run.config;
     assert.equal(s.skipped[0]!.command,
       `selfreport dataset --model ${c.base_model_dir} --layer ${c.target_layer} --neuron ${c.target_neuron}${c.layer_type === "mlp_out" ? " --layer-type mlp_out" : ""} --weights ${c.weights} --out ${join(without, "dataset.safetensors")}` +
-      ` && selfreport analyze weights --run ${without} --data ${join(without, "dataset.safetensors")} --out OUT`);
+      ` && selfreport analyze weights --run ${without} --data ${join(without, "dataset.safetensors")} --out OUT --force`);
   });
 }
 

@@ -6,7 +6,7 @@
  */
 import { test, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeTinyRun } from "../helpers/run-fixture.ts";
@@ -76,7 +76,7 @@ test("analyze patching without a signal writes its new folder whole", { timeout:
   assert.deepEqual(readdirSync(join(root, "done", "analysis")), ["patching"], "no temporary folder left beside it");
 });
 
-test("writeAnalysisOutput: a write that fails part-way leaves no new folder; an existing folder keeps its other files", () => {
+test("writeAnalysisOutput: a write that fails part-way leaves no new folder; a replaced folder is swapped whole, the old one kept when the write fails", () => {
   const r = loadRun(run.runDir);
   const parent = join(root, "fail");
   const out = join(parent, "weights");
@@ -87,8 +87,14 @@ test("writeAnalysisOutput: a write that fails part-way leaves no new folder; an 
   const files = writeAnalysisOutput(out, "weights", r, { x: 1 }, { first: "<svg/>" });
   assert.deepEqual(files, [join(out, "first.svg"), join(out, "summary.json")]);
   assert.deepEqual(readdirSync(parent), ["weights"]);
+  // a failed replacement leaves the old analysis as it was
+  assert.throws(() => writeAnalysisOutput(out, "weights", r, { x: 3 }, { second: "<svg/>", "bad\0name": "<svg/>" }), /cannot write|null bytes|NUL/i);
+  assert.deepEqual(readdirSync(out).sort(), ["first.svg", "summary.json"]);
+  assert.equal((JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { x: number }).x, 1);
+  // a replacement (--force, src/io/outputs.ts) is built beside it and renamed into place: no stale plot of the old one
   writeAnalysisOutput(out, "weights", r, { x: 2 }, { second: "<svg/>" });
-  assert.deepEqual(readdirSync(out).sort(), ["first.svg", "second.svg", "summary.json"]);
+  assert.deepEqual(readdirSync(out).sort(), ["second.svg", "summary.json"]);
+  assert.deepEqual(readdirSync(parent), ["weights"], "no temporary folder");
 });
 
 test("writeReport: beforeWriting that throws (a signal arrived) leaves no page", async () => {

@@ -8,7 +8,7 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -86,10 +86,21 @@ test("report --sweep: every job in the table, each finished job linked to its ow
     assert.match(html, new RegExp(`<figure class="plot"><svg[\\s\\S]*?<figcaption>${name}</figcaption>`), name);
   }
   assert.ok(!html.includes("Not shown:"));
+  // the page is a report (src/io/outputs.ts): replaced only with --force; another file never
+  const refused = await runCapture(["report", "--sweep", sweep, "--out", out]);
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.lines.join("\n"), /already holds a selfreport report; pass --force to replace it/);
+  assert.equal(readFileSync(out, "utf8"), html, "a refused report leaves the page as it was");
+  const notes = join(root, "pages", "notes.html");
+  writeFileSync(notes, "<p>my notes</p>");
+  const other = await runCapture(["report", "--sweep", sweep, "--out", notes, "--force"]);
+  assert.notEqual(other.code, 0);
+  assert.match(other.lines.join("\n"), /never replaced, not even with --force/);
+  assert.equal(readFileSync(notes, "utf8"), "<p>my notes</p>");
   // a second run writes no job report again unless asked
-  const again = await runCapture(["report", "--sweep", sweep, "--out", out]);
+  const again = await runCapture(["report", "--sweep", sweep, "--out", out, "--force"]);
   assert.match(again.lines[0]!, /; 0 job reports written, 15 linked$/);
-  const rewrite = await runCapture(["report", "--sweep", sweep, "--out", out, "--rewrite-job-reports"]);
+  const rewrite = await runCapture(["report", "--sweep", sweep, "--out", out, "--force", "--rewrite-job-reports"]);
   assert.match(rewrite.lines[0]!, /; 15 job reports written, 15 linked$/);
 });
 

@@ -172,7 +172,7 @@ test("import-pt imports head.pt and prints its notes; an existing run and malici
   assert.deepEqual(r.err.split("\n"), ['note: token_pos was missing: taken as "last"', "note: freeze_mode was missing: taken as frozen (only the head was trained)"]);
   assert.deepEqual(Array.from(loadRun(out).head.get("output.weight")!.data), [0.5, -1, 2, 0.25, -0.125, 3, 0, 1.5]);
   const again = await cli("import-pt", "--head", join(fixtures, "head.pt"), "--config", cfgPath, "--out", out, "--model", d8);
-  assertOneLineError(again, `${resolve(out)} already holds a run (config.json); pass --force to overwrite it`);
+  assertOneLineError(again, `--out ${resolve(out)} already holds a run; pass --force to replace it, or choose another --out`);
   const evil = await cli("import-pt", "--head", join(fixtures, "malicious.pt"), "--config", cfgPath, "--out", join(root, "evil"), "--model", d8);
   assert.equal(evil.code, 1);
   assert.ok(evil.err.startsWith("selfreport: error: ") && evil.err.includes("refusing to load") && !evil.err.includes("\n"), evil.err);
@@ -192,7 +192,7 @@ test("bad input gives one-line errors (exit 1); a missing required option is com
   assertOneLineError(await cli("train", "--data", data, "--head", "ridge", "--out", join(root, "r1")), '--head must be one of regression, classification, token; got "ridge"');
   assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--freeze", "partial", "--out", join(root, "r1")), "--freeze partial needs --unfreeze-last K (a positive number of blocks), got null");
   assertOneLineError(await cli("train", "--data", join(root, "nope.safetensors"), "--head", "regression", "--out", join(root, "r1")), `dataset ${join(root, "nope.safetensors")} not found (build one with \`selfreport dataset\`)`);
-  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--out", runDir), `${runDir} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
+  assertOneLineError(await cli("train", "--data", data, "--head", "regression", "--out", runDir), `--out ${runDir} already holds a run; pass --force to replace it, --resume to continue it, or choose another --out`);
   assertOneLineError(await cli("predict", "--run", join(root, "no-run"), "--prompt", "x"), `run directory ${join(root, "no-run")} does not exist`);
   assertOneLineError(await cli("predict", "--run", runDir), "give at least one --prompt");
   const missing = await cli("train", "--head", "regression", "--out", join(root, "r2"));
@@ -222,7 +222,7 @@ test("an imported run from a regression config without bin_edges and with an unk
   const lines = w.out.split("\n");
   assert.equal(lines[0], "regression head reading resid_post of layer 1; target blocks.1.mlp.hook_post[3] (no dataset: weights only, null std 0.3536)");
   const file = join(out, "dataset.safetensors");
-  const command = `selfreport dataset --model ${resolve(d8v)} --layer 1 --neuron 3 --weights tl --out ${file} && selfreport analyze weights --run ${out} --data ${file} --out ${analysis}`;
+  const command = `selfreport dataset --model ${resolve(d8v)} --layer 1 --neuron 3 --weights tl --out ${file} && selfreport analyze weights --run ${out} --data ${file} --out ${analysis} --force`;
   assert.equal(lines.at(-2), `  ${command}`);
   const summary = JSON.parse(readFileSync(join(analysis, "summary.json"), "utf8")) as { mode: string; skipped: Array<{ field: string; command: string }>; reading: { W_out: { rank_in_layer: number } } };
   assert.equal(summary.mode, "weights only");

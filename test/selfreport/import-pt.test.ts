@@ -166,7 +166,7 @@ test("errors: gpt2 without --model, d_model mismatches, an existing run without 
   throwsExactly(() => imp("hidden.pt", c4), `${c4}: head_config.input_dim 4 but the model in ${d8} has d_model 8`);
   // an existing run directory
   const { out } = imp("head.pt", cfg);
-  throwsExactly(() => importPythonRun({ headPath: fixture("head.pt"), configPath: cfg, outDir: out, modelDir: d8 }), `${resolve(out)} already holds a run (config.json); pass --force to overwrite it`);
+  throwsExactly(() => importPythonRun({ headPath: fixture("head.pt"), configPath: cfg, outDir: out, modelDir: d8 }), `--out ${resolve(out)} already holds a run; pass --force to replace it, or choose another --out`);
   importPythonRun({ headPath: fixture("head.pt"), configPath: cfg, outDir: out, modelDir: d8, force: true });
   // unfrozen without and with --finetuned
   const cu = pyConfig({ freeze_mode: "unfrozen" });

@@ -49,12 +49,14 @@ async function everyCommand(runDir: string, o: { data?: string; curve: boolean }
   const names = frozen ? ["weights", "patching"] : ["weights", "patching", "residual"];
   for (const name of names) {
     const extra = name === "weights" ? ["--max-examples", "60"] : name === "patching" ? ["--n-inputs", "12", "--controls", "2"] : ["--n-inputs", "12"];
-    const lines = await ok(["analyze", name, "--run", runDir, ...data, ...extra]);
+    // a sweep job holds the analyses its sweep asked for: replacing them needs --force (src/io/outputs.ts)
+    const force = existsSync(analysisDir(runDir, name)) ? ["--force"] : [];
+    const lines = await ok(["analyze", name, "--run", runDir, ...data, ...extra, ...force]);
     assert.equal(lines.at(-1), `wrote ${lines.at(-1)!.split(" ")[1]} files to ${analysisDir(runDir, name)}`);
     assert.ok(existsSync(join(analysisDir(runDir, name), "summary.json")), name);
   }
   const html = join(runDir, "report.html");
-  const rep = await ok(["report", "--run", runDir, "--out", html]);
+  const rep = await ok(["report", "--run", runDir, "--out", html, ...(existsSync(html) ? ["--force"] : [])]);
   assert.match(rep[0]!, new RegExp(`^wrote .*report\\.html: analyses ${names.join(", ")} \\(\\d+ plots\\)$`), rep.join("\n"));
   const page = readFileSync(html, "utf8");
   assert.ok(!page.includes("not run"), "every analysis is found");

@@ -490,7 +490,7 @@ test("option errors: unknown head or freeze mode, partial without K, K too large
   await expectError(opts(neuronData, { lr: 0 }), "--lr must be positive, got 0");
   const existing = opts(neuronData, { epochs: 1 });
   await train(existing);
-  await expectError({ ...existing }, `${existing.out} already holds a run (config.json); pass --force to overwrite it, --resume to continue it, or choose another --out`);
+  await expectError({ ...existing }, `--out ${existing.out} already holds a run; pass --force to replace it, --resume to continue it, or choose another --out`);
   await expectError({ ...existing, resume: true }, `--resume: no checkpoint in ${join(existing.out, "checkpoint")}`);
   // a dead neuron: every target equal
   const flat = join(root, "flat.safetensors");

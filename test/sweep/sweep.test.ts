@@ -173,7 +173,7 @@ test("sweep: top-variance neurons; a folder made with other settings is refused,
   mkdirSync(join(other, "mine"));
   const r = await cli(["sweep", "--model", fx.modelDir, "--layers", "1", "--neurons", "0", "--corpus", fx.corpus, "--n", "200", "--max-len", "16", "--out", other]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /exists and is not a sweep folder/);
+  assert.match(r.stderr, /is a folder with other files \(mine\), not a sweep folder; it is never replaced/);
   // the solver is a setting: AdamW on the folder solved by ridge is refused; ridge without frozen regression jobs is refused
   const adamw = await cli(small(["--heads", "regression,token", "--solver", "adamw"]));
   assert.equal(adamw.code, 1);

@@ -3,7 +3,7 @@
  *  [--set-values a,b,…] [--controls 20] [--seed 0] [--positions read|all|both]`.
  */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { analysisDir } from "../../selfreport/run.ts";
 import { patchingAnalysisInterruptibly, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
@@ -31,15 +31,17 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/patching, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--n-inputs <n>", "inputs to patch (test split first)", parseIntOption("--n-inputs", 3), PATCHING_DEFAULTS.nInputs)
     .option("--scales <list>", "scale factors, comma-separated", parseNumberList("--scales"), [...PATCHING_DEFAULTS.scales])
     .option("--set-values <list>", "values to set the neuron to, comma-separated (default: min, quartiles, max of the dataset)", parseNumberList("--set-values"))
     .option("--controls <k>", "random other neurons of the layer for the null distribution of slopes", parseIntOption("--controls", 0), PATCHING_DEFAULTS.controls)
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
     .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
-    .action(interruptible(async (o: { run: string; data?: string; out?: string; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
       const out = o.out ?? analysisDir(o.run, "patching");
       expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
       const stopped = nothingWritten("analyze patching", out);
       const { summary, files } = await deferringSignals(stopped, async (beforeWriting) => {
         const ctx = loadAnalysisContext(o.run, o.data);

@@ -1,6 +1,6 @@
 /** `selfreport analyze residual --run RUN_DIR [--data FILE] [--out DIR] [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { analysisDir } from "../../selfreport/run.ts";
 import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
 import { expectFolderPath } from "../../io/paths.ts";
@@ -16,10 +16,12 @@ export function registerResidualAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory of an unfrozen or partial run")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
     .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/residual, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
-    .action(interruptible(async (o: { run: string; data?: string; out?: string; nInputs: number }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
       const out = o.out ?? analysisDir(o.run, "residual");
       expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
       const stopped = nothingWritten("analyze residual", out);
       const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
         const ctx = loadAnalysisContext(o.run, o.data);

@@ -1,6 +1,6 @@
 /** `selfreport analyze weights --run RUN_DIR [--data FILE] [--out DIR] [--max-examples N]`. */
 import type { Command } from "commander";
-import { loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
+import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
 import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
 import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
 import { weightsAnalysisInterruptibly, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
@@ -29,10 +29,12 @@ export function registerWeightsAnalysis(analyze: Command): void {
     .requiredOption("--run <run_dir>", "run directory")
     .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)")
     .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
+    .option("--force", "replace an existing analysis folder (never anything else)", false)
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
-    .action(interruptible(async (o: { run: string; data?: string; out?: string; maxExamples: number }) => {
+    .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
       const out = o.out ?? analysisDir(o.run, "weights");
       expectFolderPath(out, "--out", "an analysis output folder");
+      checkAnalysisOutput(out, o.run, o.data, o.force);
       const stopped = nothingWritten("analyze weights", out);
       const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {

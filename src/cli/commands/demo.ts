@@ -21,7 +21,8 @@ import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
-import { buildDataset, writeDataset } from "../../selfreport/dataset.ts";
+import { buildDataset, writeDataset, checkDatasetOutput } from "../../selfreport/dataset.ts";
+import { checkOutput } from "../../io/outputs.ts";
 import { train, TRAIN_DEFAULTS, type TrainOptions } from "../../selfreport/train.ts";
 import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { weightsAnalysis, weightsPlots, type WeightsSummary } from "../../analysis/weights.ts";
@@ -41,6 +42,8 @@ export interface DemoOptions {
   neuron: number;
   n: number;
   out: string;
+  /** Replace the outputs of an earlier demo in `out`. */
+  force: boolean;
 }
 
 export interface DemoResult {
@@ -97,6 +100,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   const out = resolve(o.out);
   const data = join(out, "dataset.safetensors");
+  const frozenDir = join(out, "frozen-regression");
+  const unfrozenDir = join(out, "unfrozen-regression");
+  // every output checked before anything is computed (analyses and reports live inside the run folders)
+  for (const runDir of [frozenDir, unfrozenDir]) checkOutput(runDir, { kind: "run", inputs: [o.model], force: o.force });
+  checkDatasetOutput(data, { inputs: [o.model], force: o.force, replacing: [frozenDir, unfrozenDir] });
 
   info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target ${targetLabel({ layer: o.layer, neuron: o.neuron, layer_type: "mlp_post" })} of ${o.model}`);
   const { model, dir } = loadModel(o.model, { weights: "tl" });
@@ -109,13 +117,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   writeDataset(data, ds, (ids) => tok.decode(ids));
 
   info("demo: 2/5 frozen regression head (only the head learns)");
-  const frozenDir = join(out, "frozen-regression");
   const frozen = await train(trainOptions(data, frozenDir, "frozen", 30, 1e-3));
   info("demo: 3/5 analyses of the frozen run: weights, patching");
   const fa = await analyse(frozenDir, ["weights", "patching"]);
 
   info("demo: 4/5 unfrozen regression (the head stays at its random init; the model learns to write what it reads)");
-  const unfrozenDir = join(out, "unfrozen-regression");
   await train(trainOptions(data, unfrozenDir, "unfrozen", 3, 3e-4));
   await analyse(unfrozenDir, ["weights", "patching", "residual"]);
 
@@ -123,7 +129,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const reports: string[] = [];
   for (const runDir of [frozenDir, unfrozenDir]) {
     const file = join(runDir, "report.html");
-    await writeReport({ runDir, out: file });
+    await writeReport({ runDir, out: file, force: true });
     reports.push(file);
   }
 
@@ -153,6 +159,7 @@ export function registerDemo(program: Command): void {
     .option("--neuron <N>", "target neuron", parseIntOption("--neuron", 0), DEMO_DEFAULTS.neuron)
     .option("--n <count>", "dataset size", parseIntOption("--n", 100), DEMO_DEFAULTS.n)
     .option("--out <dir>", "output folder", DEMO_DEFAULTS.out)
+    .option("--force", "replace the dataset, runs, analyses and reports of an earlier demo in --out", false)
     .action(async (o: DemoOptions) => {
       const r = await runDemo(o);
       const f = (v: number | null, d = 3): string => (v === null ? "n/a" : v.toFixed(d));

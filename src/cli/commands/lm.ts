@@ -8,13 +8,14 @@ import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { writeJsonAtomic } from "../../io/atomic.ts";
+import { checkOutput } from "../../io/outputs.ts";
 import { pretrain, PRETRAIN_DEFAULTS } from "../../lm/pretrain.ts";
 import { generate, GENERATE_DEFAULTS } from "../../lm/generate.ts";
 import {
   scanLayer, suggestTargets, checkNeuron, SCAN_DEFAULTS, SPARSITY_DEFINITION, TARGET_RULE,
   type NeuronStats, type TopActivation,
 } from "../../lm/neurons.ts";
-import { parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
+import { parseChoice, parseFloatOption, parseIntOption, modelInput } from "../options.ts";
 import { info } from "../../util/progress.ts";
 
 /** How many suggested self-report targets the layer view lists. */
@@ -77,8 +78,10 @@ export function registerLmCommands(program: Command): void {
     .option("--corpus <brown|FILE>", "text: the Brown corpus or a .txt / .jsonl file (its held-out split is read)", "brown")
     .option("--max-tokens <N>", "tokens of text to read", parseIntOption("--max-tokens", 1), SCAN_DEFAULTS.maxTokens)
     .option("--json <FILE>", "also write the full statistics / contexts as JSON")
-    .action((o: { model: string; layer: number; neuron?: number; top: number; corpus: string; maxTokens: number; json?: string }) => {
+    .option("--force", "replace an existing --json file", false)
+    .action((o: { model: string; layer: number; neuron?: number; top: number; corpus: string; maxTokens: number; json?: string; force: boolean }) => {
       const neuron = o.neuron;
+      if (o.json !== undefined) checkOutput(o.json, { kind: "neuron-table", inputs: [modelInput(o.model), o.corpus === "brown" ? undefined : o.corpus], force: o.force, option: "--json" });
       const { model, dir } = loadModel(o.model);
       model.checkLayer(o.layer);
       if (neuron !== undefined) checkNeuron(model, o.layer, neuron);

@@ -9,6 +9,8 @@ import { assertHookName } from "../../model/hooks.ts";
 import { writeSafetensors } from "../../io/safetensors.ts";
 import { noGrad, getBackend } from "../../tensor/index.ts";
 import { SelfreportError } from "../../errors.ts";
+import { checkOutput } from "../../io/outputs.ts";
+import { modelInput } from "../options.ts";
 import { collect, parseChoice } from "../options.ts";
 import type { WeightProcessing } from "../../model/process.ts";
 
@@ -45,8 +47,10 @@ export function registerModelCommands(program: Command): void {
     .requiredOption("--hook <name>", "a hook name, e.g. blocks.0.mlp.hook_post (repeatable)", collect, [])
     .option("--weights <raw|tl>", "weight processing", parseChoice<WeightProcessing>("--weights", ["raw", "tl"]), "tl")
     .requiredOption("--out <file.safetensors>", "output file")
-    .action((o: { model: string; prompt: string[]; hook: string[]; weights: WeightProcessing; out: string }) => {
+    .option("--force", "replace an existing activations file", false)
+    .action((o: { model: string; prompt: string[]; hook: string[]; weights: WeightProcessing; out: string; force: boolean }) => {
       if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must name a .safetensors file, got "${o.out}"`);
+      checkOutput(o.out, { kind: "activations", inputs: [modelInput(o.model)], force: o.force });
       const { model, dir } = loadModel(o.model, { weights: o.weights });
       for (const h of o.hook) assertHookName(model.cfg, h);
       const tok = loadTokenizer(dir);

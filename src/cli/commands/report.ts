@@ -21,6 +21,7 @@ interface ReportCliOptions {
   out: string;
   jobReports: boolean;
   rewriteJobReports: boolean;
+  force: boolean;
 }
 
 export function registerReportCommands(program: Command): void {
@@ -33,19 +34,20 @@ export function registerReportCommands(program: Command): void {
     .option("--no-job-reports", "with --sweep: write no job reports (link those that exist)")
     .option("--rewrite-job-reports", "with --sweep: rewrite every job's report (default: write only the missing ones)", false)
     .requiredOption("--out <file.html>", "output HTML file")
+    .option("--force", "replace an existing report (never another kind of file)", false)
     .action(interruptible(async (o: ReportCliOptions) => {
       if (!/\.html?$/i.test(o.out)) throw new SelfreportError(`--out must end in .html, got "${o.out}"`);
       if ((o.run === undefined) === (o.sweep === undefined)) throw new SelfreportError("give either --run RUN_DIR (one run) or --sweep SWEEP_DIR (a whole sweep)");
       if (o.sweep !== undefined) {
         if (o.analyses !== undefined) throw new SelfreportError("--analyses applies to --run only (a sweep's jobs keep theirs in jobs/<job id>/analysis)");
-        const { inputs, jobReportsWritten } = await writeSweepReport({ sweepDir: o.sweep, out: o.out, rewriteJobReports: o.rewriteJobReports, noJobReports: !o.jobReports });
+        const { inputs, jobReportsWritten } = await writeSweepReport({ sweepDir: o.sweep, out: o.out, force: o.force, rewriteJobReports: o.rewriteJobReports, noJobReports: !o.jobReports });
         const done = inputs.rows.filter((r) => r.status === "done").length;
         console.log(`wrote ${o.out}: ${inputs.rows.length} of ${inputs.jobs} jobs (${done} done, ${inputs.rows.length - done} failed, ${inputs.missing.length} not finished), ${inputs.plots.length} plots; ${jobReportsWritten} job reports written, ${inputs.links.size} linked`);
         return;
       }
       const run = o.run!;
       const r = await deferringSignals(nothingWritten("report", o.out), (beforeWriting) =>
-        writeReport({ runDir: run, out: o.out, beforeWriting, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) }));
+        writeReport({ runDir: run, out: o.out, force: o.force, beforeWriting, ...(o.analyses !== undefined ? { analysesDir: o.analyses } : {}) }));
       const shown = ANALYSIS_NAMES.filter((n) => statusOf(r, n) === "ok");
       const plots = shown.reduce((s, n) => s + (r[n]?.status === "ok" ? r[n].plots.filter((p) => p.svg !== null).length : 0), 0);
       console.log(`wrote ${o.out}: analyses ${shown.length > 0 ? shown.join(", ") : "none"} (${plots} plots)`);

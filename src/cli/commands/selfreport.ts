@@ -7,7 +7,7 @@ import { loadModel } from "../../model/load.ts";
 import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
-import { buildDatasetInterruptibly, writeDataset, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
+import { buildDatasetInterruptibly, writeDataset, checkDatasetOutput, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
 import { train, TRAIN_DEFAULTS, defaultLr, trainOptionsFrom } from "../../selfreport/train.ts";
 import { addTrainingOptions, trainingSettingsFromFlags, type TrainingFlags } from "../training-options.ts";
 import { SOLVERS, defaultSolver, type Solver } from "../../selfreport/ridge.ts";
@@ -15,7 +15,7 @@ import { HEAD_TYPES, type HeadType, type HiddenActivation } from "../../selfrepo
 import { FREEZE_MODES, readRun, loadRunModel, loadBaseModel, finetunedDir, type FreezeMode } from "../../selfreport/run.ts";
 import { runTarget, targetLabel } from "../../selfreport/target.ts";
 import { predictPrompts } from "../../selfreport/predict.ts";
-import { collect, parseChoice, parseFloatOption, parseIntOption } from "../options.ts";
+import { collect, parseChoice, parseFloatOption, parseIntOption, modelInput } from "../options.ts";
 import { info } from "../../util/progress.ts";
 import { registerImportPt } from "./import-pt.ts";
 
@@ -43,8 +43,10 @@ export function registerSelfreportCommands(program: Command): void {
     .option("--weights <raw|tl>", "weight processing of the base model", parseChoice<"raw" | "tl">("--weights", ["raw", "tl"]), "tl")
     .option("--seed <seed>", "random seed", parseIntOption("--seed"), 0)
     .requiredOption("--out <file.safetensors>", "output dataset (a .jsonl with the text is written beside it)")
-    .action(interruptible(async (o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string }) => {
+    .option("--force", "replace an existing dataset (never one that a run was trained on)", false)
+    .action(interruptible(async (o: { model: string; layer: number; neuron: number; layerType: LayerType; corpus: string; n: number; maxLen: number; tokenPos: TokenPos; balance: boolean; weights: "raw" | "tl"; seed: number; out: string; force: boolean }) => {
       if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must end in .safetensors, got "${o.out}"`);
+      checkDatasetOutput(o.out, { inputs: [modelInput(o.model), o.corpus === "brown" ? undefined : o.corpus], force: o.force });
       const { model, dir } = loadModel(o.model, { weights: o.weights });
       const tok = loadTokenizer(dir);
       const corpus = loadCorpus(o.corpus);

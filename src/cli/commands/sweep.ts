@@ -96,37 +96,42 @@ export function registerSweepCommands(program: Command): void {
         training: sweepTraining(trainingSettingsFromFlags(o, o.lr), o.lrFinetune, o.solver ?? "ridge"),
         analysisOptions: { weights_max_examples: o.weightsMaxExamples, patching_inputs: o.patchingInputs, patching_controls: o.patchingControls },
       }, { retryFailed: o.retryFailed, cleanStages: o.queue === undefined });
-      const { manifest, jobs, pending } = opened;
-      info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
-      if (o.queue !== undefined) {
-        const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait, timeoutS: o.queueTimeout });
-        if (!o.wait) {
-          console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
-          return;
+      // the sweep folder is locked by openSweep until this command ends
+      try {
+        const { manifest, jobs, pending } = opened;
+        info(`sweep ${o.out}: ${jobs.length} jobs, ${jobs.length - pending.length} finished earlier, ${pending.length} to run`);
+        if (o.queue !== undefined) {
+          const r = await enqueueSweep({ url: o.queue, sweepDir: o.out, manifest, pending, attempts: o.attempts, wait: o.wait, timeoutS: o.queueTimeout });
+          if (!o.wait) {
+            console.log(`enqueued ${r.tasks} task(s); re-run this command (it skips finished jobs) to wait for them and write the results`);
+            return;
+          }
+        } else if (pending.length > 0) {
+          const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
+          const bar = progress("sweep", pending.length, ["failed"]);
+          let done = 0;
+          let failed = 0;
+          try {
+            await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
+              const mine = results.filter((r) => task.neurons.includes(r.neuron));
+              done += mine.length;
+              failed += mine.filter((r) => r.status === "failed").length;
+              bar.update(Math.min(done, pending.length), { failed });
+            });
+          } finally {
+            bar.stop();
+          }
         }
-      } else if (pending.length > 0) {
-        const tasks = makeTasks(pending, manifest.settings.group_size, o.workers);
-        const bar = progress("sweep", pending.length, ["failed"]);
-        let done = 0;
-        let failed = 0;
-        try {
-          await runTasksLocally(o.out, manifest, tasks, o.workers, (task, results) => {
-            const mine = results.filter((r) => task.neurons.includes(r.neuron));
-            done += mine.length;
-            failed += mine.filter((r) => r.status === "failed").length;
-            bar.update(Math.min(done, pending.length), { failed });
-          });
-        } finally {
-          bar.stop();
-        }
+        const { files, table } = await writeResults(o.out, manifest.settings, jobs);
+        for (const line of summaryLines(table.rows)) console.log(line);
+        const failedRows = table.rows.filter((r) => r.status === "failed");
+        for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
+        if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
+        if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
+        console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      } finally {
+        opened.release();
       }
-      const { files, table } = await writeResults(o.out, manifest.settings, jobs);
-      for (const line of summaryLines(table.rows)) console.log(line);
-      const failedRows = table.rows.filter((r) => r.status === "failed");
-      for (const r of failedRows.slice(0, 5)) console.log(`failed: ${r.id}: ${r.error}`);
-      if (failedRows.length > 5) console.log(`… and ${failedRows.length - 5} more failed jobs (see results.csv)`);
-      if (table.missing.length > 0) console.log(`${table.missing.length} job(s) not finished yet (re-run the same command to continue)`);
-      console.log(`wrote ${files.length} files to ${o.out} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }));
 
   program
