@@ -16,7 +16,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { targetHookName } from "../selfreport/dataset.ts";
 import type { Run } from "../selfreport/run.ts";
 import { datasetCommandFor } from "./context.ts";
-import { compare, headDirection, ln2AlreadyFolded, neuronVector, round6, wOutPcaOf, type Comparison, type VectorKind, type WeightsSummary } from "./weights.ts";
+import { checkRunTarget, compare, headDirection, ln2AlreadyFolded, neuronVector, round6, wOutPcaOf, type Comparison, type VectorKind, type WeightsSummary } from "./weights.ts";
 import * as la from "./linalg.ts";
 
 export interface SkippedMeasure {
@@ -63,10 +63,7 @@ export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: 
   const { dModel: C, dMlp: M, nLayers } = model.cfg;
   const layer = c.target_layer;
   const neuron = c.target_neuron;
-  model.checkLayer(layer, "target layer");
-  model.checkLayer(c.feature_layer, "feature layer");
-  const width = c.layer_type === "mlp_post" ? M : C;
-  if (!Number.isInteger(neuron) || neuron < 0 || neuron >= width) throw new SelfreportError(`${run.dir}: target neuron ${neuron} is out of range 0..${width - 1}`);
+  checkRunTarget(run, model);
   const command = withDataCommand(run, outDir);
   if (c.head_config.hidden_dim !== null) {
     throw new SelfreportError(`run ${run.dir} has no dataset, and its head has a hidden layer, whose reading direction is the mean gradient over examples; add one with \`${command}\``);

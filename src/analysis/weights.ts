@@ -452,6 +452,16 @@ export function weightsAnalysisInterruptibly(ctx: AnalysisContext, opts: Weights
   return runStepsInterruptibly(weightsAnalysisSteps(ctx, opts), stopped);
 }
 
+/** The run's target and feature layers and its neuron, checked against the model (one error each). */
+export function checkRunTarget(run: Run, model: HookedTransformer): void {
+  const c = run.config;
+  model.checkLayer(c.target_layer, "target layer");
+  model.checkLayer(c.feature_layer, "feature layer");
+  const width = c.layer_type === "mlp_post" ? model.cfg.dMlp : model.cfg.dModel;
+  const neuron = c.target_neuron;
+  if (!Number.isInteger(neuron) || neuron < 0 || neuron >= width) throw new SelfreportError(`${run.dir}: target neuron ${neuron} is out of range 0..${width - 1}`);
+}
+
 /** weightsAnalysis as steps: yields between batches of forward passes, stages and random filters. */
 export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions = {}): Generator<void, WeightsSummary> {
   const maxExamples = opts.maxExamples ?? WEIGHTS_DEFAULTS.maxExamples;
@@ -466,10 +476,7 @@ export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions
   const { dModel: C, dMlp: M, nLayers } = model.cfg;
   const layer = c.target_layer;
   const neuron = c.target_neuron;
-  model.checkLayer(layer, "target layer");
-  model.checkLayer(c.feature_layer, "feature layer");
-  const width = c.layer_type === "mlp_post" ? M : C;
-  if (!Number.isInteger(neuron) || neuron < 0 || neuron >= width) throw new SelfreportError(`${run.dir}: target neuron ${neuron} is out of range 0..${width - 1}`);
+  checkRunTarget(run, model);
   if (ds.meta.n < 2) throw new SelfreportError(`dataset ${ctx.datasetPath} has ${ds.meta.n} examples; the weights analysis needs at least 2`);
   const notes: string[] = [];
   const isPost = c.layer_type === "mlp_post";
