@@ -51,7 +51,15 @@ function openOutputFolder(dir: string, o: FolderOptions): { folder: OutputFolder
   try {
     lock = lockFolder(dir, o.note);
   } catch (e) {
-    if (created) rmSync(dir, { recursive: true, force: true });
+    // another process may have created the folder in the same instant and now holds it: only an
+    // empty folder is ours to remove (the holder's lock file keeps its folder non-empty)
+    if (created) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // not empty: someone else's
+      }
+    }
     throw e;
   }
   let before = new Set<string>();
