@@ -128,6 +128,30 @@ function predict(ctx: AnalysisContext, X: Float32Array, R: number): Float32Array
 }
 
 /**
+ * What both patching paths start from: the patches checked against the target hook's width, each
+ * patch's write vector, empty outcomes, and the inputs in order of length (so a batch pads little).
+ */
+function patchSetup(ctx: AnalysisContext, inputs: readonly number[], patches: readonly Patch[]): {
+  hook: string; width: number; writes: Float32Array[]; cleanPred: Float64Array; outcomes: PatchOutcome[]; order: number[];
+} {
+  const width = targetWidth(ctx);
+  for (const pt of patches) {
+    if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
+  }
+  const N = inputs.length;
+  return {
+    hook: targetHook(runTarget(ctx.run.config)),
+    width,
+    writes: patches.map((pt) => writeVector(ctx, pt.neuron)),
+    cleanPred: new Float64Array(N),
+    outcomes: patches.map((pt) => ({
+      act: new Float64Array(N), patched: new Float64Array(N), pred: new Float64Array(N), predDirect: pt.direct ? new Float64Array(N) : null,
+    })),
+    order: Array.from({ length: N }, (_, k) => k).sort((a, b) => ctx.ds.lengths[inputs[a]!]! - ctx.ds.lengths[inputs[b]!]! || a - b),
+  };
+}
+
+/**
  * Applies every patch to every input and returns the predictions (see the file comment). Rows whose
  * Δact is exactly 0 are not recomputed: their prediction is the clean one, exactly.
  */
@@ -143,25 +167,14 @@ export function* runPatchesSteps(ctx: AnalysisContext, inputs: readonly number[]
   const L = c.target_layer;
   const F = c.feature_layer;
   const reaches = F >= L; // the neuron can affect the features only if they are read at or after its layer
-  const hook = targetHook(runTarget(c));
-  const width = targetWidth(ctx);
-  for (const pt of patches) {
-    if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
-  }
+  const { hook, width, writes, cleanPred, outcomes, order } = patchSetup(ctx, inputs, patches);
   const N = inputs.length;
   const P = patches.length;
-  const writes = patches.map((pt) => writeVector(ctx, pt.neuron));
-  const cleanPred = new Float64Array(N);
-  const outcomes: PatchOutcome[] = patches.map((pt) => ({
-    act: new Float64Array(N), patched: new Float64Array(N), pred: new Float64Array(N), predDirect: pt.direct ? new Float64Array(N) : null,
-  }));
   const residName = `blocks.${reaches ? L : F}.hook_resid_post`;
   const later = reaches ? Array.from({ length: F - L }, (_, i) => L + 1 + i) : []; // blocks rerun for the rows
   const names = [hook, residName, ...later.flatMap((l) => [`blocks.${l}.attn.hook_k`, `blocks.${l}.attn.hook_v`])];
   const weights = new Map(later.map((l) => [l, noGrad(() => model.layerWeights(l))]));
   const chunk = Math.max(1, Math.floor(ROWS_PER_BATCH / (1 + P)));
-  // inputs in order of length, so that a batch pads little
-  const order = Array.from({ length: N }, (_, k) => k).sort((a, b) => ctx.ds.lengths[inputs[a]!]! - ctx.ds.lengths[inputs[b]!]! || a - b);
   const bar = progress(label, N);
 
   try {
@@ -271,26 +284,15 @@ export function* runPatchesAllPositionsSteps(ctx: AnalysisContext, inputs: reado
   const c = ctx.run.config;
   const model = ctx.model;
   const C = model.cfg.dModel;
-  const hook = targetHook(runTarget(c));
-  const width = targetWidth(ctx);
-  for (const pt of patches) {
-    if (!Number.isInteger(pt.neuron) || pt.neuron < 0 || pt.neuron >= width) throw new SelfreportError(`patch: neuron ${pt.neuron} is out of range 0..${width - 1}`);
-  }
+  const { hook, width, writes, cleanPred, outcomes, order } = patchSetup(ctx, inputs, patches);
   const N = inputs.length;
   const featureName = `blocks.${c.feature_layer}.hook_resid_post`;
   const stopAt = Math.max(c.target_layer, c.feature_layer) + 1;
   const reaches = c.feature_layer >= c.target_layer;
   const P = patches.length;
-  const writes = patches.map((pt) => writeVector(ctx, pt.neuron));
-  const cleanPred = new Float64Array(N);
-  const outcomes: PatchOutcome[] = patches.map((pt) => ({
-    act: new Float64Array(N), patched: new Float64Array(N), pred: new Float64Array(N), predDirect: pt.direct ? new Float64Array(N) : null,
-  }));
   const BATCH = 32;
   /** Sequences per patched forward: G patches × B inputs stacked into one batch. */
   const ROWS = 256;
-  // inputs in order of length, so that a batch pads little
-  const order = Array.from({ length: N }, (_, k) => k).sort((x, y) => ctx.ds.lengths[inputs[x]!]! - ctx.ds.lengths[inputs[y]!]! || x - y);
   const bar = progress(label, N);
   try {
     for (let k0 = 0; k0 < N; k0 += BATCH) {

@@ -16,7 +16,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { targetHookName } from "../selfreport/dataset.ts";
 import type { Run } from "../selfreport/run.ts";
 import { datasetCommandFor } from "./context.ts";
-import { checkRunTarget, compare, headDirection, ln2AlreadyFolded, neuronVector, round6, wOutPcaOf, type Comparison, type VectorKind, type WeightsSummary } from "./weights.ts";
+import { checkRunTarget, wInFolding, compare, headDirection, ln2AlreadyFolded, neuronVector, round6, wOutPcaOf, type Comparison, type VectorKind, type WeightsSummary } from "./weights.ts";
 import * as la from "./linalg.ts";
 
 export interface SkippedMeasure {
@@ -129,14 +129,7 @@ export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: 
       cosine_unfolded_vs_folded: unfolded === null ? null : la.cosine(unfolded, rawDirection),
     },
     vectors,
-    w_in: isPost
-      ? {
-        ln2_already_folded: folded,
-        note: folded
-          ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
-          : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
-      }
-      : null,
+    w_in: isPost ? wInFolding(folded) : null,
     reading,
     direct_write: directWrite,
     w_out_pca: isPost ? wOutPcaOf(model, layer, neuron, w) : null,

@@ -452,6 +452,16 @@ export function weightsAnalysisInterruptibly(ctx: AnalysisContext, opts: Weights
   return runStepsInterruptibly(weightsAnalysisSteps(ctx, opts), stopped);
 }
 
+/** Whether ln2 is already folded into W_in, in words: the part of `w_in` that needs no examples. */
+export function wInFolding(folded: boolean): { ln2_already_folded: boolean; note: string } {
+  return {
+    ln2_already_folded: folded,
+    note: folded
+      ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
+      : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
+  };
+}
+
 /** The run's target and feature layers and its neuron, checked against the model (one error each). */
 export function checkRunTarget(run: Run, model: HookedTransformer): void {
   const c = run.config;
@@ -601,10 +611,7 @@ export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions
     vectors,
     w_in: isPost
       ? {
-        ln2_already_folded: folded,
-        note: folded
-          ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
-          : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
+        ...wInFolding(folded),
         spaces: `the neuron reads the normalised resid_mid of layer ${layer} (ln2 applied); the head reads resid_post of layer ${c.feature_layer}: the cosine compares two readers of different points of the residual stream, so a small cosine does not rule out that the head recomputes the neuron's input`,
         readout_correlation: whitened.W_in_folded!,
         readout_note: `over the dataset, what the head reads from resid_post of layer ${c.feature_layer} and what W_in[:, ${neuron}] (ln2 folded) would read from the same vectors correlate with r = ${whitened.W_in_folded!.toFixed(3)} (the whitened cosine; 1 = the two readouts carry the same signal, 0 = unrelated)`,
