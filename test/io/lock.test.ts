@@ -61,7 +61,18 @@ test("a second writer is refused naming the holder; after kill -9 the stale lock
   }
   assert.ok(existsSync(join(run, "checkpoint", "state.json")), "the refused --force removed nothing");
 
-  // kill -9 the holder: its lock stays behind, stale; so would a checkpoint or file write it was in
+  // kill -9 the holder mid-interval, after it logged steps past its last checkpoint (killing it right at
+  // a checkpoint would leave nothing for --resume to cut)
+  await until(() => {
+    try {
+      const ckStep = (JSON.parse(readFileSync(join(run, "checkpoint", "state.json"), "utf8")) as { step: number }).step;
+      const last = stepsOf(readFileSync(join(run, "train_log.jsonl"), "utf8")).at(-1) ?? 0;
+      return last - ckStep >= 5 && last - ckStep <= 30;
+    } catch {
+      return false; // a checkpoint being replaced
+    }
+  }, "logged steps between two checkpoints");
+  // its lock stays behind, stale; so would a checkpoint or file write it was in
   a.kill("SIGKILL");
   const ad = await aDone;
   assert.equal(ad.signal, "SIGKILL");
