@@ -44,7 +44,7 @@ test("setup: a dataset", () => {
 test("a second writer is refused naming the holder; after kill -9 the stale lock is taken over, temporaries removed, and --resume logs every step once", async () => {
   const run = join(root, "run");
   const trainArgs = (epochs: number, extra: string[] = []): string[] => [
-    "train", "--data", data, "--head", "regression", "--solver", "adamw", "--batch-size", "1", "--epochs", String(epochs), "--patience", "1000000", "--checkpoint-every", "40", "--out", run, ...extra,
+    "train", "--data", data, "--head", "regression", "--solver", "adamw", "--batch-size", "1", "--epochs", String(epochs), "--patience", "1000000", "--checkpoint-every", "400", "--out", run, ...extra,
   ];
   const a = startChild(trainArgs(1_000_000));
   const aDone = waitChild(a);
@@ -61,13 +61,13 @@ test("a second writer is refused naming the holder; after kill -9 the stale lock
   }
   assert.ok(existsSync(join(run, "checkpoint", "state.json")), "the refused --force removed nothing");
 
-  // kill -9 the holder mid-interval, after it logged steps past its last checkpoint (killing it right at
+  // kill -9 the holder mid-interval (checkpoints every 400 steps), after it logged 5–300 steps past its last one (killing it right at
   // a checkpoint would leave nothing for --resume to cut)
   await until(() => {
     try {
       const ckStep = (JSON.parse(readFileSync(join(run, "checkpoint", "state.json"), "utf8")) as { step: number }).step;
       const last = stepsOf(readFileSync(join(run, "train_log.jsonl"), "utf8")).at(-1) ?? 0;
-      return last - ckStep >= 5 && last - ckStep <= 30;
+      return last - ckStep >= 5 && last - ckStep <= 300;
     } catch {
       return false; // a checkpoint being replaced
     }
@@ -81,7 +81,15 @@ test("a second writer is refused naming the holder; after kill -9 the stale lock
   writeFileSync(join(run, `.checkpoint.tmp-${a.pid}-1764633600000`, "params.safetensors"), Buffer.alloc(4096));
   writeFileSync(join(run, `train_log.jsonl.tmp-${a.pid}-0a1b2c3d4e5f`), "half");
   const ck = JSON.parse(readFileSync(join(run, "checkpoint", "state.json"), "utf8")) as { step: number; epoch: number };
-  const logged = stepsOf(readFileSync(join(run, "train_log.jsonl"), "utf8"));
+  // A step takes well under a millisecond here, so the kill can still land on the next checkpoint after the
+  // wait above (CI saw it once). Then the log ends at the checkpoint; add what a kill mid-interval leaves:
+  // a few whole lines past the checkpoint and one cut in half.
+  const logFile = join(run, "train_log.jsonl");
+  if (stepsOf(readFileSync(logFile, "utf8")).at(-1) === ck.step) {
+    const past = [1, 2, 3].map((i) => JSON.stringify({ step: ck.step + i, epoch: ck.epoch, loss: 1 }) + "\n").join("");
+    writeFileSync(logFile, readFileSync(logFile, "utf8") + past + `{"step": ${ck.step + 4}, "ep`);
+  }
+  const logged = stepsOf(readFileSync(logFile, "utf8").split("\n").filter((l) => l.endsWith("}")).join("\n"));
   assert.ok(logged.at(-1)! > ck.step, `the killed run logged steps after its checkpoint (${logged.at(-1)} > ${ck.step})`);
 
   const c = runChild(trainArgs(ck.epoch + 2, ["--resume"]), { SELFREPORT_QUIET: "1" });
