@@ -28,6 +28,7 @@ import { Tensor } from "../tensor/index.ts";
 import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
+import { fileSha256 } from "../io/outputs.ts";
 import { SelfreportError } from "../errors.ts";
 import { pidAlive } from "../io/lock.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
@@ -251,9 +252,11 @@ export class JobRunner {
   private datasetRef(stage: string, ds: Dataset, lt: LayerTargets, neuron: number): DatasetRef {
     const column = lt.neurons.indexOf(neuron);
     if (column < 0) throw new SelfreportError(`neuron ${neuron} is not among the swept neurons of layer ${lt.layer}`);
+    const targetsPath = layerTargetsPath(this.sweepDir, lt.layer);
     return {
       path: relative(stage, examplesPath(this.sweepDir)), n: ds.meta.n, layer: lt.layer, neuron, model_dir: ds.meta.model_dir,
-      target_column: { path: relative(stage, layerTargetsPath(this.sweepDir, lt.layer)), column },
+      sha256: fileSha256(examplesPath(this.sweepDir)),
+      target_column: { path: relative(stage, targetsPath), column, sha256: fileSha256(targetsPath) },
     };
   }
 
