@@ -7,7 +7,7 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -105,7 +105,11 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
     assert.equal(ds.meta.neuron, 5);
     assert.deepEqual(ds.meta.stats, want.meta.stats);
     // the sweep's own analyses are where the report reads them, and its log has steps
-    for (const name of ["weights", "patching"]) assert.ok(existsSync(join(analysisDir(job, name), "summary.json")), `${id} ${name}`);
+    for (const name of ["weights", "patching"]) {
+      assert.ok(existsSync(join(analysisDir(job, name), "summary.json")), `${id} ${name}`);
+      // with the plots `analyze` would draw, so the job's report shows them
+      assert.ok(readdirSync(analysisDir(job, name)).filter((f) => f.endsWith(".svg")).length >= 2, `${id} ${name}: plots`);
+    }
     const log = readTrainLog(job)!;
     assert.equal(log.bad, 0);
     assert.ok(log.records.length >= 2 && log.records.every((r) => r.step > 0));
