@@ -115,7 +115,9 @@ export class HookedTransformer extends Model {
   static fromPretrained(nameOrDir: string, opts: FromPretrainedOptions = {}): HookedTransformer {
     const { model, dir } = loadModel(nameOrDir, { weights: opts.weights ?? "tl" });
     const hasTokenizer = existsSync(join(dir, "tokenizer.json")) || existsSync(join(dir, "vocab.json")) || existsSync(join(dir, "merges.txt"));
-    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizer ? loadTokenizer(dir) : null, dir });
+    // only GPT-2's tokenizer is read yet: other families take token ids (tok() says why)
+    const gpt2 = (model.cfg.architecture ?? "gpt2") === "gpt2";
+    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizer && gpt2 ? loadTokenizer(dir) : null, dir });
   }
 
   /** The same weights (shared, not copied) with a tokenizer: for a model from HookedTransformer.init or training. */
@@ -127,6 +129,7 @@ export class HookedTransformer extends Model {
   // Tokens
 
   private tok(what: string): Tokenizer {
+    if (this.tokenizer === null && (this.cfg.architecture ?? "gpt2") !== "gpt2") throw new SelfreportError(`${what} needs a tokenizer: tokenizer.json tokenizers are not supported yet (this is a ${this.cfg.hfArchitecture ?? this.cfg.architecture} model); give token ids instead`);
     if (this.tokenizer === null) throw new SelfreportError(`${what} needs a tokenizer, and this model has none (its directory has no vocab.json + merges.txt or tokenizer.json); give token ids instead`);
     return this.tokenizer;
   }

@@ -12,7 +12,8 @@ import { SelfreportError } from "../errors.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
-import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
+import { blockSpec, configFromHf, configToHf, type ModelConfig } from "./config.ts";
+import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { hfToParams, paramsToHf, type RawTensor } from "./hf.ts";
 import { processWeights, type WeightProcessing } from "./process.ts";
 import { HookedTransformer } from "./transformer.ts";
@@ -87,6 +88,18 @@ export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTens
   }
   void cfg;
   return raw;
+}
+
+/**
+ * The tokenizer of a model directory: GPT-2's (vocab.json + merges.txt, or its tokenizer.json) for
+ * GPT-2 models. The Llama family and GPT-NeoX ship other tokenizer.json tokenizers, not read yet:
+ * one clear error, so callers can ask for token ids instead.
+ */
+export function loadModelTokenizer(dir: string, cfg: ModelConfig = readModelConfig(dir)): Tokenizer {
+  if (blockSpec(cfg).architecture !== "gpt2") {
+    throw new SelfreportError(`${dir}: tokenizer.json tokenizers are not supported yet (this is a ${cfg.hfArchitecture ?? cfg.architecture} model); give token ids instead`);
+  }
+  return loadTokenizer(dir);
 }
 
 /** Loads a model from a directory or a name (see resolveModelDir). */

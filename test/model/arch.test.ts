@@ -19,6 +19,10 @@ import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch 
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
 import { mulberry32 } from "../helpers/rng.ts";
+import { runCapture } from "../helpers/cli.ts";
+import { readSafetensors } from "../../src/io/safetensors.ts";
+import { HookedTransformer as ApiModel } from "../../src/api/hooked-transformer.ts";
+import { tokenBatch } from "../../src/model/transformer.ts";
 import { referenceLlama, referenceNeox } from "./reference-arch.ts";
 import { logSoftmaxRows } from "./reference.ts";
 
@@ -282,6 +286,44 @@ test("errors: unknown architectures and configs selfreport does not run, each on
   assertError(() => loadModel(n.dir), /rotary_pct 0\.1/, /even/);
   writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...nc, num_hidden_layers: 2 }));
   assertError(() => loadModel(n.dir), /"gpt_neox\.layers\.1\.input_layernorm\.weight" is missing/);
+});
+
+test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the tokenizer is not supported yet", async (t) => {
+  const dir = tmp(t);
+  const m = makeTinyLlamaModel(join(dir, "qwen"), { seed: 41, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2 });
+  const ins = await runCapture(["inspect", "--model", m.dir, "--json"]);
+  assert.equal(ins.code, 0, ins.lines.join("\n"));
+  const info = JSON.parse(ins.lines.join("\n")) as { config: Record<string, unknown>; parameters: number; hooks: string[] };
+  assert.equal(info.config["hfArchitecture"], "Qwen2ForCausalLM");
+  assert.equal(info.config["nKeyValueHeads"], 2);
+  assert.ok(info.hooks.includes("blocks.1.mlp.hook_pre_linear") && info.hooks.includes("blocks.0.attn.hook_rot_k"));
+  const { model } = loadModel(m.dir, { weights: "tl" });
+  assert.equal(info.parameters, model.parameters().reduce((a, p) => a + p.size, 0));
+  const text = await runCapture(["inspect", "--model", m.dir]);
+  assert.ok(text.lines.some((l) => /^architecture Qwen2ForCausalLM: RMSNorm, rotary \(4 of 4 dims, base 10000\), grouped-query attention \(2 K\/V heads\), gated MLP silu/.test(l)), text.lines.join("\n"));
+
+  const out = join(dir, "acts.safetensors");
+  const hooks = ["blocks.1.mlp.hook_pre_linear", "blocks.0.attn.hook_rot_k", "blocks.1.mlp.hook_post"];
+  const r = await runCapture(["activations", "--model", m.dir, "--tokens", "1,2,3,4", "--tokens", "5, 6", ...hooks.flatMap((h) => ["--hook", h]), "--out", out]);
+  assert.equal(r.code, 0, r.lines.join("\n"));
+  const file = readSafetensors(out).tensors;
+  const { cache } = noGrad(() => model.runWithCache(tokenBatch([[1, 2, 3, 4], [5, 6]], 0), hooks));
+  for (const h of hooks) assertNear(t, `activations file ${h}`, { shape: file.get(h)!.shape, data: file.get(h)!.data }, cache.get(h)!, 0);
+  assert.deepEqual([...file.get("attention_mask")!.data], [1, 1, 1, 1, 1, 1, 0, 0]);
+
+  const bad = await runCapture(["activations", "--model", m.dir, "--prompt", "hello", "--hook", hooks[0]!, "--out", join(dir, "b.safetensors")]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.lines.join("\n"), /tokenizer\.json tokenizers are not supported yet \(this is a Qwen2ForCausalLM model\); give token ids instead/);
+  const bad2 = await runCapture(["activations", "--model", m.dir, "--tokens", "1,99", "--hook", hooks[0]!, "--out", join(dir, "c.safetensors")]);
+  assert.match(bad2.lines.join("\n"), /token id 99 is out of range for a vocabulary of 40/);
+
+  // the API: token ids work, text says why not; decomposeResid has no pos_embed for rotary models
+  const api = ApiModel.fromPretrained(m.dir);
+  assert.throws(() => api.toTokens("hi"), /tokenizer\.json tokenizers are not supported yet/);
+  const { cache: c2 } = api.runWithCache([[3, 4, 5]]);
+  const [stack, labels] = c2.decomposeResid(1, { returnLabels: true });
+  assert.deepEqual(labels, ["embed", "0_attn_out", "0_mlp_out"]);
+  assert.equal(stack.shape[0], 3);
 });
 
 test("worst scaled difference over every comparison in this file", (t) => {
