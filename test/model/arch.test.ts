@@ -12,13 +12,13 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Tensor, noGrad } from "../../src/tensor/index.ts";
+import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch } from "../../src/model/transformer.ts";
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
-import { mulberry32 } from "../helpers/rng.ts";
+import { mulberry32, randn } from "../helpers/rng.ts";
 import { runCapture } from "../helpers/cli.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { HookedTransformer as ApiModel } from "../../src/api/hooked-transformer.ts";
@@ -324,6 +324,92 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   const [stack, labels] = c2.decomposeResid(1, { returnLabels: true });
   assert.deepEqual(labels, ["embed", "0_attn_out", "0_mlp_out"]);
   assert.equal(stack.shape[0], 3);
+});
+
+/**
+ * Gradients through the new kernels (RMSNorm, rotary, grouped K/V heads, gated SiLU MLP, exact GELU,
+ * parallel block): backward(logits, G) against central differences of Σ logits ⊙ G computed by the
+ * float64 reference, at sampled elements of each parameter. `map(i)` is the HF flat index of TL element i.
+ */
+function checkGrads(t: TestContext, m: TinyArchModel, ref: typeof referenceLlama, checks: Array<{ tl: string; hf: string; map: (i: number) => number }>, label: string): void {
+  const { model } = loadModel(m.dir, { weights: "raw" });
+  const rows = randomRows(51, 2, 6, model.cfg.dVocab);
+  const rng = mulberry32(52);
+  const G = Float32Array.from({ length: 2 * 6 * model.cfg.dVocab }, () => randn(rng));
+  for (const c of checks) model.p(c.tl).param();
+  backward(model.forward(batchOf(rows)).logits!, G);
+  const loss = (w: ReadonlyMap<string, { shape: readonly number[]; data: ArrayLike<number> }>): number => {
+    const { logits } = ref(w, m.config, rows);
+    let s = 0;
+    for (let i = 0; i < G.length; i++) s += logits.data[i]! * G[i]!;
+    return s;
+  };
+  const h = 1e-5;
+  for (const c of checks) {
+    const grad = model.p(c.tl).grad!;
+    const base = Float64Array.from(m.weights.get(c.hf)!.data);
+    let worstRatio = 0;
+    let worstAbs = 0;
+    for (let k = 0; k < 10; k++) {
+      const i = Math.floor(rng() * grad.length);
+      const j = c.map(i);
+      const w = new Map<string, { shape: readonly number[]; data: ArrayLike<number> }>(m.weights);
+      const x = base.slice();
+      x[j] = base[j]! + h;
+      w.set(c.hf, { shape: m.weights.get(c.hf)!.shape, data: x });
+      const up = loss(w);
+      x[j] = base[j]! - h;
+      const down = loss(w);
+      const fd = (up - down) / (2 * h);
+      const d = Math.abs(grad[i]! - fd);
+      worstAbs = Math.max(worstAbs, d);
+      worstRatio = Math.max(worstRatio, d / (1e-3 + 1e-3 * Math.abs(fd)));
+    }
+    t.diagnostic(`${label} d/d ${c.tl}: worst |engine − FD| ${worstAbs.toExponential(2)}`);
+    assert.ok(worstRatio <= 1, `${label} d/d ${c.tl}: |engine − FD| ${worstAbs} exceeds 1e-3 + 1e-3·|FD|`);
+  }
+}
+
+test("backward matches float64 finite differences through RMSNorm, rotary, GQA, the gated MLP (Qwen2) and NeoX's parallel block", (t) => {
+  const C = 16;
+  const q = makeTinyLlamaModel(join(tmp(t), "q"), { seed: 53, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2, tied: true });
+  const Dh = 4;
+  const M = 24;
+  // TL [heads, C, Dh] element i → nn.Linear [heads·Dh, C] element
+  const headsMap = (i: number): number => {
+    const d = i % Dh;
+    const c = Math.floor(i / Dh) % C;
+    const hd = Math.floor(i / (Dh * C));
+    return (hd * Dh + d) * C + c;
+  };
+  const inOut = (out: number) => (i: number): number => (i % out) * C + Math.floor(i / out); // TL [C, out] → Linear [out, C]
+  checkGrads(t, q, referenceLlama, [
+    { tl: "embed.W_E", hf: "model.embed_tokens.weight", map: (i) => i },
+    { tl: "blocks.0.ln1.w", hf: "model.layers.0.input_layernorm.weight", map: (i) => i },
+    { tl: "blocks.0.attn.W_Q", hf: "model.layers.0.self_attn.q_proj.weight", map: headsMap },
+    { tl: "blocks.0.attn._W_K", hf: "model.layers.0.self_attn.k_proj.weight", map: headsMap },
+    { tl: "blocks.0.attn._b_K", hf: "model.layers.0.self_attn.k_proj.bias", map: (i) => i },
+    { tl: "blocks.0.attn._W_V", hf: "model.layers.0.self_attn.v_proj.weight", map: headsMap },
+    { tl: "blocks.0.mlp.W_gate", hf: "model.layers.0.mlp.gate_proj.weight", map: inOut(M) },
+    { tl: "blocks.1.mlp.W_in", hf: "model.layers.1.mlp.up_proj.weight", map: inOut(M) },
+    { tl: "blocks.1.ln2.w", hf: "model.layers.1.post_attention_layernorm.weight", map: (i) => i },
+    { tl: "ln_final.w", hf: "model.norm.weight", map: (i) => i },
+  ], "Qwen2");
+  const n = makeTinyNeoxModel(join(tmp(t), "n"), { seed: 54 });
+  const Dn = 8;
+  const qkvMap = (part: number) => (i: number): number => {
+    const d = i % Dn;
+    const c = Math.floor(i / Dn) % C;
+    const hd = Math.floor(i / (Dn * C));
+    return ((hd * 3 + part) * Dn + d) * C + c;
+  };
+  checkGrads(t, n, referenceNeox, [
+    { tl: "blocks.0.attn.W_Q", hf: "gpt_neox.layers.0.attention.query_key_value.weight", map: qkvMap(0) },
+    { tl: "blocks.0.attn.W_K", hf: "gpt_neox.layers.0.attention.query_key_value.weight", map: qkvMap(1) },
+    { tl: "blocks.0.ln2.b", hf: "gpt_neox.layers.0.post_attention_layernorm.bias", map: (i) => i },
+    { tl: "blocks.0.mlp.W_in", hf: "gpt_neox.layers.0.mlp.dense_h_to_4h.weight", map: inOut(64) },
+    { tl: "blocks.1.ln1.w", hf: "gpt_neox.layers.1.input_layernorm.weight", map: (i) => i },
+  ], "NeoX");
 });
 
 test("worst scaled difference over every comparison in this file", (t) => {
