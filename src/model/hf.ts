@@ -109,7 +109,9 @@ export function hfToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig
  * a non-zero b_U as `lm_head.bias` (an extension Hugging Face ignores).
  */
 export function paramsToHf(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig): Map<string, RawTensor> {
-  if (blockSpec(cfg).architecture !== "gpt2") throw new SelfreportError(`save: writing ${cfg.hfArchitecture ?? cfg.architecture} checkpoints is not supported yet (only GPT-2 models can be saved)`);
+  const arch = blockSpec(cfg).architecture;
+  if (arch === "llama") return paramsToLlama(params, cfg);
+  if (arch === "neox") return paramsToNeox(params, cfg);
   const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V } = cfg;
   for (const [name] of paramShapes(cfg)) if (!params.has(name)) throw new SelfreportError(`save: parameter "${name}" is missing`);
   const get = (n: string): Float32Array => params.get(n)!.data;
@@ -220,7 +222,110 @@ function putUnembed(sd: StateDict, params: Map<string, Tensor>, cfg: ModelConfig
   const { dModel: C, dVocab: V } = cfg;
   if (cfg.tiedEmbeddings) sd.maybe(key, [V, C]); // a saved copy of the embedding
   else params.set("unembed.W_U", new Tensor(transpose2d(sd.take(key, [V, C]), V, C), [C, V]));
-  params.set("unembed.b_U", new Tensor(new Float32Array(V), [V]));
+  const bias = sd.maybe(key.replace(/weight$/, "bias"), [V]); // selfreport's extension for a non-zero b_U
+  params.set("unembed.b_U", new Tensor(bias?.slice() ?? new Float32Array(V), [V]));
+}
+
+/** TransformerLens [heads, C, Dh] → nn.Linear weight [heads·Dh, C] (inverse of linearToHeads). */
+function headsToLinear(W: Float32Array, heads: number, C: number, Dh: number): Float32Array {
+  const lin = new Float32Array(heads * Dh * C);
+  for (let h = 0; h < heads; h++) for (let d = 0; d < Dh; d++) {
+    const row = (h * Dh + d) * C;
+    for (let c = 0; c < C; c++) lin[row + c] = W[(h * C + c) * Dh + d]!;
+  }
+  return lin;
+}
+
+const nonZero = (a: Float32Array): boolean => a.some((x) => x !== 0);
+
+function checkParams(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig): (n: string) => Float32Array {
+  for (const [name] of paramShapes(cfg)) if (!params.has(name)) throw new SelfreportError(`save: parameter "${name}" is missing`);
+  return (n) => params.get(n)!.data;
+}
+
+/**
+ * TransformerLens names → Llama-family keys (inverse of llamaToParams). Biases are written only
+ * where the architecture has them (Qwen2's q/k/v) or they are non-zero: a non-zero b_O as
+ * o_proj.bias, b_out as mlp.down_proj.bias, b_in as mlp.b_in and b_U as lm_head.bias — selfreport's
+ * extensions (weights processed or trained by selfreport), read back by llamaToParams and ignored by
+ * Hugging Face.
+ */
+function paramsToLlama(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig): Map<string, RawTensor> {
+  const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V } = cfg;
+  const spec = blockSpec(cfg);
+  const Hkv = spec.nKvHeads;
+  const kv = spec.gqa ? "_" : "";
+  const get = checkParams(params, cfg);
+  const qwen = cfg.hfArchitecture === "Qwen2ForCausalLM";
+  const out = new Map<string, RawTensor>();
+  const put = (key: string, shape: number[], data: Float32Array): void => void out.set(key, { shape, data });
+  put("model.embed_tokens.weight", [V, C], get("embed.W_E"));
+  for (let l = 0; l < nLayers; l++) {
+    const h = `model.layers.${l}`;
+    const p = `blocks.${l}`;
+    put(`${h}.input_layernorm.weight`, [C], get(`${p}.ln1.w`));
+    put(`${h}.self_attn.q_proj.weight`, [H * Dh, C], headsToLinear(get(`${p}.attn.W_Q`), H, C, Dh));
+    put(`${h}.self_attn.k_proj.weight`, [Hkv * Dh, C], headsToLinear(get(`${p}.attn.${kv}W_K`), Hkv, C, Dh));
+    put(`${h}.self_attn.v_proj.weight`, [Hkv * Dh, C], headsToLinear(get(`${p}.attn.${kv}W_V`), Hkv, C, Dh));
+    for (const [which, name, n] of [["q", "b_Q", H], ["k", `${kv}b_K`, Hkv], ["v", `${kv}b_V`, Hkv]] as const) {
+      const b = get(`${p}.attn.${name}`);
+      if (qwen || nonZero(b)) put(`${h}.self_attn.${which}_proj.bias`, [n * Dh], b);
+    }
+    put(`${h}.self_attn.o_proj.weight`, [C, H * Dh], transpose2d(get(`${p}.attn.W_O`), H * Dh, C));
+    if (nonZero(get(`${p}.attn.b_O`))) put(`${h}.self_attn.o_proj.bias`, [C], get(`${p}.attn.b_O`));
+    put(`${h}.post_attention_layernorm.weight`, [C], get(`${p}.ln2.w`));
+    put(`${h}.mlp.gate_proj.weight`, [M, C], transpose2d(get(`${p}.mlp.W_gate`), C, M));
+    put(`${h}.mlp.up_proj.weight`, [M, C], transpose2d(get(`${p}.mlp.W_in`), C, M));
+    put(`${h}.mlp.down_proj.weight`, [C, M], transpose2d(get(`${p}.mlp.W_out`), M, C));
+    if (nonZero(get(`${p}.mlp.b_in`))) put(`${h}.mlp.b_in`, [M], get(`${p}.mlp.b_in`));
+    if (nonZero(get(`${p}.mlp.b_out`))) put(`${h}.mlp.down_proj.bias`, [C], get(`${p}.mlp.b_out`));
+  }
+  put("model.norm.weight", [C], get("ln_final.w"));
+  if (!cfg.tiedEmbeddings) put("lm_head.weight", [V, C], transpose2d(get("unembed.W_U"), C, V));
+  if (nonZero(get("unembed.b_U"))) put("lm_head.bias", [V], get("unembed.b_U"));
+  return out;
+}
+
+/** TransformerLens names → GPT-NeoX keys (inverse of neoxToParams); a non-zero b_U as embed_out.bias (selfreport's extension). */
+function paramsToNeox(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig): Map<string, RawTensor> {
+  const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V } = cfg;
+  const get = checkParams(params, cfg);
+  const out = new Map<string, RawTensor>();
+  const put = (key: string, shape: number[], data: Float32Array): void => void out.set(key, { shape, data });
+  put("gpt_neox.embed_in.weight", [V, C], get("embed.W_E"));
+  for (let l = 0; l < nLayers; l++) {
+    const h = `gpt_neox.layers.${l}`;
+    const p = `blocks.${l}`;
+    put(`${h}.input_layernorm.weight`, [C], get(`${p}.ln1.w`));
+    put(`${h}.input_layernorm.bias`, [C], get(`${p}.ln1.b`));
+    const qkv = new Float32Array(3 * H * Dh * C);
+    const qkvB = new Float32Array(3 * H * Dh);
+    (["Q", "K", "V"] as const).forEach((which, part) => {
+      const W = get(`${p}.attn.W_${which}`);
+      const b = get(`${p}.attn.b_${which}`);
+      for (let hd = 0; hd < H; hd++) for (let d = 0; d < Dh; d++) {
+        const row = (hd * 3 + part) * Dh + d;
+        for (let c = 0; c < C; c++) qkv[row * C + c] = W[(hd * C + c) * Dh + d]!;
+        qkvB[row] = b[hd * Dh + d]!;
+      }
+    });
+    put(`${h}.attention.query_key_value.weight`, [3 * H * Dh, C], qkv);
+    put(`${h}.attention.query_key_value.bias`, [3 * H * Dh], qkvB);
+    put(`${h}.attention.dense.weight`, [C, H * Dh], transpose2d(get(`${p}.attn.W_O`), H * Dh, C));
+    put(`${h}.attention.dense.bias`, [C], get(`${p}.attn.b_O`));
+    put(`${h}.post_attention_layernorm.weight`, [C], get(`${p}.ln2.w`));
+    put(`${h}.post_attention_layernorm.bias`, [C], get(`${p}.ln2.b`));
+    put(`${h}.mlp.dense_h_to_4h.weight`, [M, C], transpose2d(get(`${p}.mlp.W_in`), C, M));
+    put(`${h}.mlp.dense_h_to_4h.bias`, [M], get(`${p}.mlp.b_in`));
+    put(`${h}.mlp.dense_4h_to_h.weight`, [C, M], transpose2d(get(`${p}.mlp.W_out`), M, C));
+    put(`${h}.mlp.dense_4h_to_h.bias`, [C], get(`${p}.mlp.b_out`));
+  }
+  put("gpt_neox.final_layer_norm.weight", [C], get("ln_final.w"));
+  put("gpt_neox.final_layer_norm.bias", [C], get("ln_final.b"));
+  if (!cfg.tiedEmbeddings) put("embed_out.weight", [V, C], transpose2d(get("unembed.W_U"), C, V));
+  else put("embed_out.weight", [V, C], get("embed.W_E"));
+  if (nonZero(get("unembed.b_U"))) put("embed_out.bias", [V], get("unembed.b_U"));
+  return out;
 }
 
 /**
@@ -255,9 +360,9 @@ export function llamaToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelCon
     put(`${p}.ln2.w`, [C], sd.take(`${h}.post_attention_layernorm.weight`, [C]).slice());
     put(`${p}.mlp.W_in`, [C, M], transpose2d(sd.take(`${h}.mlp.up_proj.weight`, [M, C]), M, C));
     put(`${p}.mlp.W_gate`, [C, M], transpose2d(sd.take(`${h}.mlp.gate_proj.weight`, [M, C]), M, C));
-    put(`${p}.mlp.b_in`, [M], zerosOf(M));
+    put(`${p}.mlp.b_in`, [M], sd.maybe(`${h}.mlp.b_in`, [M])?.slice() ?? zerosOf(M)); // selfreport's extension (see paramsToLlama)
     put(`${p}.mlp.W_out`, [M, C], transpose2d(sd.take(`${h}.mlp.down_proj.weight`, [C, M]), C, M));
-    put(`${p}.mlp.b_out`, [C], zerosOf(C));
+    put(`${p}.mlp.b_out`, [C], sd.maybe(`${h}.mlp.down_proj.bias`, [C])?.slice() ?? zerosOf(C));
   }
   put("ln_final.w", [C], sd.take("model.norm.weight", [C]).slice());
   putUnembed(sd, params, cfg, "lm_head.weight");

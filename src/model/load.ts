@@ -2,7 +2,7 @@
  * Loading and saving models in the Hugging Face directory layout:
  *   config.json, model.safetensors (or shards listed by model.safetensors.index.json), and
  *   vocab.json + merges.txt (or tokenizer.json).
- * GPT-2, the Llama family and GPT-NeoX load (see config.ts); only GPT-2 models are saved.
+ * GPT-2, the Llama family and GPT-NeoX load and save (see config.ts, hf.ts).
  * Local files only: a name is resolved in the local Hugging Face cache, never downloaded.
  */
 import { existsSync, readFileSync, copyFileSync } from "node:fs";

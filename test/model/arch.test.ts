@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
-import { loadModel } from "../../src/model/load.ts";
+import { loadModel, saveModel } from "../../src/model/load.ts";
 import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch } from "../../src/model/transformer.ts";
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
@@ -410,6 +410,33 @@ test("backward matches float64 finite differences through RMSNorm, rotary, GQA, 
     { tl: "blocks.0.mlp.W_in", hf: "gpt_neox.layers.0.mlp.dense_h_to_4h.weight", map: inOut(64) },
     { tl: "blocks.1.ln1.w", hf: "gpt_neox.layers.1.input_layernorm.weight", map: (i) => i },
   ], "NeoX");
+});
+
+test("save and load: raw weights round-trip exactly; tl-processed weights (biases moved into b_O, untied W_U) load as saved", (t) => {
+  const dir = tmp(t);
+  for (const m of [
+    makeTinyLlamaModel(join(dir, "qwen"), { seed: 61, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2, tied: true }),
+    makeTinyLlamaModel(join(dir, "llama"), { seed: 62 }),
+    makeTinyNeoxModel(join(dir, "neox"), { seed: 63 }),
+  ]) {
+    const arch = (m.config["architectures"] as string[])[0]!;
+    const raw = loadModel(m.dir, { weights: "raw" }).model;
+    saveModel(raw, join(dir, `${arch}-raw`));
+    const back = loadModel(join(dir, `${arch}-raw`), { weights: "raw" }).model;
+    assert.deepEqual([...back.params.keys()], [...raw.params.keys()], `${arch}: same parameters`);
+    for (const [k, v] of raw.params) assert.deepEqual([...back.p(k).data], [...v.data], `${arch} raw round trip: ${k}`);
+    const saved = JSON.parse(readFileSync(join(dir, `${arch}-raw`, "config.json"), "utf8")) as Record<string, unknown>;
+    assert.deepEqual(saved["architectures"], [arch]);
+
+    const tl = loadModel(m.dir, { weights: "tl" }).model;
+    saveModel(tl, join(dir, `${arch}-tl`), { processed: "tl" });
+    const tlBack = loadModel(join(dir, `${arch}-tl`)).model;
+    for (const [k, v] of tl.params) assert.deepEqual([...tlBack.p(k).data], [...v.data], `${arch} tl round trip: ${k}`);
+    const rows = randomRows(64, 2, 6, tl.cfg.dVocab);
+    const a = noGrad(() => tl.forward(batchOf(rows)).logits!);
+    const b = noGrad(() => tlBack.forward(batchOf(rows)).logits!);
+    assertNear(t, `${arch}: logits of the saved tl model`, b, a, 0);
+  }
 });
 
 test("worst scaled difference over every comparison in this file", (t) => {
