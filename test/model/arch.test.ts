@@ -324,6 +324,16 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   const [stack, labels] = c2.decomposeResid(1, { returnLabels: true });
   assert.deepEqual(labels, ["embed", "0_attn_out", "0_mlp_out"]);
   assert.equal(stack.shape[0], 3);
+  // weights by TransformerLens attribute: GQA's stored _W_K and the repeated W_K, the gate, no RMSNorm bias
+  const blk = api.blocks[1]!;
+  assert.deepEqual(blk.attn._W_K!.shape, [2, 16, 4]);
+  assert.deepEqual(blk.attn.W_K.shape, [4, 16, 4]);
+  assert.deepEqual([...blk.attn.W_K.data.subarray(0, 64)], [...blk.attn._W_K!.data.subarray(0, 64)]);
+  assert.equal(blk.ln1.b, undefined);
+  assert.equal(blk.mlp.W_gate, api.p("blocks.1.mlp.W_gate"));
+  assert.deepEqual(api.W_K().shape, [2, 4, 16, 4], "all layers stacked, K/V heads repeated");
+  assert.deepEqual(api.W_gate().shape, [2, 16, 24]);
+  assert.deepEqual([...api.W_gate().data.subarray(16 * 24)], [...api.W_gate(1).data]);
 });
 
 /**
