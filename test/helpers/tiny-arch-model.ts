@@ -27,7 +27,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeHfSafetensors, type HfTensor } from "./tiny-model.ts";
+import { writeHfSafetensors, roundTo, type FileDtype, type HfTensor } from "./tiny-model.ts";
 import { mulberry32, randn } from "./rng.ts";
 
 export interface TinyArchModel {
@@ -55,6 +55,8 @@ export interface TinyLlamaOptions {
   shards?: number;
   /** Extra config.json fields. */
   extraConfig?: Record<string, unknown>;
+  /** The file's dtype; `weights` hold the values as stored (rounded). */
+  dtype?: FileDtype;
 }
 
 export interface TinyNeoxOptions {
@@ -91,10 +93,11 @@ function filler(seed: number): { weights: Map<string, HfTensor>; normal: (k: str
   };
 }
 
-function writeWeights(dir: string, weights: Map<string, HfTensor>, shards: number, extra: Map<string, HfTensor> = new Map()): void {
+function writeWeights(dir: string, weights: Map<string, HfTensor>, shards: number, extra: Map<string, HfTensor> = new Map(), dtype: FileDtype = "F32"): void {
+  if (dtype !== "F32") for (const [k, t] of weights) weights.set(k, { shape: t.shape, data: roundTo(dtype, t.data) });
   const all = new Map([...weights, ...extra]);
   if (shards <= 1) {
-    writeHfSafetensors(join(dir, "model.safetensors"), all);
+    writeHfSafetensors(join(dir, "model.safetensors"), all, dtype);
     return;
   }
   const keys = [...all.keys()];
@@ -104,7 +107,7 @@ function writeWeights(dir: string, weights: Map<string, HfTensor>, shards: numbe
     const file = `model-${String(s + 1).padStart(5, "0")}-of-${String(shards).padStart(5, "0")}.safetensors`;
     const part = new Map(keys.slice(s * per, (s + 1) * per).map((k) => [k, all.get(k)!] as const));
     for (const k of part.keys()) weightMap[k] = file;
-    writeHfSafetensors(join(dir, file), part);
+    writeHfSafetensors(join(dir, file), part, dtype);
   }
   writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }, null, 2));
 }
@@ -161,7 +164,7 @@ export function makeTinyLlamaModel(dir: string, opts: TinyLlamaOptions = {}): Ti
     rope_scaling: null,
     rope_theta: opts.ropeTheta ?? 10000,
     tie_word_embeddings: tied,
-    torch_dtype: "float32",
+    torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[opts.dtype ?? "F32"],
     vocab_size: V,
     ...(arch === "Qwen2ForCausalLM" ? { use_sliding_window: false, sliding_window: nCtx, max_window_layers: L } : {}),
     ...(arch === "MistralForCausalLM" ? { sliding_window: 4096 } : {}),
@@ -169,7 +172,7 @@ export function makeTinyLlamaModel(dir: string, opts: TinyLlamaOptions = {}): Ti
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
-  writeWeights(dir, weights, opts.shards ?? 1);
+  writeWeights(dir, weights, opts.shards ?? 1, new Map(), opts.dtype ?? "F32");
   return { dir, config, weights };
 }
 

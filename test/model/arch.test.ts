@@ -87,6 +87,7 @@ const CASES: Case[] = [
   { label: "Llama, GQA 4 query heads / 2 K/V heads, tied, rope_theta 500000", make: llama({ seed: 2, nKvHeads: 2, tied: true, ropeTheta: 500000 }), ref: referenceLlama, B: 2, T: 12, seed: 12 },
   { label: "Qwen2, q/k/v biases, GQA 4 / 1, tied", make: llama({ seed: 3, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 1, tied: true, nLayers: 3 }), ref: referenceLlama, B: 3, T: 7, seed: 13 },
   { label: "Mistral, sharded checkpoint (3 shards + index.json), GQA 4 / 2", make: llama({ seed: 4, architecture: "MistralForCausalLM", nKvHeads: 2, shards: 3 }), ref: referenceLlama, B: 1, T: 16, seed: 14 },
+  { label: "Qwen2, BF16 file in 2 shards (as Qwen2 checkpoints ship), GQA 4 / 2, tied", make: llama({ seed: 7, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2, tied: true, dtype: "BF16", shards: 2 }), ref: referenceLlama, B: 2, T: 6, seed: 17 },
   { label: "GPT-NeoX (Pythia), parallel attention + MLP, rotary_pct 0.25, untied embed_out", make: neox({ seed: 5, dModel: 32, nHeads: 2 }), ref: referenceNeox, B: 2, T: 10, seed: 15 },
   { label: "GPT-NeoX, sequential residual, rotary_pct 0.5, 4 heads", make: neox({ seed: 6, parallel: false, rotaryPct: 0.5, nHeads: 4, nLayers: 3 }), ref: referenceNeox, B: 2, T: 8, seed: 16 },
 ];
