@@ -189,6 +189,24 @@ test("generation with the KV cache equals the full forward: GPT-NeoX (partial ro
   checkKvCache(t, model, ids, [5, 1, 12], "NeoX: cached logits vs forward");
 });
 
+test("a right-padded batch with an attention mask gives each row what it gives alone (rotary positions start at 0 in every row)", (t) => {
+  for (const m of [makeTinyLlamaModel(join(tmp(t), "l"), { seed: 71, nKvHeads: 2 }), makeTinyNeoxModel(join(tmp(t), "n"), { seed: 72 })]) {
+    const { model } = loadModel(m.dir, { weights: "tl" });
+    const rows = [randomRows(73, 1, 9, model.cfg.dVocab)[0]!, randomRows(74, 1, 4, model.cfg.dVocab)[0]!];
+    const batch = tokenBatch(rows, 0);
+    const { logits, cache } = noGrad(() => model.runWithCache(batch, ["blocks.1.mlp.hook_post"]));
+    const V = model.cfg.dVocab;
+    const M = model.cfg.dMlp;
+    rows.forEach((r, b) => {
+      const alone = noGrad(() => model.runWithCache(batchOf([r]), ["blocks.1.mlp.hook_post"]));
+      const n = r.length;
+      assertNear(t, `row ${b} logits`, { shape: [n, V], data: logits!.data.subarray(b * 9 * V, (b * 9 + n) * V) }, { shape: [n, V], data: alone.logits!.data });
+      const post = cache.get("blocks.1.mlp.hook_post")!.data;
+      assertNear(t, `row ${b} mlp.hook_post`, { shape: [n, M], data: post.subarray(b * 9 * M, (b * 9 + n) * M) }, { shape: [n, M], data: alone.cache.get("blocks.1.mlp.hook_post")!.data });
+    });
+  }
+});
+
 test("blockRows: rows in groups of one at cached positions (patching's path) reproduce the forward's resid_post", (t) => {
   for (const [label, m] of [
     ["Llama GQA", makeTinyLlamaModel(join(tmp(t), "l"), { seed: 31, nKvHeads: 2 })],
