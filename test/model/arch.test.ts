@@ -333,6 +333,15 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   const bad = await runCapture(["activations", "--model", m.dir, "--prompt", "hello", "--hook", hooks[0]!, "--out", join(dir, "b.safetensors")]);
   assert.equal(bad.code, 1);
   assert.match(bad.lines.join("\n"), /tokenizer\.json tokenizers are not supported yet \(this is a Qwen2ForCausalLM model\); give token ids instead/);
+  // every command that encodes text says the same, before any output is written
+  for (const args of [
+    ["dataset", "--model", m.dir, "--layer", "0", "--neuron", "0", "--n", "10", "--out", join(dir, "d.safetensors")],
+    ["generate", "--model", m.dir, "--prompt", "hello"],
+  ]) {
+    const r2 = await runCapture(args);
+    assert.equal(r2.code, 1, `${args[0]}: ${r2.lines.join("\n")}`);
+    assert.match(r2.lines.join("\n"), /tokenizer\.json tokenizers are not supported yet/, args[0]);
+  }
   const bad2 = await runCapture(["activations", "--model", m.dir, "--tokens", "1,99", "--hook", hooks[0]!, "--out", join(dir, "c.safetensors")]);
   assert.match(bad2.lines.join("\n"), /token id 99 is out of range for a vocabulary of 40/);
 
