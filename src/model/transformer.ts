@@ -19,7 +19,7 @@
 import {
   Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
   lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
-  rmsScale, divByScale, silu, geluExact, rotary, RotaryTable, mul, indexSelect,
+  rmsScale, divByScale, silu, siluMul, geluExact, rotary, RotaryTable, mul, indexSelect,
 } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
 import { blockSpec, type BlockSpec, type ModelConfig } from "./config.ts";
@@ -359,7 +359,9 @@ export class HookedTransformer {
     if (this.spec.gatedMlp) {
       const pre = hooks.run(name("mlp.hook_pre"), linear(x, this.W_gate(l), null)); //      [B, T, M]
       const preLinear = hooks.run(name("mlp.hook_pre_linear"), linear(x, this.W_in(l), null)); // [B, T, M]
-      post = hooks.run(name("mlp.hook_post"), add(mul(this.act(pre), preLinear), this.b_in(l)));
+      const bIn = this.b_in(l); // zero in every Hugging Face checkpoint: skipped then (adding 0 changes nothing)
+      const gated = this.cfg.actFn === "silu" ? siluMul(pre, preLinear) : mul(this.act(pre), preLinear); // [B, T, M]
+      post = hooks.run(name("mlp.hook_post"), bIn.requiresGrad || bIn.data.some((x) => x !== 0) ? add(gated, bIn) : gated);
     } else {
       const pre = hooks.run(name("mlp.hook_pre"), linear(x, this.W_in(l), this.b_in(l))); // [B, T, M]
       post = hooks.run(name("mlp.hook_post"), this.act(pre));

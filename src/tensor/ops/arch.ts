@@ -71,6 +71,25 @@ export function silu(x: Tensor): Tensor {
   });
 }
 
+/** SiLU-gated product silu(gate)·up, elementwise (a Llama MLP's hook_post before b_in), in one pass. */
+export function siluMul(gate: Tensor, up: Tensor): Tensor {
+  if (gate.size !== up.size || gate.shape.some((d, i) => d !== up.shape[i])) throw new ShapeError(`siluMul: gate ${shapeStr(gate.shape)} and up ${shapeStr(up.shape)} differ`);
+  const G = gate.data;
+  const U = up.data;
+  const out = new Float32Array(G.length);
+  for (let i = 0; i < G.length; i++) out[i] = (G[i]! / (1 + Math.exp(-G[i]!))) * U[i]!;
+  return record("siluMul", new Tensor(out, gate.shape), [gate, up], (g) => {
+    const gg = gate.requiresGrad ? gradOf(gate) : null;
+    const gu = up.requiresGrad ? gradOf(up) : null;
+    for (let i = 0; i < G.length; i++) {
+      const x = G[i]!;
+      const s = 1 / (1 + Math.exp(-x));
+      if (gg) gg[i]! += g[i]! * U[i]! * s * (1 + x * (1 - s));
+      if (gu) gu[i]! += g[i]! * x * s;
+    }
+  });
+}
+
 /**
  * erf(x) to about 1e-15 in float64: the Maclaurin series for |x| < 2.5, the Laplace continued
  * fraction of erfc beyond (JavaScript has no Math.erf).
