@@ -23,6 +23,7 @@ import { runCapture } from "../helpers/cli.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { HookedTransformer as ApiModel } from "../../src/api/hooked-transformer.ts";
 import { tokenBatch } from "../../src/model/transformer.ts";
+import { getActName } from "../../src/api/act-name.ts";
 import { referenceLlama, referenceNeox } from "./reference-arch.ts";
 import { logSoftmaxRows } from "./reference.ts";
 
@@ -361,6 +362,11 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   assert.equal(blk.mlp.W_gate, api.p("blocks.1.mlp.W_gate"));
   assert.deepEqual(api.W_K().shape, [2, 4, 16, 4], "all layers stacked, K/V heads repeated");
   assert.deepEqual(api.W_gate().shape, [2, 16, 24]);
+  for (const [args, full] of [[["rot_k", 1], "blocks.1.attn.hook_rot_k"], [["rot_q0"], "blocks.0.attn.hook_rot_q"], [["pre_linear", 1], "blocks.1.mlp.hook_pre_linear"], [["mlp_pre_linear", 0], "blocks.0.mlp.hook_pre_linear"]] as const) {
+    const name = getActName(args[0], args[1]);
+    assert.equal(name, full);
+    assert.ok(api.hookNames().includes(name));
+  }
   assert.deepEqual([...api.W_gate().data.subarray(16 * 24)], [...api.W_gate(1).data]);
 });
 
