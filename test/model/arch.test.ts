@@ -330,6 +330,10 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   const { cache } = noGrad(() => model.runWithCache(tokenBatch([[1, 2, 3, 4], [5, 6]], 0), hooks));
   for (const h of hooks) assertNear(t, `activations file ${h}`, { shape: file.get(h)!.shape, data: file.get(h)!.data }, cache.get(h)!, 0);
   assert.deepEqual([...file.get("attention_mask")!.data], [1, 1, 1, 1, 1, 1, 0, 0]);
+  const again = ["activations", "--model", m.dir, "--tokens", "7", "--hook", hooks[0]!, "--out", out];
+  assert.equal((await runCapture(again)).code, 1, "an existing activations file is kept without --force");
+  assert.equal((await runCapture([...again, "--force"])).code, 0, "and recognised as one (prompts metadata) with --force");
+  assert.deepEqual(readSafetensors(out).tensors.get("tokens")!.shape, [1, 1]);
 
   const bad = await runCapture(["activations", "--model", m.dir, "--prompt", "hello", "--hook", hooks[0]!, "--out", join(dir, "b.safetensors")]);
   assert.equal(bad.code, 1);

@@ -90,7 +90,7 @@ export function registerModelCommands(program: Command): void {
       tensors["tokens"] = { dtype: "I32", shape: [batch.batch, batch.len], data: batch.ids };
       tensors["attention_mask"] = { dtype: "I32", shape: [batch.batch, batch.len], data: Int32Array.from(batch.attentionMask ?? new Uint8Array(batch.ids.length).fill(1)) };
       if (logits) tensors["logits"] = { dtype: "F32", shape: [...logits.shape], data: logits.data };
-      writeSafetensors(o.out, tensors, { model: dir, weights: o.weights, ...(o.tokens.length > 0 ? { tokens: JSON.stringify(o.tokens) } : { prompts: JSON.stringify(o.prompt) }) });
+      writeSafetensors(o.out, tensors, { model: dir, weights: o.weights, prompts: JSON.stringify(o.prompt), ...(o.tokens.length > 0 ? { tokens: JSON.stringify(o.tokens) } : {}) });
       console.log(`wrote ${o.out}: ${Object.keys(tensors).map((k) => `${k} [${tensors[k]!.shape.join(", ")}]`).join(", ")}`);
     });
 }
