@@ -282,7 +282,8 @@ function llamaConfigFromHf(json: Record<string, unknown>, file: string, hfArchit
     positionalEmbeddingType: "rotary",
     rotaryDim: dHead,
     rotaryBase: positiveNumber(json, "rope_theta", file, 10000),
-    ...(nKv !== nHeads ? { nKeyValueHeads: nKv } : {}),
+    // TransformerLens sets n_key_value_heads (GQA names _W_K …) always for Mistral and Qwen2, for Llama only when fewer than the heads
+    ...(nKv !== nHeads || hfArchitecture !== "LlamaForCausalLM" ? { nKeyValueHeads: nKv } : {}),
     gatedMlp: true,
     parallelAttnMlp: false,
     hfConfig: { ...json },

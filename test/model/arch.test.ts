@@ -89,6 +89,7 @@ const CASES: Case[] = [
   { label: "Qwen2, q/k/v biases, GQA 4 / 1, tied", make: llama({ seed: 3, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 1, tied: true, nLayers: 3 }), ref: referenceLlama, B: 3, T: 7, seed: 13 },
   { label: "Mistral, sharded checkpoint (3 shards + index.json), GQA 4 / 2", make: llama({ seed: 4, architecture: "MistralForCausalLM", nKvHeads: 2, shards: 3 }), ref: referenceLlama, B: 1, T: 16, seed: 14 },
   { label: "Qwen2, BF16 file in 2 shards (as Qwen2 checkpoints ship), GQA 4 / 2, tied", make: llama({ seed: 7, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2, tied: true, dtype: "BF16", shards: 2 }), ref: referenceLlama, B: 2, T: 6, seed: 17 },
+  { label: "Qwen2 with as many K/V heads as heads (TL's _W_K names all the same), untied", make: llama({ seed: 8, architecture: "Qwen2ForCausalLM", qkvBias: true }), ref: referenceLlama, B: 2, T: 5, seed: 18 },
   { label: "GPT-NeoX (Pythia), parallel attention + MLP, rotary_pct 0.25, untied embed_out", make: neox({ seed: 5, dModel: 32, nHeads: 2 }), ref: referenceNeox, B: 2, T: 10, seed: 15 },
   { label: "GPT-NeoX, sequential residual, rotary_pct 0.5, 4 heads", make: neox({ seed: 6, parallel: false, rotaryPct: 0.5, nHeads: 4, nLayers: 3 }), ref: referenceNeox, B: 2, T: 8, seed: 16 },
 ];
@@ -267,7 +268,11 @@ test("TransformerLens names: hooks and parameter shapes of each family", (t) => 
   assert.equal(gqa.keyHook(0), "blocks.0.attn.hook_rot_k");
 
   const mha = loadModel(makeTinyLlamaModel(join(dir, "b"), { nLayers: 1 }).dir, { weights: "raw" }).model;
-  assert.ok(new Map(paramShapes(mha.cfg)).has("blocks.0.attn.W_K"), "without GQA the names are W_K/W_V");
+  assert.ok(new Map(paramShapes(mha.cfg)).has("blocks.0.attn.W_K"), "Llama without GQA: the names are W_K/W_V");
+  // TransformerLens configures Qwen2 and Mistral with n_key_value_heads always: _W_K even with as many K/V heads as heads
+  const qwenMha = loadModel(makeTinyLlamaModel(join(dir, "q"), { nLayers: 1, architecture: "Qwen2ForCausalLM", qkvBias: true }).dir, { weights: "tl" }).model;
+  assert.deepEqual(new Map(paramShapes(qwenMha.cfg)).get("blocks.0.attn._W_K"), [4, 16, 4]);
+  assert.deepEqual(qwenMha.W_K(0).shape, [4, 16, 4]);
 
   const nx = loadModel(makeTinyNeoxModel(join(dir, "c"), { nLayers: 1 }).dir, { weights: "raw" }).model;
   const nxHooks = nx.hookNames();
