@@ -359,6 +359,28 @@ export function compare(model: HookedTransformer, kind: VectorKind, layer: numbe
   };
 }
 
+/**
+ * The head's reading direction w (unit, [C]) against the neuron's vectors, as both the full and the
+ * weights-only analysis report it: for an MLP neuron W_in (as loaded and ln2-folded) and W_out, for a
+ * residual dimension its unit vector e_n; with each vector's cosines over its layer (for the plots).
+ */
+export function readingComparisons(model: HookedTransformer, layer: number, neuron: number, isPost: boolean, w: Vec): {
+  vectors: VectorKind[]; folded: boolean; reading: Partial<Record<VectorKind, Comparison>>; layerCos: Record<string, number[]>; note: string | null;
+} {
+  const vectors: VectorKind[] = isPost ? ["W_in_raw", "W_in_folded", "W_out"] : ["e_n"];
+  const folded = isPost ? ln2AlreadyFolded(model) : false;
+  const C = model.cfg.dModel;
+  const note = isPost ? null : `layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`;
+  const reading: Partial<Record<VectorKind, Comparison>> = {};
+  const layerCos: Record<string, number[]> = {};
+  for (const kind of vectors) {
+    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
+    reading[kind] = cmp;
+    if (kind !== "W_in_raw") layerCos[`reading_${kind}`] = round6(inLayer);
+  }
+  return { vectors, folded, reading, layerCos, note };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Activation pattern and whitening
 
@@ -507,21 +529,11 @@ export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions
   const w = la.unit(rawDirection); // [C]
   if (la.norm(rawDirection) === 0) notes.push("the head's reading direction is zero: every cosine below is 0");
 
-  // ---- which neuron vectors
-  const vectors: VectorKind[] = isPost ? ["W_in_raw", "W_in_folded", "W_out"] : ["e_n"];
-  const folded = isPost ? ln2AlreadyFolded(model) : false;
-  if (!isPost) notes.push(`layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`);
+  // ---- 2. reading direction against the neuron's vectors
+  const { vectors, folded, reading, layerCos, note } = readingComparisons(model, layer, neuron, isPost, w);
+  if (note !== null) notes.push(note);
   if (c.freeze_mode !== "frozen") notes.push(`${c.freeze_mode} run: weights and features are the fine-tuned model's; the activations (dataset targets) are the base model's`);
   const target = (kind: VectorKind): Vec => neuronVector(model, kind, layer, neuron);
-
-  // ---- 2. reading direction against the neuron
-  const reading: Partial<Record<VectorKind, Comparison>> = {};
-  const layerCos: Record<string, number[]> = {};
-  for (const kind of vectors) {
-    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
-    reading[kind] = cmp;
-    if (kind !== "W_in_raw") layerCos[`reading_${kind}`] = round6(inLayer);
-  }
 
   // ---- 3. activation pattern, whitened cosines, residual anisotropy
   const S = la.covariance(X, N, C); // [C, C]
