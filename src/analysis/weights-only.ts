@@ -120,7 +120,7 @@ export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: 
       cosine_unfolded_vs_folded: unfolded === null ? null : la.cosine(unfolded, rawDirection),
     },
     vectors,
-    w_in: isPost ? wInFolding(folded) : null,
+    w_in: isPost ? wInFolding(folded, model) : null,
     reading,
     direct_write: directWrite,
     w_out_pca: isPost ? wOutPcaOf(model, layer, neuron, w) : null,

@@ -64,7 +64,10 @@ export function registerWeightsAnalysis(analyze: Command): void {
       for (const kind of summary.vectors) console.log(line(kind, summary.reading[kind]));
       const dw = summary.direct_write;
       console.log(`direct-write variance share: ${dw.share === null ? `n/a (${dw.note})` : dw.share.toFixed(4)}`);
-      if (summary.w_in !== null) console.log(`W_in readout correlation: ${summary.w_in.readout_correlation.toFixed(4)} (the neuron reads normalised resid_mid of layer ${t.layer}; the head reads resid_post of layer ${t.feature_layer})`);
+      if (summary.w_in !== null) {
+        const gate = summary.w_in.gate_readout_correlation === null ? "" : `, W_gate ${summary.w_in.gate_readout_correlation.toFixed(4)}`;
+        console.log(`readout correlation: W_in ${summary.w_in.readout_correlation.toFixed(4)}${gate} (${summary.w_in.spaces.split(":")[0]})`);
+      }
       const pn = summary.pattern.random_filter_null;
       console.log(`activation pattern (what the prediction co-varies with, not evidence of reading): cosine ${summary.pattern.cosine_with_target_pattern.toFixed(4)} with the target pattern Cov(x, act)/Var(act); ${pn.n} random filters: ${pn.target_pattern.mean.toFixed(4)} ± ${pn.target_pattern.std.toFixed(4)}`);
       const v = weightsVerdict(summary);
