@@ -10,7 +10,7 @@ import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { blockSpec, configFromHf, configToHf, type ModelConfig } from "./config.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -74,16 +74,27 @@ export function weightFiles(dir: string): { files: string[]; source: string } {
   throw new SelfreportError(`${dir}: model.safetensors not found (nor model.safetensors.index.json with its shards)${hint}`);
 }
 
-/** Reads the raw (unprocessed) parameters of a model directory (one file or every shard). */
+/**
+ * The raw (unprocessed) parameters of a model directory (one file or every shard), read lazily: the
+ * headers now, each tensor's data (converted to float32, checked finite) when its `data` is read,
+ * from the file, every time. hfToParams reads each once and keeps only what it turns it into, so a
+ * model is never held twice in memory while it loads.
+ */
 export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTensor> {
   const raw = new Map<string, RawTensor>();
   for (const path of weightFiles(dir).files) {
-    const { tensors } = readSafetensors(path);
-    for (const [k, t] of tensors) {
-      if (!(t.data instanceof Float32Array)) throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${t.dtype}; model weights are floating point`);
+    const header = readSafetensorsHeader(path);
+    for (const [k, e] of header.tensors) {
+      if (e.dtype === "I32" || e.dtype === "I64") throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${e.dtype}; model weights are floating point`);
       if (raw.has(k)) throw new SelfreportError(`${path}: tensor "${k}" is also in another shard`);
-      checkFiniteTensor(t.data, path, k, "tensor");
-      raw.set(k, { shape: t.shape, data: t.data });
+      raw.set(k, {
+        shape: [...e.shape],
+        get data(): Float32Array {
+          const data = readSafetensorsTensor(path, header, k) as Float32Array;
+          checkFiniteTensor(data, path, k, "tensor");
+          return data;
+        },
+      });
     }
   }
   void cfg;
