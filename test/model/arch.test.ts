@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
-import { loadModel, saveModel } from "../../src/model/load.ts";
+import { loadModel, saveModel, readModelConfig } from "../../src/model/load.ts";
 import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch } from "../../src/model/transformer.ts";
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
@@ -67,6 +67,12 @@ function assertNear(t: TestContext, what: string, got: { shape: readonly number[
   worst.value = Math.max(worst.value, d);
   if (!(d <= tol)) assert.fail(`${what}: worst scaled |diff| ${d} > ${tol}`);
   return d;
+}
+
+/** The config read from `json` written into `dir`'s config.json. */
+function readModelConfigOf(dir: string, json: Record<string, unknown>): ReturnType<typeof readModelConfig> {
+  writeFileSync(join(dir, "config.json"), JSON.stringify(json));
+  return readModelConfig(dir);
 }
 
 function assertError(fn: () => unknown, ...patterns: RegExp[]): void {
@@ -307,6 +313,11 @@ test("errors: unknown architectures and configs selfreport does not run, each on
   // a tensor the architecture does not have is refused by name
   const n = makeTinyNeoxModel(join(tmp(t), "n"), { nLayers: 1 });
   const nc = JSON.parse(readFileSync(join(n.dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const { rotary_pct: _pct, ...noPct } = nc;
+  void _pct;
+  writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...noPct, hidden_size: 32, intermediate_size: 64 }));
+  assertError(() => loadModel(n.dir), /tensor "gpt_neox\.embed_in\.weight" has shape \[40, 16\], but config\.json implies \[40, 32\]/);
+  assert.equal(readModelConfigOf(n.dir, { ...noPct }).rotaryDim, 2, "rotary_pct absent: Hugging Face's default 0.25 (of d_head 8)");
   writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...nc, rotary_pct: 0.1 }));
   assertError(() => loadModel(n.dir), /rotary_pct 0\.1/, /even/);
   writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...nc, num_hidden_layers: 2 }));
