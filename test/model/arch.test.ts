@@ -14,7 +14,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
-import { loadModel, saveModel, readModelConfig } from "../../src/model/load.ts";
+import { loadModel, saveModel, readModelConfig, readHfParams } from "../../src/model/load.ts";
+import { hfToParams } from "../../src/model/hf.ts";
+import { processWeights } from "../../src/model/process.ts";
 import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch } from "../../src/model/transformer.ts";
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
@@ -500,6 +502,31 @@ test("save and load: raw weights round-trip exactly; tl-processed weights (biase
     const a = noGrad(() => tl.forward(batchOf(rows)).logits!);
     const b = noGrad(() => tlBack.forward(batchOf(rows)).logits!);
     assertNear(t, `${arch}: logits of the saved tl model`, b, a, 0);
+  }
+});
+
+test("loading holds one copy of the weights: the file's tensors are taken as converted, then processed in place", (t) => {
+  for (const m of [makeTinyLlamaModel(join(tmp(t), "l"), { seed: 81, nKvHeads: 2, qkvBias: true, architecture: "Qwen2ForCausalLM" }), makeTinyNeoxModel(join(tmp(t), "n"), { seed: 82 })]) {
+    const cfg = readModelConfig(m.dir);
+    const raw = readHfParams(m.dir, cfg);
+    const embedKey = cfg.architecture === "llama" ? "model.embed_tokens.weight" : "gpt_neox.embed_in.weight";
+    const normKey = cfg.architecture === "llama" ? "model.norm.weight" : "gpt_neox.final_layer_norm.weight";
+    const embed = raw.get(embedKey)!.data;
+    const norm = raw.get(normKey)!.data;
+    // default: the file's map is left alone and the model gets copies
+    const copied = hfToParams(raw, cfg);
+    assert.ok(raw.size > 0 && copied.get("embed.W_E")!.data !== embed);
+    // consume: every tensor leaves the map (buffers too), embeddings and norms are used as they are
+    const params = hfToParams(raw, cfg, "x", { consume: true });
+    assert.equal(raw.size, 0, "nothing of the file is left to hold");
+    assert.equal(params.get("embed.W_E")!.data, embed, "W_E is the file's array, not a copy");
+    assert.equal(params.get("ln_final.w")!.data, norm);
+    const before = params.get("embed.W_E")!;
+    const { params: tl } = processWeights(params, cfg, "tl", { inPlace: true });
+    assert.equal(tl.get("embed.W_E"), before, "processed in place: the same tensor");
+    const fresh = processWeights(copied, cfg, "tl").params;
+    for (const [k, v] of fresh) assert.deepEqual([...tl.get(k)!.data], [...v.data], `in place = copied: ${k}`);
+    assert.ok(copied.get("ln_final.w")!.data.some((x) => x !== 1), "without inPlace the input is not changed");
   }
 });
 
