@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
+import { Tensor, noGrad, backward, RotaryTable } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
 import { loadModel, saveModel, readModelConfig, readHfParams } from "../../src/model/load.ts";
 import { hfToParams } from "../../src/model/hf.ts";
@@ -527,6 +527,21 @@ test("loading holds one copy of the weights: the file's tensors are taken as con
     const fresh = processWeights(copied, cfg, "tl").params;
     for (const [k, v] of fresh) assert.deepEqual([...tl.get(k)!.data], [...v.data], `in place = copied: ${k}`);
     assert.ok(copied.get("ln_final.w")!.data.some((x) => x !== 1), "without inPlace the input is not changed");
+  }
+});
+
+test("rotary angles are computed in float32 as Hugging Face does (values from numpy float32), not more exactly", () => {
+  // rope_theta 1e6, head dim 64 (Qwen2-like); numpy: inv = float32(1) / float32(1e6) ** (float32(2i) / float32(64)), angle = float32(p) * inv
+  const table = new RotaryTable(64, 1e6);
+  table.ensure(30001);
+  const cases: Array<[p: number, i: number, cos: number, sin: number, exactCos: number]> = [
+    [30000, 5, -0.6745026707649231, 0.7382724285125732, -0.6743274081177553],
+    [12345, 1, 0.7463462352752686, -0.665557861328125, 0.746366802837618],
+    [30000, 20, 0.5830269455909729, -0.8124528527259827, 0.5830268073731951],
+  ];
+  for (const [p, i, c, s, exact] of cases) {
+    assert.ok(Math.abs(table.cosAt(p, i) - c) < 2e-7 && Math.abs(table.sinAt(p, i) - s) < 2e-7, `position ${p}, pair ${i}: cos ${table.cosAt(p, i)} sin ${table.sinAt(p, i)}, float32 torch-style ${c} ${s}`);
+    if (Math.abs(c - exact) > 1e-5) assert.ok(Math.abs(table.cosAt(p, i) - exact) > 1e-5, "differs from the exact angle as the trained model's does");
   }
 });
 
