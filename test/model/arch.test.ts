@@ -508,14 +508,20 @@ test("save and load: raw weights round-trip exactly; tl-processed weights (biase
 test("loading holds one copy of the weights: the file's tensors are taken as converted, then processed in place", (t) => {
   for (const m of [makeTinyLlamaModel(join(tmp(t), "l"), { seed: 81, nKvHeads: 2, qkvBias: true, architecture: "Qwen2ForCausalLM" }), makeTinyNeoxModel(join(tmp(t), "n"), { seed: 82 })]) {
     const cfg = readModelConfig(m.dir);
-    const raw = readHfParams(m.dir, cfg);
+    // an eager map of the file's tensors (readHfParams may read lazily), so identity says "not copied"
+    const eager = (): Map<string, { shape: readonly number[]; data: Float32Array }> => {
+      const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+      for (const [k, v] of readHfParams(m.dir, cfg)) out.set(k, { shape: v.shape, data: v.data });
+      return out;
+    };
+    const raw = eager();
     const embedKey = cfg.architecture === "llama" ? "model.embed_tokens.weight" : "gpt_neox.embed_in.weight";
     const normKey = cfg.architecture === "llama" ? "model.norm.weight" : "gpt_neox.final_layer_norm.weight";
     const embed = raw.get(embedKey)!.data;
     const norm = raw.get(normKey)!.data;
     // default: the file's map is left alone and the model gets copies
     const copied = hfToParams(raw, cfg);
-    assert.ok(raw.size > 0 && copied.get("embed.W_E")!.data !== embed);
+    assert.ok(raw.size > 0 && copied.get("embed.W_E")!.data !== embed && raw.get(embedKey)!.data === embed);
     // consume: every tensor leaves the map (buffers too), embeddings and norms are used as they are
     const params = hfToParams(raw, cfg, "x", { consume: true });
     assert.equal(raw.size, 0, "nothing of the file is left to hold");
