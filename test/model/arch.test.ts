@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Tensor, noGrad, backward, RotaryTable } from "../../src/tensor/index.ts";
+import { Tensor, noGrad, backward, RotaryTable, scale } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
 import { loadModel, saveModel, readModelConfig, readHfParams } from "../../src/model/load.ts";
 import { hfToParams } from "../../src/model/hf.ts";
@@ -190,6 +190,23 @@ test("generation with the KV cache equals the full forward: Llama with GQA (rota
     const ids = randomRows(22, 1, 20, model.cfg.dVocab)[0]!;
     checkKvCache(t, model, ids, [7, 1, 1, 5, 6], `Llama GQA ${weights}: cached logits vs forward`);
   }
+});
+
+test("hooks on the rotary hooks and the gated MLP run in generation's row path as in the forward (cached keys are the hooked ones)", (t) => {
+  const m = makeTinyLlamaModel(join(tmp(t), "m"), { seed: 25, nKvHeads: 2 });
+  const { model } = loadModel(m.dir, { weights: "tl" });
+  const ids = randomRows(26, 1, 12, model.cfg.dVocab)[0]!;
+  const hooks = [
+    ["blocks.0.attn.hook_rot_k", (x: Tensor) => scale(x, 0.5)],
+    ["blocks.1.attn.hook_rot_q", (x: Tensor) => scale(x, -1)],
+    ["blocks.0.mlp.hook_pre_linear", (x: Tensor) => scale(x, 2)],
+  ] as const;
+  const full = noGrad(() => model.runWithHooks(batchOf([ids]), hooks).logits!);
+  const plain = noGrad(() => model.forward(batchOf([ids])).logits!);
+  assert.ok(scaledDiff(full.data, plain.data) > 1e-2, "the hooks change the output");
+  const cache = new KVCache(model, { hooks });
+  const got = [...cache.append(ids.slice(0, 5)).data, ...cache.append(ids.slice(5, 6)).data, ...cache.append(ids.slice(6)).data];
+  assertNear(t, "hooked generation vs hooked forward", { shape: full.shape, data: got }, full);
 });
 
 test("generation with the KV cache equals the full forward: GPT-NeoX (partial rotary, parallel block)", (t) => {
