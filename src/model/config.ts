@@ -302,7 +302,7 @@ function neoxConfigFromHf(json: Record<string, unknown>, file: string, hfArchite
   const dHead = dModel / nHeads;
   const act = json["hidden_act"] ?? "gelu";
   if (act !== "gelu") throw new SelfreportError(`${file}: hidden_act ${JSON.stringify(act)} is not supported for ${hfArchitecture}; expected "gelu" (exact GELU)`);
-  const pct = json["rotary_pct"] ?? json["partial_rotary_factor"] ?? 1;
+  const pct = json["rotary_pct"] ?? json["partial_rotary_factor"] ?? 0.25; // Hugging Face's GPTNeoXConfig default
   if (typeof pct !== "number" || !(pct > 0 && pct <= 1)) throw new SelfreportError(`${file}: rotary_pct must be a number in (0, 1], got ${JSON.stringify(pct)}`);
   const rotaryDim = Math.floor(dHead * pct); // HF: int(head_size * rotary_pct)
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw new SelfreportError(`${file}: rotary_pct ${pct} gives ${rotaryDim} rotary dimensions of a ${dHead}-wide head; expected an even number ≥ 2`);

@@ -30,10 +30,10 @@ export function normaliseHfKey(key: string): string {
  * Converts a Hugging Face GPT-2 state dict to TransformerLens-named parameters.
  * Every expected key must be present with the right shape; unknown keys are refused by name.
  */
-export function hfToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors"): Map<string, Tensor> {
+export function hfToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors", opts: ConvertOptions = {}): Map<string, Tensor> {
   const arch = blockSpec(cfg).architecture;
-  if (arch === "llama") return llamaToParams(raw, cfg, source);
-  if (arch === "neox") return neoxToParams(raw, cfg, source);
+  if (arch === "llama") return llamaToParams(raw, cfg, source, opts);
+  if (arch === "neox") return neoxToParams(raw, cfg, source, opts);
   const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V, nCtx } = cfg;
   const sd = new Map<string, RawTensor>();
   for (const [k, t] of raw) {
@@ -164,10 +164,22 @@ export function paramsToHf(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig
 // Llama family and GPT-NeoX. Hugging Face stores nn.Linear weights as [out, in]; TransformerLens's
 // are right-multiplied ([in, out]) and split per head.
 
+export interface ConvertOptions {
+  /**
+   * Llama family and GPT-NeoX: take the file's tensors out of `raw` (a Map) as they are converted,
+   * and use them as they are where no re-layout is needed (embeddings, norms, biases), so the file's
+   * copy and the model's are not both held (loadModel passes true). Default false: `raw` is left alone.
+   */
+  consume?: boolean;
+}
+
 /** Reads tensors by key with shape checks, remembering which were used (the rest are refused by name). */
 class StateDict {
   private readonly used = new Set<string>();
-  constructor(private readonly sd: ReadonlyMap<string, RawTensor>, private readonly source: string, private readonly what: string) {}
+  private readonly consume: boolean;
+  constructor(private readonly sd: ReadonlyMap<string, RawTensor>, private readonly source: string, private readonly what: string, opts: ConvertOptions = {}) {
+    this.consume = opts.consume === true && sd instanceof Map;
+  }
 
   has(key: string): boolean {
     return this.sd.has(key);
@@ -180,12 +192,24 @@ class StateDict {
       throw new SelfreportError(`${this.source}: tensor "${key}" has shape [${t.shape.join(", ")}], but config.json implies [${shape.join(", ")}]`);
     }
     this.used.add(key);
+    if (this.consume) (this.sd as Map<string, RawTensor>).delete(key);
     return t.data;
+  }
+
+  /** take, as the model's own array: the file's when consuming, else a copy. */
+  own(key: string, shape: readonly number[]): Float32Array {
+    const data = this.take(key, shape);
+    return this.consume ? data : data.slice();
   }
 
   /** A tensor that may be absent (e.g. Qwen2's q/k/v biases, a tied lm_head copy): null when absent. */
   maybe(key: string, shape: readonly number[]): Float32Array | null {
     return this.sd.has(key) ? this.take(key, shape) : null;
+  }
+
+  /** maybe, as the model's own array (see own). */
+  maybeOwn(key: string, shape: readonly number[]): Float32Array | null {
+    return this.sd.has(key) ? this.own(key, shape) : null;
   }
 
   ignore(pattern: RegExp): void {
@@ -197,6 +221,7 @@ class StateDict {
     if (unknown.length > 0) {
       throw new SelfreportError(`${this.source}: unexpected tensor${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 5).map((k) => `"${k}"`).join(", ")}${unknown.length > 5 ? ` and ${unknown.length - 5} more` : ""} (is this a ${this.what} checkpoint?)`);
     }
+    if (this.consume) for (const k of [...this.sd.keys()]) (this.sd as Map<string, RawTensor>).delete(k); // ignored buffers
   }
 }
 
@@ -222,8 +247,8 @@ function putUnembed(sd: StateDict, params: Map<string, Tensor>, cfg: ModelConfig
   const { dModel: C, dVocab: V } = cfg;
   if (cfg.tiedEmbeddings) sd.maybe(key, [V, C]); // a saved copy of the embedding
   else params.set("unembed.W_U", new Tensor(transpose2d(sd.take(key, [V, C]), V, C), [C, V]));
-  const bias = sd.maybe(key.replace(/weight$/, "bias"), [V]); // selfreport's extension for a non-zero b_U
-  params.set("unembed.b_U", new Tensor(bias?.slice() ?? new Float32Array(V), [V]));
+  const bias = sd.maybeOwn(key.replace(/weight$/, "bias"), [V]); // selfreport's extension for a non-zero b_U
+  params.set("unembed.b_U", new Tensor(bias ?? new Float32Array(V), [V]));
 }
 
 /** TransformerLens [heads, C, Dh] → nn.Linear weight [heads·Dh, C] (inverse of linearToHeads). */
@@ -333,38 +358,38 @@ function paramsToNeox(params: ReadonlyMap<string, Tensor>, cfg: ModelConfig): Ma
  * TransformerLens names. q/k/v/o biases are read when the file has them (Qwen2: q, k, v) and are
  * zero otherwise; the gated MLP's b_in and b_out are zero (TransformerLens's GatedMLP).
  */
-export function llamaToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors"): Map<string, Tensor> {
+export function llamaToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors", opts: ConvertOptions = {}): Map<string, Tensor> {
   const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V } = cfg;
   const spec = blockSpec(cfg);
   const Hkv = spec.nKvHeads;
   const kv = spec.gqa ? "_" : "";
-  const sd = new StateDict(raw, source, `${cfg.hfArchitecture ?? "Llama"} with ${nLayers} layers`);
+  const sd = new StateDict(raw, source, `${cfg.hfArchitecture ?? "Llama"} with ${nLayers} layers`, opts);
   sd.ignore(/^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/);
   const params = new Map<string, Tensor>();
   const put = (name: string, shape: number[], data: Float32Array): void => void params.set(name, new Tensor(data, shape));
   const zerosOf = (n: number): Float32Array => new Float32Array(n);
-  put("embed.W_E", [V, C], sd.take("model.embed_tokens.weight", [V, C]).slice());
+  put("embed.W_E", [V, C], sd.own("model.embed_tokens.weight", [V, C]));
   for (let l = 0; l < nLayers; l++) {
     const h = `model.layers.${l}`;
     const p = `blocks.${l}`;
-    put(`${p}.ln1.w`, [C], sd.take(`${h}.input_layernorm.weight`, [C]).slice());
+    put(`${p}.ln1.w`, [C], sd.own(`${h}.input_layernorm.weight`, [C]));
     put(`${p}.attn.W_Q`, [H, C, Dh], linearToHeads(sd.take(`${h}.self_attn.q_proj.weight`, [H * Dh, C]), H, C, Dh));
     put(`${p}.attn.${kv}W_K`, [Hkv, C, Dh], linearToHeads(sd.take(`${h}.self_attn.k_proj.weight`, [Hkv * Dh, C]), Hkv, C, Dh));
     put(`${p}.attn.${kv}W_V`, [Hkv, C, Dh], linearToHeads(sd.take(`${h}.self_attn.v_proj.weight`, [Hkv * Dh, C]), Hkv, C, Dh));
-    put(`${p}.attn.b_Q`, [H, Dh], sd.maybe(`${h}.self_attn.q_proj.bias`, [H * Dh])?.slice() ?? zerosOf(H * Dh));
-    put(`${p}.attn.${kv}b_K`, [Hkv, Dh], sd.maybe(`${h}.self_attn.k_proj.bias`, [Hkv * Dh])?.slice() ?? zerosOf(Hkv * Dh));
-    put(`${p}.attn.${kv}b_V`, [Hkv, Dh], sd.maybe(`${h}.self_attn.v_proj.bias`, [Hkv * Dh])?.slice() ?? zerosOf(Hkv * Dh));
+    put(`${p}.attn.b_Q`, [H, Dh], sd.maybeOwn(`${h}.self_attn.q_proj.bias`, [H * Dh]) ?? zerosOf(H * Dh));
+    put(`${p}.attn.${kv}b_K`, [Hkv, Dh], sd.maybeOwn(`${h}.self_attn.k_proj.bias`, [Hkv * Dh]) ?? zerosOf(Hkv * Dh));
+    put(`${p}.attn.${kv}b_V`, [Hkv, Dh], sd.maybeOwn(`${h}.self_attn.v_proj.bias`, [Hkv * Dh]) ?? zerosOf(Hkv * Dh));
     // o_proj [C, H·Dh] → W_O [H, Dh, C] = its transpose [H·Dh, C]
     put(`${p}.attn.W_O`, [H, Dh, C], transpose2d(sd.take(`${h}.self_attn.o_proj.weight`, [C, H * Dh]), C, H * Dh));
-    put(`${p}.attn.b_O`, [C], sd.maybe(`${h}.self_attn.o_proj.bias`, [C])?.slice() ?? zerosOf(C));
-    put(`${p}.ln2.w`, [C], sd.take(`${h}.post_attention_layernorm.weight`, [C]).slice());
+    put(`${p}.attn.b_O`, [C], sd.maybeOwn(`${h}.self_attn.o_proj.bias`, [C]) ?? zerosOf(C));
+    put(`${p}.ln2.w`, [C], sd.own(`${h}.post_attention_layernorm.weight`, [C]));
     put(`${p}.mlp.W_in`, [C, M], transpose2d(sd.take(`${h}.mlp.up_proj.weight`, [M, C]), M, C));
     put(`${p}.mlp.W_gate`, [C, M], transpose2d(sd.take(`${h}.mlp.gate_proj.weight`, [M, C]), M, C));
-    put(`${p}.mlp.b_in`, [M], sd.maybe(`${h}.mlp.b_in`, [M])?.slice() ?? zerosOf(M)); // selfreport's extension (see paramsToLlama)
+    put(`${p}.mlp.b_in`, [M], sd.maybeOwn(`${h}.mlp.b_in`, [M]) ?? zerosOf(M)); // selfreport's extension (see paramsToLlama)
     put(`${p}.mlp.W_out`, [M, C], transpose2d(sd.take(`${h}.mlp.down_proj.weight`, [C, M]), C, M));
-    put(`${p}.mlp.b_out`, [C], sd.maybe(`${h}.mlp.down_proj.bias`, [C])?.slice() ?? zerosOf(C));
+    put(`${p}.mlp.b_out`, [C], sd.maybeOwn(`${h}.mlp.down_proj.bias`, [C]) ?? zerosOf(C));
   }
-  put("ln_final.w", [C], sd.take("model.norm.weight", [C]).slice());
+  put("ln_final.w", [C], sd.own("model.norm.weight", [C]));
   putUnembed(sd, params, cfg, "lm_head.weight");
   sd.checkAllUsed();
   return params;
@@ -374,18 +399,18 @@ export function llamaToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelCon
  * GPTNeoXForCausalLM (keys `gpt_neox.…`, `embed_out.weight`) → TransformerLens names. The fused
  * query_key_value weight [3·C, C] has its rows in (head, q|k|v, d_head) order.
  */
-export function neoxToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors"): Map<string, Tensor> {
+export function neoxToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConfig, source = "model.safetensors", opts: ConvertOptions = {}): Map<string, Tensor> {
   const { nLayers, dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V } = cfg;
-  const sd = new StateDict(raw, source, `GPTNeoXForCausalLM with ${nLayers} layers`);
+  const sd = new StateDict(raw, source, `GPTNeoXForCausalLM with ${nLayers} layers`, opts);
   sd.ignore(/^gpt_neox\.layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)$/);
   const params = new Map<string, Tensor>();
   const put = (name: string, shape: number[], data: Float32Array): void => void params.set(name, new Tensor(data, shape));
-  put("embed.W_E", [V, C], sd.take("gpt_neox.embed_in.weight", [V, C]).slice());
+  put("embed.W_E", [V, C], sd.own("gpt_neox.embed_in.weight", [V, C]));
   for (let l = 0; l < nLayers; l++) {
     const h = `gpt_neox.layers.${l}`;
     const p = `blocks.${l}`;
-    put(`${p}.ln1.w`, [C], sd.take(`${h}.input_layernorm.weight`, [C]).slice());
-    put(`${p}.ln1.b`, [C], sd.take(`${h}.input_layernorm.bias`, [C]).slice());
+    put(`${p}.ln1.w`, [C], sd.own(`${h}.input_layernorm.weight`, [C]));
+    put(`${p}.ln1.b`, [C], sd.own(`${h}.input_layernorm.bias`, [C]));
     const qkv = sd.take(`${h}.attention.query_key_value.weight`, [3 * H * Dh, C]);
     const qkvB = sd.take(`${h}.attention.query_key_value.bias`, [3 * H * Dh]);
     (["Q", "K", "V"] as const).forEach((which, part) => {
@@ -400,16 +425,16 @@ export function neoxToParams(raw: ReadonlyMap<string, RawTensor>, cfg: ModelConf
       put(`${p}.attn.b_${which}`, [H, Dh], b);
     });
     put(`${p}.attn.W_O`, [H, Dh, C], transpose2d(sd.take(`${h}.attention.dense.weight`, [C, H * Dh]), C, H * Dh));
-    put(`${p}.attn.b_O`, [C], sd.take(`${h}.attention.dense.bias`, [C]).slice());
-    put(`${p}.ln2.w`, [C], sd.take(`${h}.post_attention_layernorm.weight`, [C]).slice());
-    put(`${p}.ln2.b`, [C], sd.take(`${h}.post_attention_layernorm.bias`, [C]).slice());
+    put(`${p}.attn.b_O`, [C], sd.own(`${h}.attention.dense.bias`, [C]));
+    put(`${p}.ln2.w`, [C], sd.own(`${h}.post_attention_layernorm.weight`, [C]));
+    put(`${p}.ln2.b`, [C], sd.own(`${h}.post_attention_layernorm.bias`, [C]));
     put(`${p}.mlp.W_in`, [C, M], transpose2d(sd.take(`${h}.mlp.dense_h_to_4h.weight`, [M, C]), M, C));
-    put(`${p}.mlp.b_in`, [M], sd.take(`${h}.mlp.dense_h_to_4h.bias`, [M]).slice());
+    put(`${p}.mlp.b_in`, [M], sd.own(`${h}.mlp.dense_h_to_4h.bias`, [M]));
     put(`${p}.mlp.W_out`, [M, C], transpose2d(sd.take(`${h}.mlp.dense_4h_to_h.weight`, [C, M]), C, M));
-    put(`${p}.mlp.b_out`, [C], sd.take(`${h}.mlp.dense_4h_to_h.bias`, [C]).slice());
+    put(`${p}.mlp.b_out`, [C], sd.own(`${h}.mlp.dense_4h_to_h.bias`, [C]));
   }
-  put("ln_final.w", [C], sd.take("gpt_neox.final_layer_norm.weight", [C]).slice());
-  put("ln_final.b", [C], sd.take("gpt_neox.final_layer_norm.bias", [C]).slice());
+  put("ln_final.w", [C], sd.own("gpt_neox.final_layer_norm.weight", [C]));
+  put("ln_final.b", [C], sd.own("gpt_neox.final_layer_norm.bias", [C]));
   putUnembed(sd, params, cfg, "embed_out.weight");
   sd.checkAllUsed();
   return params;

@@ -119,8 +119,9 @@ export function loadModel(nameOrDir: string, opts: LoadOptions = {}): LoadedMode
   if (weights !== "raw" && weights !== "tl") throw new SelfreportError(`--weights must be "raw" or "tl", got "${String(weights)}"`);
   const dir = resolveModelDir(nameOrDir);
   const cfg = readModelConfig(dir);
-  const params = hfToParams(readHfParams(dir, cfg), cfg, weightFiles(dir).source);
-  const processed = processWeights(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights);
+  // one copy of the weights at a time: the file's tensors are taken as they are converted, then processed in place
+  const params = hfToParams(readHfParams(dir, cfg), cfg, weightFiles(dir).source, { consume: true });
+  const processed = processWeights(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights, { inPlace: true });
   return { model: new HookedTransformer(processed.cfg, processed.params), dir, weights };
 }
 

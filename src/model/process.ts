@@ -141,13 +141,15 @@ export function foldValueBiases(params: Params, cfg: ModelConfig): void {
 
 /**
  * Returns processed copies of the parameters (and the config, untied when the unembedding is
- * processed). "raw" returns the parameters unchanged.
+ * processed). "raw" returns the parameters unchanged. With `inPlace` the given tensors are changed
+ * instead of copied.
  */
 export function processWeights(
-  params: ReadonlyMap<string, Tensor>, cfg: ModelConfig, how: WeightProcessing,
+  params: ReadonlyMap<string, Tensor>, cfg: ModelConfig, how: WeightProcessing, opts: { inPlace?: boolean } = {},
 ): { params: Map<string, Tensor>; cfg: ModelConfig } {
   if (how === "raw") return { params: new Map(params), cfg };
-  const out = copyParams(params);
+  // inPlace: the given tensors are processed themselves (a loader that owns them holds one copy, not two)
+  const out = opts.inPlace === true ? new Map(params) : copyParams(params);
   let c = cfg;
   if (cfg.tiedEmbeddings) {
     // Folding ln_final into the unembedding unties it from W_E.

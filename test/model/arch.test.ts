@@ -12,9 +12,11 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Tensor, noGrad, backward } from "../../src/tensor/index.ts";
+import { Tensor, noGrad, backward, RotaryTable, scale } from "../../src/tensor/index.ts";
 import { SelfreportError } from "../../src/errors.ts";
-import { loadModel, saveModel } from "../../src/model/load.ts";
+import { loadModel, saveModel, readModelConfig, readHfParams } from "../../src/model/load.ts";
+import { hfToParams } from "../../src/model/hf.ts";
+import { processWeights } from "../../src/model/process.ts";
 import { paramShapes, type HookedTransformer, type RowsContext, type TokenBatch } from "../../src/model/transformer.ts";
 import { KVCache } from "../../src/lm/generate.ts";
 import { makeTinyLlamaModel, makeTinyNeoxModel, type TinyArchModel, type TinyLlamaOptions, type TinyNeoxOptions } from "../helpers/tiny-arch-model.ts";
@@ -67,6 +69,12 @@ function assertNear(t: TestContext, what: string, got: { shape: readonly number[
   worst.value = Math.max(worst.value, d);
   if (!(d <= tol)) assert.fail(`${what}: worst scaled |diff| ${d} > ${tol}`);
   return d;
+}
+
+/** The config read from `json` written into `dir`'s config.json. */
+function readModelConfigOf(dir: string, json: Record<string, unknown>): ReturnType<typeof readModelConfig> {
+  writeFileSync(join(dir, "config.json"), JSON.stringify(json));
+  return readModelConfig(dir);
 }
 
 function assertError(fn: () => unknown, ...patterns: RegExp[]): void {
@@ -182,6 +190,23 @@ test("generation with the KV cache equals the full forward: Llama with GQA (rota
     const ids = randomRows(22, 1, 20, model.cfg.dVocab)[0]!;
     checkKvCache(t, model, ids, [7, 1, 1, 5, 6], `Llama GQA ${weights}: cached logits vs forward`);
   }
+});
+
+test("hooks on the rotary hooks and the gated MLP run in generation's row path as in the forward (cached keys are the hooked ones)", (t) => {
+  const m = makeTinyLlamaModel(join(tmp(t), "m"), { seed: 25, nKvHeads: 2 });
+  const { model } = loadModel(m.dir, { weights: "tl" });
+  const ids = randomRows(26, 1, 12, model.cfg.dVocab)[0]!;
+  const hooks = [
+    ["blocks.0.attn.hook_rot_k", (x: Tensor) => scale(x, 0.5)],
+    ["blocks.1.attn.hook_rot_q", (x: Tensor) => scale(x, -1)],
+    ["blocks.0.mlp.hook_pre_linear", (x: Tensor) => scale(x, 2)],
+  ] as const;
+  const full = noGrad(() => model.runWithHooks(batchOf([ids]), hooks).logits!);
+  const plain = noGrad(() => model.forward(batchOf([ids])).logits!);
+  assert.ok(scaledDiff(full.data, plain.data) > 1e-2, "the hooks change the output");
+  const cache = new KVCache(model, { hooks });
+  const got = [...cache.append(ids.slice(0, 5)).data, ...cache.append(ids.slice(5, 6)).data, ...cache.append(ids.slice(6)).data];
+  assertNear(t, "hooked generation vs hooked forward", { shape: full.shape, data: got }, full);
 });
 
 test("generation with the KV cache equals the full forward: GPT-NeoX (partial rotary, parallel block)", (t) => {
@@ -307,6 +332,11 @@ test("errors: unknown architectures and configs selfreport does not run, each on
   // a tensor the architecture does not have is refused by name
   const n = makeTinyNeoxModel(join(tmp(t), "n"), { nLayers: 1 });
   const nc = JSON.parse(readFileSync(join(n.dir, "config.json"), "utf8")) as Record<string, unknown>;
+  const { rotary_pct: _pct, ...noPct } = nc;
+  void _pct;
+  writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...noPct, hidden_size: 32, intermediate_size: 64 }));
+  assertError(() => loadModel(n.dir), /tensor "gpt_neox\.embed_in\.weight" has shape \[40, 16\], but config\.json implies \[40, 32\]/);
+  assert.equal(readModelConfigOf(n.dir, { ...noPct }).rotaryDim, 2, "rotary_pct absent: Hugging Face's default 0.25 (of d_head 8)");
   writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...nc, rotary_pct: 0.1 }));
   assertError(() => loadModel(n.dir), /rotary_pct 0\.1/, /even/);
   writeFileSync(join(n.dir, "config.json"), JSON.stringify({ ...nc, num_hidden_layers: 2 }));
@@ -489,6 +519,52 @@ test("save and load: raw weights round-trip exactly; tl-processed weights (biase
     const a = noGrad(() => tl.forward(batchOf(rows)).logits!);
     const b = noGrad(() => tlBack.forward(batchOf(rows)).logits!);
     assertNear(t, `${arch}: logits of the saved tl model`, b, a, 0);
+  }
+});
+
+test("loading holds one copy of the weights: the file's tensors are taken as converted, then processed in place", (t) => {
+  for (const m of [makeTinyLlamaModel(join(tmp(t), "l"), { seed: 81, nKvHeads: 2, qkvBias: true, architecture: "Qwen2ForCausalLM" }), makeTinyNeoxModel(join(tmp(t), "n"), { seed: 82 })]) {
+    const cfg = readModelConfig(m.dir);
+    // an eager map of the file's tensors (readHfParams may read lazily), so identity says "not copied"
+    const eager = (): Map<string, { shape: readonly number[]; data: Float32Array }> => {
+      const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+      for (const [k, v] of readHfParams(m.dir, cfg)) out.set(k, { shape: v.shape, data: v.data });
+      return out;
+    };
+    const raw = eager();
+    const embedKey = cfg.architecture === "llama" ? "model.embed_tokens.weight" : "gpt_neox.embed_in.weight";
+    const normKey = cfg.architecture === "llama" ? "model.norm.weight" : "gpt_neox.final_layer_norm.weight";
+    const embed = raw.get(embedKey)!.data;
+    const norm = raw.get(normKey)!.data;
+    // default: the file's map is left alone and the model gets copies
+    const copied = hfToParams(raw, cfg);
+    assert.ok(raw.size > 0 && copied.get("embed.W_E")!.data !== embed && raw.get(embedKey)!.data === embed);
+    // consume: every tensor leaves the map (buffers too), embeddings and norms are used as they are
+    const params = hfToParams(raw, cfg, "x", { consume: true });
+    assert.equal(raw.size, 0, "nothing of the file is left to hold");
+    assert.equal(params.get("embed.W_E")!.data, embed, "W_E is the file's array, not a copy");
+    assert.equal(params.get("ln_final.w")!.data, norm);
+    const before = params.get("embed.W_E")!;
+    const { params: tl } = processWeights(params, cfg, "tl", { inPlace: true });
+    assert.equal(tl.get("embed.W_E"), before, "processed in place: the same tensor");
+    const fresh = processWeights(copied, cfg, "tl").params;
+    for (const [k, v] of fresh) assert.deepEqual([...tl.get(k)!.data], [...v.data], `in place = copied: ${k}`);
+    assert.ok(copied.get("ln_final.w")!.data.some((x) => x !== 1), "without inPlace the input is not changed");
+  }
+});
+
+test("rotary angles are computed in float32 as Hugging Face does (values from numpy float32), not more exactly", () => {
+  // rope_theta 1e6, head dim 64 (Qwen2-like); numpy: inv = float32(1) / float32(1e6) ** (float32(2i) / float32(64)), angle = float32(p) * inv
+  const table = new RotaryTable(64, 1e6);
+  table.ensure(30001);
+  const cases: Array<[p: number, i: number, cos: number, sin: number, exactCos: number]> = [
+    [30000, 5, -0.6745026707649231, 0.7382724285125732, -0.6743274081177553],
+    [12345, 1, 0.7463462352752686, -0.665557861328125, 0.746366802837618],
+    [30000, 20, 0.5830269455909729, -0.8124528527259827, 0.5830268073731951],
+  ];
+  for (const [p, i, c, s, exact] of cases) {
+    assert.ok(Math.abs(table.cosAt(p, i) - c) < 2e-7 && Math.abs(table.sinAt(p, i) - s) < 2e-7, `position ${p}, pair ${i}: cos ${table.cosAt(p, i)} sin ${table.sinAt(p, i)}, float32 torch-style ${c} ${s}`);
+    if (Math.abs(c - exact) > 1e-5) assert.ok(Math.abs(table.cosAt(p, i) - exact) > 1e-5, "differs from the exact angle as the trained model's does");
   }
 });
 

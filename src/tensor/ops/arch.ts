@@ -132,7 +132,9 @@ export function geluExact(x: Tensor): Tensor {
 
 /**
  * cos and sin of the rotary angles [positions, rotaryDim/2] for positions 0..n-1: angle(p, i) =
- * p / base^(2i/rotaryDim), computed in float64 (as Hugging Face's inv_freq, then rounded once).
+ * p · inv_freq(i), inv_freq(i) = 1 / base^(2i/rotaryDim), each step rounded to float32 as Hugging
+ * Face's Llama and GPT-NeoX rotary embeddings compute them (so long positions get the angles the
+ * model was trained with, not more exact ones).
  */
 export class RotaryTable {
   readonly rotaryDim: number;
@@ -153,11 +155,13 @@ export class RotaryTable {
     const half = this.rotaryDim / 2;
     const cos = new Float32Array(cap * half);
     const sin = new Float32Array(cap * half);
+    const f = Math.fround;
     for (let i = 0; i < half; i++) {
-      const invFreq = 1 / this.base ** ((2 * i) / this.rotaryDim);
+      const invFreq = f(1 / f(f(this.base) ** f((2 * i) / this.rotaryDim))); // float32, as torch
       for (let p = 0; p < cap; p++) {
-        cos[p * half + i] = Math.cos(p * invFreq);
-        sin[p * half + i] = Math.sin(p * invFreq);
+        const angle = f(p * invFreq);
+        cos[p * half + i] = Math.cos(angle);
+        sin[p * half + i] = Math.sin(angle);
       }
     }
     this.cos = cos;
