@@ -137,7 +137,7 @@ export class HookedTransformer extends Model {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) throw new SelfreportError(`toTokens: expected a string or an array of strings`);
     const tok = this.tok("toTokens");
     const rows = texts.map((t, i) => {
-      const ids = [...(opts.prependBos === true ? [tok.eosId] : []), ...tok.encode(t)];
+      const ids = [...(opts.prependBos === true ? [tok.bosId ?? tok.eosId] : []), ...tok.encode(t)];
       if (ids.length === 0) throw new SelfreportError(`toTokens: text ${i + 1} of ${texts.length} is empty: there is nothing to run`);
       if (ids.length > this.cfg.nCtx) throw new SelfreportError(`toTokens: text ${i + 1} has ${ids.length} tokens, longer than the model's context n_ctx ${this.cfg.nCtx}`);
       return ids;
@@ -148,7 +148,7 @@ export class HookedTransformer extends Model {
   /** Each token of a text (or of token ids) as its string: toStrTokens("The cat") → ["The", " cat"]. */
   toStrTokens(input: string | ArrayLike<number>, opts: ToTokensOptions = {}): string[] {
     const tok = this.tok("toStrTokens");
-    const ids = typeof input === "string" ? [...(opts.prependBos === true ? [tok.eosId] : []), ...tok.encode(input)] : Array.from(input);
+    const ids = typeof input === "string" ? [...(opts.prependBos === true ? [tok.bosId ?? tok.eosId] : []), ...tok.encode(input)] : Array.from(input);
     return ids.map((id) => tok.decode([id]));
   }
 

@@ -215,7 +215,7 @@ test("generate: the KV-cached sampler of `selfreport lm generate`", () => {
 test("the public entry exports the stable API and nothing internal", () => {
   assert.deepEqual(Object.keys(api).sort(), [
     "ActivationCache", "BLOCK_HOOKS", "HookedTransformer", "Interrupted", "NanError", "SelfreportError", "ShapeError", "TARGET_RULE", "THRESHOLDS",
-    "TRAIN_DEFAULTS", "Tensor", "Tokenizer", "analysisCommand", "buildDataset", "defaultLr", "full", "getActName", "getBackend", "histogram", "hookNames",
+    "TRAIN_DEFAULTS", "Tensor", "analysisCommand", "buildDataset", "defaultLr", "digitTokenIds", "full", "getActName", "getBackend", "histogram", "hookNames",
     "layerNeuronStats", "loadAnalysisContext", "loadCorpus", "loadModel", "loadRun", "loadTokenizer", "noGrad", "notebookFigures", "ones",
     "patchingAnalysis", "patchingPlots", "patchingVerdict", "rankLimit", "readAnalysis", "readDataset", "renderSvg", "residualAnalysis",
     "residualPlots", "residualVerdict", "resolveModelDir", "runPatches", "saveModel", "scalar", "selectInputs", "suggestTargets", "tensor",

@@ -309,8 +309,8 @@ test("loading errors are SelfreportErrors naming the file and the problem", () =
   throwsWith(badId, "non-negative integer");
 
   const sp = tmp();
-  writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [], { pre_tokenizer: { type: "Metaspace" } }));
-  throwsWith(sp, "pre_tokenizer");
+  writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [], { pre_tokenizer: { type: "BertPreTokenizer" } }));
+  throwsWith(sp, "pre_tokenizer.type");
   writeFileSync(join(sp, "tokenizer.json"), JSON.stringify({ model: { type: "Unigram", vocab: [] } }));
   throwsWith(sp, "Unigram");
   writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [["a"]]));
