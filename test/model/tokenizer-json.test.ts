@@ -6,6 +6,7 @@
  * are learned here. No downloads.
  */
 import { test } from "node:test";
+import fc from "fast-check";
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -62,7 +63,12 @@ const TRAIN = [
 
 // ───────────────────────── building tokenizer.json files ─────────────────────────
 
+let gpt2Files: { vocab: Record<string, number>; merges: string[] } | undefined;
 function gpt2Vocab(): { vocab: Record<string, number>; merges: string[] } {
+  gpt2Files ??= readGpt2Vocab();
+  return { vocab: { ...gpt2Files.vocab }, merges: [...gpt2Files.merges] };
+}
+function readGpt2Vocab(): { vocab: Record<string, number>; merges: string[] } {
   const vocab = JSON.parse(readFileSync(join(MODEL, "vocab.json"), "utf8")) as Record<string, number>;
   const merges = readFileSync(join(MODEL, "merges.txt"), "utf8").split("\n").filter((l, i) => l.length > 0 && !(i === 0 && l.startsWith("#version")));
   return { vocab, merges };
@@ -169,6 +175,23 @@ function spVocab(opts: { dropChars?: string } = {}): { vocab: Record<string, num
   const merges = learnMerges(words, 300);
   for (const [a, b] of merges) if (vocab[a + b] === undefined) vocab[a + b] = next++;
   return { vocab, merges };
+}
+
+/** A small byte-level vocabulary: the 256 byte characters and 300 merges learned on TRAIN's GPT-2 pieces. */
+function smallByteLevelJson(): Record<string, unknown> {
+  const words = Array.from(TRAIN.matchAll(/'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu), (m) => Array.from(Buffer.from(m[0], "utf8"), (b) => BYTE_ENCODER[b]!));
+  const vocab: Record<string, number> = {};
+  BYTE_ENCODER.forEach((c, b) => (vocab[c] = b));
+  let next = 256;
+  const merges = learnMerges(words, 300);
+  for (const [a, b] of merges) if (vocab[a + b] === undefined) vocab[a + b] = next++;
+  const added = [addedToken(next, "<|end_of_text|>"), addedToken(next + 1, "<|begin_of_text|>")];
+  const post = { type: "TemplateProcessing", single: [{ SpecialToken: { id: "<|begin_of_text|>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }], pair: [{ Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }], special_tokens: { "<|begin_of_text|>": { id: "<|begin_of_text|>", ids: [next + 1], tokens: ["<|begin_of_text|>"] } } };
+  return {
+    version: "1.0", truncation: null, padding: null, normalizer: null, added_tokens: added, post_processor: post,
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: "BPE", dropout: null, unk_token: null, fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges } };
 }
 
 const SP_DECODER = {
@@ -337,13 +360,13 @@ test("Split behaviours and translated Oniguruma regexes agree with Hugging Face 
   for (const regex of regexes) {
     for (const behavior of ["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"]) {
       for (const invert of [false, true]) {
-        const j = llama3Json();
+        const j = smallByteLevelJson();
         j["pre_tokenizer"] = { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: regex }, behavior, invert }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false }] };
         await agree(j, texts, `${regex} ${behavior} invert=${invert}`);
       }
     }
   }
-  const j = llama3Json();
+  const j = smallByteLevelJson();
   j["pre_tokenizer"] = { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { String: " " }, behavior: "MergedWithNext", invert: false }, { type: "Digits", individual_digits: true }, { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true }] };
   await agree(j, texts, "String split + Digits + ByteLevel add_prefix_space");
 });
@@ -389,21 +412,22 @@ test("digitTokenIds: a clear error when a digit is not a single token", () => {
 });
 
 test("malformed tokenizer.json: one error naming the file and the field", () => {
+  const base = smallByteLevelJson();
   const cases: [Record<string, unknown>, string][] = [
-    [{ ...gpt2Json(), model: { type: "Unigram", vocab: [] } }, `model.type: "Unigram" is not supported`],
-    [{ ...gpt2Json(), model: { type: "WordPiece", vocab: {} } }, `model.type: "WordPiece" is not supported`],
-    [{ ...gpt2Json(), model: { type: "BPE", vocab: { a: 0 } } }, "model.merges: missing"],
-    [{ ...gpt2Json(), model: { type: "BPE", merges: [] } }, "model.vocab: missing"],
-    [{ ...gpt2Json(), model: { type: "BPE", vocab: { a: 0, b: 1 }, merges: ["a b"] } }, `model.merges[0]: "a b" uses tokens that are not in model.vocab: "ab"`],
-    [{ ...gpt2Json(), model: { type: "BPE", vocab: { a: 0 }, merges: [["a"]] } }, "model.merges[0]: expected"],
-    [{ ...gpt2Json(), pre_tokenizer: { type: "BertPreTokenizer" } }, `pre_tokenizer.type: "BertPreTokenizer" is not supported`],
-    [{ ...gpt2Json(), pre_tokenizer: { type: "Split", pattern: { Regex: "(a)\\1" }, behavior: "Isolated" } }, "pre_tokenizer.pattern: the regex"],
-    [{ ...gpt2Json(), normalizer: { type: "BertNormalizer" } }, `normalizer.type: "BertNormalizer" is not supported`],
-    [{ ...gpt2Json(), decoder: { type: "WordPiece" } }, `decoder.type: "WordPiece" is not supported`],
-    [{ ...gpt2Json(), post_processor: { type: "RobertaProcessing" } }, `post_processor.type: "RobertaProcessing" is not supported`],
-    [{ ...gpt2Json(), added_tokens: [{ id: 1 }] }, "added_tokens[0]: expected"],
-    [{ ...gpt2Json(), model: undefined }, "model: missing"],
-    [{ ...gpt2Json(), added_tokens: [] , model: { type: "BPE", vocab: { a: 0 }, merges: [] } }, "no end-of-text token"],
+    [{ ...base, model: { type: "Unigram", vocab: [] } }, `model.type: "Unigram" is not supported`],
+    [{ ...base, model: { type: "WordPiece", vocab: {} } }, `model.type: "WordPiece" is not supported`],
+    [{ ...base, model: { type: "BPE", vocab: { a: 0 } } }, "model.merges: missing"],
+    [{ ...base, model: { type: "BPE", merges: [] } }, "model.vocab: missing"],
+    [{ ...base, model: { type: "BPE", vocab: { a: 0, b: 1 }, merges: ["a b"] } }, `model.merges[0]: "a b" uses tokens that are not in model.vocab: "ab"`],
+    [{ ...base, model: { type: "BPE", vocab: { a: 0 }, merges: [["a"]] } }, "model.merges[0]: expected"],
+    [{ ...base, pre_tokenizer: { type: "BertPreTokenizer" } }, `pre_tokenizer.type: "BertPreTokenizer" is not supported`],
+    [{ ...base, pre_tokenizer: { type: "Split", pattern: { Regex: "(a)\\1" }, behavior: "Isolated" } }, "pre_tokenizer.pattern: the regex"],
+    [{ ...base, normalizer: { type: "BertNormalizer" } }, `normalizer.type: "BertNormalizer" is not supported`],
+    [{ ...base, decoder: { type: "WordPiece" } }, `decoder.type: "WordPiece" is not supported`],
+    [{ ...base, post_processor: { type: "RobertaProcessing" } }, `post_processor.type: "RobertaProcessing" is not supported`],
+    [{ ...base, added_tokens: [{ id: 1 }] }, "added_tokens[0]: expected"],
+    [{ ...base, model: undefined }, "model: missing"],
+    [{ ...base, added_tokens: [] , model: { type: "BPE", vocab: { a: 0 }, merges: [] } }, "no end-of-text token"],
   ];
   for (const [json, part] of cases) {
     const dir = write(json);
@@ -413,4 +437,28 @@ test("malformed tokenizer.json: one error naming the file and the field", () => 
   const sp = tokenizerFromJsonFile(join(write({ ...llama2Json(), model: { ...(llama2Json()["model"] as object), byte_fallback: false, unk_token: null } }), "tokenizer.json"));
   assert.throws(() => sp.encode("日"), (e: unknown) => e instanceof SelfreportError && e.message.includes("U+65E5") && e.message.includes("no unk_token"));
   assert.throws(() => sp.decode([999999]), (e: unknown) => e instanceof SelfreportError && e.message.includes("999999"));
+});
+
+/** Code points that the pre-tokenisers treat specially, mixed with arbitrary ones. */
+const UNIT = fc.oneof(
+  { arbitrary: fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }), weight: 3 },
+  { arbitrary: fc.string({ unit: "grapheme-ascii", minLength: 1, maxLength: 1 }), weight: 4 },
+  { arbitrary: fc.constantFrom(" ", "  ", "\n", "\t", "\r\n", "'s", "'S", "'ll", "0", "7", "1234", "é", "e\u0301", "👍🏽", "\u200d", "\u00a0", "\u0085", "\ufeff", "\u3000", "the", " jury"), weight: 4 },
+);
+const TEXT = fc.string({ unit: UNIT, maxLength: 30 });
+
+test("property: Llama 3 and Llama 2 layouts give Hugging Face tokenizers' ids on random strings, and round-trip", async () => {
+  for (const [label, json] of [["llama3", llama3Json()], ["llama2", llama2Json()]] as const) {
+    const dir = write(json);
+    const ours = tokenizerFromJsonFile(join(dir, "tokenizer.json"));
+    const ref = HfTokenizer.fromFile(join(dir, "tokenizer.json"));
+    await fc.assert(
+      fc.asyncProperty(TEXT, async (t) => {
+        const ids = ours.encode(t);
+        assert.deepEqual(ids, await refIds(ref, t), `${label}: ${JSON.stringify(t)}`);
+        assert.equal(ours.decode(ids), t, `${label} round trip: ${JSON.stringify(t)}`);
+      }),
+      { numRuns: 300 },
+    );
+  }
 });
