@@ -18,8 +18,8 @@
  * Added tokens marked `special` (`<s>`, `<|endoftext|>`, `<|begin_of_text|>`…) are recognised in the
  * text only with `{ allowSpecial: true }`, like the GPT-2 tokenizer: a corpus containing the literal
  * string must not inject control tokens. Non-special added tokens are always matched, as the crate
- * does. Added tokens are matched in the raw text (the crate matches `normalized: true` ones after
- * normalisation; with the normalizers here that only matters for tokens containing spaces).
+ * does; `normalized: false` ones in the raw text, `normalized: true` ones in the normalised text,
+ * with `lstrip`/`rstrip`/`single_word` as the crate applies them.
  *
  * BOS/EOS: `encode(text, { addSpecialTokens: true })` adds what the post-processor's
  * `TemplateProcessing` adds (Llama 2/3: BOS first), or, when tokenizer_config.json sets
@@ -73,6 +73,9 @@ type Behavior = "Removed" | "Isolated" | "MergedWithPrevious" | "MergedWithNext"
 
 interface JsonAddedToken extends AddedToken {
   lstrip: boolean;
+  singleWord: boolean;
+  /** Matched in the normalised text (as normalizer(content)) rather than in the raw text. */
+  normalized: boolean;
   rstrip: boolean;
 }
 
@@ -103,9 +106,9 @@ export class JsonTokenizer implements Tokenizer {
   private readonly idToTok: (string | undefined)[];
   private readonly added: Map<string, JsonAddedToken>;
   private readonly addedById: Map<number, JsonAddedToken>;
-  /** Matches every added token / only the non-special ones (undefined: none). */
-  private readonly allAddedPattern: RegExp | undefined;
-  private readonly plainAddedPattern: RegExp | undefined;
+  /** Added-token matchers on the raw text / the normalised text, with and without special tokens. */
+  private readonly rawMatchers: { all: Matcher | undefined; plain: Matcher | undefined };
+  private readonly normMatchers: { all: Matcher | undefined; plain: Matcher | undefined };
   private readonly normalizer: Normalizer | undefined;
   private readonly preTokenizer: PreTokenizer | undefined;
   private readonly decoder: Decoder | undefined;
@@ -135,7 +138,11 @@ export class JsonTokenizer implements Tokenizer {
       if (!isObject(t) || typeof t["content"] !== "string" || t["content"] === "" || !isId(t["id"])) {
         throw bad(`added_tokens[${i}]`, `expected a non-empty string "content" and a non-negative integer "id", got ${JSON.stringify(t)}`);
       }
-      const tok: JsonAddedToken = { id: t["id"], content: t["content"], special: t["special"] === true, lstrip: t["lstrip"] === true, rstrip: t["rstrip"] === true };
+      const special = t["special"] === true;
+      const tok: JsonAddedToken = {
+        id: t["id"], content: t["content"], special, lstrip: t["lstrip"] === true, rstrip: t["rstrip"] === true,
+        singleWord: t["single_word"] === true, normalized: t["normalized"] === undefined ? !special : t["normalized"] === true,
+      };
       const inVocab = this.idToTok[tok.id];
       if (inVocab !== undefined && inVocab !== tok.content) throw bad(`added_tokens[${i}]`, `${JSON.stringify(tok.content)} reuses id ${tok.id} of ${JSON.stringify(inVocab)}`);
       this.idToTok[tok.id] = tok.content;
@@ -145,10 +152,13 @@ export class JsonTokenizer implements Tokenizer {
     this.vocabSize = this.idToTok.length;
     const all = [...this.added.values()];
     this.specialTokens = all.filter((t) => t.special).map((t) => ({ id: t.id, content: t.content, special: true }));
-    this.allAddedPattern = alternation(all.map((t) => t.content));
-    this.plainAddedPattern = alternation(all.filter((t) => !t.special).map((t) => t.content));
 
     this.normalizer = json["normalizer"] == null ? undefined : parseNormalizer(json["normalizer"], "normalizer", bad);
+    const norm = this.normalizer ?? ((x: string): string => x);
+    const raw = all.filter((t) => !t.normalized);
+    const normed = all.filter((t) => t.normalized);
+    this.rawMatchers = { all: matcher(raw, (x) => x), plain: matcher(raw.filter((t) => !t.special), (x) => x) };
+    this.normMatchers = { all: matcher(normed, norm), plain: matcher(normed.filter((t) => !t.special), norm) };
     this.preTokenizer = json["pre_tokenizer"] == null ? undefined : parsePreTokenizer(json["pre_tokenizer"], "pre_tokenizer", bad);
     this.decoder = json["decoder"] == null ? undefined : parseDecoder(json["decoder"], "decoder", bad);
 
@@ -193,26 +203,25 @@ export class JsonTokenizer implements Tokenizer {
     this.addBos = this.bosId !== null && this.prefixIds[0] === this.bosId;
   }
 
-  /** Token ids of `text` (see the top of this file for added tokens and addSpecialTokens). */
+  /**
+   * Token ids of `text` (see the top of this file for added tokens and addSpecialTokens): added
+   * tokens with `normalized: false` are found in the raw text, the rest of it is normalised, then
+   * added tokens with `normalized: true` are found in the normalised text, as the crate does.
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     const out: number[] = opts.addSpecialTokens === true ? [...this.prefixIds] : [];
-    const pattern = opts.allowSpecial === true ? this.allAddedPattern : this.plainAddedPattern;
-    let last = 0;
-    if (pattern !== undefined) {
-      const matches = Array.from(text.matchAll(pattern), (m) => ({ start: m.index, end: m.index + m[0].length, tok: this.added.get(m[0])! }));
-      for (let k = 0; k < matches.length; k++) {
-        const m = matches[k]!;
-        let start = m.start;
-        let end = m.end;
-        if (m.tok.lstrip) while (start > last && isWhiteSpace(text[start - 1]!)) start--;
-        const limit = k + 1 < matches.length ? matches[k + 1]!.start : text.length;
-        if (m.tok.rstrip) while (end < limit && isWhiteSpace(text[end]!)) end++;
-        this.encodeOrdinary(text.slice(last, start), last === 0, out);
-        out.push(m.tok.id);
-        last = end;
+    const which = opts.allowSpecial === true ? "all" : "plain";
+    for (const seg of splitAdded(text, this.rawMatchers[which])) {
+      if (seg.id !== undefined) {
+        out.push(seg.id);
+        continue;
+      }
+      const normalized = this.normalizer === undefined ? seg.text : this.normalizer(seg.text);
+      for (const piece of splitAdded(normalized, this.normMatchers[which])) {
+        if (piece.id !== undefined) out.push(piece.id);
+        else this.encodeNormalized(piece.text, seg.start === 0 && piece.start === 0, out);
       }
     }
-    this.encodeOrdinary(text.slice(last), last === 0, out);
     if (opts.addSpecialTokens === true) out.push(...this.suffixIds);
     return out;
   }
@@ -244,9 +253,8 @@ export class JsonTokenizer implements Tokenizer {
     return Number.isInteger(id) ? this.idToTok[id] : undefined;
   }
 
-  private encodeOrdinary(text: string, atStart: boolean, out: number[]): void {
-    if (text.length === 0) return;
-    const normalized = this.normalizer === undefined ? text : this.normalizer(text);
+  /** BPE ids of normalised text without added tokens (`atStart`: it begins the input). */
+  private encodeNormalized(normalized: string, atStart: boolean, out: number[]): void {
     if (normalized.length === 0) return;
     const pieces = this.preTokenizer === undefined ? [{ text: normalized, atStart }] : this.preTokenizer([{ text: normalized, atStart }]);
     for (const p of pieces) {
@@ -259,6 +267,59 @@ export class JsonTokenizer implements Tokenizer {
       for (const id of ids) out.push(id);
     }
   }
+}
+
+// ───────────────────────── added tokens ─────────────────────────
+
+/** Finds added tokens: a regex of their (normalised) texts, longest first, and text → token. */
+interface Matcher {
+  re: RegExp;
+  byText: Map<string, JsonAddedToken>;
+}
+
+function matcher(tokens: JsonAddedToken[], norm: (s: string) => string): Matcher | undefined {
+  const byText = new Map<string, JsonAddedToken>();
+  for (const t of tokens) {
+    const key = norm(t.content);
+    if (key.length > 0 && !byText.has(key)) byText.set(key, t);
+  }
+  const re = alternation([...byText.keys()]);
+  return re === undefined ? undefined : { re, byText };
+}
+
+/** The Unicode \w of Rust's regex crate (single_word boundaries). */
+const WORD_CHAR = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
+
+/**
+ * Splits text into added tokens and the text between them (the crate's `find_matches`): a
+ * single_word token must not touch word characters; lstrip/rstrip take the whitespace beside it.
+ */
+function splitAdded(text: string, m: Matcher | undefined): { text: string; start: number; id?: number }[] {
+  if (m === undefined || text.length === 0) return [{ text, start: 0 }];
+  const out: { text: string; start: number; id?: number }[] = [];
+  let last = 0;
+  for (const match of text.matchAll(m.re)) {
+    const tok = m.byText.get(match[0])!;
+    let start = match.index;
+    let end = start + match[0].length;
+    if (tok.singleWord) {
+      const before = start === 0 ? "" : String.fromCodePoint(text.codePointAt(start - 1 - (isLowSurrogate(text, start - 1) ? 1 : 0))!);
+      const after = end === text.length ? "" : String.fromCodePoint(text.codePointAt(end)!);
+      if (WORD_CHAR.test(before) || WORD_CHAR.test(after)) continue;
+    }
+    if (tok.lstrip) while (start > last && isWhiteSpace(text[start - 1]!)) start--;
+    if (tok.rstrip) while (end < text.length && isWhiteSpace(text[end]!)) end++;
+    if (start > last) out.push({ text: text.slice(last, start), start: last });
+    out.push({ text: text.slice(start, end), start, id: tok.id });
+    last = end;
+  }
+  if (last < text.length) out.push({ text: text.slice(last), start: last });
+  return out;
+}
+
+function isLowSurrogate(s: string, i: number): boolean {
+  const c = s.charCodeAt(i);
+  return c >= 0xdc00 && c <= 0xdfff && i > 0;
 }
 
 // ───────────────────────── BPE ─────────────────────────

@@ -462,3 +462,41 @@ test("property: Llama 3 and Llama 2 layouts give Hugging Face tokenizers' ids on
     );
   }
 });
+
+test("added tokens: lstrip/rstrip absorb whitespace, single_word needs word boundaries, non-special ones are always matched (as Hugging Face tokenizers)", async () => {
+  const j = smallByteLevelJson();
+  const added = j["added_tokens"] as Record<string, unknown>[];
+  const next = Math.max(...added.map((t) => t["id"] as number)) + 1;
+  j["added_tokens"] = [
+    ...added,
+    { ...addedToken(next, "<mask>"), lstrip: true },
+    { ...addedToken(next + 1, "<sep>"), rstrip: true },
+    { ...addedToken(next + 2, "<both>"), lstrip: true, rstrip: true },
+    { ...addedToken(next + 3, "word"), single_word: true },
+    addedToken(next + 4, "[plain]", false),
+  ];
+  const texts = [
+    "a <mask> b", "a   <mask>b", "<mask>", " \t<mask>", "x <sep>   y", "<sep>  ", "a  <both>  b", "<both> <both>  <mask> <sep> z",
+    "word words sword word_x a word. (word) 1word", "x[plain]y", "[plain] [plain]",
+  ];
+  const ours = await agree(j, texts, "added tokens");
+  // normalized: true tokens are matched in the normalised text (SentencePiece: "▁" for spaces, a "▁" prepended)
+  const sp = llama2Json();
+  const nSp = Object.keys((sp["model"] as { vocab: object }).vocab).length; // the crate numbers new added tokens from the vocabulary size
+  sp["added_tokens"] = [
+    ...(sp["added_tokens"] as Record<string, unknown>[]).map((t) => ({ ...t, normalized: true })),
+    { ...addedToken(nSp, "New York", false), normalized: true },
+    { ...addedToken(nSp + 1, "<tab>", false), normalized: false, rstrip: true },
+  ];
+  // (ids only: decoding added tokens matched with their "▁" differs from the reference; not handled)
+  const spDir = write(sp);
+  const spOurs = tokenizerFromJsonFile(join(spDir, "tokenizer.json"));
+  const spRef = HfTokenizer.fromFile(join(spDir, "tokenizer.json"));
+  for (const t of ["<s>hi</s>", "hi <s> there", "New York, New York!", "in New York", "a<tab>  b <tab>", ...CORPUS.slice(0, 8)]) {
+    const ids = spOurs.encode(t, { allowSpecial: true });
+    assert.deepEqual(ids, await refIds(spRef, t), `normalized added tokens: ${JSON.stringify(t)}`);
+  }
+  assert.ok(spOurs.encode("in New York").includes(nSp));
+  assert.deepEqual(ours.encode("x[plain]y").filter((i) => i === next + 4).length, 1, "non-special added tokens without allowSpecial");
+  assert.equal(ours.encode("a <mask> b").includes(next), false);
+});
