@@ -324,3 +324,12 @@ test("tokenizerFromFiles and loadTokenizer agree; the BPE cache does not change 
   assert.deepEqual(fresh.encode(s), fresh.encode(s));
   assert.deepEqual(fresh.encode(s), refEncode(s));
 });
+
+test("the shared Tokenizer interface on GPT-2: bos = eos = 50256, no pad, addSpecialTokens adds nothing, skipSpecialTokens drops <|endoftext|>", () => {
+  const t: Tokenizer = tok;
+  assert.deepEqual([t.bosId, t.eosId, t.padId, t.addBos], [50256, 50256, null, false]);
+  assert.deepEqual(t.specialTokens, [{ id: 50256, content: "<|endoftext|>", special: true }]);
+  assert.deepEqual(t.encode("Hello world", { addSpecialTokens: true }), [15496, 995]);
+  assert.equal(t.decode([64, 50256, 65], { skipSpecialTokens: true }), "ab");
+  assert.equal(t.decode([64, 50256, 65]), "a<|endoftext|>b");
+});
