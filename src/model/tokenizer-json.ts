@@ -559,18 +559,28 @@ function parsePreTokenizer(p: unknown, field: string, bad: Bad): PreTokenizer {
       const re = patternOf(p["pattern"], `${field}.pattern`, bad);
       const behavior = behaviorOf(p["behavior"], `${field}.behavior`, bad);
       const invert = p["invert"] === true;
-      return (pieces) => pieces.flatMap((piece) => split(piece, re, behavior, invert));
+      return (pieces) => {
+        const out: Piece[] = [];
+        for (const piece of pieces) for (const q of split(piece, re, behavior, invert)) out.push(q);
+        return out;
+      };
     }
     case "ByteLevel": {
       const addPrefixSpace = p["add_prefix_space"] === true;
       const useRegex = p["use_regex"] !== false;
       const re = onigToJs(GPT2_ONIG_PATTERN, field);
-      return (pieces) =>
-        pieces.flatMap((piece) => {
+      return (pieces) => {
+        const out: Piece[] = [];
+        for (const piece of pieces) {
           const text = addPrefixSpace && !piece.text.startsWith(" ") ? ` ${piece.text}` : piece.text;
-          const parts = useRegex ? split({ text, atStart: piece.atStart }, re, "Isolated", false) : [{ text, atStart: piece.atStart }];
-          return parts.map((q) => ({ text: byteLevel(q.text), atStart: q.atStart }));
-        });
+          if (!useRegex) {
+            out.push({ text: byteLevel(text), atStart: piece.atStart });
+            continue;
+          }
+          for (const q of split({ text, atStart: piece.atStart }, re, "Isolated", false)) out.push({ text: byteLevel(q.text), atStart: q.atStart });
+        }
+        return out;
+      };
     }
     case "Metaspace": {
       const replacement = p["replacement"] ?? "▁";
@@ -610,6 +620,20 @@ function prependScheme(p: Record<string, unknown>, field: string, bad: Bad): "al
 /** The crate's `NormalizedString::split` with the matches of `re` as delimiters. */
 function split(piece: Piece, re: RegExp, behavior: Behavior, invert: boolean): Piece[] {
   const text = piece.text;
+  if (behavior === "Isolated") {
+    // every match and every gap is a piece
+    const out: Piece[] = [];
+    let prev = 0;
+    for (const m of text.matchAll(re)) {
+      const start = m.index;
+      if (m[0].length === 0) continue;
+      if (prev !== start) out.push({ text: text.slice(prev, start), atStart: piece.atStart && prev === 0 });
+      out.push({ text: m[0], atStart: piece.atStart && start === 0 });
+      prev = start + m[0].length;
+    }
+    if (prev !== text.length) out.push({ text: text.slice(prev), atStart: piece.atStart && prev === 0 });
+    return out;
+  }
   const spans: [number, number, boolean][] = [];
   let prev = 0;
   for (const m of text.matchAll(re)) {
@@ -625,9 +649,6 @@ function split(piece: Piece, re: RegExp, behavior: Behavior, invert: boolean): P
   switch (behavior) {
     case "Removed":
       for (const [s, e, isMatch] of spans) if (!isMatch) merged.push([s, e]);
-      break;
-    case "Isolated":
-      for (const [s, e] of spans) merged.push([s, e]);
       break;
     case "MergedWithPrevious": {
       // a match joins the piece before it, unless that piece is a match too
@@ -665,8 +686,19 @@ function split(piece: Piece, re: RegExp, behavior: Behavior, invert: boolean): P
   return merged.filter(([s, e]) => e > s).map(([s, e]) => ({ text: text.slice(s, e), atStart: piece.atStart && s === 0 }));
 }
 
+/** UTF-8 bytes of text as byte-level characters (ASCII printable characters map to themselves). */
 function byteLevel(text: string): string {
   let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x80) {
+      out = "";
+      break;
+    }
+    out += BYTES_TO_CHARS[c]!;
+  }
+  if (out.length === text.length) return out;
+  out = "";
   for (const b of Buffer.from(text, "utf8")) out += BYTES_TO_CHARS[b]!;
   return out;
 }
