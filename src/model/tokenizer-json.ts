@@ -58,6 +58,8 @@ const CHARS_TO_BYTES: ReadonlyMap<string, number> = new Map(BYTES_TO_CHARS.map((
 
 /** Entries beyond this size empty the BPE cache (one entry per distinct piece). */
 const CACHE_LIMIT = 100_000;
+/** Longer pieces (whole SentencePiece segments, which have no pre-tokenizer) are not cached. */
+const CACHE_MAX_PIECE = 256;
 
 /** A piece of text on its way through the pipeline; `atStart`: it begins the whole input. */
 interface Piece {
@@ -261,8 +263,10 @@ export class JsonTokenizer implements Tokenizer {
       let ids = this.cache.get(p.text);
       if (ids === undefined) {
         ids = bpe(this.model, p.text, this.source);
-        if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-        this.cache.set(p.text, ids);
+        if (p.text.length <= CACHE_MAX_PIECE) {
+          if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+          this.cache.set(p.text, ids);
+        }
       }
       for (const id of ids) out.push(id);
     }
