@@ -227,7 +227,8 @@ export function onigToJsSource(pattern: string, where: string): string {
     const cs = ci ? cases(cp) : [cp];
     if (cs.length > 1) return atom(`[${cs.map(classChar).join("")}]`);
     const ch = String.fromCodePoint(cp);
-    atom(SYNTAX.has(ch) ? `\\${ch}` : classChar(cp) === ch ? ch : classChar(cp));
+    // outside a class only syntax characters take a backslash ("\\-" is an error in a u regex)
+    atom(SYNTAX.has(ch) ? `\\${ch}` : "[-^".includes(ch) ? ch : classChar(cp));
   };
 
   /** Possessive/atomic: (?=(?<aN>X))\k<aN> for the output from `from`. */

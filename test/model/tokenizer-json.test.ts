@@ -354,7 +354,7 @@ test("unk without byte fallback: unknown characters become <unk> (fused when fus
 test("Split behaviours and translated Oniguruma regexes agree with Hugging Face tokenizers", async () => {
   const regexes = [
     "\\w+|\\W", "\\d+", "\\s+", ".+", "^\\s+|\\s+$", "\\p{Lu}\\p{Ll}*", "(?i:the|a)", "[a-z]++", "(?>\\p{L}+)\\p{L}?", "\\x{00e9}+",
-    "[^\\s\\p{L}]+", "\\p{N}{1,3}", "(?i)[a-f]+", "\\bth", "'", "\\.", "[\\[\\]\\-]",
+    "[^\\s\\p{L}]+", "\\p{N}{1,3}", "(?i)[a-f]+", "\\bth", "'", "\\.", "[\\[\\]\\-]", "-+", "\\d+-\\d+|\\-", "\\A\\p{L}|\\p{L}\\z",
   ];
   const texts = ["The Theatre's e\u0301 ééé 123456 THE the\tA a", "  trailing  \n  lines \n", "[a-b] x.y ab-cd", ...CORPUS.slice(0, 12)];
   for (const regex of regexes) {
