@@ -142,7 +142,9 @@ function qwen2Json(): Record<string, unknown> {
 /** GPT-NeoX's layout: NFC normaliser, ByteLevel pre-tokenizer with GPT-2's regex. */
 function neoxJson(): Record<string, unknown> {
   const g = gpt2Json();
-  return { ...g, added_tokens: [addedToken(50256, "<|endoftext|>"), addedToken(50257, "<|padding|>")], normalizer: { type: "NFC" } };
+  // GPT-NeoX's tokenizer has non-special, normalised added tokens for runs of spaces
+  const spaces = (id: number, n: number): Record<string, unknown> => ({ ...addedToken(id, " ".repeat(n), false), normalized: true });
+  return { ...g, added_tokens: [addedToken(50256, "<|endoftext|>"), addedToken(50257, "<|padding|>"), spaces(50258, 16), spaces(50259, 8)], normalizer: { type: "NFC" } };
 }
 
 /** Learns `n` BPE merges over words given as symbol arrays (ties: the lexicographically smallest pair). */
@@ -292,10 +294,11 @@ test("Qwen2 layout (NFC, single-digit regex, no BOS) and GPT-NeoX layout (NFC + 
   assert.deepEqual(qwen.encode("2024").map((i) => qwen.idToToken(i)), ["2", "0", "2", "4"]);
   assert.equal(qwen.addBos, false);
   assert.equal(qwen.bosId, null);
-  const neox = await agree(neoxJson(), [...CORPUS, "x<|padding|>"], "neox");
+  const neox = await agree(neoxJson(), [...CORPUS, "x<|padding|>", `x${" ".repeat(24)}y`, `${" ".repeat(9)}z  `], "neox");
   // NFC: decomposed é becomes é, so the round trip holds for NFC text
   for (const t of CORPUS) assert.equal(neox.decode(neox.encode(t)), t.normalize("NFC"), JSON.stringify(t));
   assert.deepEqual(neox.encode("e\u0301"), neox.encode("é"));
+  assert.deepEqual(neox.encode(`x${" ".repeat(24)}y`).filter((i) => i >= 50258), [50258, 50259], "runs of spaces are their added tokens, longest first");
 });
 
 test("ignore_merges: a piece that is a vocabulary token is that token even when the merges cannot build it", async () => {
