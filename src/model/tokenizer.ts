@@ -12,8 +12,8 @@
  * tiktoken and Hugging Face tokenizers). JavaScript's `\s` differs on two characters (it includes
  * U+FEFF and excludes U+0085), so the class is spelled out below.
  *
- * Special tokens: `<|endoftext|>` (and any other added token of a tokenizer.json) is recognised in
- * the text only with `{ allowSpecial: true }`. By default it is encoded as ordinary text, like
+ * Special tokens: `<|endoftext|>` (and any token of added_tokens.json) is recognised in the text
+ * only with `{ allowSpecial: true }`. By default it is encoded as ordinary text, like
  * OpenAI's encoder.py and tiktoken's encode_ordinary: a corpus that happens to contain the literal
  * string must not inject document boundaries. To mark a boundary, append `tok.eosId` yourself.
  *
