@@ -42,6 +42,18 @@ export function checkDatasetUnchanged(run: Run, datasetPath: string): void {
         `rebuild the run, or pass --data with the dataset it was trained on`,
     );
   }
+  // a sweep job's targets are a column of the layer's targets file: that file must be unchanged too
+  const column = run.config.dataset.target_column;
+  if (column == null || typeof column.sha256 !== "string") return;
+  const targetsPath = resolve(run.dir, column.path);
+  if (!existsSync(targetsPath)) return; // reading the dataset says so, with the path
+  const nowTargets = fileSha256(targetsPath);
+  if (nowTargets !== column.sha256) {
+    throw new SelfreportError(
+      `targets file ${targetsPath} has changed since run ${run.dir} was trained on column ${column.column} of it (sha256 ${column.sha256.slice(0, 12)}… in its config.json, ${nowTargets.slice(0, 12)}… now); ` +
+        `rerun the sweep job, or pass --data with a dataset of this neuron`,
+    );
+  }
 }
 
 export { datasetCommandFor };

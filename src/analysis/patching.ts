@@ -172,7 +172,7 @@ export function* runPatchesSteps(ctx: AnalysisContext, inputs: readonly number[]
   const P = patches.length;
   const residName = `blocks.${reaches ? L : F}.hook_resid_post`;
   const later = reaches ? Array.from({ length: F - L }, (_, i) => L + 1 + i) : []; // blocks rerun for the rows
-  const names = [hook, residName, ...later.flatMap((l) => [`blocks.${l}.attn.hook_k`, `blocks.${l}.attn.hook_v`])];
+  const names = [hook, residName, ...later.flatMap((l) => [model.keyHook(l), `blocks.${l}.attn.hook_v`])];
   const weights = new Map(later.map((l) => [l, noGrad(() => model.layerWeights(l))]));
   const chunk = Math.max(1, Math.floor(ROWS_PER_BATCH / (1 + P)));
   const bar = progress(label, N);
@@ -226,7 +226,7 @@ export function* runPatchesSteps(ctx: AnalysisContext, inputs: readonly number[]
         const rowGroup = Int32Array.from({ length: R }, (_, r) => r);
         for (const l of later) {
           const rows = {
-            pastK: cache.get(`blocks.${l}.attn.hook_k`)!.data, pastV: cache.get(`blocks.${l}.attn.hook_v`)!.data, stride: T,
+            pastK: cache.get(model.keyHook(l))!.data, pastV: cache.get(`blocks.${l}.attn.hook_v`)!.data, stride: T, // keys as attention uses them (rotated, for rotary models)
             rowSeq: rowInput, rowPast: rowPos, rowGroup, hookShape: [R, 1] as const,
           };
           X = model.blockRows(l, X, rows, { weights: weights.get(l)! }).resid;

@@ -45,7 +45,8 @@ import { runSteps, runStepsInterruptibly } from "../util/interrupt.ts";
 import { progress } from "../util/progress.ts";
 import { barChart, heatmap, scatter, renderSvg } from "../report/charts.ts";
 import { selectInputs, padIdFor, type AnalysisContext } from "./context.ts";
-import { headGradients, headDirection, foldedWin } from "./weights.ts";
+import { headGradients, headDirection, neuronVector } from "./weights.ts";
+import { blockSpec } from "../model/config.ts";
 import { linearFit, type LinearFit } from "./fit.ts";
 import * as la from "./linalg.ts";
 
@@ -67,6 +68,8 @@ const BATCH = 32;
 export interface DirectionCosines {
   W_in_raw: number;
   W_in_folded: number;
+  /** A gated MLP's gate column (ln2 folded), the neuron's second reader; null for a plain MLP. */
+  W_gate_folded: number | null;
   W_out: number;
   head: number;
 }
@@ -242,9 +245,12 @@ export function parameterChanges(base: HookedTransformer, tuned: HookedTransform
 // ---------------------------------------------------------------------------------------------
 // The analysis
 
-function cosines(v: ArrayLike<number>, dirs: { W_in_raw: la.Vec; W_in_folded: la.Vec; W_out: la.Vec; head: la.Vec }): DirectionCosines {
+function cosines(v: ArrayLike<number>, dirs: { W_in_raw: la.Vec; W_in_folded: la.Vec; W_gate_folded: la.Vec | null; W_out: la.Vec; head: la.Vec }): DirectionCosines {
   const cos = (a: ArrayLike<number>, b: ArrayLike<number>): number => (la.norm(a) === 0 || la.norm(b) === 0 ? 0 : la.cosine(a, b));
-  return { W_in_raw: cos(v, dirs.W_in_raw), W_in_folded: cos(v, dirs.W_in_folded), W_out: cos(v, dirs.W_out), head: cos(v, dirs.head) };
+  return {
+    W_in_raw: cos(v, dirs.W_in_raw), W_in_folded: cos(v, dirs.W_in_folded), W_gate_folded: dirs.W_gate_folded === null ? null : cos(v, dirs.W_gate_folded),
+    W_out: cos(v, dirs.W_out), head: cos(v, dirs.head),
+  };
 }
 
 const layerName = (l: "embed" | number): string => (l === "embed" ? "embed" : `L${l}`);
@@ -292,7 +298,6 @@ export function* residualAnalysisSteps(ctx: AnalysisContext, opts: ResidualOptio
   const base = ctx.baseModel;
   const tuned = ctx.model;
   const C = base.cfg.dModel;
-  const M = base.cfg.dMlp;
   const n = c.target_neuron;
   const L = c.target_layer;
   const F = c.feature_layer;
@@ -323,11 +328,11 @@ export function* residualAnalysisSteps(ctx: AnalysisContext, opts: ResidualOptio
   const head = headDirection(ctx.run, tuned, meanG);
 
   // the neuron's directions, in the base model (what the neuron reads and writes before fine-tuning)
-  const Win = base.W_in(L).data; // [C, M]
   const dirs = {
-    W_in_raw: Float64Array.from({ length: C }, (_, i) => Win[i * M + n]!),
-    W_in_folded: (() => { const Fw = foldedWin(base, L); return Float64Array.from({ length: C }, (_, i) => Fw[i * M + n]!); })(),
-    W_out: Float64Array.from(base.W_out(L).data.subarray(n * C, (n + 1) * C)),
+    W_in_raw: neuronVector(base, "W_in_raw", L, n), //                                    [C]
+    W_in_folded: neuronVector(base, "W_in_folded", L, n),
+    W_gate_folded: blockSpec(base.cfg).gatedMlp ? neuronVector(base, "W_gate_folded", L, n) : null,
+    W_out: neuronVector(base, "W_out", L, n),
     head: head.direction,
   };
 
@@ -513,7 +518,10 @@ export async function residualPlots(s: ResidualSummary): Promise<Record<string, 
     yLabel: "Cov(layer increment, act) / Cov(Δpred, act)",
     subtitle: `first-order R² ${s.readout.linearisation_r2 === null ? "n/a" : s.readout.linearisation_r2.toFixed(4)}`,
   }));
-  const cols = ["mean Δ · W_in", "mean Δ · W_in (ln2)", "mean Δ · W_out", "mean Δ · head", "β · W_in", "β · W_in (ln2)", "β · W_out", "β · head"];
+  const gated = s.layers.some((l) => l.mean_change_cosines?.W_gate_folded != null);
+  const cosRow = (m: DirectionCosines): number[] => [m.W_in_raw, m.W_in_folded, ...(gated ? [m.W_gate_folded ?? NaN] : []), m.W_out, m.head];
+  const colsOf = (p: string): string[] => [`${p} · W_in`, `${p} · W_in (ln2)`, ...(gated ? [`${p} · W_gate (ln2)`] : []), `${p} · W_out`, `${p} · head`];
+  const cols = [...colsOf("mean Δ"), ...colsOf("β")];
   plots["direction_cosines"] = await renderSvg(heatmap({
     title: `Cosines of the residual change with ${who}'s directions and the head's`,
     subtitle: `β = Cov(Δresid, activation)/Var(activation); random directions: std ${s.null_cosine_std.toFixed(3)}`,
@@ -522,7 +530,7 @@ export async function residualPlots(s: ResidualSummary): Promise<Record<string, 
       const m = l.mean_change_cosines;
       const k = l.coupled_change_cosines;
       if (m === null || k === null) return cols.map(() => NaN); // unchanged: no direction
-      return [m.W_in_raw, m.W_in_folded, m.W_out, m.head, k.W_in_raw, k.W_in_folded, k.W_out, k.head];
+      return [...cosRow(m), ...cosRow(k)];
     }),
     colorLabel: "cosine",
   }));

@@ -16,7 +16,7 @@ import type { HookedTransformer } from "../model/transformer.ts";
 import { targetHookName } from "../selfreport/dataset.ts";
 import type { Run } from "../selfreport/run.ts";
 import { datasetCommandFor } from "./context.ts";
-import { checkRunTarget, wInFolding, compare, headDirection, ln2AlreadyFolded, neuronVector, round6, wOutPcaOf, type Comparison, type VectorKind, type WeightsSummary } from "./weights.ts";
+import { checkRunTarget, wInFolding, headDirection, neuronVector, readingComparisons, round6, wOutPcaOf, type VectorKind, type WeightsSummary } from "./weights.ts";
 import * as la from "./linalg.ts";
 
 export interface SkippedMeasure {
@@ -75,18 +75,9 @@ export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: 
   const w = la.unit(rawDirection); // [C]
   if (la.norm(rawDirection) === 0) notes.push("the head's reading direction is zero: every cosine below is 0");
 
-  const vectors: VectorKind[] = isPost ? ["W_in_raw", "W_in_folded", "W_out"] : ["e_n"];
-  const folded = isPost ? ln2AlreadyFolded(model) : false;
-  if (!isPost) notes.push(`layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`);
+  const { vectors, folded, reading, layerCos, note } = readingComparisons(model, layer, neuron, isPost, w);
+  if (note !== null) notes.push(note);
   if (c.freeze_mode !== "frozen") notes.push(`${c.freeze_mode} run: the weights are the fine-tuned model's`);
-
-  const reading: Partial<Record<VectorKind, Comparison>> = {};
-  const layerCos: Record<string, number[]> = {};
-  for (const kind of vectors) {
-    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
-    reading[kind] = cmp;
-    if (kind !== "W_in_raw") layerCos[`reading_${kind}`] = round6(inLayer);
-  }
 
   const writeKind: VectorKind = isPost ? "W_out" : "e_n";
   const writer = neuronVector(model, writeKind, layer, neuron); // [C]
@@ -129,7 +120,7 @@ export function weightsOnlyAnalysis(run: Run, model: HookedTransformer, outDir: 
       cosine_unfolded_vs_folded: unfolded === null ? null : la.cosine(unfolded, rawDirection),
     },
     vectors,
-    w_in: isPost ? wInFolding(folded) : null,
+    w_in: isPost ? wInFolding(folded, model) : null,
     reading,
     direct_write: directWrite,
     w_out_pca: isPost ? wOutPcaOf(model, layer, neuron, w) : null,

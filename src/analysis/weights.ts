@@ -28,6 +28,7 @@
 import { existsSync } from "node:fs";
 import { Rng, Tensor, backward, noGrad, withGrad } from "../tensor/index.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
+import { blockSpec } from "../model/config.ts";
 import { SelfreportError } from "../errors.ts";
 import { binCentres, pearson } from "../selfreport/stats.ts";
 import { headForward, predictionTensor } from "../selfreport/predictor.ts";
@@ -65,7 +66,10 @@ export interface EmpiricalNull {
 }
 
 /** The neuron vectors a direction is compared with. */
-export type VectorKind = "W_in_raw" | "W_in_folded" | "W_out" | "e_n";
+export type VectorKind = "W_in_raw" | "W_in_folded" | "W_gate_raw" | "W_gate_folded" | "W_out" | "e_n";
+
+/** The matrices an MLP neuron reads through: W_in, and for a gated MLP also W_gate (both [d_model, d_mlp]). */
+export type ReaderMatrix = "W_in" | "W_gate";
 
 export interface Comparison {
   cosine: number;
@@ -116,6 +120,8 @@ export interface WeightsSummary {
     spaces: string;
     /** corr(w·x, W_in_folded[:, n]·x) over the dataset's resid_post vectors x (the whitened cosine of two readers). */
     readout_correlation: number;
+    /** The same for a gated MLP's W_gate_folded[:, n]; null for a plain MLP. */
+    gate_readout_correlation: number | null;
     readout_note: string;
   } | null;
   reading: Partial<Record<VectorKind, Comparison>>;
@@ -253,10 +259,14 @@ export function headDirection(run: Run, model: HookedTransformer, meanGradient: 
 // ---------------------------------------------------------------------------------------------
 // Neuron vectors and cosines with every neuron
 
-/** W_in of layer l with ln2 folded in: centre over d_model of ln2.w[c]·W_in[c, m] → [C, M]. */
-export function foldedWin(model: HookedTransformer, l: number): Vec {
+/**
+ * A reader of layer l (W_in, or a gated MLP's W_gate) with ln2 folded in → [C, M]: ln2.w[c]·W[c, m],
+ * centred over d_model after a LayerNorm (which removes the mean before the weight); an RMSNorm
+ * removes no mean, so nothing is centred.
+ */
+export function foldedReader(model: HookedTransformer, l: number, which: ReaderMatrix = "W_in"): Vec {
   const { dModel: C, dMlp: M } = model.cfg;
-  const W = model.W_in(l).data;
+  const W = (which === "W_in" ? model.W_in(l) : model.W_gate(l)).data;
   const s = model.ln2W(l).data;
   const F = new Float64Array(C * M);
   const mean = new Float64Array(M);
@@ -265,15 +275,21 @@ export function foldedWin(model: HookedTransformer, l: number): Vec {
     F[c * M + m] = v;
     mean[m]! += v / C;
   }
-  for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) F[c * M + m]! -= mean[m]!;
+  if (blockSpec(model.cfg).normalizationType === "LN") for (let c = 0; c < C; c++) for (let m = 0; m < M; m++) F[c * M + m]! -= mean[m]!;
   return F;
 }
 
-/** Whether the model's ln2 is already folded into W_in (tl weights): ln2.w = 1, ln2.b = 0, W_in columns centred. */
+/**
+ * Whether the model's ln2 is already folded into its readers (tl weights): ln2.w = 1, and for a
+ * LayerNorm also ln2.b = 0 and the W_in columns centred (an RMSNorm has no bias and centres nothing).
+ */
 export function ln2AlreadyFolded(model: HookedTransformer): boolean {
   const { nLayers, dModel: C, dMlp: M } = model.cfg;
+  const rms = blockSpec(model.cfg).normalizationType === "RMS";
   for (let l = 0; l < nLayers; l++) {
-    if (model.ln2W(l).data.some((v) => v !== 1) || model.p(`blocks.${l}.ln2.b`).data.some((v) => v !== 0)) return false;
+    if (model.ln2W(l).data.some((v) => v !== 1)) return false;
+    if (rms) continue;
+    if (model.p(`blocks.${l}.ln2.b`).data.some((v) => v !== 0)) return false;
     const W = model.W_in(l).data;
     for (let m = 0; m < M; m++) {
       let s = 0;
@@ -291,7 +307,9 @@ export function ln2AlreadyFolded(model: HookedTransformer): boolean {
 /** One layer's neuron vectors of a kind as a matrix and its layout: "cols" [C, M] (W_in) or "rows" [M, C] (W_out). */
 function layerMatrix(model: HookedTransformer, kind: Exclude<VectorKind, "e_n">, l: number): { A: ArrayLike<number>; layout: "cols" | "rows" } {
   if (kind === "W_in_raw") return { A: model.W_in(l).data, layout: "cols" };
-  if (kind === "W_in_folded") return { A: foldedWin(model, l), layout: "cols" };
+  if (kind === "W_in_folded") return { A: foldedReader(model, l, "W_in"), layout: "cols" };
+  if (kind === "W_gate_raw") return { A: model.W_gate(l).data, layout: "cols" };
+  if (kind === "W_gate_folded") return { A: foldedReader(model, l, "W_gate"), layout: "cols" };
   return { A: model.W_out(l).data, layout: "rows" };
 }
 
@@ -357,6 +375,29 @@ export function compare(model: HookedTransformer, kind: VectorKind, layer: numbe
     },
     inLayer,
   };
+}
+
+/**
+ * The head's reading direction w (unit, [C]) against the neuron's vectors, as both the full and the
+ * weights-only analysis report it: for an MLP neuron W_in (as loaded and ln2-folded) and W_out, for a
+ * residual dimension its unit vector e_n; with each vector's cosines over its layer (for the plots).
+ */
+export function readingComparisons(model: HookedTransformer, layer: number, neuron: number, isPost: boolean, w: Vec): {
+  vectors: VectorKind[]; folded: boolean; reading: Partial<Record<VectorKind, Comparison>>; layerCos: Record<string, number[]>; note: string | null;
+} {
+  const gated = blockSpec(model.cfg).gatedMlp;
+  const vectors: VectorKind[] = !isPost ? ["e_n"] : gated ? ["W_in_raw", "W_in_folded", "W_gate_raw", "W_gate_folded", "W_out"] : ["W_in_raw", "W_in_folded", "W_out"];
+  const folded = isPost ? ln2AlreadyFolded(model) : false;
+  const C = model.cfg.dModel;
+  const note = isPost ? null : `layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`;
+  const reading: Partial<Record<VectorKind, Comparison>> = {};
+  const layerCos: Record<string, number[]> = {};
+  for (const kind of vectors) {
+    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
+    reading[kind] = cmp;
+    if (kind !== "W_in_raw" && kind !== "W_gate_raw") layerCos[`reading_${kind}`] = round6(inLayer);
+  }
+  return { vectors, folded, reading, layerCos, note };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,13 +494,29 @@ export function weightsAnalysisInterruptibly(ctx: AnalysisContext, opts: Weights
 }
 
 /** Whether ln2 is already folded into W_in, in words: the part of `w_in` that needs no examples. */
-export function wInFolding(folded: boolean): { ln2_already_folded: boolean; note: string } {
+export function wInFolding(folded: boolean, model: HookedTransformer): { ln2_already_folded: boolean; note: string } {
+  const spec = blockSpec(model.cfg);
+  const rms = spec.normalizationType === "RMS";
+  const gate = spec.gatedMlp ? " (and likewise W_gate, the gated MLP's second reader: the neuron is act(x·W_gate[:, n])·(x·W_in[:, n]))" : "";
   return {
     ln2_already_folded: folded,
     note: folded
-      ? "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector"
-      : "W_in_folded = centre(ln2.w ⊙ W_in[:, n]): what the neuron reads from the residual stream, LayerNorm included",
+      ? (rms
+        ? `the model's weights are TransformerLens-processed (RMSNorm ln2.w = 1, folded into W_in${spec.gatedMlp ? " and W_gate" : ""}): the raw and folded vectors are the same`
+        : "the model's weights are TransformerLens-processed (ln2.w = 1, ln2.b = 0, W_in centred): W_in_raw and W_in_folded are the same vector")
+      : (rms
+        ? `W_in_folded = ln2.w ⊙ W_in[:, n]${gate}: what the neuron reads from the RMS-normalised residual stream (RMSNorm removes no mean, so nothing is centred)`
+        : `W_in_folded = centre(ln2.w ⊙ W_in[:, n])${gate}: what the neuron reads from the residual stream, LayerNorm included`),
   };
+}
+
+/** Where the neuron of layer `layer` reads, in words: ln2 of resid_mid, or of resid_pre in a parallel block (GPT-NeoX). */
+export function neuronReadsFrom(model: HookedTransformer, layer: number): string {
+  const spec = blockSpec(model.cfg);
+  const norm = spec.normalizationType === "RMS" ? "RMSNorm ln2" : "LayerNorm ln2";
+  return spec.parallelAttnMlp
+    ? `the normalised resid_pre of layer ${layer} (${norm} applied; a parallel block: attention and MLP both read resid_pre)`
+    : `the normalised resid_mid of layer ${layer} (${norm} applied)`;
 }
 
 /** The run's target and feature layers and its neuron, checked against the model (one error each). */
@@ -507,21 +564,11 @@ export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions
   const w = la.unit(rawDirection); // [C]
   if (la.norm(rawDirection) === 0) notes.push("the head's reading direction is zero: every cosine below is 0");
 
-  // ---- which neuron vectors
-  const vectors: VectorKind[] = isPost ? ["W_in_raw", "W_in_folded", "W_out"] : ["e_n"];
-  const folded = isPost ? ln2AlreadyFolded(model) : false;
-  if (!isPost) notes.push(`layer_type mlp_out: the target is residual dimension ${neuron} of blocks.${layer}.hook_mlp_out, so its vector is the unit vector e_${neuron}; W_in/W_out comparisons and their ranks do not apply (rank_in_layer ranks e_${neuron} among the ${C} basis vectors)`);
+  // ---- 2. reading direction against the neuron's vectors
+  const { vectors, folded, reading, layerCos, note } = readingComparisons(model, layer, neuron, isPost, w);
+  if (note !== null) notes.push(note);
   if (c.freeze_mode !== "frozen") notes.push(`${c.freeze_mode} run: weights and features are the fine-tuned model's; the activations (dataset targets) are the base model's`);
   const target = (kind: VectorKind): Vec => neuronVector(model, kind, layer, neuron);
-
-  // ---- 2. reading direction against the neuron
-  const reading: Partial<Record<VectorKind, Comparison>> = {};
-  const layerCos: Record<string, number[]> = {};
-  for (const kind of vectors) {
-    const { cmp, inLayer } = compare(model, kind, layer, neuron, w);
-    reading[kind] = cmp;
-    if (kind !== "W_in_raw") layerCos[`reading_${kind}`] = round6(inLayer);
-  }
 
   // ---- 3. activation pattern, whitened cosines, residual anisotropy
   const S = la.covariance(X, N, C); // [C, C]
@@ -611,10 +658,12 @@ export function* weightsAnalysisSteps(ctx: AnalysisContext, opts: WeightsOptions
     vectors,
     w_in: isPost
       ? {
-        ...wInFolding(folded),
-        spaces: `the neuron reads the normalised resid_mid of layer ${layer} (ln2 applied); the head reads resid_post of layer ${c.feature_layer}: the cosine compares two readers of different points of the residual stream, so a small cosine does not rule out that the head recomputes the neuron's input`,
+        ...wInFolding(folded, model),
+        spaces: `the neuron reads ${neuronReadsFrom(model, layer)}; the head reads resid_post of layer ${c.feature_layer}: the cosine compares two readers of different points of the residual stream, so a small cosine does not rule out that the head recomputes the neuron's input`,
         readout_correlation: whitened.W_in_folded!,
-        readout_note: `over the dataset, what the head reads from resid_post of layer ${c.feature_layer} and what W_in[:, ${neuron}] (ln2 folded) would read from the same vectors correlate with r = ${whitened.W_in_folded!.toFixed(3)} (the whitened cosine; 1 = the two readouts carry the same signal, 0 = unrelated)`,
+        readout_note: `over the dataset, what the head reads from resid_post of layer ${c.feature_layer} and what W_in[:, ${neuron}] (ln2 folded) would read from the same vectors correlate with r = ${whitened.W_in_folded!.toFixed(3)} (the whitened cosine; 1 = the two readouts carry the same signal, 0 = unrelated)` +
+          (whitened.W_gate_folded === undefined ? "" : `; for the gate W_gate[:, ${neuron}] (ln2 folded), r = ${whitened.W_gate_folded.toFixed(3)}`),
+        gate_readout_correlation: whitened.W_gate_folded ?? null,
       }
       : null,
     reading,

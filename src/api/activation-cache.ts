@@ -163,8 +163,12 @@ export class ActivationCache implements Iterable<[string, Tensor]> {
     const parts: Tensor[] = [];
     const labels: string[] = [];
     if (opts.inclEmbeds !== false) {
-      parts.push(this.get("hook_embed"), this.get("hook_pos_embed"));
-      labels.push("embed", "pos_embed");
+      parts.push(this.get("hook_embed"));
+      labels.push("embed");
+      if (this.model.spec.positionalEmbeddingType === "standard") { // rotary models add no position embedding
+        parts.push(this.get("hook_pos_embed"));
+        labels.push("pos_embed");
+      }
     }
     for (let l = 0; l < L; l++) {
       if (mode !== "mlp") { parts.push(this.get(`blocks.${l}.hook_attn_out`)); labels.push(`${l}_attn_out`); }

@@ -88,12 +88,16 @@ export interface RunResult {
   tokens: TokenBatch;
 }
 
-/** One block's weights under TransformerLens's attribute names: model.blocks[2].mlp.W_in. */
+/**
+ * One block's weights under TransformerLens's attribute names: model.blocks[2].mlp.W_in. RMSNorm has
+ * no `b`; with grouped-query attention W_K/W_V/b_K/b_V are repeated per query head and the stored
+ * per-K/V-head tensors are `_W_K`, `_W_V`, `_b_K`, `_b_V`; a gated MLP has `W_gate`.
+ */
 export interface BlockWeights {
-  ln1: { w: Tensor; b: Tensor };
-  attn: { W_Q: Tensor; W_K: Tensor; W_V: Tensor; W_O: Tensor; b_Q: Tensor; b_K: Tensor; b_V: Tensor; b_O: Tensor };
-  ln2: { w: Tensor; b: Tensor };
-  mlp: { W_in: Tensor; b_in: Tensor; W_out: Tensor; b_out: Tensor };
+  ln1: { w: Tensor; b?: Tensor };
+  attn: { W_Q: Tensor; W_K: Tensor; W_V: Tensor; W_O: Tensor; b_Q: Tensor; b_K: Tensor; b_V: Tensor; b_O: Tensor; _W_K?: Tensor; _W_V?: Tensor; _b_K?: Tensor; _b_V?: Tensor };
+  ln2: { w: Tensor; b?: Tensor };
+  mlp: { W_in: Tensor; b_in: Tensor; W_out: Tensor; b_out: Tensor; W_gate?: Tensor };
 }
 
 export class HookedTransformer extends Model {
@@ -115,7 +119,9 @@ export class HookedTransformer extends Model {
   static fromPretrained(nameOrDir: string, opts: FromPretrainedOptions = {}): HookedTransformer {
     const { model, dir } = loadModel(nameOrDir, { weights: opts.weights ?? "tl" });
     const hasTokenizer = existsSync(join(dir, "tokenizer.json")) || existsSync(join(dir, "vocab.json")) || existsSync(join(dir, "merges.txt"));
-    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizer ? loadTokenizer(dir) : null, dir });
+    // only GPT-2's tokenizer is read yet: other families take token ids (tok() says why)
+    const gpt2 = (model.cfg.architecture ?? "gpt2") === "gpt2";
+    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizer && gpt2 ? loadTokenizer(dir) : null, dir });
   }
 
   /** The same weights (shared, not copied) with a tokenizer: for a model from HookedTransformer.init or training. */
@@ -127,6 +133,7 @@ export class HookedTransformer extends Model {
   // Tokens
 
   private tok(what: string): Tokenizer {
+    if (this.tokenizer === null && (this.cfg.architecture ?? "gpt2") !== "gpt2") throw new SelfreportError(`${what} needs a tokenizer: tokenizer.json tokenizers are not supported yet (this is a ${this.cfg.hfArchitecture ?? this.cfg.architecture} model); give token ids instead`);
     if (this.tokenizer === null) throw new SelfreportError(`${what} needs a tokenizer, and this model has none (its directory has no vocab.json + merges.txt or tokenizer.json); give token ids instead`);
     return this.tokenizer;
   }
@@ -256,12 +263,14 @@ export class HookedTransformer extends Model {
   // stacked on a new first axis, as TransformerLens's model.W_in is [n_layers, d_model, d_mlp].
 
   override W_Q(l?: number): Tensor { return l === undefined ? this.stacked("attn.W_Q") : super.W_Q(l); } //    [H, C, Dh]
-  override W_K(l?: number): Tensor { return l === undefined ? this.stacked("attn.W_K") : super.W_K(l); } //    [H, C, Dh]
-  override W_V(l?: number): Tensor { return l === undefined ? this.stacked("attn.W_V") : super.W_V(l); } //    [H, C, Dh]
+  override W_K(l?: number): Tensor { return l === undefined ? this.stackedOf((i) => super.W_K(i)) : super.W_K(l); } // [H, C, Dh]
+  override W_V(l?: number): Tensor { return l === undefined ? this.stackedOf((i) => super.W_V(i)) : super.W_V(l); } // [H, C, Dh]
   override W_O(l?: number): Tensor { return l === undefined ? this.stacked("attn.W_O") : super.W_O(l); } //    [H, Dh, C]
   override b_Q(l?: number): Tensor { return l === undefined ? this.stacked("attn.b_Q") : super.b_Q(l); } //    [H, Dh]
-  override b_K(l?: number): Tensor { return l === undefined ? this.stacked("attn.b_K") : super.b_K(l); } //    [H, Dh]
-  override b_V(l?: number): Tensor { return l === undefined ? this.stacked("attn.b_V") : super.b_V(l); } //    [H, Dh]
+  override b_K(l?: number): Tensor { return l === undefined ? this.stackedOf((i) => super.b_K(i)) : super.b_K(l); } // [H, Dh]
+  override b_V(l?: number): Tensor { return l === undefined ? this.stackedOf((i) => super.b_V(i)) : super.b_V(l); } // [H, Dh]
+  /** The gate of a gated MLP (Llama family): [C, M], or [nLayers, C, M] without a layer. */
+  override W_gate(l?: number): Tensor { return l === undefined ? this.stacked("mlp.W_gate") : super.W_gate(l); }
   override b_O(l?: number): Tensor { return l === undefined ? this.stacked("attn.b_O") : super.b_O(l); } //    [C]
   override W_in(l?: number): Tensor { return l === undefined ? this.stacked("mlp.W_in") : super.W_in(l); } //  [C, M]
   override b_in(l?: number): Tensor { return l === undefined ? this.stacked("mlp.b_in") : super.b_in(l); } //  [M]
@@ -272,11 +281,23 @@ export class HookedTransformer extends Model {
   get blocks(): BlockWeights[] {
     return Array.from({ length: this.cfg.nLayers }, (_, l) => {
       const p = (n: string): Tensor => this.p(`blocks.${l}.${n}`);
+      const opt = (n: string): Record<string, Tensor> => (this.params.has(`blocks.${l}.${n}`) ? { [n.slice(n.indexOf(".") + 1)]: p(n) } : {});
+      if (!this.spec.gqa) {
+        return {
+          ln1: { w: p("ln1.w"), ...opt("ln1.b") },
+          attn: { W_Q: p("attn.W_Q"), W_K: p("attn.W_K"), W_V: p("attn.W_V"), W_O: p("attn.W_O"), b_Q: p("attn.b_Q"), b_K: p("attn.b_K"), b_V: p("attn.b_V"), b_O: p("attn.b_O") },
+          ln2: { w: p("ln2.w"), ...opt("ln2.b") },
+          mlp: { W_in: p("mlp.W_in"), b_in: p("mlp.b_in"), W_out: p("mlp.W_out"), b_out: p("mlp.b_out"), ...opt("mlp.W_gate") },
+        };
+      }
       return {
-        ln1: { w: p("ln1.w"), b: p("ln1.b") },
-        attn: { W_Q: p("attn.W_Q"), W_K: p("attn.W_K"), W_V: p("attn.W_V"), W_O: p("attn.W_O"), b_Q: p("attn.b_Q"), b_K: p("attn.b_K"), b_V: p("attn.b_V"), b_O: p("attn.b_O") },
-        ln2: { w: p("ln2.w"), b: p("ln2.b") },
-        mlp: { W_in: p("mlp.W_in"), b_in: p("mlp.b_in"), W_out: p("mlp.W_out"), b_out: p("mlp.b_out") },
+        ln1: { w: p("ln1.w"), ...opt("ln1.b") },
+        attn: {
+          W_Q: p("attn.W_Q"), W_K: super.W_K(l), W_V: super.W_V(l), W_O: p("attn.W_O"), b_Q: p("attn.b_Q"), b_K: super.b_K(l), b_V: super.b_V(l), b_O: p("attn.b_O"),
+          _W_K: p("attn._W_K"), _W_V: p("attn._W_V"), _b_K: p("attn._b_K"), _b_V: p("attn._b_V"),
+        },
+        ln2: { w: p("ln2.w"), ...opt("ln2.b") },
+        mlp: { W_in: p("mlp.W_in"), b_in: p("mlp.b_in"), W_out: p("mlp.W_out"), b_out: p("mlp.b_out"), ...opt("mlp.W_gate") },
       };
     });
   }
@@ -288,7 +309,12 @@ export class HookedTransformer extends Model {
 
   /** blocks.{l}.{name} of every layer stacked: [nLayers, ...]. A copy. */
   private stacked(name: string): Tensor {
-    const parts = Array.from({ length: this.cfg.nLayers }, (_, l) => this.p(`blocks.${l}.${name}`));
+    return this.stackedOf((l) => this.p(`blocks.${l}.${name}`));
+  }
+
+  /** One tensor per layer stacked: [nLayers, ...]. A copy. */
+  private stackedOf(get: (l: number) => Tensor): Tensor {
+    const parts = Array.from({ length: this.cfg.nLayers }, (_, l) => get(l));
     const size = parts[0]!.size;
     const out = new Float32Array(parts.length * size);
     parts.forEach((t, l) => out.set(t.data, l * size));

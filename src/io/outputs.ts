@@ -100,6 +100,11 @@ function folderKind(dir: string): FoundKind {
 
 function fileKind(path: string): FoundKind {
   const name = basename(path);
+  // a sweep's shared data (data/examples.safetensors, data/L{l}.targets.safetensors) belongs to the sweep:
+  // its jobs read it, so it is never replaced as a dataset of its own
+  if (basename(dirname(path)) === "data" && folderKind(dirname(dirname(path))).kind === "sweep") {
+    return { kind: "sweep", marker: `a file of ${KIND_NAMES.sweep} (data/ of ${dirname(dirname(path))})` };
+  }
   if (name.endsWith(".safetensors")) {
     const meta = safetensorsMetadata(path);
     if (meta?.["selfreport"] !== undefined) return { kind: "dataset", marker: "selfreport metadata" };
@@ -235,7 +240,7 @@ export function runUsingDataset(datasetPath: string, except: readonly string[] =
     if (run === "" || skip.has(realPath(run))) continue;
     const cfg = readJson(join(run, "config.json"));
     const ds = cfg?.["dataset"] as { path?: unknown } | undefined;
-    if (typeof ds?.path === "string" && realPath(ds.path) === realPath(datasetPath)) return run;
+    if (typeof ds?.path === "string" && realPath(resolve(run, ds.path)) === realPath(datasetPath)) return run;
   }
   return null;
 }

@@ -101,6 +101,22 @@ export function readSafetensors(path: string): SafetensorsFile {
   }
 }
 
+/**
+ * Reads one tensor of a file whose header was read with readSafetensorsHeader, converted like
+ * readSafetensors does: for loading a model one tensor at a time, so that the file's tensors are
+ * never all held at once in float32 beside what they are turned into.
+ */
+export function readSafetensorsTensor(path: string, header: SafetensorsHeader, name: string): Float32Array | Int32Array {
+  const e = header.tensors.get(name);
+  if (e === undefined) throw new SelfreportError(`${path}: no tensor "${name}"`);
+  const fd = openForRead(path);
+  try {
+    return readTensorData(fd, path, name, e.dtype, e.shape.reduce((a, b) => a * b, 1), header.dataStart + e.dataOffsets[0]);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function openForRead(path: string): number {
   try {
     return openSync(path, "r");

@@ -32,9 +32,11 @@ export class KVCache {
   readonly model: HookedTransformer;
   private readonly layers: LayerWeights[];
   private readonly hooks: HookRunner;
-  /** keys[l], values[l]: [nCtx, H, Dh], filled for positions 0..length-1. */
-  private readonly keys: Float32Array[];
-  private readonly values: Float32Array[];
+  /** keys[l], values[l]: [capacity, Hkv, Dh], filled for positions 0..length-1 (keys rotated, for rotary models). */
+  private keys: Float32Array[];
+  private values: Float32Array[];
+  /** Positions the buffers hold; doubled as needed up to n_ctx (a long-context model costs nothing until used). */
+  private capacity: number;
   private pos = 0;
 
   constructor(model: HookedTransformer, opts: { hooks?: readonly Hook[] } = {}) {
@@ -42,9 +44,25 @@ export class KVCache {
     const cfg = model.cfg;
     this.layers = noGrad(() => Array.from({ length: cfg.nLayers }, (_, l) => model.layerWeights(l)));
     this.hooks = new HookRunner(cfg, opts.hooks ?? []);
-    const size = cfg.nCtx * cfg.nHeads * cfg.dHead;
+    this.capacity = Math.min(cfg.nCtx, 1024);
+    const size = this.capacity * model.spec.nKvHeads * cfg.dHead;
     this.keys = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
     this.values = Array.from({ length: cfg.nLayers }, () => new Float32Array(size));
+  }
+
+  /** Grows the buffers to hold n positions. */
+  private reserve(n: number): void {
+    if (n <= this.capacity) return;
+    const cap = Math.min(this.model.cfg.nCtx, Math.max(n, 2 * this.capacity));
+    const size = cap * this.model.spec.nKvHeads * this.model.cfg.dHead;
+    const grow = (a: Float32Array): Float32Array => {
+      const b = new Float32Array(size);
+      b.set(a);
+      return b;
+    };
+    this.keys = this.keys.map(grow);
+    this.values = this.values.map(grow);
+    this.capacity = cap;
   }
 
   /** Positions cached so far. */
@@ -65,22 +83,24 @@ export class KVCache {
     if (T === 0) throw new SelfreportError("KVCache.append: no tokens to append");
     if (P + T > cfg.nCtx) throw new SelfreportError(`KVCache.append: ${P} cached + ${T} new tokens exceed the model's context n_ctx ${cfg.nCtx}`);
     const { dModel: C } = cfg;
+    this.reserve(P + T);
     return noGrad(() => {
-      // Token + position embeddings.
+      // Token (+ position, unless rotary) embeddings.
       const x0 = new Float32Array(T * C); //                                  [T, C]
       const WE = this.model.W_E.data;
-      const Wpos = this.model.W_pos.data;
+      const Wpos = this.model.spec.positionalEmbeddingType === "standard" ? this.model.W_pos.data : null;
       for (let t = 0; t < T; t++) {
         const id = ids[t]!;
         if (!(Number.isInteger(id) && id >= 0 && id < cfg.dVocab)) throw new SelfreportError(`token id ${id} is out of range for a vocabulary of ${cfg.dVocab}`);
-        for (let c = 0; c < C; c++) x0[t * C + c] = WE[id * C + c]! + Wpos[(P + t) * C + c]!;
+        if (Wpos === null) for (let c = 0; c < C; c++) x0[t * C + c] = WE[id * C + c]!;
+        else for (let c = 0; c < C; c++) x0[t * C + c] = WE[id * C + c]! + Wpos[(P + t) * C + c]!;
       }
       let resid = new Tensor(x0, [T, C]); //                                   [T, C]
       const rows: RowsContext = {
-        pastK: new Float32Array(0), pastV: new Float32Array(0), stride: cfg.nCtx,
+        pastK: new Float32Array(0), pastV: new Float32Array(0), stride: this.capacity,
         rowSeq: new Int32Array(T), rowPast: new Int32Array(T).fill(P), rowGroup: new Int32Array(T), hookShape: [1, T],
       };
-      const HD = cfg.nHeads * cfg.dHead;
+      const HD = this.model.spec.nKvHeads * cfg.dHead;
       for (let l = 0; l < cfg.nLayers; l++) {
         const out = this.model.blockRows(l, resid, { ...rows, pastK: this.keys[l]!, pastV: this.values[l]! }, { weights: this.layers[l]!, hooks: this.hooks });
         this.keys[l]!.set(out.k, P * HD);

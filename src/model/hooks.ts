@@ -4,7 +4,7 @@
  */
 import type { Tensor } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
-import type { ModelConfig } from "./config.ts";
+import { blockSpec, type ModelConfig } from "./config.ts";
 
 export interface HookContext {
   readonly name: string;
@@ -45,10 +45,30 @@ export function blockHookName(layer: number, hook: BlockHook): string {
   return `blocks.${layer}.${hook}`;
 }
 
-/** Every hook point of a model, in the order the forward pass reaches them. */
+/**
+ * The per-block hook names of a model (after `blocks.{l}.`), in forward order, as TransformerLens
+ * has them for its config: BLOCK_HOOKS for GPT-2; rotary models add attn.hook_rot_q / hook_rot_k
+ * (q and k after the rotation; with grouped-query attention hook_k, hook_v and hook_rot_k have
+ * n_key_value_heads heads); a gated MLP adds mlp.hook_pre_linear (the up projection x·W_in, while
+ * mlp.hook_pre is the gate's pre-activation x·W_gate); a parallel block has no hook_resid_mid.
+ */
+export function blockHooks(cfg: ModelConfig): string[] {
+  const spec = blockSpec(cfg);
+  const out: string[] = [];
+  for (const h of BLOCK_HOOKS) {
+    if (h === "hook_resid_mid" && spec.parallelAttnMlp) continue;
+    out.push(h);
+    if (h === "attn.hook_v" && spec.positionalEmbeddingType === "rotary") out.push("attn.hook_rot_q", "attn.hook_rot_k");
+    if (h === "mlp.hook_pre" && spec.gatedMlp) out.push("mlp.hook_pre_linear");
+  }
+  return out;
+}
+
+/** Every hook point of a model, in the order the forward pass reaches them (no hook_pos_embed for rotary models, as TransformerLens). */
 export function hookNames(cfg: ModelConfig): string[] {
-  const names = ["hook_embed", "hook_pos_embed"];
-  for (let l = 0; l < cfg.nLayers; l++) for (const h of BLOCK_HOOKS) names.push(blockHookName(l, h));
+  const names = blockSpec(cfg).positionalEmbeddingType === "rotary" ? ["hook_embed"] : ["hook_embed", "hook_pos_embed"];
+  const block = blockHooks(cfg);
+  for (let l = 0; l < cfg.nLayers; l++) for (const h of block) names.push(`blocks.${l}.${h}`);
   names.push("ln_final.hook_scale", "ln_final.hook_normalized");
   return names;
 }

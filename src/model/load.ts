@@ -1,6 +1,8 @@
 /**
- * Loading and saving models in the Hugging Face GPT-2 directory layout:
- *   config.json, model.safetensors, and vocab.json + merges.txt (or tokenizer.json).
+ * Loading and saving models in the Hugging Face directory layout:
+ *   config.json, model.safetensors (or shards listed by model.safetensors.index.json), and
+ *   vocab.json + merges.txt (or tokenizer.json).
+ * GPT-2, the Llama family and GPT-NeoX load and save (see config.ts, hf.ts).
  * Local files only: a name is resolved in the local Hugging Face cache, never downloaded.
  */
 import { existsSync, readFileSync, copyFileSync } from "node:fs";
@@ -8,9 +10,10 @@ import { makeFolders } from "../io/paths.ts";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
-import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
+import { blockSpec, configFromHf, configToHf, type ModelConfig } from "./config.ts";
+import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { hfToParams, paramsToHf, type RawTensor } from "./hf.ts";
 import { processWeights, type WeightProcessing } from "./process.ts";
 import { HookedTransformer } from "./transformer.ts";
@@ -46,22 +49,68 @@ export function readModelConfig(dir: string): ModelConfig {
   return configFromHf(json as Record<string, unknown>, path);
 }
 
-/** Reads the raw (unprocessed) parameters of a model directory. */
-export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTensor> {
-  const path = join(dir, "model.safetensors");
-  if (!existsSync(path)) {
-    const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin is present: convert it to model.safetensors with Hugging Face's transformers, as docs/gpt2.md shows)" : "";
-    throw new SelfreportError(`${dir}: model.safetensors not found${hint}`);
+/** The safetensors files of a model directory: model.safetensors, or the shards its index.json lists. */
+export function weightFiles(dir: string): { files: string[]; source: string } {
+  const single = join(dir, "model.safetensors");
+  if (existsSync(single)) return { files: [single], source: single };
+  const indexPath = join(dir, "model.safetensors.index.json");
+  if (existsSync(indexPath)) {
+    let index: unknown;
+    try {
+      index = JSON.parse(readFileSync(indexPath, "utf8"));
+    } catch (e) {
+      throw new SelfreportError(`${indexPath}: not valid JSON (${(e as Error).message})`);
+    }
+    const map = typeof index === "object" && index !== null ? (index as { weight_map?: unknown }).weight_map : undefined;
+    if (typeof map !== "object" || map === null || Array.isArray(map)) throw new SelfreportError(`${indexPath}: expected an object with a "weight_map" object (tensor name → shard file)`);
+    const shards = [...new Set(Object.values(map as Record<string, unknown>))];
+    for (const f of shards) {
+      if (typeof f !== "string" || f.includes("/") || f.includes("\\")) throw new SelfreportError(`${indexPath}: weight_map values must be shard file names in the same folder, got ${JSON.stringify(f)}`);
+      if (!existsSync(join(dir, f))) throw new SelfreportError(`${indexPath}: shard ${f} is listed but not found in ${dir}`);
+    }
+    return { files: (shards as string[]).sort().map((f) => join(dir, f)), source: indexPath };
   }
-  const { tensors } = readSafetensors(path);
+  const hint = existsSync(join(dir, "pytorch_model.bin")) ? " (only pytorch_model.bin is present: convert it to model.safetensors with Hugging Face's transformers, as docs/gpt2.md shows)" : "";
+  throw new SelfreportError(`${dir}: model.safetensors not found (nor model.safetensors.index.json with its shards)${hint}`);
+}
+
+/**
+ * The raw (unprocessed) parameters of a model directory (one file or every shard), read lazily: the
+ * headers now, each tensor's data (converted to float32, checked finite) when its `data` is read,
+ * from the file, every time. hfToParams reads each once and keeps only what it turns it into, so a
+ * model is never held twice in memory while it loads.
+ */
+export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTensor> {
   const raw = new Map<string, RawTensor>();
-  for (const [k, t] of tensors) {
-    if (!(t.data instanceof Float32Array)) throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${t.dtype}; GPT-2 weights are floating point`);
-    checkFiniteTensor(t.data, path, k, "tensor");
-    raw.set(k, { shape: t.shape, data: t.data });
+  for (const path of weightFiles(dir).files) {
+    const header = readSafetensorsHeader(path);
+    for (const [k, e] of header.tensors) {
+      if (e.dtype === "I32" || e.dtype === "I64") throw new SelfreportError(`${path}: tensor "${k}" has integer dtype ${e.dtype}; model weights are floating point`);
+      if (raw.has(k)) throw new SelfreportError(`${path}: tensor "${k}" is also in another shard`);
+      raw.set(k, {
+        shape: [...e.shape],
+        get data(): Float32Array {
+          const data = readSafetensorsTensor(path, header, k) as Float32Array;
+          checkFiniteTensor(data, path, k, "tensor");
+          return data;
+        },
+      });
+    }
   }
   void cfg;
   return raw;
+}
+
+/**
+ * The tokenizer of a model directory: GPT-2's (vocab.json + merges.txt, or its tokenizer.json) for
+ * GPT-2 models. The Llama family and GPT-NeoX ship other tokenizer.json tokenizers, not read yet:
+ * one clear error, so callers can ask for token ids instead.
+ */
+export function loadModelTokenizer(dir: string, cfg: ModelConfig = readModelConfig(dir)): Tokenizer {
+  if (blockSpec(cfg).architecture !== "gpt2") {
+    throw new SelfreportError(`${dir}: tokenizer.json tokenizers are not supported yet (this is a ${cfg.hfArchitecture ?? cfg.architecture} model); give token ids instead`);
+  }
+  return loadTokenizer(dir);
 }
 
 /** Loads a model from a directory or a name (see resolveModelDir). */
@@ -70,7 +119,7 @@ export function loadModel(nameOrDir: string, opts: LoadOptions = {}): LoadedMode
   if (weights !== "raw" && weights !== "tl") throw new SelfreportError(`--weights must be "raw" or "tl", got "${String(weights)}"`);
   const dir = resolveModelDir(nameOrDir);
   const cfg = readModelConfig(dir);
-  const params = hfToParams(readHfParams(dir, cfg), cfg, join(dir, "model.safetensors"));
+  const params = hfToParams(readHfParams(dir, cfg), cfg, weightFiles(dir).source);
   const processed = processWeights(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights);
   return { model: new HookedTransformer(processed.cfg, processed.params), dir, weights };
 }

@@ -13,9 +13,15 @@
  * None of these change any MLP activation or the log-probabilities; they change what the residual
  * stream and the weights look like (that is the point: W_in then shows what a neuron really reads).
  * Applying the list twice gives the same weights as once.
+ *
+ * RMSNorm models (Llama family), as TransformerLens's process_weights: step 1 folds only the norm's
+ * weights (into W_Q, K/V, W_in and W_gate, W_U: RMSNorm has no bias and does not centre, so nothing
+ * is centred), step 2 is skipped (writing weights are not centred), steps 3 and 4 as above. With
+ * grouped-query attention the K/V weights are TransformerLens's _W_K/_W_V, and b_V is repeated per
+ * query head when folded into b_O.
  */
 import { Tensor } from "../tensor/index.ts";
-import type { ModelConfig } from "./config.ts";
+import { blockSpec, type ModelConfig } from "./config.ts";
 
 export type WeightProcessing = "raw" | "tl";
 
@@ -44,15 +50,16 @@ function centerAxis(data: Float32Array, shape: readonly number[], axis: number):
 /**
  * Folds LN (w, b) [C] into a reading weight W whose d_model axis is `axis`, and its bias:
  * b += Σ_c W[.., c, ..]·lnB[c], then W[.., c, ..] *= lnW[c], then W centred over c.
+ * RMSNorm (lnB null, centre false): only W[.., c, ..] *= lnW[c].
  */
-function foldInto(W: Tensor, b: Tensor, axis: number, lnW: Float32Array, lnB: Float32Array): void {
+function foldInto(W: Tensor, b: Tensor | null, axis: number, lnW: Float32Array, lnB: Float32Array | null, centre = true): void {
   const outer = W.shape.slice(0, axis).reduce((x, y) => x * y, 1);
   const C = W.shape[axis]!;
   const inner = W.shape.slice(axis + 1).reduce((x, y) => x * y, 1);
   const Wd = W.data;
-  const bd = b.data; // [outer·inner], e.g. b_Q [H, Dh] or b_in [M]
   for (let o = 0; o < outer; o++) {
-    for (let i = 0; i < inner; i++) {
+    if (b !== null && lnB !== null) for (let i = 0; i < inner; i++) {
+      const bd = b.data; // [outer·inner], e.g. b_Q [H, Dh] or b_in [M]
       let acc = 0;
       for (let c = 0; c < C; c++) acc += Wd[(o * C + c) * inner + i]! * lnB[c]!;
       bd[o * inner + i]! += acc;
@@ -62,29 +69,36 @@ function foldInto(W: Tensor, b: Tensor, axis: number, lnW: Float32Array, lnB: Fl
       for (let i = 0; i < inner; i++) Wd[(o * C + c) * inner + i]! *= s;
     }
   }
-  centerAxis(Wd, W.shape, axis);
+  if (centre) centerAxis(Wd, W.shape, axis);
 }
 
 function resetLn(params: Params, prefix: string): void {
   params.get(`${prefix}.w`)!.data.fill(1);
-  params.get(`${prefix}.b`)!.data.fill(0);
+  params.get(`${prefix}.b`)?.data.fill(0); // RMSNorm has no bias
 }
 
 export function foldLayerNorm(params: Params, cfg: ModelConfig): void {
+  const spec = blockSpec(cfg);
+  const ln = spec.normalizationType === "LN"; // RMSNorm: weights only, no centring (TransformerLens: fold_biases=False, center_weights=False)
+  const kv = spec.gqa ? "_" : "";
+  const bias = (prefix: string): Float32Array | null => (ln ? params.get(`${prefix}.b`)!.data.slice() : null);
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `blocks.${l}`;
     const ln1w = params.get(`${p}.ln1.w`)!.data.slice();
-    const ln1b = params.get(`${p}.ln1.b`)!.data.slice();
-    for (const x of ["Q", "K", "V"]) foldInto(params.get(`${p}.attn.W_${x}`)!, params.get(`${p}.attn.b_${x}`)!, 1, ln1w, ln1b);
+    const ln1b = bias(`${p}.ln1`);
+    for (const [W, b] of [["W_Q", "b_Q"], [`${kv}W_K`, `${kv}b_K`], [`${kv}W_V`, `${kv}b_V`]] as const) {
+      foldInto(params.get(`${p}.attn.${W}`)!, params.get(`${p}.attn.${b}`)!, 1, ln1w, ln1b, ln);
+    }
     resetLn(params, `${p}.ln1`);
     const ln2w = params.get(`${p}.ln2.w`)!.data.slice();
-    const ln2b = params.get(`${p}.ln2.b`)!.data.slice();
-    foldInto(params.get(`${p}.mlp.W_in`)!, params.get(`${p}.mlp.b_in`)!, 0, ln2w, ln2b);
+    const ln2b = bias(`${p}.ln2`);
+    foldInto(params.get(`${p}.mlp.W_in`)!, params.get(`${p}.mlp.b_in`)!, 0, ln2w, ln2b, ln);
+    if (spec.gatedMlp) foldInto(params.get(`${p}.mlp.W_gate`)!, null, 0, ln2w, null, false); // TransformerLens scales W_gate only
     resetLn(params, `${p}.ln2`);
   }
   const lnfw = params.get("ln_final.w")!.data.slice();
-  const lnfb = params.get("ln_final.b")!.data.slice();
-  foldInto(params.get("unembed.W_U")!, params.get("unembed.b_U")!, 0, lnfw, lnfb);
+  const lnfb = bias("ln_final");
+  foldInto(params.get("unembed.W_U")!, params.get("unembed.b_U")!, 0, lnfw, lnfb, ln);
   resetLn(params, "ln_final");
 }
 
@@ -94,7 +108,7 @@ export function centerWritingWeights(params: Params, cfg: ModelConfig): void {
     centerAxis(t.data, t.shape, t.ndim - 1);
   };
   center("embed.W_E");
-  center("pos_embed.W_pos");
+  if (params.has("pos_embed.W_pos")) center("pos_embed.W_pos"); // rotary models have none
   for (let l = 0; l < cfg.nLayers; l++) {
     for (const n of ["attn.W_O", "attn.b_O", "mlp.W_out", "mlp.b_out"]) center(`blocks.${l}.${n}`);
   }
@@ -109,14 +123,16 @@ export function centerUnembed(params: Params): void {
 
 export function foldValueBiases(params: Params, cfg: ModelConfig): void {
   const { nHeads: H, dHead: Dh, dModel: C } = cfg;
+  const spec = blockSpec(cfg);
+  const rep = H / spec.nKvHeads; // query heads per K/V head (1 without grouped-query attention)
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `blocks.${l}`;
-    const bV = params.get(`${p}.attn.b_V`)!.data; // [H, Dh]
+    const bV = params.get(`${p}.attn.${spec.gqa ? "_" : ""}b_V`)!.data; // [Hkv, Dh]
     const WO = params.get(`${p}.attn.W_O`)!.data; // [H, Dh, C]
     const bO = params.get(`${p}.attn.b_O`)!.data; // [C]
     for (let c = 0; c < C; c++) {
       let acc = 0;
-      for (let hd = 0; hd < H * Dh; hd++) acc += bV[hd]! * WO[hd * C + c]!;
+      for (let hd = 0; hd < H * Dh; hd++) acc += bV[Math.floor(hd / Dh / rep) * Dh + (hd % Dh)]! * WO[hd * C + c]!;
       bO[c]! += acc;
     }
     bV.fill(0);
@@ -143,7 +159,7 @@ export function processWeights(
     c = { ...cfg, tiedEmbeddings: false };
   }
   foldLayerNorm(out, c);
-  centerWritingWeights(out, c);
+  if (blockSpec(c).normalizationType === "LN") centerWritingWeights(out, c); // TransformerLens skips this for RMSNorm
   centerUnembed(out);
   foldValueBiases(out, c);
   return { params: out, cfg: c };

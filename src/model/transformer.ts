@@ -1,21 +1,28 @@
 /**
- * HookedTransformer: GPT-2 in one readable file, with TransformerLens's parameter names, shapes and
- * hook points.
+ * HookedTransformer: GPT-2, the Llama family (Llama, Mistral, Qwen2) and GPT-NeoX (Pythia) in one
+ * readable file, with TransformerLens's parameter names, shapes and hook points. One block serves
+ * every family; the config's TransformerLens fields (see blockSpec) choose LayerNorm or RMSNorm,
+ * learned or rotary positions, grouped-query attention, a plain or gated MLP, sequential or parallel
+ * attention + MLP.
  *
- * Glossary: B batch, T positions, C d_model, H heads, Dh d_head, M d_mlp, V d_vocab.
+ * Glossary: B batch, T positions, C d_model, H heads, Hkv key/value heads, Dh d_head, M d_mlp, V d_vocab.
  *
  * Parameters live in one Map under TransformerLens names and shapes (weights right-multiplied):
  *   embed.W_E [V, C]  pos_embed.W_pos [nCtx, C]
  *   blocks.{l}.ln1.w/b [C]  attn.W_Q/W_K/W_V [H, C, Dh]  attn.b_Q/b_K/b_V [H, Dh]  attn.W_O [H, Dh, C]  attn.b_O [C]
  *   blocks.{l}.ln2.w/b [C]  mlp.W_in [C, M]  mlp.b_in [M]  mlp.W_out [M, C]  mlp.b_out [C]
  *   ln_final.w/b [C]  unembed.W_U [C, V] (absent when tied: the unembedding is W_Eᵀ)  unembed.b_U [V]
+ * Other families, as TransformerLens: RMSNorm has `.w` only; rotary models have no W_pos; with
+ * grouped-query attention K/V are stored per K/V head as attn._W_K/_W_V [Hkv, C, Dh] and _b_K/_b_V
+ * [Hkv, Dh] (W_K(l)/W_V(l) give them repeated to [H, C, Dh]); a gated MLP adds mlp.W_gate [C, M].
  */
 import {
   Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
   lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
+  rmsScale, divByScale, silu, siluMul, geluExact, rotary, RotaryTable, mul, indexSelect,
 } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
-import type { ModelConfig } from "./config.ts";
+import { blockSpec, type BlockSpec, type ModelConfig } from "./config.ts";
 import { HookRunner, hookNames, assertHookName, type Hook, type HookFilter } from "./hooks.ts";
 
 /** Right-padded token ids [batch, len] with an optional attention mask (1 = real token). */
@@ -47,8 +54,8 @@ export interface ForwardResult {
 
 /** One layer's attention weights laid out for the block: the heads side by side (GPT-2's c_attn order). */
 export interface LayerWeights {
-  WQ: Tensor; WK: Tensor; WV: Tensor; // [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1
-  bQ: Tensor; bK: Tensor; bV: Tensor; // [H·Dh]
+  WQ: Tensor; WK: Tensor; WV: Tensor; // [C, H·Dh] (WK, WV: [C, Hkv·Dh]): the columns of head h are h·Dh..(h+1)·Dh-1
+  bQ: Tensor; bK: Tensor; bV: Tensor; // [H·Dh] ([Hkv·Dh])
   WO: Tensor; //                         [H·Dh, C]
 }
 
@@ -57,10 +64,12 @@ export interface LayerWeights {
  * tokens of a generation step (attending to the KV cache) or the patched read positions of
  * activation patching (attending to the clean pass's keys). Row r stands at some position of cached
  * sequence rowSeq[r] and attends to that sequence's first rowPast[r] cached keys, then to the new
- * keys of the rows of its group (rowGroup) up to itself, in row order.
+ * keys of the rows of its group (rowGroup) up to itself, in row order. For rotary models a row's
+ * position is rowPast[r] plus its index among its group's rows, and the cached keys are the rotated
+ * ones (attn.hook_rot_k, see HookedTransformer.keyHook).
  */
 export interface RowsContext {
-  /** [S, stride, H, Dh] cached keys and values of S sequences. */
+  /** [S, stride, Hkv, Dh] cached keys and values of S sequences. */
   pastK: Float32Array;
   pastV: Float32Array;
   stride: number;
@@ -71,7 +80,7 @@ export interface RowsContext {
   hookShape: readonly [number, number];
 }
 
-/** What blockRows returns: resid_post of the rows [R, C] and their new keys and values [R, H·Dh]. */
+/** What blockRows returns: resid_post of the rows [R, C] and their new keys (rotated, for rotary models) and values [R, Hkv·Dh]. */
 export interface RowsResult {
   resid: Tensor;
   k: Float32Array;
@@ -83,23 +92,26 @@ type Attention = { kind: "causal"; keyMask: Uint8Array | null } | { kind: "rows"
 /** Names and shapes of every parameter, in a fixed order. */
 export function paramShapes(cfg: ModelConfig): Array<[string, number[]]> {
   const { dModel: C, nHeads: H, dHead: Dh, dMlp: M, dVocab: V, nCtx } = cfg;
-  const shapes: Array<[string, number[]]> = [
-    ["embed.W_E", [V, C]],
-    ["pos_embed.W_pos", [nCtx, C]],
-  ];
+  const spec = blockSpec(cfg);
+  const Hkv = spec.nKvHeads;
+  const kv = spec.gqa ? "_" : ""; // TransformerLens's GQA names: _W_K, _W_V, _b_K, _b_V
+  const ln = (prefix: string): Array<[string, number[]]> => (spec.normalizationType === "RMS" ? [[`${prefix}.w`, [C]]] : [[`${prefix}.w`, [C]], [`${prefix}.b`, [C]]]);
+  const shapes: Array<[string, number[]]> = [["embed.W_E", [V, C]]];
+  if (spec.positionalEmbeddingType === "standard") shapes.push(["pos_embed.W_pos", [nCtx, C]]);
   for (let l = 0; l < cfg.nLayers; l++) {
     const p = `blocks.${l}`;
     shapes.push(
-      [`${p}.ln1.w`, [C]], [`${p}.ln1.b`, [C]],
-      [`${p}.attn.W_Q`, [H, C, Dh]], [`${p}.attn.W_K`, [H, C, Dh]], [`${p}.attn.W_V`, [H, C, Dh]],
-      [`${p}.attn.b_Q`, [H, Dh]], [`${p}.attn.b_K`, [H, Dh]], [`${p}.attn.b_V`, [H, Dh]],
+      ...ln(`${p}.ln1`),
+      [`${p}.attn.W_Q`, [H, C, Dh]], [`${p}.attn.${kv}W_K`, [Hkv, C, Dh]], [`${p}.attn.${kv}W_V`, [Hkv, C, Dh]],
+      [`${p}.attn.b_Q`, [H, Dh]], [`${p}.attn.${kv}b_K`, [Hkv, Dh]], [`${p}.attn.${kv}b_V`, [Hkv, Dh]],
       [`${p}.attn.W_O`, [H, Dh, C]], [`${p}.attn.b_O`, [C]],
-      [`${p}.ln2.w`, [C]], [`${p}.ln2.b`, [C]],
-      [`${p}.mlp.W_in`, [C, M]], [`${p}.mlp.b_in`, [M]],
-      [`${p}.mlp.W_out`, [M, C]], [`${p}.mlp.b_out`, [C]],
+      ...ln(`${p}.ln2`),
+      [`${p}.mlp.W_in`, [C, M]],
     );
+    if (spec.gatedMlp) shapes.push([`${p}.mlp.W_gate`, [C, M]]);
+    shapes.push([`${p}.mlp.b_in`, [M]], [`${p}.mlp.W_out`, [M, C]], [`${p}.mlp.b_out`, [C]]);
   }
-  shapes.push(["ln_final.w", [C]], ["ln_final.b", [C]]);
+  shapes.push(...ln("ln_final"));
   if (!cfg.tiedEmbeddings) shapes.push(["unembed.W_U", [C, V]]);
   shapes.push(["unembed.b_U", [V]]);
   return shapes;
@@ -108,6 +120,12 @@ export function paramShapes(cfg: ModelConfig): Array<[string, number[]]> {
 export class HookedTransformer {
   readonly cfg: ModelConfig;
   readonly params: ReadonlyMap<string, Tensor>;
+  /** The config's architecture fields with GPT-2's defaults filled in. */
+  readonly spec: BlockSpec;
+  /** cos/sin of the rotary angles (rotary models), grown to the longest sequence seen. */
+  private readonly rotaryTable: RotaryTable | null;
+  /** For grouped-query attention: the K/V head each query head reads (h → h / (H / Hkv)), as repeat_interleave. */
+  private readonly kvHeadOf: Int32Array | null;
 
   constructor(cfg: ModelConfig, params: Map<string, Tensor>) {
     for (const [name, shape] of paramShapes(cfg)) {
@@ -121,6 +139,10 @@ export class HookedTransformer {
     for (const name of params.keys()) if (!expected.has(name)) throw new SelfreportError(`model: unexpected parameter "${name}"`);
     this.cfg = cfg;
     this.params = params;
+    this.spec = blockSpec(cfg);
+    this.rotaryTable = this.spec.positionalEmbeddingType === "rotary" ? new RotaryTable(this.spec.rotaryDim, this.spec.rotaryBase) : null;
+    const rep = cfg.nHeads / this.spec.nKvHeads;
+    this.kvHeadOf = this.spec.nKvHeads === cfg.nHeads ? null : Int32Array.from({ length: cfg.nHeads }, (_, h) => Math.floor(h / rep));
   }
 
   /** GPT-2 initialisation from a seed: N(0, 0.02), residual writers scaled by 1/√(2·nLayers), LayerNorm 1/0, biases 0. */
@@ -132,7 +154,7 @@ export class HookedTransformer {
       const t = zeros(shape);
       if (/\.(w)$/.test(name)) t.data.fill(1);
       else if (/\.W_(O|out)$/.test(name)) fillNormal(t.data, rng, writerStd);
-      else if (/\.W_/.test(name)) fillNormal(t.data, rng, 0.02);
+      else if (/\._?W_/.test(name)) fillNormal(t.data, rng, 0.02);
       params.set(name, t);
     }
     return new HookedTransformer(cfg, params);
@@ -166,12 +188,30 @@ export class HookedTransformer {
   get W_E(): Tensor { return this.p("embed.W_E"); } //                       [V, C]
   get W_pos(): Tensor { return this.p("pos_embed.W_pos"); } //               [nCtx, C]
   W_Q(l: number): Tensor { return this.p(`blocks.${l}.attn.W_Q`); } //       [H, C, Dh]
-  W_K(l: number): Tensor { return this.p(`blocks.${l}.attn.W_K`); } //       [H, C, Dh]
-  W_V(l: number): Tensor { return this.p(`blocks.${l}.attn.W_V`); } //       [H, C, Dh]
+  /** [H, C, Dh]; with grouped-query attention _W_K repeated per query head (TransformerLens's W_K property). */
+  W_K(l: number): Tensor { return this.perQueryHead(this.p(this.kvName(l, "W_K"))); }
+  /** [H, C, Dh]; with grouped-query attention _W_V repeated per query head. */
+  W_V(l: number): Tensor { return this.perQueryHead(this.p(this.kvName(l, "W_V"))); }
   W_O(l: number): Tensor { return this.p(`blocks.${l}.attn.W_O`); } //       [H, Dh, C]
   b_Q(l: number): Tensor { return this.p(`blocks.${l}.attn.b_Q`); } //       [H, Dh]
-  b_K(l: number): Tensor { return this.p(`blocks.${l}.attn.b_K`); } //       [H, Dh]
-  b_V(l: number): Tensor { return this.p(`blocks.${l}.attn.b_V`); } //       [H, Dh]
+  b_K(l: number): Tensor { return this.perQueryHead(this.p(this.kvName(l, "b_K"))); } // [H, Dh]
+  b_V(l: number): Tensor { return this.perQueryHead(this.p(this.kvName(l, "b_V"))); } // [H, Dh]
+  /** [C, M]: the gate of a gated MLP (mlp.hook_pre = x·W_gate); throws for a plain MLP. */
+  W_gate(l: number): Tensor { return this.p(`blocks.${l}.mlp.W_gate`); }
+
+  /** The parameter name of a K/V weight or bias: TransformerLens's `_W_K` … under grouped-query attention. */
+  kvName(l: number, which: "W_K" | "W_V" | "b_K" | "b_V"): string {
+    return `blocks.${l}.attn.${this.spec.gqa ? "_" : ""}${which}`;
+  }
+
+  /** The hook whose activation holds the keys attention uses: attn.hook_rot_k for rotary models, attn.hook_k otherwise. */
+  keyHook(l: number): string {
+    return `blocks.${l}.attn.${this.rotaryTable === null ? "hook_k" : "hook_rot_k"}`;
+  }
+
+  private perQueryHead(t: Tensor): Tensor {
+    return this.kvHeadOf === null ? t : indexSelect(t, 0, this.kvHeadOf);
+  }
   b_O(l: number): Tensor { return this.p(`blocks.${l}.attn.b_O`); } //       [C]
   W_in(l: number): Tensor { return this.p(`blocks.${l}.mlp.W_in`); } //      [C, M]
   b_in(l: number): Tensor { return this.p(`blocks.${l}.mlp.b_in`); } //      [M]
@@ -206,8 +246,11 @@ export class HookedTransformer {
     const keyMask = tokens.attentionMask ?? null;
 
     const embed = hooks.run("hook_embed", embedding(this.W_E, ids, [B, T])); //            [B, T, C]
-    const pos = hooks.run("hook_pos_embed", add(zeros([B, T, cfg.dModel]), slice(this.W_pos, 0, 0, T))); // [B, T, C]
-    let resid = add(embed, pos); //                                                        [B, T, C]
+    let resid = embed; //                                                                  [B, T, C]
+    if (this.rotaryTable === null) {
+      const pos = hooks.run("hook_pos_embed", add(zeros([B, T, cfg.dModel]), slice(this.W_pos, 0, 0, T))); // [B, T, C]
+      resid = add(embed, pos);
+    }
     for (let l = 0; l < stop; l++) resid = this.block(l, resid, hooks, { kind: "causal", keyMask }).resid;
     if (opts.stopAtLayer !== undefined || opts.logits === false) return { logits: null, resid };
     const x = this.lnFinal(resid, hooks); //                                               [B, T, C]
@@ -226,8 +269,8 @@ export class HookedTransformer {
   layerWeights(l: number): LayerWeights {
     const { nHeads: H, dHead: Dh, dModel: C } = this.cfg;
     return {
-      WQ: headsIn(this.W_Q(l)), WK: headsIn(this.W_K(l)), WV: headsIn(this.W_V(l)),
-      bQ: flatBias(this.b_Q(l)), bK: flatBias(this.b_K(l)), bV: flatBias(this.b_V(l)),
+      WQ: headsIn(this.W_Q(l)), WK: headsIn(this.p(this.kvName(l, "W_K"))), WV: headsIn(this.p(this.kvName(l, "W_V"))),
+      bQ: flatBias(this.b_Q(l)), bK: flatBias(this.p(this.kvName(l, "b_K"))), bV: flatBias(this.p(this.kvName(l, "b_V"))),
       WO: reshape(this.W_O(l), [H * Dh, C]),
     };
   }
@@ -254,41 +297,84 @@ export class HookedTransformer {
   }
 
   /**
-   * One transformer block, attention then MLP, each added to the residual stream: [B, T, C] → [B, T, C].
-   * Attention is causal over the sequence (the forward pass) or over cached keys (rows, see blockRows).
+   * One transformer block: attention then MLP, each added to the residual stream, or (parallelAttnMlp,
+   * GPT-NeoX) both reading resid_pre and added together: [B, T, C] → [B, T, C]. Attention is causal
+   * over the sequence (the forward pass) or over cached keys (rows, see blockRows).
    */
   private block(l: number, residIn: Tensor, hooks: HookRunner, attention: Attention, w: LayerWeights = this.layerWeights(l)): { resid: Tensor; k: Float32Array; v: Float32Array } {
     const { nHeads: H, dHead: Dh } = this.cfg;
+    const Hkv = this.spec.nKvHeads;
     const [B, T] = [residIn.shape[0]!, residIn.shape[1]!];
     const p = `blocks.${l}`;
     const name = (h: string): string => `${p}.${h}`;
 
     const residPre = hooks.run(name("hook_resid_pre"), residIn); //                         [B, T, C]
     const x1 = this.layerNorm(residPre, `${p}.ln1`, hooks); //                              [B, T, C]
-    const q = hooks.run(name("attn.hook_q"), reshape(linear(x1, w.WQ, w.bQ), [B, T, H, Dh]));
-    const k = hooks.run(name("attn.hook_k"), reshape(linear(x1, w.WK, w.bK), [B, T, H, Dh]));
-    const v = hooks.run(name("attn.hook_v"), reshape(linear(x1, w.WV, w.bV), [B, T, H, Dh]));
+    let q = hooks.run(name("attn.hook_q"), reshape(linear(x1, w.WQ, w.bQ), [B, T, H, Dh]));
+    let k = hooks.run(name("attn.hook_k"), reshape(linear(x1, w.WK, w.bK), [B, T, Hkv, Dh]));
+    const v = hooks.run(name("attn.hook_v"), reshape(linear(x1, w.WV, w.bV), [B, T, Hkv, Dh]));
+    if (this.rotaryTable !== null) {
+      const positions = attention.kind === "rows" ? rowPositions(attention.ctx) : sequencePositions(B, T);
+      q = hooks.run(name("attn.hook_rot_q"), rotary(q, positions, this.rotaryTable)); //    [B, T, H, Dh]
+      k = hooks.run(name("attn.hook_rot_k"), rotary(k, positions, this.rotaryTable)); //    [B, T, Hkv, Dh]
+    }
     const wantsPattern = hooks.needs(name("attn.hook_attn_scores")) || hooks.needs(name("attn.hook_pattern"));
     let z: Tensor; //                                                                       [B, T, H, Dh]
     if (attention.kind === "rows") {
       if (wantsPattern) throw new SelfreportError(`${name("attn.hook_attn_scores")} and ${name("attn.hook_pattern")} cannot be hooked when rows attend to cached keys (generation, patching)`);
-      z = new Tensor(rowsAttention(q.data, k.data, v.data, attention.ctx, H, Dh), [B, T, H, Dh]);
-    } else if (wantsPattern) {
-      const scores = hooks.run(name("attn.hook_attn_scores"), attnScores(q, k, attention.keyMask)); // [B, H, T, T]
-      const pattern = hooks.run(name("attn.hook_pattern"), softmax(scores)); //              [B, H, T, T]
-      z = attnApply(pattern, v);
+      z = new Tensor(rowsAttention(q.data, k.data, v.data, attention.ctx, H, Hkv, Dh), [B, T, H, Dh]);
     } else {
-      z = causalAttention(q, k, v, attention.keyMask);
+      // grouped-query attention: each query head reads its K/V head (repeat_interleave, as TransformerLens)
+      const kH = this.kvHeadOf === null ? k : indexSelect(k, 2, this.kvHeadOf); //          [B, T, H, Dh]
+      const vH = this.kvHeadOf === null ? v : indexSelect(v, 2, this.kvHeadOf); //          [B, T, H, Dh]
+      if (wantsPattern) {
+        const scores = hooks.run(name("attn.hook_attn_scores"), attnScores(q, kH, attention.keyMask)); // [B, H, T, T]
+        const pattern = hooks.run(name("attn.hook_pattern"), softmax(scores)); //            [B, H, T, T]
+        z = attnApply(pattern, vH);
+      } else {
+        z = causalAttention(q, kH, vH, attention.keyMask);
+      }
     }
     z = hooks.run(name("attn.hook_z"), z);
     const attnOut = hooks.run(name("hook_attn_out"), linear(reshape(z, [B, T, H * Dh]), w.WO, this.b_O(l)));
+    if (this.spec.parallelAttnMlp) {
+      const x2 = this.layerNorm(residPre, `${p}.ln2`, hooks); //                            [B, T, C]
+      const mlpOut = this.mlp(l, x2, hooks); //                                             [B, T, C]
+      return { resid: hooks.run(name("hook_resid_post"), add(add(residPre, attnOut), mlpOut)), k: k.data, v: v.data };
+    }
     const residMid = hooks.run(name("hook_resid_mid"), add(residPre, attnOut)); //          [B, T, C]
-
     const x2 = this.layerNorm(residMid, `${p}.ln2`, hooks); //                              [B, T, C]
-    const pre = hooks.run(name("mlp.hook_pre"), linear(x2, this.W_in(l), this.b_in(l))); //  [B, T, M]
-    const post = hooks.run(name("mlp.hook_post"), geluNew(pre)); //                          [B, T, M]
-    const mlpOut = hooks.run(name("hook_mlp_out"), linear(post, this.W_out(l), this.b_out(l))); // [B, T, C]
+    const mlpOut = this.mlp(l, x2, hooks); //                                               [B, T, C]
     return { resid: hooks.run(name("hook_resid_post"), add(residMid, mlpOut)), k: k.data, v: v.data }; // [B, T, C]
+  }
+
+  /**
+   * The MLP of block l on its normalised input [B, T, C] → hook_mlp_out [B, T, C]. Plain (GPT-2, NeoX):
+   * hook_pre = x·W_in + b_in, hook_post = act(pre). Gated (Llama family, TransformerLens's GatedMLP):
+   * hook_pre = x·W_gate, hook_pre_linear = x·W_in, hook_post = act(pre)·pre_linear + b_in.
+   */
+  private mlp(l: number, x: Tensor, hooks: HookRunner): Tensor {
+    const name = (h: string): string => `blocks.${l}.${h}`;
+    let post: Tensor; //                                                                     [B, T, M]
+    if (this.spec.gatedMlp) {
+      const pre = hooks.run(name("mlp.hook_pre"), linear(x, this.W_gate(l), null)); //      [B, T, M]
+      const preLinear = hooks.run(name("mlp.hook_pre_linear"), linear(x, this.W_in(l), null)); // [B, T, M]
+      const bIn = this.b_in(l); // zero in every Hugging Face checkpoint: skipped then (adding 0 changes nothing)
+      const gated = this.cfg.actFn === "silu" ? siluMul(pre, preLinear) : mul(this.act(pre), preLinear); // [B, T, M]
+      post = hooks.run(name("mlp.hook_post"), bIn.requiresGrad || bIn.data.some((x) => x !== 0) ? add(gated, bIn) : gated);
+    } else {
+      const pre = hooks.run(name("mlp.hook_pre"), linear(x, this.W_in(l), this.b_in(l))); // [B, T, M]
+      post = hooks.run(name("mlp.hook_post"), this.act(pre));
+    }
+    return hooks.run(name("hook_mlp_out"), linear(post, this.W_out(l), this.b_out(l))); //  [B, T, C]
+  }
+
+  private act(x: Tensor): Tensor {
+    switch (this.cfg.actFn) {
+      case "gelu_new": return geluNew(x);
+      case "silu": return silu(x);
+      case "gelu": return geluExact(x);
+    }
   }
 
   /**
@@ -296,8 +382,15 @@ export class HookedTransformer {
    * OUTPUT x̂·w + b (TransformerLens's LayerNorm), which is what the next layer reads, so a
    * replacement there is used as it is. With tl weights w = 1 and b = 0 (folded into the readers),
    * so the output is x̂, as TransformerLens's LayerNormPre hooks it.
+   * RMSNorm (TransformerLens's RMSNorm): hook_scale = sqrt(mean(x²) + eps), hook_normalized = x / scale
+   * BEFORE the weight, output hook_normalized · w (w = 1 with tl weights, TransformerLens's RMSNormPre).
    */
   private layerNorm(x: Tensor, prefix: string, hooks: HookRunner): Tensor {
+    if (this.spec.normalizationType === "RMS") {
+      const scale = hooks.run(`${prefix}.hook_scale`, rmsScale(x, this.cfg.lnEps)); //       [..., 1]
+      const normalized = hooks.run(`${prefix}.hook_normalized`, divByScale(x, scale)); //    [..., C]
+      return affineLast(normalized, this.p(`${prefix}.w`), null);
+    }
     const scale = hooks.run(`${prefix}.hook_scale`, lnScale(x, this.cfg.lnEps)); //          [..., 1]
     const normalized = lnNormalize(x, scale); //                                            [..., C] x̂
     return hooks.run(`${prefix}.hook_normalized`, affineLast(normalized, this.p(`${prefix}.w`), this.p(`${prefix}.b`))); // [..., C]
@@ -364,14 +457,37 @@ function flatBias(b: Tensor): Tensor {
   return reshape(b, [b.size]);
 }
 
+/** Position t of every row (b, t) of a [B, T] sequence batch (right-padded: padding sits after the tokens). */
+function sequencePositions(B: number, T: number): Int32Array {
+  const out = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) out[b * T + t] = t;
+  return out;
+}
+
+/** The position of each row of a RowsContext: its rowPast plus its index among the rows of its group. */
+export function rowPositions(ctx: RowsContext): Int32Array {
+  const R = ctx.rowSeq.length;
+  const out = new Int32Array(R);
+  const seen = new Map<number, number>();
+  for (let r = 0; r < R; r++) {
+    const g = ctx.rowGroup[r]!;
+    const i = seen.get(g) ?? 0;
+    seen.set(g, i + 1);
+    out[r] = ctx.rowPast[r]! + i;
+  }
+  return out;
+}
+
 /**
- * Attention of rows against cached keys (see RowsContext): q, k, v [R, H·Dh] (the rows' own) → z [R, H·Dh].
- * Scores and softmax in float64, per row and head: the cached keys 0..rowPast-1 of its sequence, then
- * the new keys of its group's rows up to itself.
+ * Attention of rows against cached keys (see RowsContext): q [R, H·Dh], k, v [R, Hkv·Dh] (the rows'
+ * own) → z [R, H·Dh]; query head h reads K/V head h / (H / Hkv). Scores and softmax in float64, per
+ * row and head: the cached keys 0..rowPast-1 of its sequence, then the new keys of its group's rows up to itself.
  */
-function rowsAttention(q: Float32Array, k: Float32Array, v: Float32Array, ctx: RowsContext, H: number, Dh: number): Float32Array {
+function rowsAttention(q: Float32Array, k: Float32Array, v: Float32Array, ctx: RowsContext, H: number, Hkv: number, Dh: number): Float32Array {
   const R = ctx.rowSeq.length;
   const HD = H * Dh;
+  const KD = Hkv * Dh;
+  const rep = H / Hkv;
   const z = new Float32Array(R * HD);
   const scale = 1 / Math.sqrt(Dh);
   // the rows each row attends to among the new ones: the earlier rows of its group, then itself
@@ -397,9 +513,10 @@ function rowsAttention(q: Float32Array, k: Float32Array, v: Float32Array, ctx: R
     const n = past + upTo;
     for (let h = 0; h < H; h++) {
       const qo = r * HD + h * Dh;
+      const kvh = Math.floor(h / rep); // its K/V head
       let max = -Infinity;
       for (let j = 0; j < n; j++) {
-        const [K, ko] = j < past ? [ctx.pastK, ((base + j) * H + h) * Dh] : [k, mine[j - past]! * HD + h * Dh];
+        const [K, ko] = j < past ? [ctx.pastK, ((base + j) * Hkv + kvh) * Dh] : [k, mine[j - past]! * KD + kvh * Dh];
         let d = 0;
         for (let i = 0; i < Dh; i++) d += q[qo + i]! * K[ko + i]!;
         s[j] = d * scale;
@@ -411,7 +528,7 @@ function rowsAttention(q: Float32Array, k: Float32Array, v: Float32Array, ctx: R
         sum += s[j]!;
       }
       for (let j = 0; j < n; j++) {
-        const [V, vo] = j < past ? [ctx.pastV, ((base + j) * H + h) * Dh] : [v, mine[j - past]! * HD + h * Dh];
+        const [V, vo] = j < past ? [ctx.pastV, ((base + j) * Hkv + kvh) * Dh] : [v, mine[j - past]! * KD + kvh * Dh];
         const p = s[j]! / sum;
         for (let i = 0; i < Dh; i++) z[qo + i]! += p * V[vo + i]!;
       }

@@ -522,21 +522,30 @@ figcaption { color: var(--muted); font-size: .8rem; }
 details { margin: .6rem 0; } summary { cursor: pointer; color: #444; }
 `;
 
-/** The whole page. Pure: every string from the inputs is escaped; SVGs are inlined as prepared by prepareSvg. */
-export function buildReportHtml(r: ReportInputs): string {
-  const c = r.config;
-  const title = `selfreport: layer ${c.target_layer} neuron ${c.target_neuron} (${c.head_type} head, ${c.freeze_mode})`;
+/**
+ * A report page's start, up to and including <body>: the generator marker, a Content-Security-Policy
+ * that allows only inline styles, data: images and (when given) the one inline script of that hash.
+ */
+export function pageHead(title: string, css: string, scriptHash?: string): string {
+  const script = scriptHash !== undefined ? `; script-src '${scriptHash}'` : "";
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 ${REPORT_MARKER}
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:${script}">
 <title>${escapeHtml(title)}</title>
-<style>${REPORT_CSS}</style>
+<style>${css}</style>
 </head>
-<body>
+<body>`;
+}
+
+/** The whole page. Pure: every string from the inputs is escaped; SVGs are inlined as prepared by prepareSvg. */
+export function buildReportHtml(r: ReportInputs): string {
+  const c = r.config;
+  const title = `selfreport: layer ${c.target_layer} neuron ${c.target_neuron} (${c.head_type} head, ${c.freeze_mode})`;
+  return `${pageHead(title, REPORT_CSS)}
 <header><h1>${escapeHtml(title)}</h1><p class="muted">Report on ${escapeHtml(resolve(r.runDir))}, analyses from ${escapeHtml(resolve(r.analysesDir))}; made ${escapeHtml(r.generated)} by <code>selfreport report</code>.</p></header>
 ${overview(r)}
 ${configSection(r)}

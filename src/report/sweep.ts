@@ -19,11 +19,11 @@ import { existsSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
-import { REPORT_MARKER, checkOutput } from "../io/outputs.ts";
+import { checkOutput } from "../io/outputs.ts";
 import { allJobs, readManifest, type SweepManifest } from "../sweep/spec.ts";
 import { collectResults, resultsPlots, summaryLines } from "../sweep/results.ts";
 import { jobDir, type JobResult } from "../sweep/jobs.ts";
-import { escapeHtml, prepareSvg, writeReport, REPORT_CSS } from "./html.ts";
+import { escapeHtml, pageHead, prepareSvg, writeReport, REPORT_CSS } from "./html.ts";
 
 export interface SweepReportInputs {
   sweepDir: string;
@@ -208,17 +208,7 @@ export function buildSweepReportHtml(r: SweepReportInputs): string {
   ];
   const absentNote = r.plots.length > 0 && absent.length > 0 ? `<p class="muted">Not shown: ${escapeHtml(absent.join("; "))}.</p>` : "";
   const unlinked = r.rows.filter((x) => x.status === "done" && !r.links.has(x.id)).length;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-${REPORT_MARKER}
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src '${SORT_SCRIPT_HASH}'">
-<title>${escapeHtml(title)}</title>
-<style>${REPORT_CSS}${SWEEP_CSS}</style>
-</head>
-<body>
+  return `${pageHead(title, REPORT_CSS + SWEEP_CSS, SORT_SCRIPT_HASH)}
 <header><h1>${escapeHtml(title)}</h1><p class="muted">Report on ${escapeHtml(resolve(r.sweepDir))}; made ${escapeHtml(r.generated)} by <code>selfreport report --sweep</code>.</p></header>
 <section id="settings"><h2>Sweep</h2>${settingsTable}${groupList}</section>
 <section id="plots"><h2>Predictability and mechanism across neurons</h2>${figures}${absentNote}</section>

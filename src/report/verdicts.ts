@@ -85,7 +85,7 @@ export interface WeightsVerdictInput {
     cosine_with_target_pattern?: number;
     random_filter_null?: { n: number; target_pattern: { mean: number; std: number; percentile_abs: number } };
   };
-  w_in?: { readout_correlation: number; spaces: string } | null;
+  w_in?: { readout_correlation?: number; gate_readout_correlation?: number | null; spaces?: string } | null;
 }
 
 interface Check {
@@ -154,10 +154,15 @@ export function weightsVerdict(s: WeightsVerdictInput, patching?: PatchingVerdic
     const nl = pat.random_filter_null.target_pattern;
     evidence.push(`activation pattern (what the prediction co-varies with; not evidence of reading): cosine ${fmt(pat.cosine_with_target_pattern)} with the head-free target pattern Cov(x, act)/Var(act); the patterns of ${pat.random_filter_null.n} random filters give ${fmt(nl.mean)} ± ${fmt(nl.std)}.`);
   }
-  const inFolded = s.reading.W_in_folded;
-  if (inFolded !== undefined) {
-    const readout = s.w_in === undefined || s.w_in === null ? "" : `; readout correlation ${fmt(s.w_in.readout_correlation)} (how strongly what the head reads and what W_in[:, ${s.target.neuron}] would read from the same residual vectors go together)`;
-    evidence.push(describeComparison("head direction", `W_in[:, ${s.target.neuron}] (ln2 folded; the neuron reads normalised resid_mid of its own layer, the head resid_post of layer ${s.target.feature_layer ?? "?"})`, inFolded) + readout + ".");
+  // the neuron's readers: W_in, and for a gated MLP also W_gate (where the neuron reads is in w_in.spaces)
+  const readers: Array<[string, Comparison | undefined, number | null | undefined]> = [
+    ["W_in", s.reading.W_in_folded, s.w_in?.readout_correlation],
+    ["W_gate", s.reading.W_gate_folded, s.w_in?.gate_readout_correlation],
+  ];
+  for (const [name, cmp, r] of readers) {
+    if (cmp === undefined) continue;
+    const readout = r === undefined || r === null ? "" : `; readout correlation ${fmt(r)} (how strongly what the head reads and what ${name}[:, ${s.target.neuron}] would read from the same residual vectors go together)`;
+    evidence.push(describeComparison("head direction", `${name}[:, ${s.target.neuron}] (ln2 folded; the neuron reads the normalised residual stream of its own layer, the head resid_post of layer ${s.target.feature_layer ?? "?"})`, cmp) + readout + ".");
   }
 
   const k = check(read);
@@ -186,10 +191,11 @@ export function weightsVerdict(s: WeightsVerdictInput, patching?: PatchingVerdic
   }
   const lean = k.zOk || k.rankOk ? ` (the direction leans towards ${writeName}, but ${k.zOk ? "other neurons match as well or better" : "within the random-direction null"})` : "";
   const base = `the head's direction is not specifically aligned with ${writeName}${lean}${share === null ? "" : ` and ${shareText}`}`;
-  if (inFolded !== undefined) {
-    const w = check(inFolded);
+  for (const [name, cmp] of readers) {
+    if (cmp === undefined) continue;
+    const w = check(cmp);
     if (w.zOk && w.rankOk) {
-      return { question, level: "no", headline: `No: ${base}. It reads what the neuron reads (W_in[:, ${s.target.neuron}]) instead: it recomputes the neuron's input rather than reporting its output.`, evidence };
+      return { question, level: "no", headline: `No: ${base}. It reads what the neuron reads (${name}[:, ${s.target.neuron}]) instead: it recomputes the neuron's input rather than reporting its output.`, evidence };
     }
   }
   return { question, level: "no", headline: `No: ${base}; whatever it reads, it is not this neuron's write.`, evidence };

@@ -55,7 +55,7 @@ export interface DatasetRef {
    * When the run's targets are not the examples file's own: column `column` of the targets file
    * `path` (F32 [n, K], see readTargetsColumn; absolute or relative to the run directory) holds them.
    */
-  target_column?: { path: string; column: number } | null;
+  target_column?: { path: string; column: number; /** sha256 (hex) of the targets file at training (sweep jobs) */ sha256?: string } | null;
   /**
    * sha256 (hex) of the examples file when the run was trained (absent in older runs and imports):
    * analyses refuse the recorded dataset once its content changed, and outputs never replace it.

@@ -28,6 +28,7 @@ import { Tensor } from "../tensor/index.ts";
 import { loadModel } from "../model/load.ts";
 import type { HookedTransformer } from "../model/transformer.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
+import { fileSha256 } from "../io/outputs.ts";
 import { SelfreportError } from "../errors.ts";
 import { pidAlive } from "../io/lock.ts";
 import { readDataset, type Dataset } from "../selfreport/dataset.ts";
@@ -36,8 +37,8 @@ import {
   readRun, loadRunModel, writeRun, analysisDir, trainingRecordOf, RUN_FORMAT_VERSION, type DatasetRef, type FreezeMode, type RunConfig, type TrainingSettings,
 } from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
-import { weightsAnalysis } from "../analysis/weights.ts";
-import { patchingAnalysis } from "../analysis/patching.ts";
+import { weightsAnalysis, weightsPlots } from "../analysis/weights.ts";
+import { patchingAnalysis, patchingPlots } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
 import { examplesPath, featureLayerOf, layerTargetsPath, neuronDataset, readLayerTargets, readSweepFeatures, type LayerTargets } from "./data.ts";
 import { trainMultiHead, ridgeMultiHead, type NeuronFit } from "./multihead.ts";
@@ -251,9 +252,11 @@ export class JobRunner {
   private datasetRef(stage: string, ds: Dataset, lt: LayerTargets, neuron: number): DatasetRef {
     const column = lt.neurons.indexOf(neuron);
     if (column < 0) throw new SelfreportError(`neuron ${neuron} is not among the swept neurons of layer ${lt.layer}`);
+    const targetsPath = layerTargetsPath(this.sweepDir, lt.layer);
     return {
       path: relative(stage, examplesPath(this.sweepDir)), n: ds.meta.n, layer: lt.layer, neuron, model_dir: ds.meta.model_dir,
-      target_column: { path: relative(stage, layerTargetsPath(this.sweepDir, lt.layer)), column },
+      sha256: fileSha256(examplesPath(this.sweepDir)),
+      target_column: { path: relative(stage, targetsPath), column, sha256: fileSha256(targetsPath) },
     };
   }
 
@@ -309,7 +312,7 @@ export class JobRunner {
       r.epochs_run = res.epochsRun;
       r.best_epoch = res.bestEpoch;
       r.stopped_early = res.stoppedEarly;
-      this.analyses(stage, ds, r);
+      await this.analyses(stage, ds, r);
       await testHookDelay();
       r.seconds = (Date.now() - t0) / 1000;
       r.finished_at = new Date().toISOString();
@@ -398,7 +401,7 @@ export class JobRunner {
         r.epochs_run = fit.epochsRun;
         r.best_epoch = fit.bestEpoch;
         r.stopped_early = fit.stoppedEarly;
-        this.analyses(stage, ds, r);
+        await this.analyses(stage, ds, r);
         await testHookDelay();
         r.seconds = trainSeconds / K + (Date.now() - tj) / 1000;
         r.finished_at = new Date().toISOString();
@@ -409,8 +412,8 @@ export class JobRunner {
     }
   }
 
-  /** The sweep's analyses on a finished run directory; their key numbers go into the result row. */
-  private analyses(runDir: string, ds: Dataset, r: JobResult): void {
+  /** The sweep's analyses on a finished run directory, with their plots (as `analyze` writes them); their key numbers go into the result row. */
+  private async analyses(runDir: string, ds: Dataset, r: JobResult): Promise<void> {
     const s = this.s;
     if (s.analyses.length === 0) return;
     const run = readRun(runDir);
@@ -419,7 +422,7 @@ export class JobRunner {
     const ctx: AnalysisContext = { run, model, baseModel: base, ds, datasetPath: examplesPath(this.sweepDir) };
     if (s.analyses.includes("weights")) {
       const w = weightsAnalysis(ctx, { maxExamples: s.analysis_options.weights_max_examples });
-      writeAnalysisOutput(analysisDir(runDir, "weights"), "weights", run, w, {});
+      writeAnalysisOutput(analysisDir(runDir, "weights"), "weights", run, w, await weightsPlots(w));
       const out = w.reading.W_out;
       const inn = w.reading.W_in_folded;
       r.weights_cos_w_out = out?.cosine ?? null;
@@ -430,7 +433,7 @@ export class JobRunner {
     }
     if (s.analyses.includes("patching")) {
       const p = patchingAnalysis(ctx, { nInputs: s.analysis_options.patching_inputs, controls: s.analysis_options.patching_controls, bootstrap: 200 });
-      writeAnalysisOutput(analysisDir(runDir, "patching"), "patching", run, p, {});
+      writeAnalysisOutput(analysisDir(runDir, "patching"), "patching", run, p, await patchingPlots(p));
       r.patching_slope = p.fit?.slope ?? null;
       r.patching_r2 = p.fit?.r2 ?? null;
       r.patching_percentile = p.controls.percentile_abs;

@@ -155,6 +155,8 @@ export class RedisWatch {
   private readonly signal = whenInterrupted();
   private fail: (e: Error) => void = () => {};
   private everUp = false;
+  /** A "lost the connection" line was printed and no "reconnected" yet. */
+  private announcedDown = false;
   private interruptMessage: string;
 
   constructor(private readonly connections: readonly Redis[], private readonly url: string, private readonly timeoutS: number, interruptMessage: string, private readonly say: (line: string) => void = info) {
@@ -163,9 +165,10 @@ export class RedisWatch {
     this.failed.catch(() => {});
     for (const c of connections) {
       c.on("error", (e: unknown) => void (this.lastError = errorText(e)));
-      c.on("ready", () => void (this.everUp = true));
-      if (c.status === "ready") this.everUp = true;
     }
+    // "up" means every connection ready at once, as check() sees it: a connection still being opened
+    // is not an outage, and its first "ready" is not a reconnection
+    this.everUp = connections.every((c) => c.status === "ready");
     void this.signal.promise.then((sig: InterruptSignal) => this.fail(new Interrupted(sig, this.interruptMessage, { resume: "rerun" })));
     this.timer = setInterval(() => this.check(), 250);
   }
@@ -184,14 +187,18 @@ export class RedisWatch {
     const up = this.connections.every((c) => c.status === "ready");
     const now = Date.now();
     if (up) {
-      if (this.downSince !== null && this.everUp) this.say(`reconnected to Redis at ${this.url}`);
+      if (this.announcedDown) this.say(`reconnected to Redis at ${this.url}`);
+      this.announcedDown = false;
       this.downSince = null;
       this.everUp = true;
       return;
     }
     if (this.downSince === null) {
       this.downSince = now;
-      if (this.everUp) this.say(`lost the connection to Redis at ${this.url} (${this.lastError}); waiting up to ${this.timeoutS} s for it to come back`);
+      if (this.everUp) {
+        this.say(`lost the connection to Redis at ${this.url} (${this.lastError}); waiting up to ${this.timeoutS} s for it to come back`);
+        this.announcedDown = true;
+      }
     } else if (now - this.downSince >= this.timeoutS * 1000) {
       this.fail(new SelfreportError(`lost Redis at ${this.url} for ${this.timeoutS} s (last error: ${this.lastError}); giving up (--queue-timeout sets this wait)`));
     }

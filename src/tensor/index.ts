@@ -6,6 +6,7 @@ export * from "./ops/reduce.ts";
 export * from "./ops/shape.ts";
 export * from "./ops/matmul.ts";
 export * from "./ops/nn.ts";
+export * from "./ops/arch.ts";
 export * from "./ops/attention.ts";
 export * from "./ops/unembed-loss.ts";
 export * from "./optim.ts";

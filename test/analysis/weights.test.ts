@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Rng } from "../../src/tensor/index.ts";
 import { loadAnalysisContext } from "../../src/analysis/context.ts";
 import {
-  weightsAnalysis, weightsPlots, headGradients, activationPattern, whitener, foldedWin, exampleIndices, targetPattern,
+  weightsAnalysis, weightsPlots, headGradients, activationPattern, whitener, foldedReader, exampleIndices, targetPattern,
   randomFilterPatternCosines, empiricalNull, type WeightsSummary,
 } from "../../src/analysis/weights.ts";
 import { weightsVerdict } from "../../src/report/verdicts.ts";
@@ -227,8 +227,8 @@ test("tl-processed run: ln2 detected as folded, W_in_raw = W_in_folded; raw run 
   assert.equal(raw.s.w_in!.ln2_already_folded, false);
   close(raw.s.reading.W_in_folded!.cosine, 1, 1e-5, "planted on the folded W_in");
   assert.ok(raw.s.reading.W_in_raw!.cosine < 0.999, `raw W_in differs from folded: ${raw.s.reading.W_in_raw!.cosine}`);
-  // foldedWin is centre(ln2.w ⊙ W_in): columns have mean 0
-  const F = foldedWin(raw.fx.runModel, 1);
+  // foldedReader is centre(ln2.w ⊙ W_in): columns have mean 0
+  const F = foldedReader(raw.fx.runModel, 1);
   let colSum = 0;
   for (let c = 0; c < 16; c++) colSum += F[c * 64 + 5]!;
   close(colSum, 0, 1e-12, "folded column mean");

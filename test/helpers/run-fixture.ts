@@ -38,13 +38,19 @@
  *   lnFinalW          ln_final.w of the saved model (a Float32Array [d_model]); applied after randomLn
  *   writeScale        multiplies the target neuron's W_out[n, :] (mlp_post targets), so its write dominates
  *                     the residual stream along that direction (default 1)
+ *   arch              "llama" (RMSNorm, rotary, gated MLP) | "neox" (LayerNorm, parallel block): the model is a
+ *                     random one of that family written in the Hugging Face layout (test/helpers/tiny-arch-model.ts)
+ *                     with the `model` sizes; frozen runs only (fine-tuned models of these families are not saved
+ *                     yet), and randomLn / lnFinalW / writeScale do not apply. Planted "W_gate" / "W_gate_folded"
+ *                     (gated MLPs): the gate column, as loaded or with ln2.w folded in.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after } from "node:test";
 import { Rng, Tensor, noGrad } from "../../src/tensor/index.ts";
-import { makeConfig } from "../../src/model/config.ts";
+import { makeConfig, blockSpec, type ModelConfig } from "../../src/model/config.ts";
+import { makeTinyLlamaModel, makeTinyNeoxModel } from "./tiny-arch-model.ts";
 import { HookedTransformer } from "../../src/model/transformer.ts";
 import { saveModel, loadModel } from "../../src/model/load.ts";
 import {
@@ -58,7 +64,7 @@ export interface TinyRunOptions {
   head?: HeadType;
   hiddenDim?: number;
   activation?: HiddenActivation;
-  plantedDirection?: "W_in" | "W_in_folded" | "W_out" | Float32Array;
+  plantedDirection?: "W_in" | "W_in_folded" | "W_gate" | "W_gate_folded" | "W_out" | Float32Array;
   shift?: Float32Array | number;
   freeze?: FreezeMode;
   finetuneNoise?: number;
@@ -75,6 +81,7 @@ export interface TinyRunOptions {
   randomLn?: boolean;
   lnFinalW?: Float32Array;
   writeScale?: number;
+  arch?: "llama" | "neox";
 }
 
 export interface TinyRun {
@@ -108,21 +115,12 @@ export function makeTinyRun(dir: string, opts: TinyRunOptions = {}): TinyRun {
 
   // ---- model
   const modelDir = resolve(join(dir, "model"));
-  const init = HookedTransformer.init(cfg, seed);
-  if (opts.randomLn) {
-    const rng = new Rng(seed + 100);
-    for (const [name, t] of init.params) {
-      if (/(ln1|ln2|ln_final)\.w$/.test(name)) for (let i = 0; i < t.size; i++) t.data[i] = 0.5 + rng.uniform();
-      if (/(ln1|ln2|ln_final)\.b$/.test(name)) for (let i = 0; i < t.size; i++) t.data[i] = 0.1 * rng.normal();
-    }
-  }
-  if (opts.lnFinalW) init.p("ln_final.w").data.set(opts.lnFinalW);
-  if (opts.writeScale !== undefined && layerType === "mlp_post") {
-    const Wout = init.W_out(layer).data; // [M, C]
-    const C0 = cfg.dModel;
-    for (let c = 0; c < C0; c++) Wout[neuron * C0 + c]! *= opts.writeScale;
-  }
-  saveModel(init, modelDir);
+  if (opts.arch !== undefined) {
+    if (freeze !== "frozen") throw new Error("makeTinyRun: arch runs are frozen only");
+    const sizes = { nLayers: cfg.nLayers, dModel: cfg.dModel, nHeads: cfg.nHeads, dVocab: cfg.dVocab, nCtx: cfg.nCtx, seed };
+    if (opts.arch === "llama") makeTinyLlamaModel(modelDir, sizes);
+    else makeTinyNeoxModel(modelDir, sizes);
+  } else saveModel(initModel(cfg, seed, opts, layer, neuron, layerType), modelDir);
   const model = loadModel(modelDir, { weights }).model;
   const C = model.cfg.dModel;
 
@@ -227,15 +225,36 @@ export function makeTinyRun(dir: string, opts: TinyRunOptions = {}): TinyRun {
   return { runDir, datasetPath, modelDir, model, runModel, dataset: ds, config, head, planted };
 }
 
+/** A random GPT-2-architecture model with the options that change its weights (randomLn, lnFinalW, writeScale). */
+function initModel(cfg: ModelConfig, seed: number, opts: TinyRunOptions, layer: number, neuron: number, layerType: LayerType): HookedTransformer {
+  const init = HookedTransformer.init(cfg, seed);
+  if (opts.randomLn) {
+    const rng = new Rng(seed + 100);
+    for (const [name, t] of init.params) {
+      if (/(ln1|ln2|ln_final)\.w$/.test(name)) for (let i = 0; i < t.size; i++) t.data[i] = 0.5 + rng.uniform();
+      if (/(ln1|ln2|ln_final)\.b$/.test(name)) for (let i = 0; i < t.size; i++) t.data[i] = 0.1 * rng.normal();
+    }
+  }
+  if (opts.lnFinalW) init.p("ln_final.w").data.set(opts.lnFinalW);
+  if (opts.writeScale !== undefined && layerType === "mlp_post") {
+    const Wout = init.W_out(layer).data; // [M, C]
+    const C0 = cfg.dModel;
+    for (let c = 0; c < C0; c++) Wout[neuron * C0 + c]! *= opts.writeScale;
+  }
+  return init;
+}
+
+
 function plantedVector(model: HookedTransformer, layer: number, neuron: number, what: NonNullable<TinyRunOptions["plantedDirection"]>): Float32Array {
   if (what instanceof Float32Array) return what.slice();
   const { dModel: C, dMlp: M } = model.cfg;
   if (what === "W_out") return model.W_out(layer).data.slice(neuron * C, (neuron + 1) * C);
-  const Win = model.W_in(layer).data; // [C, M]
-  const col = Float32Array.from({ length: C }, (_, c) => Win[c * M + neuron]!);
-  if (what === "W_in") return col;
+  const W = (what.startsWith("W_gate") ? model.W_gate(layer) : model.W_in(layer)).data; // [C, M]
+  const col = Float32Array.from({ length: C }, (_, c) => W[c * M + neuron]!);
+  if (what === "W_in" || what === "W_gate") return col;
   const ln2 = model.ln2W(layer).data;
   for (let c = 0; c < C; c++) col[c]! *= ln2[c]!;
+  if (blockSpec(model.cfg).normalizationType === "RMS") return col; // RMSNorm removes no mean
   const mean = col.reduce((a, b) => a + b, 0) / C;
   return col.map((v) => v - mean);
 }

@@ -128,6 +128,15 @@ test("kindOf tells the kinds apart by their marker files; checkOutput refuses a 
   mkdirSync(misc);
   writeFileSync(join(misc, "notes.txt"), "mine\n");
   assert.throws(() => checkOutput(misc, { kind: "run", force: true }), /--out .*misc is a folder with other files \(notes\.txt\), not a run folder; it is never replaced, not even with --force/);
+  // a sweep's shared examples are a file of the sweep, not a dataset of their own: never replaced
+  const sweep = join(root, "sweep-kind");
+  mkdirSync(join(sweep, "data"), { recursive: true });
+  writeFileSync(join(sweep, "sweep.json"), "{}\n");
+  copyFileSync(data, join(sweep, "data", "examples.safetensors"));
+  assert.equal(kindOf(join(sweep, "data", "examples.safetensors")).kind, "sweep");
+  assert.equal(kindOf(data).kind, "dataset", "the same file outside a sweep is a dataset");
+  assert.throws(() => checkOutput(join(sweep, "data", "examples.safetensors"), { kind: "dataset", force: true }),
+    /--out .*examples\.safetensors is a file of a sweep folder \(data\/ of .*sweep-kind\), not a selfreport dataset; it is never replaced, not even with --force/);
   const empty = join(root, "empty");
   mkdirSync(empty);
   assert.deepEqual(checkOutput(empty, { kind: "sweep", force: false }), { exists: true });

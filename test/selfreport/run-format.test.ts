@@ -7,13 +7,14 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readRun, readRunDataset, readTrainLog, analysisDir } from "../../src/selfreport/run.ts";
 import { readDataset } from "../../src/selfreport/dataset.ts";
 import { examplesPath, readLayerTargets, neuronDataset } from "../../src/sweep/data.ts";
+import { fileSha256 } from "../../src/io/outputs.ts";
 import { buildProgram } from "../../src/cli/main.ts";
 import { TRAINING_DEFAULTS, trainOptionsFrom, trainingSettingsOf, TRAIN_DEFAULTS } from "../../src/selfreport/train.ts";
 import { makeTinyHfModel } from "../helpers/tiny-model.ts";
@@ -95,7 +96,8 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
     const run = readRun(job);
     const ref = run.config.dataset;
     assert.equal(ref.path, join("..", "..", "data", "examples.safetensors"), "relative to the job folder");
-    assert.deepEqual(ref.target_column, { path: join("..", "..", "data", "L1.targets.safetensors"), column: 1 });
+    assert.deepEqual(ref.target_column, { path: join("..", "..", "data", "L1.targets.safetensors"), column: 1, sha256: fileSha256(join(sweep, "data", "L1.targets.safetensors")) });
+    assert.equal(ref.sha256, fileSha256(examplesPath(sweep)), "the job records the examples' hash, as train does");
     // the dataset the job reads back is the one it was trained on: neuron 5's activations
     const { ds } = readRunDataset(run);
     const want = neuronDataset(examples, readLayerTargets(sweep, 1, examples.meta.n), 5);
@@ -103,7 +105,11 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
     assert.equal(ds.meta.neuron, 5);
     assert.deepEqual(ds.meta.stats, want.meta.stats);
     // the sweep's own analyses are where the report reads them, and its log has steps
-    for (const name of ["weights", "patching"]) assert.ok(existsSync(join(analysisDir(job, name), "summary.json")), `${id} ${name}`);
+    for (const name of ["weights", "patching"]) {
+      assert.ok(existsSync(join(analysisDir(job, name), "summary.json")), `${id} ${name}`);
+      // with the plots `analyze` would draw, so the job's report shows them
+      assert.ok(readdirSync(analysisDir(job, name)).filter((f) => f.endsWith(".svg")).length >= 2, `${id} ${name}: plots`);
+    }
     const log = readTrainLog(job)!;
     assert.equal(log.bad, 0);
     assert.ok(log.records.length >= 2 && log.records.every((r) => r.step > 0));
@@ -127,6 +133,14 @@ test("sweep jobs: their dataset is the examples with the job's own neuron as tar
   const { renameSync } = await import("node:fs");
   renameSync(sweep, moved);
   assert.equal(readRunDataset(readRun(join(moved, "jobs", "L1-N2-regression-frozen"))).ds.meta.neuron, 2);
+  // a changed targets file is refused by the job's analyses, naming it (the examples are unchanged)
+  const targetsFile = join(moved, "data", "L1.targets.safetensors");
+  const bytes = readFileSync(targetsFile);
+  bytes[bytes.length - 1] ^= 0x01;
+  writeFileSync(targetsFile, bytes);
+  const changed = await runCapture(["analyze", "weights", "--run", join(moved, "jobs", "L1-N2-regression-frozen"), "--out", join(root, "changed-weights")]);
+  assert.equal(changed.code, 1);
+  assert.match(changed.lines.join("\n"), /targets file .*L1\.targets\.safetensors has changed since run .*L1-N2-regression-frozen was trained on column 0 of it \(sha256 [0-9a-f]{12}… in its config\.json, [0-9a-f]{12}… now\)/);
   // the sweep folder itself is not a run: the error points at --sweep
   const r = await runCapture(["report", "--run", moved, "--out", join(root, "x.html")]);
   assert.equal(r.code, 1);

@@ -7,29 +7,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run } from "../../src/cli/main.ts";
 import type { JobResult } from "../../src/sweep/jobs.ts";
 import { makeSweepFixture } from "./fixture.ts";
+import { freePort, redisOnPath, startRedis } from "../helpers/redis.ts";
 
 process.env["SELFREPORT_QUIET"] = "1";
 const BIN = fileURLToPath(new URL("../../../bin/selfreport.js", import.meta.url));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves with the first stderr line matching re (rejects if the process exits first or after ms). */
 function waitForLine(p: ChildProcess, re: RegExp, ms: number, log: string[]): Promise<RegExpExecArray> {
@@ -68,28 +56,13 @@ function exited(p: ChildProcess, ms: number): Promise<number | null> {
 }
 
 test("queue: two workers, one killed mid-task; every job done exactly once", { timeout: 120_000 }, async () => {
-  const onPath = (process.env["PATH"] ?? "").split(delimiter).some((dir) => dir !== "" && existsSync(join(dir, "redis-server")));
-  assert.ok(onPath, "redis-server is not on PATH: run `bash scripts/setup.sh` (it installs Debian's redis-server) before the tests");
+  assert.ok(redisOnPath(), "redis-server is not on PATH: run `bash scripts/setup.sh` (it installs Debian's redis-server) before the tests");
 
   const root = mkdtempSync(join(tmpdir(), "sweep-queue-"));
   const procs: ChildProcess[] = [];
   try {
     const port = await freePort();
-    const redis = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", root], { stdio: ["ignore", "pipe", "pipe"] });
-    procs.push(redis);
-    const redisLog: string[] = [];
-    redis.stdout!.on("data", (d: Buffer) => redisLog.push(d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`redis-server did not start: ${redisLog.join("")}`)), 10_000);
-      const check = (d: Buffer): void => {
-        if (/Ready to accept connections/.test(d.toString())) {
-          clearTimeout(t);
-          resolve();
-        }
-      };
-      redis.stdout!.on("data", check);
-      redis.once("exit", (code) => reject(new Error(`redis-server exited (${code}): ${redisLog.join("")}`)));
-    });
+    procs.push(await startRedis(port, root));
     const url = `redis://127.0.0.1:${port}`;
 
     const fx = makeSweepFixture(join(root, "fx"));

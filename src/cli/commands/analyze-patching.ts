@@ -8,7 +8,7 @@ import { analysisDir } from "../../selfreport/run.ts";
 import { patchingAnalysisInterruptibly, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
 import { expectFolderPath } from "../../io/paths.ts";
-import { parseIntOption, parseNumberList } from "../options.ts";
+import { analysisCommand, parseIntOption, parseNumberList } from "../options.ts";
 import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 function ci(v: [number, number] | null | undefined): string {
@@ -25,13 +25,7 @@ function num(v: number | null | undefined, digits = 4): string {
 }
 
 export function registerPatchingAnalysis(analyze: Command): void {
-  analyze
-    .command("patching")
-    .description("activation patching: set, scale, zero, mean-ablate and resample the target neuron; fit Δprediction = slope·Δactivation; controls; direct vs total effect")
-    .requiredOption("--run <run_dir>", "run directory")
-    .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/patching, where `selfreport report` reads it)")
-    .option("--force", "replace an existing analysis folder (never anything else)", false)
+  analysisCommand(analyze, "patching", "activation patching: set, scale, zero, mean-ablate and resample the target neuron; fit Δprediction = slope·Δactivation; controls; direct vs total effect")
     .option("--n-inputs <n>", "inputs to patch (test split first)", parseIntOption("--n-inputs", 3), PATCHING_DEFAULTS.nInputs)
     .option("--scales <list>", "scale factors, comma-separated", parseNumberList("--scales"), [...PATCHING_DEFAULTS.scales])
     .option("--set-values <list>", "values to set the neuron to, comma-separated (default: min, quartiles, max of the dataset)", parseNumberList("--set-values"))

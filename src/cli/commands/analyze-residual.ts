@@ -4,19 +4,15 @@ import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from ".
 import { analysisDir } from "../../selfreport/run.ts";
 import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
 import { expectFolderPath } from "../../io/paths.ts";
-import { parseIntOption } from "../options.ts";
+import { analysisCommand, parseIntOption } from "../options.ts";
 import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
 
 export function registerResidualAnalysis(analyze: Command): void {
-  analyze
-    .command("residual")
-    .description("fine-tuned runs: what training changed in the residual stream, per layer; whether the change writes the neuron's directions into what the fixed head reads; which weights moved")
-    .requiredOption("--run <run_dir>", "run directory of an unfrozen or partial run")
-    .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json)")
-    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/residual, where `selfreport report` reads it)")
-    .option("--force", "replace an existing analysis folder (never anything else)", false)
+  analysisCommand(analyze, "residual", "fine-tuned runs: what training changed in the residual stream, per layer; whether the change writes the neuron's directions into what the fixed head reads; which weights moved", {
+    run: "run directory of an unfrozen or partial run",
+  })
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
     .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
       const out = o.out ?? analysisDir(o.run, "residual");

@@ -7,7 +7,7 @@ import { weightsAnalysisInterruptibly, weightsPlots, WEIGHTS_DEFAULTS, type Comp
 import { SelfreportError } from "../../errors.ts";
 import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
-import { parseIntOption } from "../options.ts";
+import { analysisCommand, parseIntOption } from "../options.ts";
 import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
 
 function parseMaxExamples(value: string): number {
@@ -23,13 +23,9 @@ function line(name: string, c: Comparison | undefined): string {
 }
 
 export function registerWeightsAnalysis(analyze: Command): void {
-  analyze
-    .command("weights")
-    .description("does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share")
-    .requiredOption("--run <run_dir>", "run directory")
-    .option("--data <file.safetensors>", "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)")
-    .option("--out <dir>", "output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/weights, where `selfreport report` reads it)")
-    .option("--force", "replace an existing analysis folder (never anything else)", false)
+  analysisCommand(analyze, "weights", "does the head read what the neuron writes? head direction vs W_in/W_out: cosines, ranks, activation pattern, whitening, direct-write variance share", {
+    data: "dataset (default: the one recorded in the run's config.json; a run without one, e.g. imported, gets the measures that need no examples)",
+  })
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
     .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
       const out = o.out ?? analysisDir(o.run, "weights");
@@ -68,7 +64,10 @@ export function registerWeightsAnalysis(analyze: Command): void {
       for (const kind of summary.vectors) console.log(line(kind, summary.reading[kind]));
       const dw = summary.direct_write;
       console.log(`direct-write variance share: ${dw.share === null ? `n/a (${dw.note})` : dw.share.toFixed(4)}`);
-      if (summary.w_in !== null) console.log(`W_in readout correlation: ${summary.w_in.readout_correlation.toFixed(4)} (the neuron reads normalised resid_mid of layer ${t.layer}; the head reads resid_post of layer ${t.feature_layer})`);
+      if (summary.w_in !== null) {
+        const gate = summary.w_in.gate_readout_correlation === null ? "" : `, W_gate ${summary.w_in.gate_readout_correlation.toFixed(4)}`;
+        console.log(`readout correlation: W_in ${summary.w_in.readout_correlation.toFixed(4)}${gate} (${summary.w_in.spaces.split(":")[0]})`);
+      }
       const pn = summary.pattern.random_filter_null;
       console.log(`activation pattern (what the prediction co-varies with, not evidence of reading): cosine ${summary.pattern.cosine_with_target_pattern.toFixed(4)} with the target pattern Cov(x, act)/Var(act); ${pn.n} random filters: ${pn.target_pattern.mean.toFixed(4)} ± ${pn.target_pattern.std.toFixed(4)}`);
       const v = weightsVerdict(summary);
