@@ -23,7 +23,8 @@ export type { ModelConfig } from "./model/config.ts";
 export type { WeightProcessing } from "./model/process.ts";
 export { loadModel, saveModel } from "./model/load.ts";
 export { resolveModelDir } from "./model/resolve.ts";
-export { Tokenizer, loadTokenizer } from "./model/tokenizer.ts";
+export type { Tokenizer, EncodeOptions, DecodeOptions, EncodeBatchOptions, EncodedBatch, AddedToken } from "./model/tokenizer.ts";
+export { loadTokenizer, digitTokenIds } from "./model/tokenizer-json.ts";
 
 // Tensors
 export { Tensor, ShapeError, NanError, tensor, scalar, zeros, ones, full, noGrad } from "./tensor/tensor.ts";

@@ -18,13 +18,11 @@ import { SelfreportError } from "../errors.ts";
 import { HookedTransformer as Model, tokenBatch, type TokenBatch, type ForwardOptions, type ForwardResult } from "../model/transformer.ts";
 import type { Hook, HookFilter } from "../model/hooks.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { loadModel } from "../model/load.ts";
+import { loadModel, hasTokenizerFiles } from "../model/load.ts";
 import { loadTokenizer, type Tokenizer } from "../model/tokenizer.ts";
 import type { WeightProcessing } from "../model/process.ts";
 import { generate as generateText, GENERATE_DEFAULTS, type StopReason } from "../lm/generate.ts";
 import { ActivationCache } from "./activation-cache.ts";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 
 /** What the model runs on: text, texts, token ids, rows of token ids, or a TokenBatch. */
 export type ModelInput = string | readonly string[] | readonly number[] | readonly (readonly number[])[] | TokenBatch;
@@ -118,10 +116,7 @@ export class HookedTransformer extends Model {
    */
   static fromPretrained(nameOrDir: string, opts: FromPretrainedOptions = {}): HookedTransformer {
     const { model, dir } = loadModel(nameOrDir, { weights: opts.weights ?? "tl" });
-    const hasTokenizer = existsSync(join(dir, "tokenizer.json")) || existsSync(join(dir, "vocab.json")) || existsSync(join(dir, "merges.txt"));
-    // only GPT-2's tokenizer is read yet: other families take token ids (tok() says why)
-    const gpt2 = (model.cfg.architecture ?? "gpt2") === "gpt2";
-    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizer && gpt2 ? loadTokenizer(dir) : null, dir });
+    return new HookedTransformer(model.cfg, new Map(model.params), { tokenizer: hasTokenizerFiles(dir) ? loadTokenizer(dir) : null, dir });
   }
 
   /** The same weights (shared, not copied) with a tokenizer: for a model from HookedTransformer.init or training. */
@@ -144,7 +139,7 @@ export class HookedTransformer extends Model {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== "string")) throw new SelfreportError(`toTokens: expected a string or an array of strings`);
     const tok = this.tok("toTokens");
     const rows = texts.map((t, i) => {
-      const ids = [...(opts.prependBos === true ? [tok.eosId] : []), ...tok.encode(t)];
+      const ids = [...(opts.prependBos === true ? [tok.bosId ?? tok.eosId] : []), ...tok.encode(t)];
       if (ids.length === 0) throw new SelfreportError(`toTokens: text ${i + 1} of ${texts.length} is empty: there is nothing to run`);
       if (ids.length > this.cfg.nCtx) throw new SelfreportError(`toTokens: text ${i + 1} has ${ids.length} tokens, longer than the model's context n_ctx ${this.cfg.nCtx}`);
       return ids;
@@ -155,7 +150,7 @@ export class HookedTransformer extends Model {
   /** Each token of a text (or of token ids) as its string: toStrTokens("The cat") → ["The", " cat"]. */
   toStrTokens(input: string | ArrayLike<number>, opts: ToTokensOptions = {}): string[] {
     const tok = this.tok("toStrTokens");
-    const ids = typeof input === "string" ? [...(opts.prependBos === true ? [tok.eosId] : []), ...tok.encode(input)] : Array.from(input);
+    const ids = typeof input === "string" ? [...(opts.prependBos === true ? [tok.bosId ?? tok.eosId] : []), ...tok.encode(input)] : Array.from(input);
     return ids.map((id) => tok.decode([id]));
   }
 

@@ -12,8 +12,7 @@ import { SelfreportError } from "../errors.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
 import { readSafetensorsHeader, readSafetensorsTensor, writeSafetensors } from "../io/safetensors.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
-import { blockSpec, configFromHf, configToHf, type ModelConfig } from "./config.ts";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { configFromHf, configToHf, type ModelConfig } from "./config.ts";
 import { hfToParams, paramsToHf, type RawTensor } from "./hf.ts";
 import { processWeights, type WeightProcessing } from "./process.ts";
 import { HookedTransformer } from "./transformer.ts";
@@ -101,16 +100,10 @@ export function readHfParams(dir: string, cfg: ModelConfig): Map<string, RawTens
   return raw;
 }
 
-/**
- * The tokenizer of a model directory: GPT-2's (vocab.json + merges.txt, or its tokenizer.json) for
- * GPT-2 models. The Llama family and GPT-NeoX ship other tokenizer.json tokenizers, not read yet:
- * one clear error, so callers can ask for token ids instead.
- */
-export function loadModelTokenizer(dir: string, cfg: ModelConfig = readModelConfig(dir)): Tokenizer {
-  if (blockSpec(cfg).architecture !== "gpt2") {
-    throw new SelfreportError(`${dir}: tokenizer.json tokenizers are not supported yet (this is a ${cfg.hfArchitecture ?? cfg.architecture} model); give token ids instead`);
-  }
-  return loadTokenizer(dir);
+
+/** Whether a model directory holds tokenizer files (tokenizer.json, or GPT-2's vocab.json / merges.txt). */
+export function hasTokenizerFiles(dir: string): boolean {
+  return ["tokenizer.json", "vocab.json", "merges.txt"].some((f) => existsSync(join(dir, f)));
 }
 
 /** Loads a model from a directory or a name (see resolveModelDir). */

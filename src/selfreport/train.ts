@@ -31,7 +31,7 @@ import { expectFolderPath } from "../io/paths.ts";
 import { readDataset, splitIndices, exampleBatch, padIdForVocab, checkDatasetFitsModel, type Dataset } from "./dataset.ts";
 import { cachedFeatures } from "./features.ts";
 import {
-  makeHeadConfig, initHead, headForward, predictionsFromOutput, readFeatures,
+  makeHeadConfig, modelDigitTokens, initHead, headForward, predictionsFromOutput, readFeatures,
   type HeadType, type HeadConfig, type HeadParams, type HiddenActivation, type Readout,
 } from "./predictor.ts";
 import { quantileBinEdges, binOf, regressionMetrics } from "./stats.ts";
@@ -200,6 +200,7 @@ function prepare(o: TrainOptions, inputs: TrainInputs = {}): Prepared {
   }
   const headCfg = makeHeadConfig(o.head, {
     inputDim: model.cfg.dModel, dropout: o.dropout, hiddenDim: o.hiddenDim, activation: o.activation, numClasses: o.numClasses ?? undefined,
+    ...(o.head === "token" ? { digitTokens: modelDigitTokens(dir, model.cfg) } : {}),
   });
   const train = splitIndices(ds, "train");
   const val = splitIndices(ds, "validation");

@@ -37,6 +37,7 @@ import {
   readRun, loadRunModel, writeRun, analysisDir, trainingRecordOf, RUN_FORMAT_VERSION, type DatasetRef, type FreezeMode, type RunConfig, type TrainingSettings,
 } from "../selfreport/run.ts";
 import type { ActivationStats } from "../selfreport/stats.ts";
+import { modelDigitTokens } from "../selfreport/predictor.ts";
 import { weightsAnalysis, weightsPlots } from "../analysis/weights.ts";
 import { patchingAnalysis, patchingPlots } from "../analysis/patching.ts";
 import { writeAnalysisOutput, type AnalysisContext } from "../analysis/context.ts";
@@ -348,7 +349,10 @@ export class JobRunner {
           this.ridge = ridgeBasis(features.data, C, rows(0), rows(1));
         }
         fits = ridgeMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, this.ridge);
-      } else fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model }, trainOptionsFrom(jobTraining(s.training, "frozen")));
+      } else {
+        const digitTokens = task.head === "token" ? modelDigitTokens(this.baseModel().dir, model.cfg) : undefined;
+        fits = trainMultiHead({ features: features.data, C, targets, K, split: examples.split, head: task.head, model, ...(digitTokens !== undefined ? { digitTokens } : {}) }, trainOptionsFrom(jobTraining(s.training, "frozen")));
+      }
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       fits = pending.map(() => ({ ok: false, error: msg }));

@@ -54,6 +54,8 @@ export interface MultiHeadInput {
   numClasses?: number | null;
   /** The token head's base model: its final LayerNorm and digit unembedding. */
   model?: HookedTransformer | null;
+  /** The token head's ten digit tokens (modelDigitTokens of the base model; default GPT-2's 15–24). */
+  digitTokens?: readonly number[];
   /** Called after every epoch with the number of neurons still training. */
   onEpoch?: (epoch: number, active: number) => void;
 }
@@ -169,7 +171,9 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
   if (train.length === 0 || val.length === 0 || test.length === 0) {
     throw new SelfreportError(`the dataset has ${train.length}/${val.length}/${test.length} train/validation/test examples; every split needs at least one`);
   }
-  const headCfg = makeHeadConfig(type, { inputDim: C, ...(type === "classification" && input.numClasses != null ? { numClasses: input.numClasses } : {}) });
+  const headCfg = makeHeadConfig(type, {
+    inputDim: C, ...(type === "classification" && input.numClasses != null ? { numClasses: input.numClasses } : {}), ...(input.digitTokens !== undefined ? { digitTokens: input.digitTokens } : {}),
+  });
   const P = type === "regression" ? 1 : headCfg.num_classes!;
   const numBins = type === "regression" ? DEFAULT_BINS : P;
   // the token head reads ln_final(features): one row-wise LayerNorm, the same values per row as per batch

@@ -5,7 +5,7 @@
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as api from "../../src/index.ts";
@@ -212,10 +212,28 @@ test("generate: the KV-cached sampler of `selfreport lm generate`", () => {
   assert.notDeepEqual(hooked.ids, r.ids);
 });
 
+test("prependBos prepends the tokenizer's bosId (from tokenizer_config.json's bos_token for a tokenizer.json)", () => {
+  const d = mkdtempSync(join(tmpdir(), "selfreport-bos-"));
+  const src = join(import.meta.dirname, "..", "..", "..", "models", "brown-gpt2-mini");
+  const vocab = JSON.parse(readFileSync(join(src, "vocab.json"), "utf8")) as Record<string, number>;
+  const merges = readFileSync(join(src, "merges.txt"), "utf8").split("\n").slice(1).filter((l) => l.length > 0);
+  writeFileSync(join(d, "tokenizer.json"), JSON.stringify({
+    added_tokens: [{ id: 50256, content: "<|endoftext|>", special: true }],
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, use_regex: true },
+    decoder: { type: "ByteLevel" },
+    model: { type: "BPE", vocab, merges },
+  }));
+  writeFileSync(join(d, "tokenizer_config.json"), JSON.stringify({ bos_token: "!", eos_token: "<|endoftext|>" }));
+  const m = HookedTransformer.fromModel(model, api.loadTokenizer(d));
+  assert.deepEqual(Array.from(m.toTokens("The cat", { prependBos: true }).ids), [0, 464, 3797]);
+  assert.deepEqual(m.toStrTokens("The cat", { prependBos: true }), ["!", "The", " cat"]);
+  rmSync(d, { recursive: true, force: true });
+});
+
 test("the public entry exports the stable API and nothing internal", () => {
   assert.deepEqual(Object.keys(api).sort(), [
     "ActivationCache", "BLOCK_HOOKS", "HookedTransformer", "Interrupted", "NanError", "SelfreportError", "ShapeError", "TARGET_RULE", "THRESHOLDS",
-    "TRAIN_DEFAULTS", "Tensor", "Tokenizer", "analysisCommand", "buildDataset", "defaultLr", "full", "getActName", "getBackend", "histogram", "hookNames",
+    "TRAIN_DEFAULTS", "Tensor", "analysisCommand", "buildDataset", "defaultLr", "digitTokenIds", "full", "getActName", "getBackend", "histogram", "hookNames",
     "layerNeuronStats", "loadAnalysisContext", "loadCorpus", "loadModel", "loadRun", "loadTokenizer", "noGrad", "notebookFigures", "ones",
     "patchingAnalysis", "patchingPlots", "patchingVerdict", "rankLimit", "readAnalysis", "readDataset", "renderSvg", "residualAnalysis",
     "residualPlots", "residualVerdict", "resolveModelDir", "runPatches", "saveModel", "scalar", "selectInputs", "suggestTargets", "tensor",

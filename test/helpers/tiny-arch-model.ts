@@ -238,3 +238,33 @@ export function makeTinyNeoxModel(dir: string, opts: TinyNeoxOptions = {}): Tiny
   writeWeights(dir, weights, 1, extra);
   return { dir, config, weights };
 }
+
+/**
+ * A character-level SentencePiece-style tokenizer.json (Llama 2's layout: Prepend "▁" + Replace
+ * " " → "▁", BPE without merges, byte fallback) written into `dir`: <unk> <s> </s>, the 256 byte
+ * pieces, then "▁", the lower-case letters, punctuation, and the digits last, so that the digit
+ * tokens are nowhere near GPT-2's 15–24. Returns its vocabulary size and the ids of "0"…"9".
+ */
+export function writeCharTokenizer(dir: string): { vocabSize: number; digitIds: number[] } {
+  const vocab: Record<string, number> = { "<unk>": 0, "<s>": 1, "</s>": 2 };
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`] = 3 + b;
+  let next = 259;
+  for (const c of ["▁", ..."abcdefghijklmnopqrstuvwxyz", ...".,;:!?'-", ..."0123456789"]) vocab[c] = next++;
+  const special = (id: number, content: string): Record<string, unknown> => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const json = {
+    version: "1.0", truncation: null, padding: null,
+    added_tokens: [special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")],
+    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "▁" }, { type: "Replace", pattern: { String: " " }, content: "▁" }] },
+    pre_tokenizer: null,
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [{ SpecialToken: { id: "<s>", type_id: 0 } }, { Sequence: { id: "A", type_id: 0 } }, { SpecialToken: { id: "<s>", type_id: 1 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "<s>": { id: "<s>", ids: [1], tokens: ["<s>"] } },
+    },
+    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "▁" }, content: " " }, { type: "ByteFallback" }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    model: { type: "BPE", dropout: null, unk_token: "<unk>", continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, vocab, merges: [] },
+  };
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(json));
+  return { vocabSize: next, digitIds: [..."0123456789"].map((d) => vocab[d]!) };
+}

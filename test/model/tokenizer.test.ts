@@ -309,8 +309,8 @@ test("loading errors are SelfreportErrors naming the file and the problem", () =
   throwsWith(badId, "non-negative integer");
 
   const sp = tmp();
-  writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [], { pre_tokenizer: { type: "Metaspace" } }));
-  throwsWith(sp, "pre_tokenizer");
+  writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [], { pre_tokenizer: { type: "BertPreTokenizer" } }));
+  throwsWith(sp, "pre_tokenizer.type");
   writeFileSync(join(sp, "tokenizer.json"), JSON.stringify({ model: { type: "Unigram", vocab: [] } }));
   throwsWith(sp, "Unigram");
   writeFileSync(join(sp, "tokenizer.json"), tokenizerJson({ a: 0, "<|endoftext|>": 1 }, [["a"]]));
@@ -323,4 +323,13 @@ test("tokenizerFromFiles and loadTokenizer agree; the BPE cache does not change 
   const s = "the cache the cache the cache";
   assert.deepEqual(fresh.encode(s), fresh.encode(s));
   assert.deepEqual(fresh.encode(s), refEncode(s));
+});
+
+test("the shared Tokenizer interface on GPT-2: bos = eos = 50256, no pad, addSpecialTokens adds nothing, skipSpecialTokens drops <|endoftext|>", () => {
+  const t: Tokenizer = tok;
+  assert.deepEqual([t.bosId, t.eosId, t.padId, t.addBos], [50256, 50256, null, false]);
+  assert.deepEqual(t.specialTokens, [{ id: 50256, content: "<|endoftext|>", special: true }]);
+  assert.deepEqual(t.encode("Hello world", { addSpecialTokens: true }), [15496, 995]);
+  assert.equal(t.decode([64, 50256, 65], { skipSpecialTokens: true }), "ab");
+  assert.equal(t.decode([64, 50256, 65]), "a<|endoftext|>b");
 });

@@ -17,7 +17,8 @@ import { analysisDir } from "../../selfreport/run.ts";
 import type { Command } from "commander";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { loadModel, loadModelTokenizer } from "../../model/load.ts";
+import { loadModel } from "../../model/load.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
 import { buildDataset, writeDataset, checkDatasetOutput } from "../../selfreport/dataset.ts";
@@ -107,7 +108,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
 
   info(`demo: 1/5 dataset: ${o.n} prefixes of Brown-corpus text, target ${targetLabel({ layer: o.layer, neuron: o.neuron, layer_type: "mlp_post" })} of ${o.model}`);
   const { model, dir } = loadModel(o.model, { weights: "tl" });
-  const tok = loadModelTokenizer(dir, model.cfg);
+  const tok = loadTokenizer(dir);
   const corpus = loadCorpus("brown");
   const ds = buildDataset(model, tok, corpus.documents, {
     modelName: o.model, modelDir: dir, weights: "tl", layer: o.layer, neuron: o.neuron, layerType: "mlp_post",

@@ -4,7 +4,8 @@
  */
 import type { Command } from "commander";
 import { interruptible } from "../interrupts.ts";
-import { loadModel, loadModelTokenizer } from "../../model/load.ts";
+import { loadModel } from "../../model/load.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { writeJsonAtomic } from "../../io/atomic.ts";
 import { checkOutput } from "../../io/outputs.ts";
@@ -84,7 +85,7 @@ export function registerLmCommands(program: Command): void {
       const { model, dir } = loadModel(o.model);
       model.checkLayer(o.layer);
       if (neuron !== undefined) checkNeuron(model, o.layer, neuron);
-      const tok = loadModelTokenizer(dir, model.cfg);
+      const tok = loadTokenizer(dir);
       const corpus = loadCorpus(o.corpus);
       let docs = corpus.split("heldout");
       let split = "held-out";
@@ -153,7 +154,7 @@ export function registerLmCommands(program: Command): void {
     .option("--seed <seed>", "random seed of the sampler", parseIntOption("--seed"), GENERATE_DEFAULTS.seed)
     .action((o: { model: string; prompt: string; maxNewTokens: number; temperature: number; topK: number; seed: number }) => {
       const { model, dir } = loadModel(o.model);
-      const tok = loadModelTokenizer(dir, model.cfg);
+      const tok = loadTokenizer(dir);
       const r = generate(model, tok, { prompt: o.prompt, maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, seed: o.seed });
       console.log(o.prompt + r.continuation);
       if (r.stopReason === "n_ctx") info(`stopped: the sequence reached the model's context (n_ctx ${model.cfg.nCtx} tokens)`);

@@ -3,7 +3,8 @@
  * (run prompts and save chosen hook activations to a safetensors file).
  */
 import type { Command } from "commander";
-import { loadModel, loadModelTokenizer } from "../../model/load.ts";
+import { loadModel } from "../../model/load.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
 import { blockSpec } from "../../model/config.ts";
 import { tokenBatch, type TokenBatch } from "../../model/transformer.ts";
 import { assertHookName } from "../../model/hooks.ts";
@@ -76,7 +77,7 @@ export function registerModelCommands(program: Command): void {
         });
         batch = tokenBatch(rows, 0);
       } else {
-        const tok = loadModelTokenizer(dir, model.cfg);
+        const tok = loadTokenizer(dir);
         const encoded = o.prompt.map((p) => tok.encode(p));
         encoded.forEach((ids, i) => {
           if (ids.length === 0) throw new SelfreportError(`prompt ${i + 1} is empty after tokenization`);

@@ -3,7 +3,8 @@
  */
 import type { Command } from "commander";
 import { interruptible } from "../interrupts.ts";
-import { loadModel, loadModelTokenizer } from "../../model/load.ts";
+import { loadModel } from "../../model/load.ts";
+import { loadTokenizer } from "../../model/tokenizer.ts";
 import { loadCorpus } from "../../data/corpus.ts";
 import { SelfreportError } from "../../errors.ts";
 import { buildDatasetInterruptibly, writeDataset, checkDatasetOutput, type LayerType, type TokenPos } from "../../selfreport/dataset.ts";
@@ -47,7 +48,7 @@ export function registerSelfreportCommands(program: Command): void {
       if (!o.out.endsWith(".safetensors")) throw new SelfreportError(`--out must end in .safetensors, got "${o.out}"`);
       checkDatasetOutput(o.out, { inputs: [modelInput(o.model), o.corpus === "brown" ? undefined : o.corpus], force: o.force });
       const { model, dir } = loadModel(o.model, { weights: o.weights });
-      const tok = loadModelTokenizer(dir, model.cfg);
+      const tok = loadTokenizer(dir);
       const corpus = loadCorpus(o.corpus);
       const ds = await buildDatasetInterruptibly(model, tok, corpus.documents, {
         modelName: o.model, modelDir: dir, weights: o.weights, layer: o.layer, neuron: o.neuron, layerType: o.layerType,
@@ -114,7 +115,7 @@ export function registerSelfreportCommands(program: Command): void {
       const run = readRun(o.run);
       const base = loadBaseModel(run);
       const model = run.config.freeze_mode === "frozen" ? base : loadRunModel(run);
-      const tok = loadModelTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : finetunedDir(o.run), base.cfg);
+      const tok = loadTokenizer(run.config.freeze_mode === "frozen" ? run.config.base_model_dir : finetunedDir(o.run));
       const preds = predictPrompts(run, model, base, tok, o.prompt);
       if (o.json) {
         console.log(JSON.stringify(preds, null, 2));
