@@ -128,8 +128,7 @@ export class HookedTransformer extends Model {
   // Tokens
 
   private tok(what: string): Tokenizer {
-    if (this.tokenizer === null && (this.cfg.architecture ?? "gpt2") !== "gpt2") throw new SelfreportError(`${what} needs a tokenizer: tokenizer.json tokenizers are not supported yet (this is a ${this.cfg.hfArchitecture ?? this.cfg.architecture} model); give token ids instead`);
-    if (this.tokenizer === null) throw new SelfreportError(`${what} needs a tokenizer, and this model has none (its directory has no vocab.json + merges.txt or tokenizer.json); give token ids instead`);
+    if (this.tokenizer === null) throw new SelfreportError(`${what} needs a tokenizer, and this model has none (its directory has no tokenizer.json or vocab.json + merges.txt); give token ids instead`);
     return this.tokenizer;
   }
 

@@ -860,7 +860,7 @@ export function loadTokenizer(dir: string): Tokenizer {
   const missing = existsSync(vocab) ? "merges.txt is missing" : existsSync(merges) ? "vocab.json is missing" : "no tokenizer files";
   throw new SelfreportError(
     `${dir}: ${missing}: a model directory needs vocab.json + merges.txt or tokenizer.json. ` +
-      `OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names${gpt2FilesHint()}`,
+      `OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names${gpt2FilesHint()}; without a tokenizer, give token ids (activations --tokens)`,
   );
 }
 

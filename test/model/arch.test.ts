@@ -343,7 +343,7 @@ test("errors: unknown architectures and configs selfreport does not run, each on
   assertError(() => loadModel(n.dir), /"gpt_neox\.layers\.1\.input_layernorm\.weight" is missing/);
 });
 
-test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the tokenizer is not supported yet", async (t) => {
+test("CLI inspect and activations (--tokens) on a Qwen2 model; without tokenizer files --prompt says so and points at --tokens", async (t) => {
   const dir = tmp(t);
   const m = makeTinyLlamaModel(join(dir, "qwen"), { seed: 41, architecture: "Qwen2ForCausalLM", qkvBias: true, nKvHeads: 2 });
   const ins = await runCapture(["inspect", "--model", m.dir, "--json"]);
@@ -372,7 +372,7 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
 
   const bad = await runCapture(["activations", "--model", m.dir, "--prompt", "hello", "--hook", hooks[0]!, "--out", join(dir, "b.safetensors")]);
   assert.equal(bad.code, 1);
-  assert.match(bad.lines.join("\n"), /tokenizer\.json tokenizers are not supported yet \(this is a Qwen2ForCausalLM model\); give token ids instead/);
+  assert.match(bad.lines.join("\n"), /qwen: no tokenizer files: a model directory needs vocab\.json \+ merges\.txt or tokenizer\.json\. .*; without a tokenizer, give token ids \(activations --tokens\)$/);
   // every command that encodes text says the same, before any output is written
   for (const args of [
     ["dataset", "--model", m.dir, "--layer", "0", "--neuron", "0", "--n", "10", "--out", join(dir, "d.safetensors")],
@@ -380,14 +380,14 @@ test("CLI inspect and activations (--tokens) on a Qwen2 model; --prompt says the
   ]) {
     const r2 = await runCapture(args);
     assert.equal(r2.code, 1, `${args[0]}: ${r2.lines.join("\n")}`);
-    assert.match(r2.lines.join("\n"), /tokenizer\.json tokenizers are not supported yet/, args[0]);
+    assert.match(r2.lines.join("\n"), /no tokenizer files: a model directory needs/, args[0]);
   }
   const bad2 = await runCapture(["activations", "--model", m.dir, "--tokens", "1,99", "--hook", hooks[0]!, "--out", join(dir, "c.safetensors")]);
   assert.match(bad2.lines.join("\n"), /token id 99 is out of range for a vocabulary of 40/);
 
   // the API: token ids work, text says why not; decomposeResid has no pos_embed for rotary models
   const api = ApiModel.fromPretrained(m.dir);
-  assert.throws(() => api.toTokens("hi"), /tokenizer\.json tokenizers are not supported yet/);
+  assert.throws(() => api.toTokens("hi"), /toTokens needs a tokenizer, and this model has none \(its directory has no tokenizer\.json or vocab\.json \+ merges\.txt\); give token ids instead/);
   const { cache: c2 } = api.runWithCache([[3, 4, 5]]);
   const [stack, labels] = c2.decomposeResid(1, { returnLabels: true });
   assert.deepEqual(labels, ["embed", "0_attn_out", "0_mlp_out"]);

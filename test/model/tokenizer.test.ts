@@ -274,7 +274,7 @@ test("loading errors are SelfreportErrors naming the file and the problem", () =
   throwsWith(empty, "no tokenizer files");
   const f = gpt2TokenizerFiles();
   assert.throws(() => loadTokenizer(empty), (e: unknown) => e instanceof SelfreportError && e.message ===
-    `${empty}: no tokenizer files: a model directory needs vocab.json + merges.txt or tokenizer.json. OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names (GPT-2's are ${f.vocab} and ${f.merges})`);
+    `${empty}: no tokenizer files: a model directory needs vocab.json + merges.txt or tokenizer.json. OpenAI's encoder.json and vocab.bpe are vocab.json and merges.txt renamed: copy them in under those names (GPT-2's are ${f.vocab} and ${f.merges}); without a tokenizer, give token ids (activations --tokens)`);
   assert.ok(existsSync(f.vocab) && existsSync(f.merges));
   // and so they are: encoder.json / vocab.bpe copied in under those names are GPT-2's tokenizer
   const renamed = tmp();
