@@ -15,7 +15,7 @@ import { writeJsonAtomic } from "../io/atomic.ts";
 import { blockSpec, configFromHf, configToHf, type ModelConfig } from "./config.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { hfToParams, paramsToHf, type RawTensor } from "./hf.ts";
-import { processWeights, type WeightProcessing } from "./process.ts";
+import { processWeightsInPlace, type WeightProcessing } from "./process.ts";
 import { HookedTransformer } from "./transformer.ts";
 import { resolveModelDir } from "./resolve.ts";
 
@@ -120,7 +120,8 @@ export function loadModel(nameOrDir: string, opts: LoadOptions = {}): LoadedMode
   const dir = resolveModelDir(nameOrDir);
   const cfg = readModelConfig(dir);
   const params = hfToParams(readHfParams(dir, cfg), cfg, weightFiles(dir).source);
-  const processed = processWeights(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights);
+  // the parameters are this function's own: processed in place, so the model is never held twice
+  const processed = processWeightsInPlace(params, cfg, savedProcessing(dir) === "tl" ? "raw" : weights);
   return { model: new HookedTransformer(processed.cfg, processed.params), dir, weights };
 }
 

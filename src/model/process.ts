@@ -141,13 +141,25 @@ export function foldValueBiases(params: Params, cfg: ModelConfig): void {
 
 /**
  * Returns processed copies of the parameters (and the config, untied when the unembedding is
- * processed). "raw" returns the parameters unchanged.
+ * processed). "raw" returns the parameters unchanged. The given tensors are not modified.
  */
 export function processWeights(
   params: ReadonlyMap<string, Tensor>, cfg: ModelConfig, how: WeightProcessing,
 ): { params: Map<string, Tensor>; cfg: ModelConfig } {
   if (how === "raw") return { params: new Map(params), cfg };
-  const out = copyParams(params);
+  return processWeightsInPlace(copyParams(params), cfg, how);
+}
+
+/**
+ * processWeights without the copy: processes the given tensors themselves and returns the same map
+ * (with unembed.W_U added when the embeddings were tied). For a caller that owns freshly loaded
+ * parameters (loadModel), so a model is not held twice while it is processed.
+ */
+export function processWeightsInPlace(
+  params: Map<string, Tensor>, cfg: ModelConfig, how: WeightProcessing,
+): { params: Map<string, Tensor>; cfg: ModelConfig } {
+  if (how === "raw") return { params, cfg };
+  const out = params;
   let c = cfg;
   if (cfg.tiedEmbeddings) {
     // Folding ln_final into the unembedding unties it from W_E.
