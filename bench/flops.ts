@@ -13,12 +13,21 @@ export interface ModelShape {
   /** d_mlp (4·d_model for GPT-2). */
   dMlp: number;
   dVocab: number;
+  /** Width of the K and V projections (n_key_value_heads · d_head): d_model unless grouped-query attention. */
+  dKv?: number;
+  /** Gated MLP (Llama family): W_gate, W_in and W_out, three [d_model, d_mlp] products instead of two. */
+  gatedMlp?: boolean;
 }
 
-/** Matmul FLOPs of one block per token, attention scores excluded: W_QKV, W_O, W_in, W_out. */
-export function blockFlopsPerToken(s: Pick<ModelShape, "dModel" | "dMlp">): number {
+/**
+ * Matmul FLOPs of one block per token, attention scores excluded: W_Q, W_K, W_V, W_O, W_in, W_out
+ * (and W_gate for a gated MLP). With grouped-query attention W_K and W_V are [d_model, dKv].
+ */
+export function blockFlopsPerToken(s: Pick<ModelShape, "dModel" | "dMlp" | "dKv" | "gatedMlp">): number {
   const C = s.dModel;
-  return 2 * (3 * C * C + C * C + 2 * C * s.dMlp);
+  const dKv = s.dKv ?? C;
+  const mlpMatrices = s.gatedMlp === true ? 3 : 2;
+  return 2 * (C * C + 2 * C * dKv + C * C + mlpMatrices * C * s.dMlp);
 }
 
 /** Attention's q·kᵀ and pattern·v for one sequence of T positions in one block (dense [T, T]). */

@@ -20,6 +20,7 @@ import { benchPretrain } from "./pretrain.ts";
 import { benchSelfreportStep, benchSelfreportFrozen } from "./selfreport.ts";
 import { benchPatching } from "./patching.ts";
 import { benchSweepLayer } from "./sweep-layer.ts";
+import { benchQwen } from "./qwen.ts";
 import { SGEMM_REF_ENV, measureSgemmGflops } from "./util.ts";
 
 /** One table row: column name → cell (numbers are printed as given; format them in the section). */
@@ -43,6 +44,7 @@ const SECTIONS: Section[] = [
   { name: "selfreport-frozen", title: "Frozen head training: cached features vs re-running the base model, examples/s per epoch", run: benchSelfreportFrozen },
   { name: "patching", title: "Activation patching on GPT-2-small shapes: 500 inputs, batched path vs one forward per patch", run: benchPatching, roofline: true },
   { name: "sweep", title: "Sweep: frozen regression heads of one 768-wide layer, multi-output vs separate runs, jobs/hour", run: benchSweep },
+  { name: "qwen", title: "Qwen2-0.5B-shaped model (random weights): forward tokens/s vs torch at 4 × 128, and peak RSS of `selfreport activations`", run: benchQwen, roofline: true },
   { name: "sweep-layer", title: "Whole-model sweep cost: one GPT-2-small layer, all three frozen heads, extrapolated to 12 × 3072 neurons", run: benchSweepLayer, roofline: true },
 ];
 

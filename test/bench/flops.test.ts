@@ -24,3 +24,11 @@ test("rooflineCell: achieved rate over the reference, with the target beside; n/
   assert.equal(rooflineCell(50e9, 2, 100, null), "25 %");
   assert.equal(rooflineCell(1e9, null, 100, 85), "n/a");
 });
+
+test("Qwen2-0.5B shapes: GQA's K/V are [896, 128] and the gated MLP has three [896, 4864] products", () => {
+  const qwen = { nLayers: 24, dModel: 896, dMlp: 4864, dVocab: 151936, dKv: 2 * 64, gatedMlp: true };
+  assert.equal(blockFlopsPerToken(qwen), 2 * (896 * 896 + 2 * 896 * 128 + 896 * 896 + 3 * 896 * 4864)); // 29 818 880
+  assert.equal(blockFlopsPerToken(qwen), 29_818_880);
+  // 4 × 128 tokens: 24 blocks, scores over 896 query-head dims, the 151936-row unembedding
+  assert.equal(forwardFlops(qwen, 4, 128, { unembed: true }), 24 * (512 * 29_818_880 + 4 * 4 * 128 * 128 * 896) + 2 * 512 * 896 * 151936);
+});
