@@ -315,25 +315,10 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
         for (let r = 0; r < Bn; r++) sb += Out[r * KP + j]!;
         dB[j] = sb;
       }
-      // per neuron: clip by its own gradient norm; then AdamW over all of them (t = step + 1 for every active neuron)
-      if (o.gradClip > 0) {
-        for (let a = 0; a < Ka; a++) {
-          const wv = dW.subarray(a * PC, (a + 1) * PC);
-          const bv = dB.subarray(a * P, (a + 1) * P);
-          const norm = Math.sqrt(be.sumSquares(wv, PC) + be.sumSquares(bv, P));
-          if (norm > o.gradClip) {
-            const f = o.gradClip / (norm + 1e-6);
-            for (let c = 0; c < PC; c++) wv[c]! *= f;
-            for (let c = 0; c < P; c++) bv[c]! *= f;
-          }
-        }
-      }
+      // per neuron: clip by its own gradient norm, then the update train() applies, element for element
+      // (t = step + 1 for every active neuron; weights decay, biases do not): one fused kernel
       const t = step + 1;
-      const bc1 = 1 - Math.pow(B1, t);
-      const bc2 = 1 - Math.pow(B2, t);
-      // the update train() applies, element for element (weights decay, biases do not)
-      be.adamwUpdate(W, dW, mW, vW, Ka * PC, lr, B1, B2, EPS, 1 - lr * o.weightDecay, bc1, bc2);
-      be.adamwUpdate(bias, dB, mB, vB, KP, lr, B1, B2, EPS, 1, bc1, bc2);
+      be.clipAdamwBlocks(W, dW, mW, vW, PC, bias, dB, mB, vB, P, Ka, o.gradClip, lr, B1, B2, EPS, 1 - lr * o.weightDecay, 1 - Math.pow(B1, t), 1 - Math.pow(B2, t));
       step++;
       if (anyFailed) compact((k) => !failed.has(k));
     }

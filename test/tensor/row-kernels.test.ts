@@ -255,6 +255,60 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.sumSquares(X, n + 1), /sumSquares: X has 1037 elements, fewer than n = 1038/);
     });
 
+    it("clipAdamwBlocks: per block, clipping by the block's own norm then AdamW, the same bits as the definition", () => {
+      const [wsize, bsize, blocks] = [1037, 7, 4]; // not multiples of any vector width
+      const [lr, b1, b2, eps, wd, maxNorm] = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1];
+      // gradients on a grid of 2^-12, so Σ g² is exact in float64 whatever the summation order
+      const grid = (seed: number, n: number, scale: number): Float32Array => {
+        const rng = mulberry32(seed);
+        return Float32Array.from({ length: n }, () => Math.round(randn(rng) * scale * 4096) / 4096);
+      };
+      const W = randRows(5, 1, blocks * wsize, 1), B = randRows(6, 1, blocks * bsize, 1);
+      const [MW, VW, MB, VB] = [new Float32Array(blocks * wsize), new Float32Array(blocks * wsize), new Float32Array(blocks * bsize), new Float32Array(blocks * bsize)];
+      const ref = { W: Float32Array.from(W), B: Float32Array.from(B), MW: Float32Array.from(MW), VW: Float32Array.from(VW), MB: Float32Array.from(MB), VB: Float32Array.from(VB) };
+      const step = (P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, o: number, n: number, f: number, shrink: number, bc1: number, bc2: number): void => {
+        for (let i = o; i < o + n; i++) {
+          const g = Math.fround(G[i]! * f);
+          M[i] = b1 * M[i]! + (1 - b1) * g;
+          V[i] = b2 * V[i]! + (1 - b2) * g * g;
+          P[i] = P[i]! * shrink - (lr * (M[i]! / bc1)) / (Math.sqrt(V[i]! / bc2) + eps);
+        }
+      };
+      for (let t = 1; t <= 3; t++) {
+        // block norms ≈ scale·√1044: 0.65 (not clipped), 9.7 and 1.6 (clipped), 0
+        const scales = [0.02, 0.3, 0.05, 0];
+        const GW = new Float32Array(blocks * wsize), GB = new Float32Array(blocks * bsize);
+        scales.forEach((sc, a) => {
+          GW.set(grid(100 * t + a, wsize, sc), a * wsize);
+          GB.set(grid(200 * t + a, bsize, sc), a * bsize);
+        });
+        const [GW0, GB0] = [Float32Array.from(GW), Float32Array.from(GB)];
+        const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+        const clip = t === 3 ? 0 : maxNorm; // the last step without clipping
+        backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, clip, lr, b1, b2, eps, 1 - lr * wd, bc1, bc2);
+        let clipped = 0;
+        for (let a = 0; a < blocks; a++) {
+          let ss = 0;
+          for (let i = a * wsize; i < (a + 1) * wsize; i++) ss += GW[i]! * GW[i]!;
+          for (let i = a * bsize; i < (a + 1) * bsize; i++) ss += GB[i]! * GB[i]!;
+          const norm = Math.sqrt(ss);
+          const f = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1;
+          if (f !== 1) clipped++;
+          step(ref.W, GW, ref.MW, ref.VW, a * wsize, wsize, f, 1 - lr * wd, bc1, bc2);
+          step(ref.B, GB, ref.MB, ref.VB, a * bsize, bsize, f, 1, bc1, bc2);
+        }
+        assert.equal(clipped, t === 3 ? 0 : 2, `clipped blocks at step ${t}`);
+        assert.deepEqual(GW, GW0, "GW unchanged");
+        assert.deepEqual(GB, GB0, "GB unchanged");
+        for (const [name, got, want] of [["W", W, ref.W], ["B", B, ref.B], ["MW", MW, ref.MW], ["VW", VW, ref.VW], ["MB", MB, ref.MB], ["VB", VB, ref.VB]] as const) {
+          assert.deepEqual(got, want, `${name} after step ${t}`);
+        }
+      }
+      const f = (n: number): Float32Array => new Float32Array(n);
+      assert.throws(() => backend.clipAdamwBlocks(f(10), f(9), f(10), f(10), 5, f(2), f(2), f(2), f(2), 1, 2, 1, lr, b1, b2, eps, 1, 1, 1), /clipAdamwBlocks: GW has 9 elements, fewer than blocks·wsize = 10/);
+      assert.throws(() => backend.clipAdamwBlocks(f(10), f(10), f(10), f(10), 5, f(2), f(2), f(2), f(1), 1, 2, 1, lr, b1, b2, eps, 1, 1, 1), /clipAdamwBlocks: VB has 1 elements, fewer than blocks·bsize = 2/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);
@@ -272,24 +326,28 @@ for (const backend of availableBackends()) {
   });
 }
 
-describe("row kernels, native base (non-AVX2) build", () => {
-  it("SELFREPORT_SIMD=base selects the base build, which passes the same checks", async () => {
-    const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
-    const loaded = loadNativeBackend();
-    if (!loaded.ok) return; // no addon on this machine: the js backend is the only one, tested above
-    if (process.env.SELFREPORT_SIMD === "base") {
-      assert.equal(loaded.info.rowKernels, "base");
-      return;
-    }
-    const { spawnSync } = await import("node:child_process");
-    const { fileURLToPath } = await import("node:url");
-    const env: NodeJS.ProcessEnv = { ...process.env, SELFREPORT_SIMD: "base", SELFREPORT_BACKEND: "native" };
-    delete env.NODE_TEST_CONTEXT; // else the child reports to this runner instead of printing TAP
-    const r = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fileURLToPath(import.meta.url)], {
-      env,
-      encoding: "utf8",
+for (const simd of ["base", "avx2"] as const) {
+  describe(`row kernels, native ${simd} build (SELFREPORT_SIMD=${simd})`, () => {
+    it(`SELFREPORT_SIMD=${simd} selects the ${simd} build of the kernels, which passes the same checks`, async () => {
+      const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
+      const loaded = loadNativeBackend();
+      if (!loaded.ok) return; // no addon on this machine: the js backend is the only one, tested above
+      if (process.env.SELFREPORT_SIMD !== undefined) {
+        if (process.env.SELFREPORT_SIMD === "base") assert.equal(loaded.info.rowKernels, "base");
+        if (loaded.info.multiheadKernels !== "js") assert.equal(loaded.info.multiheadKernels, process.env.SELFREPORT_SIMD === "base" ? "base" : loaded.info.rowKernels);
+        return;
+      }
+      if (simd === "avx2" && loaded.info.rowKernels !== "avx2") return; // no AVX2 here: nothing narrower than the default to force
+      const { spawnSync } = await import("node:child_process");
+      const { fileURLToPath } = await import("node:url");
+      const env: NodeJS.ProcessEnv = { ...process.env, SELFREPORT_SIMD: simd, SELFREPORT_BACKEND: "native" };
+      delete env.NODE_TEST_CONTEXT; // else the child reports to this runner instead of printing TAP
+      const r = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fileURLToPath(import.meta.url)], {
+        env,
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, `${simd} build failed:\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /# fail 0/);
     });
-    assert.equal(r.status, 0, `base build failed:\n${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout, /# fail 0/);
   });
-});
+}

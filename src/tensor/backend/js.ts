@@ -450,6 +450,36 @@ export const jsBackend: Backend = {
     return s;
   },
 
+  clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
+    checkVectors("clipAdamwBlocks", blocks * wsize, [["W", W], ["GW", GW], ["MW", MW], ["VW", VW]], "blocks·wsize");
+    checkVectors("clipAdamwBlocks", blocks * bsize, [["B", B], ["GB", GB], ["MB", MB], ["VB", VB]], "blocks·bsize");
+    const step = (P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, o: number, n: number, f: number, shr: number): void => {
+      for (let i = o; i < o + n; i++) {
+        const g = Math.fround(G[i]! * f);
+        M[i] = beta1 * M[i]! + (1 - beta1) * g;
+        V[i] = beta2 * V[i]! + (1 - beta2) * g * g;
+        const mh = M[i]! / bc1;
+        const vh = V[i]! / bc2;
+        P[i] = P[i]! * shr - (lr * mh) / (Math.sqrt(vh) + eps);
+      }
+    };
+    for (let a = 0; a < blocks; a++) {
+      const ow = a * wsize;
+      const ob = a * bsize;
+      let f = 1;
+      if (maxNorm > 0) {
+        let sw = 0;
+        for (let i = ow; i < ow + wsize; i++) sw += GW[i]! * GW[i]!;
+        let sb = 0;
+        for (let i = ob; i < ob + bsize; i++) sb += GB[i]! * GB[i]!;
+        const norm = Math.sqrt(sw + sb);
+        if (norm > maxNorm) f = maxNorm / (norm + 1e-6);
+      }
+      step(W, GW, MW, VW, ow, wsize, f, shrink);
+      step(B, GB, MB, VB, ob, bsize, f, 1);
+    }
+  },
+
   sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
     checkSgemmArgs("sgemm", false, transA, transB, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
     gemmAt(transA, transB, M, N, K, alpha, A, 0, lda, B, 0, ldb, beta, C, 0, ldc);

@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
+import { jsBackend } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -20,6 +21,11 @@ export interface OpenblasInfo {
   numThreads: number;
   /** Which build of the row kernels runs: "avx2" (x86-64 with AVX2+FMA) or "base"; SELFREPORT_SIMD=base forces "base". */
   rowKernels: "avx2" | "base";
+  /**
+   * Which build of the multi-output head kernels (clipAdamwBlocks) runs: "avx512", "avx2" or "base"
+   * (SELFREPORT_SIMD=avx2 or base forces a narrower one); "js" when the addon predates them.
+   */
+  multiheadKernels: "avx512" | "avx2" | "base" | "js";
 }
 
 /** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
@@ -28,10 +34,16 @@ const KERNELS = [
   "lnScaleRows", "lnNormalizeRows", "affineRows", "lnScaleBackwardRows", "lnNormalizeBackwardRows", "affineBackwardRows",
   "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares",
 ] as const satisfies readonly (keyof Backend)[];
+/**
+ * Kernels added after the addon's first release: an older build without them still loads, and these
+ * run in TypeScript (the same results, slower) until `npm ci` rebuilds it.
+ */
+const LATER_KERNELS = ["clipAdamwBlocks"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
+type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
 /** The addon's exports: the kernels, plus what OpenBLAS says about itself. */
-interface BlasAddon extends Kernels {
+interface BlasAddon extends Kernels, Partial<LaterKernels> {
   openblasInfo(): OpenblasInfo;
 }
 
@@ -96,6 +108,8 @@ function tryLoad(): NativeLoadResult {
   if (missing.length > 0) return { ok: false, reason: `${path} does not export ${missing.join(", ")} (an older build? rebuild it: npm ci)`, path };
   const addon = mod as BlasAddon;
   const kernels = Object.fromEntries(KERNELS.map((name) => [name, addon[name]])) as unknown as Kernels;
-  const backend: Backend = { name: "native", ...kernels };
-  return { ok: true, backend, info: addon.openblasInfo(), path };
+  const later = Object.fromEntries(LATER_KERNELS.map((name) => [name, typeof addon[name] === "function" ? addon[name] : jsBackend[name]])) as unknown as LaterKernels;
+  const backend: Backend = { name: "native", ...kernels, ...later };
+  const info = addon.openblasInfo();
+  return { ok: true, backend, info: { ...info, multiheadKernels: info.multiheadKernels ?? "js" }, path };
 }

@@ -70,4 +70,18 @@ export interface Backend {
   ): void;
   /** Σ X[i]² for i < n, accumulated in float64 (the order may differ between backends). */
   sumSquares(X: Float32Array, n: number): number;
+  /**
+   * Per block a < blocks of the multi-output heads (src/sweep/multihead.ts): a weight block W[a·wsize …
+   * (a+1)·wsize) with its gradient GW and moments MW, VW, and a bias block B[a·bsize … (a+1)·bsize) with
+   * GB, MB, VB. Clips the block's gradient by its own global norm √(Σ GW² + Σ GB²) as clipGradNorm does
+   * (× maxNorm/(norm + 1e-6) when norm > maxNorm, rounded to float32; maxNorm ≤ 0: no clipping), then
+   * applies adamwUpdate's step to the weights (with `shrink`) and the bias (without decay). The same bits
+   * as sumSquares, the scaling and two adamwUpdate calls per block (the norm's summation order aside);
+   * GW and GB are left unchanged.
+   */
+  clipAdamwBlocks(
+    W: Float32Array, GW: Float32Array, MW: Float32Array, VW: Float32Array, wsize: number,
+    B: Float32Array, GB: Float32Array, MB: Float32Array, VB: Float32Array, bsize: number, blocks: number, maxNorm: number,
+    lr: number, beta1: number, beta2: number, eps: number, shrink: number, bc1: number, bc2: number,
+  ): void;
 }
