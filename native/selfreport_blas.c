@@ -651,6 +651,70 @@ static napi_value clip_adamw_blocks_js(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB): the multi-output bin heads'
+ * loss (row_kernels.h ce_blocks); dB null: the loss only (Out gets the bias and stays logits).
+ */
+static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info) {
+  const char* fn = "crossEntropyBlocks";
+  size_t argc = 9;
+  napi_value argv[9];
+  char msg[MSG_LEN];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 9) { throw_type(env, "crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) takes 9 arguments"); return NULL; }
+  int64_t rows, blocks, P, len;
+  if (!get_dim(env, fn, argv[1], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[2], "blocks", &blocks)) return NULL;
+  if (!get_dim(env, fn, argv[3], "P", &P)) return NULL;
+  if (P < 1) { throw_range(env, "crossEntropyBlocks: P must be at least 1, got 0"); return NULL; }
+  float *Out, *bias, *dB = NULL;
+  if (!get_vector(env, fn, argv[0], "Out", rows * blocks * P, "rows·blocks·P", &Out)) return NULL;
+  if (!get_vector(env, fn, argv[4], "bias", blocks * P, "blocks·P", &bias)) return NULL;
+  bool is_typed;
+  napi_typedarray_type type;
+  void* data;
+  size_t n;
+  if (napi_is_typedarray(env, argv[5], &is_typed) != napi_ok) return NULL;
+  if (is_typed && napi_get_typedarray_info(env, argv[5], &type, &n, &data, NULL, NULL) != napi_ok) return NULL;
+  if (!is_typed || type != napi_int32_array) { throw_type(env, "crossEntropyBlocks: labels must be an Int32Array"); return NULL; }
+  if ((int64_t)n < rows * blocks) {
+    snprintf(msg, sizeof msg, "%s: labels has %lld elements, fewer than rows·blocks = %lld", fn, (long long)n, (long long)(rows * blocks));
+    throw_range(env, msg);
+    return NULL;
+  }
+  const int32_t* labels = data;
+  for (int64_t i = 0; i < rows * blocks; i++) {
+    if (labels[i] < 0 || labels[i] >= P) {
+      snprintf(msg, sizeof msg, "%s: labels[%lld] = %d is not a class in [0, %lld)", fn, (long long)i, labels[i], (long long)P);
+      throw_range(env, msg);
+      return NULL;
+    }
+  }
+  double kc;
+  if (!get_number(env, fn, argv[6], "kc", &kc)) return NULL;
+  if (napi_is_typedarray(env, argv[7], &is_typed) != napi_ok) return NULL;
+  if (is_typed && napi_get_typedarray_info(env, argv[7], &type, &n, &data, NULL, NULL) != napi_ok) return NULL;
+  if (!is_typed || type != napi_float64_array) { throw_type(env, "crossEntropyBlocks: loss must be a Float64Array"); return NULL; }
+  if ((int64_t)n < blocks) {
+    snprintf(msg, sizeof msg, "%s: loss has %lld elements, fewer than blocks = %lld", fn, (long long)n, (long long)blocks);
+    throw_range(env, msg);
+    return NULL;
+  }
+  double* loss = data;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[8], &t) != napi_ok) return NULL;
+  const bool grad = t != napi_null;
+  if (grad && !get_vector(env, fn, argv[8], "dB", blocks * P, "blocks·P", &dB)) return NULL;
+  double* acc = grad ? malloc((size_t)(blocks * P + 1) * sizeof(double)) : NULL;
+  float* scratch = malloc((size_t)(2 * blocks + 1) * sizeof(float));
+  if ((grad && acc == NULL) || scratch == NULL) { free(acc); free(scratch); throw_range(env, "crossEntropyBlocks: out of memory"); return NULL; }
+  DISPATCH(ce_blocks, Out, rows, blocks, P, bias, labels, kc, grad, loss, acc, scratch, scratch + blocks);
+  if (grad) for (int64_t j = 0; j < blocks * P; j++) dB[j] = (float)acc[j];
+  free(acc);
+  free(scratch);
+  return NULL;
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -689,6 +753,7 @@ NAPI_MODULE_INIT() {
     {"adamwUpdate", NULL, adamw_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sumSquares", NULL, sum_squares, NULL, NULL, NULL, napi_enumerable, NULL},
     {"clipAdamwBlocks", NULL, clip_adamw_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"crossEntropyBlocks", NULL, cross_entropy_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -309,6 +309,53 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.clipAdamwBlocks(f(10), f(10), f(10), f(10), 5, f(2), f(2), f(2), f(1), 1, 2, 1, lr, b1, b2, eps, 1, 1, 1), /clipAdamwBlocks: VB has 1 elements, fewer than blocks·bsize = 2/);
     });
 
+    it("crossEntropyBlocks: bias, loss, softmax gradient and bias gradient per block, the same bits as the separate kernels", () => {
+      for (const [rows, blocks, P] of [[5, 7, 10], [3, 4, 3], [2, 3, 17]] as const) {
+        const KP = blocks * P;
+        const X = randRows(rows * 31 + P, rows, KP, 3);
+        const bias = randRows(P, 1, KP, 1);
+        const rng = mulberry32(rows + blocks);
+        const labels = Int32Array.from({ length: rows * blocks }, () => Math.floor(rng() * P));
+        const kc = 1 / rows;
+        // the reference: bias add, logSumExpRows and softmaxScaleRows over all rows·blocks rows, then the loops
+        const ref = Float32Array.from(X);
+        for (let r = 0; r < rows; r++) for (let j = 0; j < KP; j++) ref[r * KP + j] = ref[r * KP + j]! + bias[j]!;
+        const lse = new Float32Array(rows * blocks);
+        backend.logSumExpRows(ref, rows * blocks, P, lse);
+        const refLoss = new Float64Array(blocks);
+        for (let a = 0; a < blocks; a++) for (let r = 0; r < rows; r++) refLoss[a]! += lse[r * blocks + a]! - ref[r * KP + a * P + labels[r * blocks + a]!]!;
+        const logits = Float32Array.from(ref);
+        backend.softmaxScaleRows(ref, rows * blocks, P, lse, new Float32Array(rows * blocks).fill(kc));
+        for (let r = 0; r < rows; r++) for (let a = 0; a < blocks; a++) ref[r * KP + a * P + labels[r * blocks + a]!]! -= kc;
+        const refDB = new Float32Array(KP);
+        for (let j = 0; j < KP; j++) {
+          let sb = 0;
+          for (let r = 0; r < rows; r++) sb += ref[r * KP + j]!;
+          refDB[j] = sb;
+        }
+        const Out = Float32Array.from(X), loss = new Float64Array(blocks), dB = new Float32Array(KP);
+        backend.crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB);
+        assert.deepEqual(Out, ref, `dOut ${rows}×${blocks}×${P}`);
+        assert.deepEqual(loss, refLoss, `loss ${rows}×${blocks}×${P}`);
+        assert.deepEqual(dB, refDB, `dB ${rows}×${blocks}×${P}`);
+        // the loss alone: Out keeps the logits (with the bias)
+        const Out2 = Float32Array.from(X), loss2 = new Float64Array(blocks);
+        backend.crossEntropyBlocks(Out2, rows, blocks, P, bias, labels, kc, loss2, null);
+        assert.deepEqual(Out2, logits);
+        assert.deepEqual(loss2, refLoss);
+        // a cross-check of the definition: block 0 of row 0
+        let m = -Infinity, se = 0;
+        for (let c = 0; c < P; c++) m = Math.max(m, logits[c]!);
+        for (let c = 0; c < P; c++) se += Math.exp(logits[c]! - m);
+        assert.ok(Math.abs(Out[labels[0]!]! - kc * (Math.exp(logits[labels[0]!]! - m) / se - 1)) < 1e-6);
+      }
+      const f = (n: number): Float32Array => new Float32Array(n);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0, 3]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: labels\[1\] = 3 is not a class in \[0, 3\)/);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: labels has 1 elements, fewer than rows·blocks = 2/);
+      assert.throws(() => backend.crossEntropyBlocks(f(5), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: Out has 5 elements, fewer than rows·blocks·P = 6/);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), f(2)), /crossEntropyBlocks: dB has 2 elements, fewer than blocks·P = 3/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);

@@ -450,6 +450,36 @@ export const jsBackend: Backend = {
     return s;
   },
 
+  crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
+    if (P < 1) throw new RangeError(`crossEntropyBlocks: P must be at least 1, got ${P}`);
+    checkVectors("crossEntropyBlocks", rows * blocks * P, [["Out", Out]], "rows·blocks·P");
+    checkVectors("crossEntropyBlocks", blocks * P, dB === null ? [["bias", bias]] : [["bias", bias], ["dB", dB]], "blocks·P");
+    if (!(labels instanceof Int32Array)) throw new TypeError("crossEntropyBlocks: labels must be an Int32Array");
+    if (labels.length < rows * blocks) throw new RangeError(`crossEntropyBlocks: labels has ${labels.length} elements, fewer than rows·blocks = ${rows * blocks}`);
+    for (let i = 0; i < rows * blocks; i++) {
+      if (!(labels[i]! >= 0 && labels[i]! < P)) throw new RangeError(`crossEntropyBlocks: labels[${i}] = ${labels[i]} is not a class in [0, ${P})`);
+    }
+    if (!(loss instanceof Float64Array)) throw new TypeError("crossEntropyBlocks: loss must be a Float64Array");
+    if (loss.length < blocks) throw new RangeError(`crossEntropyBlocks: loss has ${loss.length} elements, fewer than blocks = ${blocks}`);
+    const KP = blocks * P;
+    const lse = new Float32Array(blocks);
+    const scale = new Float32Array(blocks).fill(kc);
+    const acc = new Float64Array(dB === null ? 0 : KP);
+    loss.fill(0, 0, blocks);
+    for (let r = 0; r < rows; r++) {
+      const x = Out.subarray(r * KP, (r + 1) * KP);
+      const o = r * blocks;
+      for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
+      jsBackend.logSumExpRows(x, blocks, P, lse);
+      for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
+      if (dB === null) continue;
+      jsBackend.softmaxScaleRows(x, blocks, P, lse, scale);
+      for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
+      for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
+    }
+    if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+  },
+
   clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
     checkVectors("clipAdamwBlocks", blocks * wsize, [["W", W], ["GW", GW], ["MW", MW], ["VW", VW]], "blocks·wsize");
     checkVectors("clipAdamwBlocks", blocks * bsize, [["B", B], ["GB", GB], ["MB", MB], ["VB", VB]], "blocks·bsize");

@@ -22,7 +22,7 @@ export interface OpenblasInfo {
   /** Which build of the row kernels runs: "avx2" (x86-64 with AVX2+FMA) or "base"; SELFREPORT_SIMD=base forces "base". */
   rowKernels: "avx2" | "base";
   /**
-   * Which build of the multi-output head kernels (clipAdamwBlocks) runs: "avx512", "avx2" or "base"
+   * Which build of the multi-output head kernels (clipAdamwBlocks; crossEntropyBlocks follows rowKernels) runs: "avx512", "avx2" or "base"
    * (SELFREPORT_SIMD=avx2 or base forces a narrower one); "js" when the addon predates them.
    */
   multiheadKernels: "avx512" | "avx2" | "base" | "js";
@@ -38,7 +38,7 @@ const KERNELS = [
  * Kernels added after the addon's first release: an older build without them still loads, and these
  * run in TypeScript (the same results, slower) until `npm ci` rebuilds it.
  */
-const LATER_KERNELS = ["clipAdamwBlocks"] as const satisfies readonly (keyof Backend)[];
+const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
