@@ -30,6 +30,7 @@
 #include <node_api.h>
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -621,6 +622,64 @@ static napi_value sum_squares(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Threads for the multi-output head kernels: their blocks (neurons) are independent, so a call splits
+ * its blocks into contiguous ranges, one per thread, and gives the same bits however it splits. As many
+ * threads as SELFREPORT_KERNEL_THREADS says, else as OpenBLAS uses (OPENBLAS_NUM_THREADS, else the
+ * cores; `--workers N>1` sets it to 1), at most
+ * MK_MAX_THREADS, and one when the work is small (below MK_MIN_WORK elements per thread).
+ */
+#define MK_MAX_THREADS 16
+#define MK_MIN_WORK 65536
+typedef void (*range_fn)(void* ctx, int64_t a0, int64_t a1);
+typedef struct { range_fn fn; void* ctx; int64_t a0, a1; } range_task;
+static void* run_range_task(void* p) {
+  range_task* t = p;
+  t->fn(t->ctx, t->a0, t->a1);
+  return NULL;
+}
+static void parallel_blocks(range_fn fn, void* ctx, int64_t blocks, int64_t work_per_block) {
+  const char* want = getenv("SELFREPORT_KERNEL_THREADS");
+  int64_t nt = want && atoi(want) > 0 ? atoi(want) : openblas_get_num_threads();
+  if (nt > MK_MAX_THREADS) nt = MK_MAX_THREADS;
+  if (nt > blocks) nt = blocks;
+  const int64_t by_work = blocks * work_per_block / MK_MIN_WORK;
+  if (nt > by_work) nt = by_work;
+  if (nt <= 1) { fn(ctx, 0, blocks); return; }
+  pthread_t th[MK_MAX_THREADS];
+  range_task task[MK_MAX_THREADS];
+  bool started[MK_MAX_THREADS] = {false};
+  for (int64_t i = 1; i < nt; i++) {
+    task[i] = (range_task){fn, ctx, blocks * i / nt, blocks * (i + 1) / nt};
+    started[i] = pthread_create(&th[i], NULL, run_range_task, &task[i]) == 0;
+  }
+  fn(ctx, 0, blocks / nt);
+  for (int64_t i = 1; i < nt; i++) {
+    if (started[i]) pthread_join(th[i], NULL);
+    else run_range_task(&task[i]); /* no thread to be had: do its share here */
+  }
+}
+
+typedef struct {
+  float *W; const float* GW; float *MW, *VW; int64_t wsize;
+  float* B; const float* GB; float *MB, *VB; int64_t bsize;
+  double maxNorm, lr, b1, b2, eps, shrink, bc1, bc2;
+} clip_adamw_ctx;
+static void clip_adamw_range(void* p, int64_t a0, int64_t a1) {
+  const clip_adamw_ctx* c = p;
+  DISPATCH_MK(clip_adamw_blocks, c->W, c->GW, c->MW, c->VW, c->wsize, c->B, c->GB, c->MB, c->VB, c->bsize, a0, a1,
+              c->maxNorm, c->lr, c->b1, c->b2, c->eps, c->shrink, c->bc1, c->bc2);
+}
+
+typedef struct {
+  float* Out; int64_t rows, blocks, P; const float* bias; const int32_t* labels;
+  double kc; bool grad; double *loss, *acc; float *lse, *scale;
+} ce_ctx;
+static void ce_range(void* p, int64_t a0, int64_t a1) {
+  const ce_ctx* c = p;
+  DISPATCH(ce_blocks, c->Out, c->rows, c->blocks, c->P, a0, a1, c->bias, c->labels, c->kc, c->grad, c->loss, c->acc, c->lse, c->scale);
+}
+
+/*
  * clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps,
  * shrink, bc1, bc2): per block, clip by the block's own gradient norm, then AdamW (multihead_kernels.h).
  */
@@ -647,7 +706,8 @@ static napi_value clip_adamw_blocks_js(napi_env env, napi_callback_info info) {
   double h[8];
   static const char* names[8] = {"maxNorm", "lr", "beta1", "beta2", "eps", "shrink", "bc1", "bc2"};
   for (int i = 0; i < 8; i++) if (!get_number(env, fn, argv[11 + i], names[i], &h[i])) return NULL;
-  DISPATCH_MK(clip_adamw_blocks, W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, 0, blocks, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+  clip_adamw_ctx ctx = {W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
+  parallel_blocks(clip_adamw_range, &ctx, blocks, wsize + bsize);
   return NULL;
 }
 
@@ -662,7 +722,7 @@ static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info)
   char msg[MSG_LEN];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (argc != 9) { throw_type(env, "crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) takes 9 arguments"); return NULL; }
-  int64_t rows, blocks, P, len;
+  int64_t rows, blocks, P;
   if (!get_dim(env, fn, argv[1], "rows", &rows)) return NULL;
   if (!get_dim(env, fn, argv[2], "blocks", &blocks)) return NULL;
   if (!get_dim(env, fn, argv[3], "P", &P)) return NULL;
@@ -708,7 +768,8 @@ static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info)
   double* acc = grad ? malloc((size_t)(blocks * P + 1) * sizeof(double)) : NULL;
   float* scratch = malloc((size_t)(2 * blocks + 1) * sizeof(float));
   if ((grad && acc == NULL) || scratch == NULL) { free(acc); free(scratch); throw_range(env, "crossEntropyBlocks: out of memory"); return NULL; }
-  DISPATCH(ce_blocks, Out, rows, blocks, P, bias, labels, kc, grad, loss, acc, scratch, scratch + blocks);
+  ce_ctx ctx = {Out, rows, blocks, P, bias, labels, kc, grad, loss, acc, scratch, scratch + blocks};
+  parallel_blocks(ce_range, &ctx, blocks, rows * P);
   if (grad) for (int64_t j = 0; j < blocks * P; j++) dB[j] = (float)acc[j];
   free(acc);
   free(scratch);

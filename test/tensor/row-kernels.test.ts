@@ -23,6 +23,8 @@ function refLse(X: Float32Array, rows: number, cols: number): Float64Array {
   return out;
 }
 
+const f32 = (n: number): Float32Array => new Float32Array(n);
+
 function randRows(seed: number, rows: number, cols: number, std: number): Float32Array {
   const rng = mulberry32(seed);
   return Float32Array.from({ length: rows * cols }, () => randn(rng) * std);
@@ -354,6 +356,30 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: labels has 1 elements, fewer than rows·blocks = 2/);
       assert.throws(() => backend.crossEntropyBlocks(f(5), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: Out has 5 elements, fewer than rows·blocks·P = 6/);
       assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), f(2)), /crossEntropyBlocks: dB has 2 elements, fewer than blocks·P = 3/);
+    });
+
+    it("clipAdamwBlocks and crossEntropyBlocks give the same bits on 1, 2 and 3 threads (SELFREPORT_KERNEL_THREADS)", () => {
+      const [blocks, wsize, bsize, rows, P] = [331, 2000, 10, 64, 10]; // enough work to split 3 ways (≥ 65 536 elements a thread)
+      const run = (threads: string): Float32Array[] => {
+        const saved = process.env.SELFREPORT_KERNEL_THREADS;
+        process.env.SELFREPORT_KERNEL_THREADS = threads;
+        try {
+          const W = randRows(1, 1, blocks * wsize, 1), B = randRows(2, 1, blocks * bsize, 1);
+          const [MW, VW, MB, VB] = [randRows(3, 1, blocks * wsize, 0.01), new Float32Array(blocks * wsize).fill(1e-4), f32(blocks * bsize), f32(blocks * bsize)];
+          const GW = randRows(4, 1, blocks * wsize, 0.05), GB = randRows(5, 1, blocks * bsize, 0.05);
+          backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 0.19, 0.002);
+          const Out = randRows(6, rows, blocks * P, 2), dB = f32(blocks * P), loss = new Float64Array(blocks);
+          const rng = mulberry32(7);
+          const labels = Int32Array.from({ length: rows * blocks }, () => Math.floor(rng() * P));
+          backend.crossEntropyBlocks(Out, rows, blocks, P, randRows(8, 1, blocks * P, 1), labels, 1 / rows, loss, dB);
+          return [W, B, MW, VW, MB, VB, Out, dB, new Float32Array(loss)];
+        } finally {
+          if (saved === undefined) delete process.env.SELFREPORT_KERNEL_THREADS;
+          else process.env.SELFREPORT_KERNEL_THREADS = saved;
+        }
+      };
+      const one = run("1");
+      for (const t of ["2", "3"]) run(t).forEach((got, i) => assert.deepEqual(got, one[i], `output ${i} on ${t} threads`));
     });
 
     it("bad arguments get one clear error", () => {
