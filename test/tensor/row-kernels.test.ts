@@ -7,6 +7,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { availableBackends } from "../../src/tensor/backend/index.ts";
+import { composedLaterKernels } from "../../src/tensor/backend/native.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 import { assertClose } from "./gradcheck.ts";
 
@@ -380,6 +381,31 @@ for (const backend of availableBackends()) {
       };
       const one = run("1");
       for (const t of ["2", "3"]) run(t).forEach((got, i) => assert.deepEqual(got, one[i], `output ${i} on ${t} threads`));
+    });
+
+    it("an addon built before clipAdamwBlocks and crossEntropyBlocks gets them composed from its older kernels, with the same bits", () => {
+      const composed = composedLaterKernels(backend);
+      const [blocks, wsize, bsize, rows, P] = [5, 301, 3, 4, 6];
+      const grid = (seed: number, n: number, sc: number): Float32Array => randRows(seed, 1, n, sc).map((g) => Math.round(g * 4096) / 4096);
+      const state = (): Float32Array[] => [randRows(1, 1, blocks * wsize, 1), randRows(2, 1, blocks * bsize, 1), f32(blocks * wsize), f32(blocks * wsize), f32(blocks * bsize), f32(blocks * bsize)];
+      const [a, b] = [state(), state()];
+      for (let t = 1; t <= 2; t++) {
+        const GW = grid(10 + t, blocks * wsize, 0.1), GB = grid(20 + t, blocks * bsize, 0.1); // norms ≈ 1.7: clipped to 1
+        const [W, B, MW, VW, MB, VB] = a as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+        backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 1 - 0.9 ** t, 1 - 0.999 ** t);
+        const [W2, B2, MW2, VW2, MB2, VB2] = b as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+        composed.clipAdamwBlocks(W2, GW, MW2, VW2, wsize, B2, GB, MB2, VB2, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 1 - 0.9 ** t, 1 - 0.999 ** t);
+      }
+      b.forEach((got, i) => assert.deepEqual(got, a[i], `clipAdamwBlocks output ${i}`));
+      const X = randRows(3, rows, blocks * P, 2), bias = randRows(4, 1, blocks * P, 1);
+      const labels = Int32Array.from({ length: rows * blocks }, (_, i) => (i * 7) % P);
+      const [O1, O2] = [Float32Array.from(X), Float32Array.from(X)];
+      const [l1, l2, d1, d2] = [new Float64Array(blocks), new Float64Array(blocks), f32(blocks * P), f32(blocks * P)];
+      backend.crossEntropyBlocks(O1, rows, blocks, P, bias, labels, 1 / rows, l1, d1);
+      composed.crossEntropyBlocks(O2, rows, blocks, P, bias, labels, 1 / rows, l2, d2);
+      assert.deepEqual([O2, l2, d2], [O1, l1, d1]);
+      assert.throws(() => composed.crossEntropyBlocks(O2, rows, blocks, P, bias, labels.subarray(1), 1, l2, d2), /crossEntropyBlocks: labels has 19 elements, fewer than rows·blocks = 20/);
+      assert.throws(() => composed.clipAdamwBlocks(f32(3), f32(3), f32(3), f32(3), 1, f32(3), f32(3), f32(3), f32(2), 1, 3, 1, 1, 0.9, 0.999, 1e-8, 1, 1, 1), /clipAdamwBlocks: VB has 2 elements, fewer than blocks·bsize = 3/);
     });
 
     it("bad arguments get one clear error", () => {

@@ -263,6 +263,37 @@ function checkVectors(fn: string, n: number, vectors: [string, Float32Array][], 
   }
 }
 
+/** clipAdamwBlocks's argument checks (shared with the native backend's composed fallback). */
+export function checkClipAdamwBlocks(
+  W: Float32Array, GW: Float32Array, MW: Float32Array, VW: Float32Array, wsize: number,
+  B: Float32Array, GB: Float32Array, MB: Float32Array, VB: Float32Array, bsize: number, blocks: number,
+): void {
+  checkDim("clipAdamwBlocks", "wsize", wsize);
+  checkDim("clipAdamwBlocks", "bsize", bsize);
+  checkDim("clipAdamwBlocks", "blocks", blocks);
+  checkVectors("clipAdamwBlocks", blocks * wsize, [["W", W], ["GW", GW], ["MW", MW], ["VW", VW]], "blocks·wsize");
+  checkVectors("clipAdamwBlocks", blocks * bsize, [["B", B], ["GB", GB], ["MB", MB], ["VB", VB]], "blocks·bsize");
+}
+
+/** crossEntropyBlocks's argument checks (shared with the native backend's composed fallback). */
+export function checkCrossEntropyBlocks(
+  Out: Float32Array, rows: number, blocks: number, P: number, bias: Float32Array, labels: Int32Array, loss: Float64Array, dB: Float32Array | null,
+): void {
+  checkDim("crossEntropyBlocks", "rows", rows);
+  checkDim("crossEntropyBlocks", "blocks", blocks);
+  checkDim("crossEntropyBlocks", "P", P);
+  if (P < 1) throw new RangeError(`crossEntropyBlocks: P must be at least 1, got ${P}`);
+  checkVectors("crossEntropyBlocks", rows * blocks * P, [["Out", Out]], "rows·blocks·P");
+  checkVectors("crossEntropyBlocks", blocks * P, dB === null ? [["bias", bias]] : [["bias", bias], ["dB", dB]], "blocks·P");
+  if (!(labels instanceof Int32Array)) throw new TypeError("crossEntropyBlocks: labels must be an Int32Array");
+  if (labels.length < rows * blocks) throw new RangeError(`crossEntropyBlocks: labels has ${labels.length} elements, fewer than rows·blocks = ${rows * blocks}`);
+  for (let i = 0; i < rows * blocks; i++) {
+    if (!(labels[i]! >= 0 && labels[i]! < P)) throw new RangeError(`crossEntropyBlocks: labels[${i}] = ${labels[i]} is not a class in [0, ${P})`);
+  }
+  if (!(loss instanceof Float64Array)) throw new TypeError("crossEntropyBlocks: loss must be a Float64Array");
+  if (loss.length < blocks) throw new RangeError(`crossEntropyBlocks: loss has ${loss.length} elements, fewer than blocks = ${blocks}`);
+}
+
 function checkRows(fn: string, X: Float32Array, rows: number, cols: number, vectors: [string, Float32Array][]): void {
   if (!(X instanceof Float32Array)) throw new TypeError(`${fn}: X must be a Float32Array`);
   checkDim(fn, "rows", rows);
@@ -451,16 +482,7 @@ export const jsBackend: Backend = {
   },
 
   crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
-    if (P < 1) throw new RangeError(`crossEntropyBlocks: P must be at least 1, got ${P}`);
-    checkVectors("crossEntropyBlocks", rows * blocks * P, [["Out", Out]], "rows·blocks·P");
-    checkVectors("crossEntropyBlocks", blocks * P, dB === null ? [["bias", bias]] : [["bias", bias], ["dB", dB]], "blocks·P");
-    if (!(labels instanceof Int32Array)) throw new TypeError("crossEntropyBlocks: labels must be an Int32Array");
-    if (labels.length < rows * blocks) throw new RangeError(`crossEntropyBlocks: labels has ${labels.length} elements, fewer than rows·blocks = ${rows * blocks}`);
-    for (let i = 0; i < rows * blocks; i++) {
-      if (!(labels[i]! >= 0 && labels[i]! < P)) throw new RangeError(`crossEntropyBlocks: labels[${i}] = ${labels[i]} is not a class in [0, ${P})`);
-    }
-    if (!(loss instanceof Float64Array)) throw new TypeError("crossEntropyBlocks: loss must be a Float64Array");
-    if (loss.length < blocks) throw new RangeError(`crossEntropyBlocks: loss has ${loss.length} elements, fewer than blocks = ${blocks}`);
+    checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
     const KP = blocks * P;
     const lse = new Float32Array(blocks);
     const scale = new Float32Array(blocks).fill(kc);
@@ -481,8 +503,7 @@ export const jsBackend: Backend = {
   },
 
   clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
-    checkVectors("clipAdamwBlocks", blocks * wsize, [["W", W], ["GW", GW], ["MW", MW], ["VW", VW]], "blocks·wsize");
-    checkVectors("clipAdamwBlocks", blocks * bsize, [["B", B], ["GB", GB], ["MB", MB], ["VB", VB]], "blocks·bsize");
+    checkClipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks);
     const step = (P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, o: number, n: number, f: number, shr: number): void => {
       for (let i = o; i < o + n; i++) {
         const g = Math.fround(G[i]! * f);
