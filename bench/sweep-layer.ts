@@ -34,6 +34,7 @@ import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer } from "../src/model/transformer.ts";
 import { trainMultiHead, ridgeMultiHead, type NeuronFit } from "../src/sweep/multihead.ts";
 import { ridgeBasis } from "../src/selfreport/ridge.ts";
+import { loadNativeBackend } from "../src/tensor/backend/native.ts";
 import { readFeatures } from "../src/selfreport/predictor.ts";
 import type { HeadType } from "../src/selfreport/predictor.ts";
 import type { BenchRow } from "./run.ts";
@@ -52,6 +53,14 @@ const MAX_LEN = 64;
 const FWD_BATCH = 16;
 
 interface Timed { seconds: number; cpuSeconds: number }
+
+/** Which build of the multi-output head kernels runs, and on how many threads (native/selfreport_blas.c). */
+function kernelsText(): string {
+  const native = loadNativeBackend();
+  if (getBackend().name !== "native" || !native.ok) return "";
+  const threads = process.env["SELFREPORT_KERNEL_THREADS"] ?? `${native.info.numThreads} (OpenBLAS's)`;
+  return ` (multi-output head kernels: ${native.info.multiheadKernels}, threads ${threads})`;
+}
 
 function timed(fn: () => void): Timed {
   const t0 = performance.now();
@@ -141,7 +150,7 @@ export async function benchSweepLayer(): Promise<BenchRow[]> {
   const jobsCpu2 = (12 * layerTotal.cpuSeconds) / 2 + basisT.cpuSeconds; // each of 2 workers makes its own basis
   console.log([
     `GPT-2 small shapes (12 × 768, d_mlp 3072, vocab 50257), N ${N} examples (80/10/10), ${K} neurons${extrapolated ? ` (of ${LAYER_NEURONS}: the per-layer columns are × ${scale.toFixed(2)}, an extrapolation)` : " (the whole layer)"} in groups of ${GROUP}`,
-    `≤ ${epochs} epochs; backend ${getBackend().name}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}; one worker (this process); ${sgemmRefText(ref)}`,
+    `≤ ${epochs} epochs; backend ${getBackend().name}${kernelsText()}; OPENBLAS_NUM_THREADS=${process.env["OPENBLAS_NUM_THREADS"] ?? "(unset)"}; one worker (this process); ${sgemmRefText(ref)}`,
     `forward ${tokensPerSecond.toFixed(0)} tokens/s wall, ${tokensPerCpuSecond.toFixed(0)} per CPU-s (batch ${FWD_BATCH} × ${MAX_LEN}, ${fwdBatches} batches after 1 warm-up) → data preparation ≈ ${DATA_PREP_FORWARDS} × ${N / EXAMPLES_PER_WINDOW} windows × ${MAX_LEN} tokens: ${fmtH(prepSeconds)} h wall, ${fmtH(prepIdleSeconds)} h as CPU s ÷ 2 (estimated, not run)`,
     `whole model: 12 layers × 3072 neurons × 3 heads; target ≤ ${TARGET_HOURS} h on one 2-core machine`,
   ].join("; ") + "\n");

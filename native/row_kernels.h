@@ -338,5 +338,32 @@ static void RK_NAME(affine_bwd)(const float* G, const float* X, int64_t rows, in
   }
 }
 
+/*
+ * ce_blocks: cross-entropy of the multi-output bin heads (src/sweep/multihead.ts) over Out [rows,
+ * blocks·P], block a of row r being neuron a's P logits before the bias; this call does blocks
+ * [a0, a1) (blocks are independent: any split gives the same bits). Per row, as the single trainer's
+ * ops one after the other: Out += bias (float32), lse of each block (lse_rows), loss[a] = Σ_r lse −
+ * logit[label] in float64; with grad, each block becomes float32(kc)·softmax (softmax_scale) with
+ * float32(· − kc) at the label, and dBacc[j] = Σ_r dOut[r, j] summed in float64 over r in order.
+ * lse and scale: scratch of `blocks` floats.
+ */
+static void RK_NAME(ce_blocks)(float* Out, int64_t rows, int64_t blocks, int64_t P, int64_t a0, int64_t a1, const float* bias, const int32_t* labels,
+                               double kc, bool grad, double* loss, double* dBacc, float* lse, float* scale) {
+  const int64_t KP = blocks * P, j0 = a0 * P, j1 = a1 * P, nb = a1 - a0;
+  for (int64_t a = a0; a < a1; a++) { loss[a] = 0.0; scale[a] = (float)kc; }
+  if (grad) for (int64_t j = j0; j < j1; j++) dBacc[j] = 0.0;
+  for (int64_t r = 0; r < rows; r++) {
+    float* x = Out + r * KP;
+    const int32_t* lab = labels + r * blocks;
+    for (int64_t j = j0; j < j1; j++) x[j] = x[j] + bias[j];
+    RK_NAME(lse_rows)(x + j0, nb, P, lse + a0);
+    for (int64_t a = a0; a < a1; a++) loss[a] += (double)lse[a] - (double)x[a * P + lab[a]];
+    if (!grad) continue;
+    RK_NAME(softmax_scale)(x + j0, nb, P, lse + a0, scale + a0);
+    for (int64_t a = a0; a < a1; a++) x[a * P + lab[a]] = (float)((double)x[a * P + lab[a]] - kc);
+    for (int64_t j = j0; j < j1; j++) dBacc[j] += (double)x[j];
+  }
+}
+
 #undef VF
 #undef VI

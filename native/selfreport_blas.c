@@ -30,6 +30,7 @@
 #include <node_api.h>
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -278,6 +279,9 @@ static napi_value sgemm_strided_batched(napi_env env, napi_callback_info info) {
 #include "row_kernels.h"
 #undef RK_W
 #undef RK_NAME
+#define MK_NAME(f) f##_base
+#include "multihead_kernels.h"
+#undef MK_NAME
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #pragma GCC push_options
@@ -288,17 +292,37 @@ static napi_value sgemm_strided_batched(napi_env env, napi_callback_info info) {
 #undef RK_W
 #undef RK_NAME
 #pragma GCC pop_options
-/* Chosen once at load: AVX2 when the CPU has it, unless SELFREPORT_SIMD=base (to test the base path). */
+/* The multi-output head kernels: float64 loops, so AVX2 without FMA (no contraction: -std=c11 keeps
+ * each operation rounded) and AVX-512F, twice as wide again (about 4x the SSE2 build's AdamW). */
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define MK_NAME(f) f##_avx2
+#include "multihead_kernels.h"
+#undef MK_NAME
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#define MK_NAME(f) f##_avx512
+#include "multihead_kernels.h"
+#undef MK_NAME
+#pragma GCC pop_options
+/* Chosen once at load: AVX2 when the CPU has it, unless SELFREPORT_SIMD=base (to test the base path);
+ * AVX-512F for the multi-output head kernels when the CPU has it, unless SELFREPORT_SIMD=base or avx2. */
 static bool use_avx2 = false;
+static bool use_avx512 = false;
 static void choose_simd(void) {
   const char* want = getenv("SELFREPORT_SIMD");
   use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !(want && strcmp(want, "base") == 0);
+  use_avx512 = use_avx2 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0);
 }
 #define DISPATCH(f, ...) (use_avx2 ? f##_avx2(__VA_ARGS__) : f##_base(__VA_ARGS__))
+#define DISPATCH_MK(f, ...) (use_avx512 ? f##_avx512(__VA_ARGS__) : use_avx2 ? f##_avx2(__VA_ARGS__) : f##_base(__VA_ARGS__))
 #else
 static const bool use_avx2 = false;
+static const bool use_avx512 = false;
 static void choose_simd(void) {}
 #define DISPATCH(f, ...) f##_base(__VA_ARGS__)
+#define DISPATCH_MK(f, ...) f##_base(__VA_ARGS__)
 #endif
 
 static bool get_rows(napi_env env, const char* fn, napi_value* argv, float** X, int64_t* rows, int64_t* cols) {
@@ -597,6 +621,161 @@ static napi_value sum_squares(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * Threads for the multi-output head kernels: their blocks (neurons) are independent, so a call splits
+ * its blocks into contiguous ranges, one per thread, and gives the same bits however it splits. As many
+ * threads as SELFREPORT_KERNEL_THREADS says, else as OpenBLAS uses (OPENBLAS_NUM_THREADS, else the
+ * cores; `--workers N>1` sets it to 1), at most
+ * MK_MAX_THREADS, and one when the work is small (below MK_MIN_WORK elements per thread).
+ */
+#define MK_MAX_THREADS 16
+#define MK_MIN_WORK 65536
+typedef void (*range_fn)(void* ctx, int64_t a0, int64_t a1);
+typedef struct { range_fn fn; void* ctx; int64_t a0, a1; } range_task;
+static void* run_range_task(void* p) {
+  range_task* t = p;
+  t->fn(t->ctx, t->a0, t->a1);
+  return NULL;
+}
+static void parallel_blocks(range_fn fn, void* ctx, int64_t blocks, int64_t work_per_block) {
+  const char* want = getenv("SELFREPORT_KERNEL_THREADS");
+  int64_t nt = want && atoi(want) > 0 ? atoi(want) : openblas_get_num_threads();
+  if (nt > MK_MAX_THREADS) nt = MK_MAX_THREADS;
+  if (nt > blocks) nt = blocks;
+  const int64_t by_work = blocks * work_per_block / MK_MIN_WORK;
+  if (nt > by_work) nt = by_work;
+  if (nt <= 1) { fn(ctx, 0, blocks); return; }
+  pthread_t th[MK_MAX_THREADS];
+  range_task task[MK_MAX_THREADS];
+  bool started[MK_MAX_THREADS] = {false};
+  for (int64_t i = 1; i < nt; i++) {
+    task[i] = (range_task){fn, ctx, blocks * i / nt, blocks * (i + 1) / nt};
+    started[i] = pthread_create(&th[i], NULL, run_range_task, &task[i]) == 0;
+  }
+  fn(ctx, 0, blocks / nt);
+  for (int64_t i = 1; i < nt; i++) {
+    if (started[i]) pthread_join(th[i], NULL);
+    else run_range_task(&task[i]); /* no thread to be had: do its share here */
+  }
+}
+
+typedef struct {
+  float *W; const float* GW; float *MW, *VW; int64_t wsize;
+  float* B; const float* GB; float *MB, *VB; int64_t bsize;
+  double maxNorm, lr, b1, b2, eps, shrink, bc1, bc2;
+} clip_adamw_ctx;
+static void clip_adamw_range(void* p, int64_t a0, int64_t a1) {
+  const clip_adamw_ctx* c = p;
+  DISPATCH_MK(clip_adamw_blocks, c->W, c->GW, c->MW, c->VW, c->wsize, c->B, c->GB, c->MB, c->VB, c->bsize, a0, a1,
+              c->maxNorm, c->lr, c->b1, c->b2, c->eps, c->shrink, c->bc1, c->bc2);
+}
+
+typedef struct {
+  float* Out; int64_t rows, blocks, P; const float* bias; const int32_t* labels;
+  double kc; bool grad; double *loss, *acc; float *lse, *scale;
+} ce_ctx;
+static void ce_range(void* p, int64_t a0, int64_t a1) {
+  const ce_ctx* c = p;
+  DISPATCH(ce_blocks, c->Out, c->rows, c->blocks, c->P, a0, a1, c->bias, c->labels, c->kc, c->grad, c->loss, c->acc, c->lse, c->scale);
+}
+
+/*
+ * clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps,
+ * shrink, bc1, bc2): per block, clip by the block's own gradient norm, then AdamW (multihead_kernels.h).
+ */
+static napi_value clip_adamw_blocks_js(napi_env env, napi_callback_info info) {
+  const char* fn = "clipAdamwBlocks";
+  size_t argc = 19;
+  napi_value argv[19];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 19) { throw_type(env, "clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) takes 19 arguments"); return NULL; }
+  int64_t wsize, bsize, blocks;
+  if (!get_dim(env, fn, argv[4], "wsize", &wsize)) return NULL;
+  if (!get_dim(env, fn, argv[9], "bsize", &bsize)) return NULL;
+  if (!get_dim(env, fn, argv[10], "blocks", &blocks)) return NULL;
+  float *W, *GW, *MW, *VW, *B, *GB, *MB, *VB;
+  const int64_t nw = blocks * wsize, nb = blocks * bsize;
+  if (!get_vector(env, fn, argv[0], "W", nw, "blocks·wsize", &W)) return NULL;
+  if (!get_vector(env, fn, argv[1], "GW", nw, "blocks·wsize", &GW)) return NULL;
+  if (!get_vector(env, fn, argv[2], "MW", nw, "blocks·wsize", &MW)) return NULL;
+  if (!get_vector(env, fn, argv[3], "VW", nw, "blocks·wsize", &VW)) return NULL;
+  if (!get_vector(env, fn, argv[5], "B", nb, "blocks·bsize", &B)) return NULL;
+  if (!get_vector(env, fn, argv[6], "GB", nb, "blocks·bsize", &GB)) return NULL;
+  if (!get_vector(env, fn, argv[7], "MB", nb, "blocks·bsize", &MB)) return NULL;
+  if (!get_vector(env, fn, argv[8], "VB", nb, "blocks·bsize", &VB)) return NULL;
+  double h[8];
+  static const char* names[8] = {"maxNorm", "lr", "beta1", "beta2", "eps", "shrink", "bc1", "bc2"};
+  for (int i = 0; i < 8; i++) if (!get_number(env, fn, argv[11 + i], names[i], &h[i])) return NULL;
+  clip_adamw_ctx ctx = {W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
+  parallel_blocks(clip_adamw_range, &ctx, blocks, wsize + bsize);
+  return NULL;
+}
+
+/*
+ * crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB): the multi-output bin heads'
+ * loss (row_kernels.h ce_blocks); dB null: the loss only (Out gets the bias and stays logits).
+ */
+static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info) {
+  const char* fn = "crossEntropyBlocks";
+  size_t argc = 9;
+  napi_value argv[9];
+  char msg[MSG_LEN];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 9) { throw_type(env, "crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) takes 9 arguments"); return NULL; }
+  int64_t rows, blocks, P;
+  if (!get_dim(env, fn, argv[1], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[2], "blocks", &blocks)) return NULL;
+  if (!get_dim(env, fn, argv[3], "P", &P)) return NULL;
+  if (P < 1) { throw_range(env, "crossEntropyBlocks: P must be at least 1, got 0"); return NULL; }
+  float *Out, *bias, *dB = NULL;
+  if (!get_vector(env, fn, argv[0], "Out", rows * blocks * P, "rows·blocks·P", &Out)) return NULL;
+  if (!get_vector(env, fn, argv[4], "bias", blocks * P, "blocks·P", &bias)) return NULL;
+  bool is_typed;
+  napi_typedarray_type type;
+  void* data;
+  size_t n;
+  if (napi_is_typedarray(env, argv[5], &is_typed) != napi_ok) return NULL;
+  if (is_typed && napi_get_typedarray_info(env, argv[5], &type, &n, &data, NULL, NULL) != napi_ok) return NULL;
+  if (!is_typed || type != napi_int32_array) { throw_type(env, "crossEntropyBlocks: labels must be an Int32Array"); return NULL; }
+  if ((int64_t)n < rows * blocks) {
+    snprintf(msg, sizeof msg, "%s: labels has %lld elements, fewer than rows·blocks = %lld", fn, (long long)n, (long long)(rows * blocks));
+    throw_range(env, msg);
+    return NULL;
+  }
+  const int32_t* labels = data;
+  for (int64_t i = 0; i < rows * blocks; i++) {
+    if (labels[i] < 0 || labels[i] >= P) {
+      snprintf(msg, sizeof msg, "%s: labels[%lld] = %d is not a class in [0, %lld)", fn, (long long)i, labels[i], (long long)P);
+      throw_range(env, msg);
+      return NULL;
+    }
+  }
+  double kc;
+  if (!get_number(env, fn, argv[6], "kc", &kc)) return NULL;
+  if (napi_is_typedarray(env, argv[7], &is_typed) != napi_ok) return NULL;
+  if (is_typed && napi_get_typedarray_info(env, argv[7], &type, &n, &data, NULL, NULL) != napi_ok) return NULL;
+  if (!is_typed || type != napi_float64_array) { throw_type(env, "crossEntropyBlocks: loss must be a Float64Array"); return NULL; }
+  if ((int64_t)n < blocks) {
+    snprintf(msg, sizeof msg, "%s: loss has %lld elements, fewer than blocks = %lld", fn, (long long)n, (long long)blocks);
+    throw_range(env, msg);
+    return NULL;
+  }
+  double* loss = data;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[8], &t) != napi_ok) return NULL;
+  const bool grad = t != napi_null;
+  if (grad && !get_vector(env, fn, argv[8], "dB", blocks * P, "blocks·P", &dB)) return NULL;
+  double* acc = grad ? malloc((size_t)(blocks * P + 1) * sizeof(double)) : NULL;
+  float* scratch = malloc((size_t)(2 * blocks + 1) * sizeof(float));
+  if ((grad && acc == NULL) || scratch == NULL) { free(acc); free(scratch); throw_range(env, "crossEntropyBlocks: out of memory"); return NULL; }
+  ce_ctx ctx = {Out, rows, blocks, P, bias, labels, kc, grad, loss, acc, scratch, scratch + blocks};
+  parallel_blocks(ce_range, &ctx, blocks, rows * P);
+  if (grad) for (int64_t j = 0; j < blocks * P; j++) dB[j] = (float)acc[j];
+  free(acc);
+  free(scratch);
+  return NULL;
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -608,6 +787,9 @@ static napi_value openblas_info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, obj, "numThreads", threads);
   if (napi_create_string_utf8(env, use_avx2 ? "avx2" : "base", NAPI_AUTO_LENGTH, &simd) != napi_ok) return NULL;
   napi_set_named_property(env, obj, "rowKernels", simd);
+  napi_value mk;
+  if (napi_create_string_utf8(env, use_avx512 ? "avx512" : use_avx2 ? "avx2" : "base", NAPI_AUTO_LENGTH, &mk) != napi_ok) return NULL;
+  napi_set_named_property(env, obj, "multiheadKernels", mk);
   return obj;
 }
 
@@ -631,6 +813,8 @@ NAPI_MODULE_INIT() {
     {"softmaxBackwardRows", NULL, softmax_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"adamwUpdate", NULL, adamw_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sumSquares", NULL, sum_squares, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"clipAdamwBlocks", NULL, clip_adamw_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"crossEntropyBlocks", NULL, cross_entropy_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -107,14 +107,18 @@ type Labels = { kind: "regression"; Y: Float32Array } | { kind: "bins"; classes:
 
 /**
  * Per-neuron loss of Out [rows, Ka·P] against the labels of examples idx (neuron of column block a
- * = ids[a]), as the single trainer's loss op computes it; with `grad`, Out is replaced by dLoss/dOut.
+ * = ids[a]), as the single trainer's loss op computes it; with `dB`, Out is replaced by dLoss/dOut and
+ * dB by its column sums. Regression: Out holds the outputs with their bias, and dB is left to the
+ * caller. Bins: Out holds X·Wᵀ without the bias, which crossEntropyBlocks adds (bias add, log-sum-exp,
+ * loss, softmax gradient and bias gradient in one pass over each row, the same kernels as the single
+ * trainer's crossEntropy); `lab` [rows·Ka] is its scratch for the labels.
  */
 function lossAndGrad(
-  Out: Float32Array, idx: readonly number[], ids: readonly number[], K: number, P: number, labels: Labels, lossOut: Float64Array, grad: boolean, lse: Float32Array, scale: Float32Array,
+  Out: Float32Array, idx: readonly number[], ids: readonly number[], K: number, P: number, labels: Labels, lossOut: Float64Array,
+  bias: Float32Array, dB: Float32Array | null, lab: Int32Array,
 ): void {
   const rows = idx.length;
   const Ka = ids.length;
-  const KP = Ka * P;
   if (labels.kind === "regression") {
     const Y = labels.Y;
     for (let a = 0; a < Ka; a++) {
@@ -126,7 +130,7 @@ function lossAndGrad(
       }
       lossOut[a] = Math.fround(sse / rows);
     }
-    if (!grad) return;
+    if (dB === null) return;
     const kf = 2 / rows;
     for (let r = 0; r < rows; r++) {
       const o = r * Ka;
@@ -137,23 +141,13 @@ function lossAndGrad(
   }
   // cross-entropy over each [rows·Ka] row of P logits (crossEntropy in src/tensor/ops/nn.ts)
   const cls = labels.classes;
-  const be = getBackend();
-  be.logSumExpRows(Out, rows * Ka, P, lse);
-  for (let a = 0; a < Ka; a++) {
-    const k = ids[a]!;
-    let total = 0;
-    for (let r = 0; r < rows; r++) total += lse[r * Ka + a]! - Out[r * KP + a * P + cls[idx[r]! * K + k]!]!;
-    lossOut[a] = Math.fround(total / rows);
-  }
-  if (!grad) return;
-  const kc = 1 / rows;
-  scale.fill(kc, 0, rows * Ka);
-  be.softmaxScaleRows(Out, rows * Ka, P, lse, scale);
   for (let r = 0; r < rows; r++) {
-    const o = r * KP;
     const co = idx[r]! * K;
-    for (let a = 0; a < Ka; a++) Out[o + a * P + cls[co + ids[a]!]!]! -= kc;
+    const o = r * Ka;
+    for (let a = 0; a < Ka; a++) lab[o + a] = cls[co + ids[a]!]!;
   }
+  getBackend().crossEntropyBlocks(Out, rows, Ka, P, bias, lab, 1 / rows, lossOut, dB);
+  for (let a = 0; a < Ka; a++) lossOut[a] = Math.fround(lossOut[a]! / rows);
 }
 
 /** Trains K frozen heads together; result k is what `train()` gives for neuron k alone. */
@@ -245,8 +239,7 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
   let Out = new Float32Array(maxRows * Ka * P);
   let dW = new Float32Array(Ka * PC);
   let dB = new Float32Array(Ka * P);
-  let lse = new Float32Array(P > 1 ? maxRows * Ka : 0);
-  let rowScale = new Float32Array(P > 1 ? maxRows * Ka : 0);
+  const lab = new Int32Array(P > 1 ? maxRows * Ka : 0); // labels of a batch [rows, Ka ≤ its first Ka]
   let stepLoss = new Float64Array(Ka);
   const lossSum = new Float64Array(K);
   let step = 0;
@@ -275,17 +268,19 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
     Out = new Float32Array(maxRows * Ka * P);
     dW = new Float32Array(Ka * PC);
     dB = new Float32Array(Ka * P);
-    lse = new Float32Array(P > 1 ? maxRows * Ka : 0);
-    rowScale = new Float32Array(P > 1 ? maxRows * Ka : 0);
     stepLoss = new Float64Array(Ka);
   };
 
-  /** Out [rows, Ka·P] = X_rows · Wᵀ + b, each element rounded to float32 as matmul then add. */
+  /**
+   * Out [rows, Ka·P] = X_rows · Wᵀ + b, each element rounded to float32 as matmul then add; bin heads
+   * leave + b to the loss (crossEntropyBlocks adds it, in the same float32 rounding).
+   */
   const forward = (idx: readonly number[]): void => {
     const rows = idx.length;
     const KP = Ka * P;
     gatherRows(X, C, idx, Xb);
     sgemm(false, true, rows, KP, C, 1, Xb, C, W, C, 0, Out, KP);
+    if (P > 1) return;
     for (let r = 0; r < rows; r++) {
       const o2 = r * KP;
       for (let j = 0; j < KP; j++) Out[o2 + j] = Out[o2 + j]! + bias[j]!;
@@ -301,7 +296,7 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
       const KP = Ka * P;
       const lr = schedule(step);
       forward(idx);
-      lossAndGrad(Out, idx, ids, K, P, labels, stepLoss, true, lse, rowScale); // Out now holds dOut
+      lossAndGrad(Out, idx, ids, K, P, labels, stepLoss, bias, dB, lab); // Out now holds dOut (bins: and dB its column sums)
       let anyFailed = false;
       for (let a = 0; a < Ka; a++) {
         const k = ids[a]!;
@@ -314,30 +309,17 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
       }
       // dW [Ka·P, C] = dOutᵀ · X_b; db = column sums of dOut
       sgemm(true, false, KP, C, Bn, 1, Out, KP, Xb, C, 0, dW, C);
-      for (let j = 0; j < KP; j++) {
-        let sb = 0;
-        for (let r = 0; r < Bn; r++) sb += Out[r * KP + j]!;
-        dB[j] = sb;
-      }
-      // per neuron: clip by its own gradient norm; then AdamW over all of them (t = step + 1 for every active neuron)
-      if (o.gradClip > 0) {
-        for (let a = 0; a < Ka; a++) {
-          const wv = dW.subarray(a * PC, (a + 1) * PC);
-          const bv = dB.subarray(a * P, (a + 1) * P);
-          const norm = Math.sqrt(be.sumSquares(wv, PC) + be.sumSquares(bv, P));
-          if (norm > o.gradClip) {
-            const f = o.gradClip / (norm + 1e-6);
-            for (let c = 0; c < PC; c++) wv[c]! *= f;
-            for (let c = 0; c < P; c++) bv[c]! *= f;
-          }
+      if (P === 1) {
+        for (let j = 0; j < KP; j++) {
+          let sb = 0;
+          for (let r = 0; r < Bn; r++) sb += Out[r * KP + j]!;
+          dB[j] = sb;
         }
       }
+      // per neuron: clip by its own gradient norm, then the update train() applies, element for element
+      // (t = step + 1 for every active neuron; weights decay, biases do not): one fused kernel
       const t = step + 1;
-      const bc1 = 1 - Math.pow(B1, t);
-      const bc2 = 1 - Math.pow(B2, t);
-      // the update train() applies, element for element (weights decay, biases do not)
-      be.adamwUpdate(W, dW, mW, vW, Ka * PC, lr, B1, B2, EPS, 1 - lr * o.weightDecay, bc1, bc2);
-      be.adamwUpdate(bias, dB, mB, vB, KP, lr, B1, B2, EPS, 1, bc1, bc2);
+      be.clipAdamwBlocks(W, dW, mW, vW, PC, bias, dB, mB, vB, P, Ka, o.gradClip, lr, B1, B2, EPS, 1 - lr * o.weightDecay, 1 - Math.pow(B1, t), 1 - Math.pow(B2, t));
       step++;
       if (anyFailed) compact((k) => !failed.has(k));
     }
@@ -347,7 +329,7 @@ export function trainMultiHead(input: MultiHeadInput, o: MultiHeadOptions): Neur
     for (let s = 0; s < val.length; s += EVAL_CHUNK) {
       const chunk = val.slice(s, s + EVAL_CHUNK);
       forward(chunk);
-      lossAndGrad(Out, chunk, ids, K, P, labels, stepLoss, false, lse, rowScale);
+      lossAndGrad(Out, chunk, ids, K, P, labels, stepLoss, bias, null, lab);
       for (let a = 0; a < Ka; a++) valLoss[a]! += stepLoss[a]! * chunk.length;
     }
     epoch++;

@@ -7,6 +7,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { availableBackends } from "../../src/tensor/backend/index.ts";
+import { composedLaterKernels } from "../../src/tensor/backend/native.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 import { assertClose } from "./gradcheck.ts";
 
@@ -22,6 +23,8 @@ function refLse(X: Float32Array, rows: number, cols: number): Float64Array {
   }
   return out;
 }
+
+const f32 = (n: number): Float32Array => new Float32Array(n);
 
 function randRows(seed: number, rows: number, cols: number, std: number): Float32Array {
   const rng = mulberry32(seed);
@@ -255,6 +258,156 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.sumSquares(X, n + 1), /sumSquares: X has 1037 elements, fewer than n = 1038/);
     });
 
+    it("clipAdamwBlocks: per block, clipping by the block's own norm then AdamW, the same bits as the definition", () => {
+      const [wsize, bsize, blocks] = [1037, 7, 4]; // not multiples of any vector width
+      const [lr, b1, b2, eps, wd, maxNorm] = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1];
+      // gradients on a grid of 2^-12, so Σ g² is exact in float64 whatever the summation order
+      const grid = (seed: number, n: number, scale: number): Float32Array => {
+        const rng = mulberry32(seed);
+        return Float32Array.from({ length: n }, () => Math.round(randn(rng) * scale * 4096) / 4096);
+      };
+      const W = randRows(5, 1, blocks * wsize, 1), B = randRows(6, 1, blocks * bsize, 1);
+      const [MW, VW, MB, VB] = [new Float32Array(blocks * wsize), new Float32Array(blocks * wsize), new Float32Array(blocks * bsize), new Float32Array(blocks * bsize)];
+      const ref = { W: Float32Array.from(W), B: Float32Array.from(B), MW: Float32Array.from(MW), VW: Float32Array.from(VW), MB: Float32Array.from(MB), VB: Float32Array.from(VB) };
+      const step = (P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, o: number, n: number, f: number, shrink: number, bc1: number, bc2: number): void => {
+        for (let i = o; i < o + n; i++) {
+          const g = Math.fround(G[i]! * f);
+          M[i] = b1 * M[i]! + (1 - b1) * g;
+          V[i] = b2 * V[i]! + (1 - b2) * g * g;
+          P[i] = P[i]! * shrink - (lr * (M[i]! / bc1)) / (Math.sqrt(V[i]! / bc2) + eps);
+        }
+      };
+      for (let t = 1; t <= 3; t++) {
+        // block norms ≈ scale·√1044: 0.65 (not clipped), 9.7 and 1.6 (clipped), 0
+        const scales = [0.02, 0.3, 0.05, 0];
+        const GW = new Float32Array(blocks * wsize), GB = new Float32Array(blocks * bsize);
+        scales.forEach((sc, a) => {
+          GW.set(grid(100 * t + a, wsize, sc), a * wsize);
+          GB.set(grid(200 * t + a, bsize, sc), a * bsize);
+        });
+        const [GW0, GB0] = [Float32Array.from(GW), Float32Array.from(GB)];
+        const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+        const clip = t === 3 ? 0 : maxNorm; // the last step without clipping
+        backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, clip, lr, b1, b2, eps, 1 - lr * wd, bc1, bc2);
+        let clipped = 0;
+        for (let a = 0; a < blocks; a++) {
+          let ss = 0;
+          for (let i = a * wsize; i < (a + 1) * wsize; i++) ss += GW[i]! * GW[i]!;
+          for (let i = a * bsize; i < (a + 1) * bsize; i++) ss += GB[i]! * GB[i]!;
+          const norm = Math.sqrt(ss);
+          const f = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1;
+          if (f !== 1) clipped++;
+          step(ref.W, GW, ref.MW, ref.VW, a * wsize, wsize, f, 1 - lr * wd, bc1, bc2);
+          step(ref.B, GB, ref.MB, ref.VB, a * bsize, bsize, f, 1, bc1, bc2);
+        }
+        assert.equal(clipped, t === 3 ? 0 : 2, `clipped blocks at step ${t}`);
+        assert.deepEqual(GW, GW0, "GW unchanged");
+        assert.deepEqual(GB, GB0, "GB unchanged");
+        for (const [name, got, want] of [["W", W, ref.W], ["B", B, ref.B], ["MW", MW, ref.MW], ["VW", VW, ref.VW], ["MB", MB, ref.MB], ["VB", VB, ref.VB]] as const) {
+          assert.deepEqual(got, want, `${name} after step ${t}`);
+        }
+      }
+      const f = (n: number): Float32Array => new Float32Array(n);
+      assert.throws(() => backend.clipAdamwBlocks(f(10), f(9), f(10), f(10), 5, f(2), f(2), f(2), f(2), 1, 2, 1, lr, b1, b2, eps, 1, 1, 1), /clipAdamwBlocks: GW has 9 elements, fewer than blocks·wsize = 10/);
+      assert.throws(() => backend.clipAdamwBlocks(f(10), f(10), f(10), f(10), 5, f(2), f(2), f(2), f(1), 1, 2, 1, lr, b1, b2, eps, 1, 1, 1), /clipAdamwBlocks: VB has 1 elements, fewer than blocks·bsize = 2/);
+    });
+
+    it("crossEntropyBlocks: bias, loss, softmax gradient and bias gradient per block, the same bits as the separate kernels", () => {
+      for (const [rows, blocks, P] of [[5, 7, 10], [3, 4, 3], [2, 3, 17]] as const) {
+        const KP = blocks * P;
+        const X = randRows(rows * 31 + P, rows, KP, 3);
+        const bias = randRows(P, 1, KP, 1);
+        const rng = mulberry32(rows + blocks);
+        const labels = Int32Array.from({ length: rows * blocks }, () => Math.floor(rng() * P));
+        const kc = 1 / rows;
+        // the reference: bias add, logSumExpRows and softmaxScaleRows over all rows·blocks rows, then the loops
+        const ref = Float32Array.from(X);
+        for (let r = 0; r < rows; r++) for (let j = 0; j < KP; j++) ref[r * KP + j] = ref[r * KP + j]! + bias[j]!;
+        const lse = new Float32Array(rows * blocks);
+        backend.logSumExpRows(ref, rows * blocks, P, lse);
+        const refLoss = new Float64Array(blocks);
+        for (let a = 0; a < blocks; a++) for (let r = 0; r < rows; r++) refLoss[a]! += lse[r * blocks + a]! - ref[r * KP + a * P + labels[r * blocks + a]!]!;
+        const logits = Float32Array.from(ref);
+        backend.softmaxScaleRows(ref, rows * blocks, P, lse, new Float32Array(rows * blocks).fill(kc));
+        for (let r = 0; r < rows; r++) for (let a = 0; a < blocks; a++) ref[r * KP + a * P + labels[r * blocks + a]!]! -= kc;
+        const refDB = new Float32Array(KP);
+        for (let j = 0; j < KP; j++) {
+          let sb = 0;
+          for (let r = 0; r < rows; r++) sb += ref[r * KP + j]!;
+          refDB[j] = sb;
+        }
+        const Out = Float32Array.from(X), loss = new Float64Array(blocks), dB = new Float32Array(KP);
+        backend.crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB);
+        assert.deepEqual(Out, ref, `dOut ${rows}×${blocks}×${P}`);
+        assert.deepEqual(loss, refLoss, `loss ${rows}×${blocks}×${P}`);
+        assert.deepEqual(dB, refDB, `dB ${rows}×${blocks}×${P}`);
+        // the loss alone: Out keeps the logits (with the bias)
+        const Out2 = Float32Array.from(X), loss2 = new Float64Array(blocks);
+        backend.crossEntropyBlocks(Out2, rows, blocks, P, bias, labels, kc, loss2, null);
+        assert.deepEqual(Out2, logits);
+        assert.deepEqual(loss2, refLoss);
+        // a cross-check of the definition: block 0 of row 0
+        let m = -Infinity, se = 0;
+        for (let c = 0; c < P; c++) m = Math.max(m, logits[c]!);
+        for (let c = 0; c < P; c++) se += Math.exp(logits[c]! - m);
+        assert.ok(Math.abs(Out[labels[0]!]! - kc * (Math.exp(logits[labels[0]!]! - m) / se - 1)) < 1e-6);
+      }
+      const f = (n: number): Float32Array => new Float32Array(n);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0, 3]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: labels\[1\] = 3 is not a class in \[0, 3\)/);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: labels has 1 elements, fewer than rows·blocks = 2/);
+      assert.throws(() => backend.crossEntropyBlocks(f(5), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), null), /crossEntropyBlocks: Out has 5 elements, fewer than rows·blocks·P = 6/);
+      assert.throws(() => backend.crossEntropyBlocks(f(6), 2, 1, 3, f(3), Int32Array.from([0, 1]), 0.5, new Float64Array(1), f(2)), /crossEntropyBlocks: dB has 2 elements, fewer than blocks·P = 3/);
+    });
+
+    it("clipAdamwBlocks and crossEntropyBlocks give the same bits on 1, 2 and 3 threads (SELFREPORT_KERNEL_THREADS)", () => {
+      const [blocks, wsize, bsize, rows, P] = [331, 2000, 10, 64, 10]; // enough work to split 3 ways (≥ 65 536 elements a thread)
+      const run = (threads: string): Float32Array[] => {
+        const saved = process.env.SELFREPORT_KERNEL_THREADS;
+        process.env.SELFREPORT_KERNEL_THREADS = threads;
+        try {
+          const W = randRows(1, 1, blocks * wsize, 1), B = randRows(2, 1, blocks * bsize, 1);
+          const [MW, VW, MB, VB] = [randRows(3, 1, blocks * wsize, 0.01), new Float32Array(blocks * wsize).fill(1e-4), f32(blocks * bsize), f32(blocks * bsize)];
+          const GW = randRows(4, 1, blocks * wsize, 0.05), GB = randRows(5, 1, blocks * bsize, 0.05);
+          backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 0.19, 0.002);
+          const Out = randRows(6, rows, blocks * P, 2), dB = f32(blocks * P), loss = new Float64Array(blocks);
+          const rng = mulberry32(7);
+          const labels = Int32Array.from({ length: rows * blocks }, () => Math.floor(rng() * P));
+          backend.crossEntropyBlocks(Out, rows, blocks, P, randRows(8, 1, blocks * P, 1), labels, 1 / rows, loss, dB);
+          return [W, B, MW, VW, MB, VB, Out, dB, new Float32Array(loss)];
+        } finally {
+          if (saved === undefined) delete process.env.SELFREPORT_KERNEL_THREADS;
+          else process.env.SELFREPORT_KERNEL_THREADS = saved;
+        }
+      };
+      const one = run("1");
+      for (const t of ["2", "3"]) run(t).forEach((got, i) => assert.deepEqual(got, one[i], `output ${i} on ${t} threads`));
+    });
+
+    it("an addon built before clipAdamwBlocks and crossEntropyBlocks gets them composed from its older kernels, with the same bits", () => {
+      const composed = composedLaterKernels(backend);
+      const [blocks, wsize, bsize, rows, P] = [5, 301, 3, 4, 6];
+      const grid = (seed: number, n: number, sc: number): Float32Array => randRows(seed, 1, n, sc).map((g) => Math.round(g * 4096) / 4096);
+      const state = (): Float32Array[] => [randRows(1, 1, blocks * wsize, 1), randRows(2, 1, blocks * bsize, 1), f32(blocks * wsize), f32(blocks * wsize), f32(blocks * bsize), f32(blocks * bsize)];
+      const [a, b] = [state(), state()];
+      for (let t = 1; t <= 2; t++) {
+        const GW = grid(10 + t, blocks * wsize, 0.1), GB = grid(20 + t, blocks * bsize, 0.1); // norms ≈ 1.7: clipped to 1
+        const [W, B, MW, VW, MB, VB] = a as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+        backend.clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 1 - 0.9 ** t, 1 - 0.999 ** t);
+        const [W2, B2, MW2, VW2, MB2, VB2] = b as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+        composed.clipAdamwBlocks(W2, GW, MW2, VW2, wsize, B2, GB, MB2, VB2, bsize, blocks, 1, 1e-3, 0.9, 0.999, 1e-8, 1 - 1e-5, 1 - 0.9 ** t, 1 - 0.999 ** t);
+      }
+      b.forEach((got, i) => assert.deepEqual(got, a[i], `clipAdamwBlocks output ${i}`));
+      const X = randRows(3, rows, blocks * P, 2), bias = randRows(4, 1, blocks * P, 1);
+      const labels = Int32Array.from({ length: rows * blocks }, (_, i) => (i * 7) % P);
+      const [O1, O2] = [Float32Array.from(X), Float32Array.from(X)];
+      const [l1, l2, d1, d2] = [new Float64Array(blocks), new Float64Array(blocks), f32(blocks * P), f32(blocks * P)];
+      backend.crossEntropyBlocks(O1, rows, blocks, P, bias, labels, 1 / rows, l1, d1);
+      composed.crossEntropyBlocks(O2, rows, blocks, P, bias, labels, 1 / rows, l2, d2);
+      assert.deepEqual([O2, l2, d2], [O1, l1, d1]);
+      assert.throws(() => composed.crossEntropyBlocks(O2, rows, blocks, P, bias, labels.subarray(1), 1, l2, d2), /crossEntropyBlocks: labels has 19 elements, fewer than rows·blocks = 20/);
+      assert.throws(() => composed.clipAdamwBlocks(f32(3), f32(3), f32(3), f32(3), 1, f32(3), f32(3), f32(3), f32(2), 1, 3, 1, 1, 0.9, 0.999, 1e-8, 1, 1, 1), /clipAdamwBlocks: VB has 2 elements, fewer than blocks·bsize = 3/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);
@@ -272,24 +425,28 @@ for (const backend of availableBackends()) {
   });
 }
 
-describe("row kernels, native base (non-AVX2) build", () => {
-  it("SELFREPORT_SIMD=base selects the base build, which passes the same checks", async () => {
-    const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
-    const loaded = loadNativeBackend();
-    if (!loaded.ok) return; // no addon on this machine: the js backend is the only one, tested above
-    if (process.env.SELFREPORT_SIMD === "base") {
-      assert.equal(loaded.info.rowKernels, "base");
-      return;
-    }
-    const { spawnSync } = await import("node:child_process");
-    const { fileURLToPath } = await import("node:url");
-    const env: NodeJS.ProcessEnv = { ...process.env, SELFREPORT_SIMD: "base", SELFREPORT_BACKEND: "native" };
-    delete env.NODE_TEST_CONTEXT; // else the child reports to this runner instead of printing TAP
-    const r = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fileURLToPath(import.meta.url)], {
-      env,
-      encoding: "utf8",
+for (const simd of ["base", "avx2"] as const) {
+  describe(`row kernels, native ${simd} build (SELFREPORT_SIMD=${simd})`, () => {
+    it(`SELFREPORT_SIMD=${simd} selects the ${simd} build of the kernels, which passes the same checks`, async () => {
+      const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
+      const loaded = loadNativeBackend();
+      if (!loaded.ok) return; // no addon on this machine: the js backend is the only one, tested above
+      if (process.env.SELFREPORT_SIMD !== undefined) {
+        if (process.env.SELFREPORT_SIMD === "base") assert.equal(loaded.info.rowKernels, "base");
+        if (loaded.info.multiheadKernels !== "js") assert.equal(loaded.info.multiheadKernels, process.env.SELFREPORT_SIMD === "base" ? "base" : loaded.info.rowKernels);
+        return;
+      }
+      if (simd === "avx2" && loaded.info.rowKernels !== "avx2") return; // no AVX2 here: nothing narrower than the default to force
+      const { spawnSync } = await import("node:child_process");
+      const { fileURLToPath } = await import("node:url");
+      const env: NodeJS.ProcessEnv = { ...process.env, SELFREPORT_SIMD: simd, SELFREPORT_BACKEND: "native" };
+      delete env.NODE_TEST_CONTEXT; // else the child reports to this runner instead of printing TAP
+      const r = spawnSync(process.execPath, ["--test", "--test-reporter=tap", fileURLToPath(import.meta.url)], {
+        env,
+        encoding: "utf8",
+      });
+      assert.equal(r.status, 0, `${simd} build failed:\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /# fail 0/);
     });
-    assert.equal(r.status, 0, `base build failed:\n${r.stdout}\n${r.stderr}`);
-    assert.match(r.stdout, /# fail 0/);
   });
-});
+}

@@ -263,6 +263,37 @@ function checkVectors(fn: string, n: number, vectors: [string, Float32Array][], 
   }
 }
 
+/** clipAdamwBlocks's argument checks (shared with the native backend's composed fallback). */
+export function checkClipAdamwBlocks(
+  W: Float32Array, GW: Float32Array, MW: Float32Array, VW: Float32Array, wsize: number,
+  B: Float32Array, GB: Float32Array, MB: Float32Array, VB: Float32Array, bsize: number, blocks: number,
+): void {
+  checkDim("clipAdamwBlocks", "wsize", wsize);
+  checkDim("clipAdamwBlocks", "bsize", bsize);
+  checkDim("clipAdamwBlocks", "blocks", blocks);
+  checkVectors("clipAdamwBlocks", blocks * wsize, [["W", W], ["GW", GW], ["MW", MW], ["VW", VW]], "blocks·wsize");
+  checkVectors("clipAdamwBlocks", blocks * bsize, [["B", B], ["GB", GB], ["MB", MB], ["VB", VB]], "blocks·bsize");
+}
+
+/** crossEntropyBlocks's argument checks (shared with the native backend's composed fallback). */
+export function checkCrossEntropyBlocks(
+  Out: Float32Array, rows: number, blocks: number, P: number, bias: Float32Array, labels: Int32Array, loss: Float64Array, dB: Float32Array | null,
+): void {
+  checkDim("crossEntropyBlocks", "rows", rows);
+  checkDim("crossEntropyBlocks", "blocks", blocks);
+  checkDim("crossEntropyBlocks", "P", P);
+  if (P < 1) throw new RangeError(`crossEntropyBlocks: P must be at least 1, got ${P}`);
+  checkVectors("crossEntropyBlocks", rows * blocks * P, [["Out", Out]], "rows·blocks·P");
+  checkVectors("crossEntropyBlocks", blocks * P, dB === null ? [["bias", bias]] : [["bias", bias], ["dB", dB]], "blocks·P");
+  if (!(labels instanceof Int32Array)) throw new TypeError("crossEntropyBlocks: labels must be an Int32Array");
+  if (labels.length < rows * blocks) throw new RangeError(`crossEntropyBlocks: labels has ${labels.length} elements, fewer than rows·blocks = ${rows * blocks}`);
+  for (let i = 0; i < rows * blocks; i++) {
+    if (!(labels[i]! >= 0 && labels[i]! < P)) throw new RangeError(`crossEntropyBlocks: labels[${i}] = ${labels[i]} is not a class in [0, ${P})`);
+  }
+  if (!(loss instanceof Float64Array)) throw new TypeError("crossEntropyBlocks: loss must be a Float64Array");
+  if (loss.length < blocks) throw new RangeError(`crossEntropyBlocks: loss has ${loss.length} elements, fewer than blocks = ${blocks}`);
+}
+
 function checkRows(fn: string, X: Float32Array, rows: number, cols: number, vectors: [string, Float32Array][]): void {
   if (!(X instanceof Float32Array)) throw new TypeError(`${fn}: X must be a Float32Array`);
   checkDim(fn, "rows", rows);
@@ -448,6 +479,56 @@ export const jsBackend: Backend = {
     let s = 0;
     for (let i = 0; i < n; i++) s += X[i]! * X[i]!;
     return s;
+  },
+
+  crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
+    checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
+    const KP = blocks * P;
+    const lse = new Float32Array(blocks);
+    const scale = new Float32Array(blocks).fill(kc);
+    const acc = new Float64Array(dB === null ? 0 : KP);
+    loss.fill(0, 0, blocks);
+    for (let r = 0; r < rows; r++) {
+      const x = Out.subarray(r * KP, (r + 1) * KP);
+      const o = r * blocks;
+      for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
+      jsBackend.logSumExpRows(x, blocks, P, lse);
+      for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
+      if (dB === null) continue;
+      jsBackend.softmaxScaleRows(x, blocks, P, lse, scale);
+      for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
+      for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
+    }
+    if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+  },
+
+  clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
+    checkClipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks);
+    const step = (P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, o: number, n: number, f: number, shr: number): void => {
+      for (let i = o; i < o + n; i++) {
+        const g = Math.fround(G[i]! * f);
+        M[i] = beta1 * M[i]! + (1 - beta1) * g;
+        V[i] = beta2 * V[i]! + (1 - beta2) * g * g;
+        const mh = M[i]! / bc1;
+        const vh = V[i]! / bc2;
+        P[i] = P[i]! * shr - (lr * mh) / (Math.sqrt(vh) + eps);
+      }
+    };
+    for (let a = 0; a < blocks; a++) {
+      const ow = a * wsize;
+      const ob = a * bsize;
+      let f = 1;
+      if (maxNorm > 0) {
+        let sw = 0;
+        for (let i = ow; i < ow + wsize; i++) sw += GW[i]! * GW[i]!;
+        let sb = 0;
+        for (let i = ob; i < ob + bsize; i++) sb += GB[i]! * GB[i]!;
+        const norm = Math.sqrt(sw + sb);
+        if (norm > maxNorm) f = maxNorm / (norm + 1e-6);
+      }
+      step(W, GW, MW, VW, ow, wsize, f, shrink);
+      step(B, GB, MB, VB, ob, bsize, f, 1);
+    }
   },
 
   sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {

@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
+import { checkClipAdamwBlocks, checkCrossEntropyBlocks } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -20,6 +21,11 @@ export interface OpenblasInfo {
   numThreads: number;
   /** Which build of the row kernels runs: "avx2" (x86-64 with AVX2+FMA) or "base"; SELFREPORT_SIMD=base forces "base". */
   rowKernels: "avx2" | "base";
+  /**
+   * Which build of the multi-output head kernels (clipAdamwBlocks; crossEntropyBlocks follows rowKernels) runs: "avx512", "avx2" or "base"
+   * (SELFREPORT_SIMD=avx2 or base forces a narrower one); "js" when the addon predates them.
+   */
+  multiheadKernels: "avx512" | "avx2" | "base" | "js";
 }
 
 /** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
@@ -28,10 +34,17 @@ const KERNELS = [
   "lnScaleRows", "lnNormalizeRows", "affineRows", "lnScaleBackwardRows", "lnNormalizeBackwardRows", "affineBackwardRows",
   "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares",
 ] as const satisfies readonly (keyof Backend)[];
+/**
+ * Kernels added after the addon's first release: an older build without them still loads, and these
+ * are composed from its other kernels (composedLaterKernels: the same results, slower) until `npm ci`
+ * rebuilds it.
+ */
+const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
+type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
 /** The addon's exports: the kernels, plus what OpenBLAS says about itself. */
-interface BlasAddon extends Kernels {
+interface BlasAddon extends Kernels, Partial<LaterKernels> {
   openblasInfo(): OpenblasInfo;
 }
 
@@ -96,6 +109,58 @@ function tryLoad(): NativeLoadResult {
   if (missing.length > 0) return { ok: false, reason: `${path} does not export ${missing.join(", ")} (an older build? rebuild it: npm ci)`, path };
   const addon = mod as BlasAddon;
   const kernels = Object.fromEntries(KERNELS.map((name) => [name, addon[name]])) as unknown as Kernels;
-  const backend: Backend = { name: "native", ...kernels };
-  return { ok: true, backend, info: addon.openblasInfo(), path };
+  const composed = composedLaterKernels(kernels);
+  const later = Object.fromEntries(LATER_KERNELS.map((name) => [name, typeof addon[name] === "function" ? addon[name] : composed[name]])) as unknown as LaterKernels;
+  const backend: Backend = { name: "native", ...kernels, ...later };
+  const info = addon.openblasInfo();
+  return { ok: true, backend, info: { ...info, multiheadKernels: info.multiheadKernels ?? "js" }, path };
+}
+
+/**
+ * The later kernels from the older ones, step by step as the multi-output trainer took them before they
+ * existed (sumSquares, scaling, adamwUpdate; bias add, logSumExpRows, softmaxScaleRows and loops): what
+ * an addon built before them runs. Argument checks and errors are the js backend's.
+ */
+export function composedLaterKernels(k: Kernels): LaterKernels {
+  return {
+    clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
+      checkClipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks);
+      for (let a = 0; a < blocks; a++) {
+        const w = [a * wsize, (a + 1) * wsize] as const;
+        const b = [a * bsize, (a + 1) * bsize] as const;
+        let gw = GW.subarray(...w);
+        let gb = GB.subarray(...b);
+        if (maxNorm > 0) {
+          const norm = Math.sqrt(k.sumSquares(gw, wsize) + k.sumSquares(gb, bsize));
+          if (norm > maxNorm) {
+            const f = maxNorm / (norm + 1e-6);
+            gw = gw.map((g) => g * f);
+            gb = gb.map((g) => g * f);
+          }
+        }
+        k.adamwUpdate(W.subarray(...w), gw, MW.subarray(...w), VW.subarray(...w), wsize, lr, beta1, beta2, eps, shrink, bc1, bc2);
+        k.adamwUpdate(B.subarray(...b), gb, MB.subarray(...b), VB.subarray(...b), bsize, lr, beta1, beta2, eps, 1, bc1, bc2);
+      }
+    },
+    crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
+      checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
+      const KP = blocks * P;
+      const lse = new Float32Array(blocks);
+      const scale = new Float32Array(blocks).fill(kc);
+      const acc = new Float64Array(dB === null ? 0 : KP);
+      loss.fill(0, 0, blocks);
+      for (let r = 0; r < rows; r++) {
+        const x = Out.subarray(r * KP, (r + 1) * KP);
+        const o = r * blocks;
+        for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
+        k.logSumExpRows(x, blocks, P, lse);
+        for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
+        if (dB === null) continue;
+        k.softmaxScaleRows(x, blocks, P, lse, scale);
+        for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
+        for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
+      }
+      if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+    },
+  };
 }

@@ -70,4 +70,30 @@ export interface Backend {
   ): void;
   /** Σ X[i]² for i < n, accumulated in float64 (the order may differ between backends). */
   sumSquares(X: Float32Array, n: number): number;
+  /**
+   * Per block a < blocks of the multi-output heads (src/sweep/multihead.ts): a weight block W[a·wsize …
+   * (a+1)·wsize) with its gradient GW and moments MW, VW, and a bias block B[a·bsize … (a+1)·bsize) with
+   * GB, MB, VB. Clips the block's gradient by its own global norm √(Σ GW² + Σ GB²) as clipGradNorm does
+   * (× maxNorm/(norm + 1e-6) when norm > maxNorm, rounded to float32; maxNorm ≤ 0: no clipping), then
+   * applies adamwUpdate's step to the weights (with `shrink`) and the bias (without decay). The same bits
+   * as sumSquares, the scaling and two adamwUpdate calls per block (the norm's summation order aside);
+   * GW and GB are left unchanged.
+   */
+  clipAdamwBlocks(
+    W: Float32Array, GW: Float32Array, MW: Float32Array, VW: Float32Array, wsize: number,
+    B: Float32Array, GB: Float32Array, MB: Float32Array, VB: Float32Array, bsize: number, blocks: number, maxNorm: number,
+    lr: number, beta1: number, beta2: number, eps: number, shrink: number, bc1: number, bc2: number,
+  ): void;
+  /**
+   * Cross-entropy of the multi-output bin heads over Out [rows, blocks·P] (block a of row r: neuron a's P
+   * logits before its bias), labels [rows, blocks] in [0, P): per row, Out += bias (float32), then
+   * loss[a] = Σ_r lse(block) − logit[label] summed in float64 (loss is a sum: divide by rows). With dB
+   * (not null), every block becomes its gradient for a mean over rows, float32(kc)·softmax with
+   * float32(· − kc) at the label (kc = 1/rows), and dB[j] = float32(Σ_r Out[r, j]) summed in float64, r
+   * in order: the same bits as logSumExpRows, softmaxScaleRows and those loops one after another.
+   */
+  crossEntropyBlocks(
+    Out: Float32Array, rows: number, blocks: number, P: number, bias: Float32Array, labels: Int32Array, kc: number,
+    loss: Float64Array, dB: Float32Array | null,
+  ): void;
 }
