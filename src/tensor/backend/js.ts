@@ -306,6 +306,35 @@ const GELU_K = Math.sqrt(2 / Math.PI);
 const GELU_C = 0.044715;
 
 
+/**
+ * crossEntropyBlocks (see Backend) composed from a backend's row kernels logSumExpRows and
+ * softmaxScaleRows, row by row: the js backend's own, and what a native addon built before the fused
+ * kernel runs (native.ts composedLaterKernels).
+ */
+export function crossEntropyBlocksFrom(
+  k: Pick<Backend, "logSumExpRows" | "softmaxScaleRows">,
+  ...[Out, rows, blocks, P, bias, labels, kc, loss, dB]: Parameters<Backend["crossEntropyBlocks"]>
+): void {
+  checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
+  const KP = blocks * P;
+  const lse = new Float32Array(blocks);
+  const scale = new Float32Array(blocks).fill(kc);
+  const acc = new Float64Array(dB === null ? 0 : KP);
+  loss.fill(0, 0, blocks);
+  for (let r = 0; r < rows; r++) {
+    const x = Out.subarray(r * KP, (r + 1) * KP);
+    const o = r * blocks;
+    for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
+    k.logSumExpRows(x, blocks, P, lse);
+    for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
+    if (dB === null) continue;
+    k.softmaxScaleRows(x, blocks, P, lse, scale);
+    for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
+    for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
+  }
+  if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+}
+
 export const jsBackend: Backend = {
   name: "js",
 
@@ -482,24 +511,7 @@ export const jsBackend: Backend = {
   },
 
   crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
-    checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
-    const KP = blocks * P;
-    const lse = new Float32Array(blocks);
-    const scale = new Float32Array(blocks).fill(kc);
-    const acc = new Float64Array(dB === null ? 0 : KP);
-    loss.fill(0, 0, blocks);
-    for (let r = 0; r < rows; r++) {
-      const x = Out.subarray(r * KP, (r + 1) * KP);
-      const o = r * blocks;
-      for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
-      jsBackend.logSumExpRows(x, blocks, P, lse);
-      for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
-      if (dB === null) continue;
-      jsBackend.softmaxScaleRows(x, blocks, P, lse, scale);
-      for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
-      for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
-    }
-    if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+    crossEntropyBlocksFrom(jsBackend, Out, rows, blocks, P, bias, labels, kc, loss, dB);
   },
 
   clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {

@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, checkCrossEntropyBlocks } from "./js.ts";
+import { checkClipAdamwBlocks, crossEntropyBlocksFrom } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -143,24 +143,7 @@ export function composedLaterKernels(k: Kernels): LaterKernels {
       }
     },
     crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
-      checkCrossEntropyBlocks(Out, rows, blocks, P, bias, labels, loss, dB);
-      const KP = blocks * P;
-      const lse = new Float32Array(blocks);
-      const scale = new Float32Array(blocks).fill(kc);
-      const acc = new Float64Array(dB === null ? 0 : KP);
-      loss.fill(0, 0, blocks);
-      for (let r = 0; r < rows; r++) {
-        const x = Out.subarray(r * KP, (r + 1) * KP);
-        const o = r * blocks;
-        for (let j = 0; j < KP; j++) x[j] = x[j]! + bias[j]!;
-        k.logSumExpRows(x, blocks, P, lse);
-        for (let a = 0; a < blocks; a++) loss[a]! += lse[a]! - x[a * P + labels[o + a]!]!;
-        if (dB === null) continue;
-        k.softmaxScaleRows(x, blocks, P, lse, scale);
-        for (let a = 0; a < blocks; a++) x[a * P + labels[o + a]!]! -= kc;
-        for (let j = 0; j < KP; j++) acc[j]! += x[j]!;
-      }
-      if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
+      crossEntropyBlocksFrom(k, Out, rows, blocks, P, bias, labels, kc, loss, dB);
     },
   };
 }
