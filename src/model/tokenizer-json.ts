@@ -27,13 +27,15 @@
  * Without it nothing is added, like the GPT-2 tokenizer. `bosId`/`eosId`/`padId` come from
  * tokenizer_config.json's `bos_token`/`eos_token`/`pad_token` when present.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { SelfreportError } from "../errors.ts";
 import { onigToJs, WHITE_SPACE } from "./onig-regex.ts";
 import {
   encodeBatchWith,
   gpt2FilesHint,
+  isObject,
+  readJson,
   tokenizerFromFiles,
   type AddedToken,
   type DecodeOptions,
@@ -885,23 +887,6 @@ export function digitTokenIds(tok: Tokenizer): number[] {
 
 // ───────────────────────── helpers ─────────────────────────
 
-function readJson(path: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new SelfreportError(`cannot read ${path}: ${(e as Error).message}`, { cause: e });
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (e) {
-    throw new SelfreportError(`${path}: invalid JSON (${(e as Error).message})`);
-  }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 function isId(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;

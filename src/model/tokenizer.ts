@@ -405,7 +405,8 @@ function splitMerge(line: string, where: string): [string, string] {
   return [parts[0]!, parts[1]!];
 }
 
-function readText(path: string): string {
+/** A file's text; one error naming it when it cannot be read. */
+export function readText(path: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (e) {
@@ -413,7 +414,8 @@ function readText(path: string): string {
   }
 }
 
-function readJson(path: string): unknown {
+/** A JSON file, parsed; one error naming it when it cannot be read or parsed. */
+export function readJson(path: string): unknown {
   const text = readText(path);
   try {
     return JSON.parse(text) as unknown;
@@ -422,7 +424,7 @@ function readJson(path: string): unknown {
   }
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
+export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
