@@ -35,6 +35,9 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #define MAX_ARGS 17
 #define MSG_LEN 512
@@ -597,6 +600,26 @@ static napi_value sum_squares(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * Keep freed heap memory for reuse (glibc only). Every op returns a fresh Float32Array, which Node
+ * allocates with calloc; by default glibc serves large ones (above 128 KB, rising to 32 MB) with a
+ * fresh mmap and gives freed heap tops back to the OS (trim), so each forward touches hundreds of
+ * megabytes of new pages: one page fault per 4 KB, which on a virtual machine costs more than the
+ * arithmetic (a [1024, 50257] logits buffer: ~1.4 s of faults vs 36 ms reused, measured on a loaded
+ * 2-core VM). With mmap off and trimming off, freed buffers stay in the heap and the next op reuses
+ * them, like a buffer pool that the garbage collector fills. The cost: the process keeps its peak
+ * heap (RSS does not shrink after a big step). SELFREPORT_KEEP_MEMORY=0 keeps glibc's defaults.
+ */
+static const char* keep_memory = "off";
+static void choose_malloc(void) {
+#if defined(__GLIBC__)
+  const char* want = getenv("SELFREPORT_KEEP_MEMORY");
+  if (want && strcmp(want, "0") == 0) return;
+  /* mmap still serves an allocation when the heap cannot grow (glibc falls back to it). */
+  if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT32_MAX) == 1) keep_memory = "on";
+#endif
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -608,11 +631,15 @@ static napi_value openblas_info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, obj, "numThreads", threads);
   if (napi_create_string_utf8(env, use_avx2 ? "avx2" : "base", NAPI_AUTO_LENGTH, &simd) != napi_ok) return NULL;
   napi_set_named_property(env, obj, "rowKernels", simd);
+  napi_value keep;
+  if (napi_create_string_utf8(env, keep_memory, NAPI_AUTO_LENGTH, &keep) != napi_ok) return NULL;
+  napi_set_named_property(env, obj, "keepMemory", keep);
   return obj;
 }
 
 NAPI_MODULE_INIT() {
   choose_simd();
+  choose_malloc();
   napi_property_descriptor props[] = {
     {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sgemmStridedBatched", NULL, sgemm_strided_batched, NULL, NULL, NULL, napi_enumerable, NULL},

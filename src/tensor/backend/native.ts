@@ -20,6 +20,11 @@ export interface OpenblasInfo {
   numThreads: number;
   /** Which build of the row kernels runs: "avx2" (x86-64 with AVX2+FMA) or "base"; SELFREPORT_SIMD=base forces "base". */
   rowKernels: "avx2" | "base";
+  /**
+   * "on": the addon told glibc to keep freed memory in the heap for reuse (no mmap, no trim), so
+   * fresh op outputs do not page-fault; "off" on other C libraries or with SELFREPORT_KEEP_MEMORY=0.
+   */
+  keepMemory: "on" | "off";
 }
 
 /** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
