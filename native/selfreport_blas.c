@@ -30,6 +30,7 @@
 #include <node_api.h>
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -550,9 +551,51 @@ static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
  * at the same points), so both backends give the same bits:
  *   M = β1·M + (1−β1)·g;  V = β2·V + (1−β2)·g·g;  P = P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
  */
-static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n,
-                         double lr, double b1, double b2, double eps, double shrink, double bc1, double bc2) {
-  for (int64_t i = 0; i < n; i++) {
+/*
+ * Elementwise kernels over whole parameter sets (AdamW, gradient clipping) split their range over
+ * OpenBLAS's thread count (OPENBLAS_NUM_THREADS; at most 8), each thread taking one contiguous part
+ * of at least MIN_PER_THREAD elements. Every element is computed the same way whichever thread does
+ * it, so the result does not depend on the split.
+ */
+#define MIN_PER_THREAD (1 << 16)
+#define MAX_THREADS 8
+typedef void (*range_fn)(void* ctx, int64_t begin, int64_t end);
+typedef struct { range_fn fn; void* ctx; int64_t begin, end; } range_job;
+
+static void* run_range_job(void* arg) {
+  range_job* j = (range_job*)arg;
+  j->fn(j->ctx, j->begin, j->end);
+  return NULL;
+}
+
+static void parallel_range(int64_t n, range_fn fn, void* ctx) {
+  int64_t threads = openblas_get_num_threads();
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (threads > n / MIN_PER_THREAD) threads = n / MIN_PER_THREAD;
+  if (threads <= 1) { fn(ctx, 0, n); return; }
+  range_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; t++) {
+    jobs[t] = (range_job){fn, ctx, t * per, (t + 1) * per < n ? (t + 1) * per : n};
+  }
+  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_range_job, &jobs[t]) == 0;
+  fn(ctx, jobs[0].begin, jobs[0].end);
+  for (int64_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else fn(ctx, jobs[t].begin, jobs[t].end); /* no thread: do its part here */
+  }
+}
+
+typedef struct { float *P, *M, *V; const float* G; double lr, b1, b2, eps, shrink, bc1, bc2; } adamw_ctx;
+
+static void adamw_range(void* arg, int64_t begin, int64_t end) {
+  const adamw_ctx* c = (const adamw_ctx*)arg;
+  float *P = c->P, *M = c->M, *V = c->V;
+  const float* G = c->G;
+  const double lr = c->lr, b1 = c->b1, b2 = c->b2, eps = c->eps, shrink = c->shrink, bc1 = c->bc1, bc2 = c->bc2;
+  for (int64_t i = begin; i < end; i++) {
     const double g = G[i];
     M[i] = (float)(b1 * (double)M[i] + (1.0 - b1) * g);
     V[i] = (float)(b2 * (double)V[i] + (1.0 - b2) * g * g);
@@ -560,6 +603,39 @@ static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n
     const double vh = (double)V[i] / bc2;
     P[i] = (float)((double)P[i] * shrink - (lr * mh) / (sqrt(vh) + eps));
   }
+}
+
+static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n,
+                         double lr, double b1, double b2, double eps, double shrink, double bc1, double bc2) {
+  adamw_ctx c = {P, M, V, G, lr, b1, b2, eps, shrink, bc1, bc2};
+  parallel_range(n, adamw_range, &c);
+}
+
+/* scaleInPlace(X, n, k): X[i] = (float)(X[i]·k) with the product in double (gradient clipping). */
+typedef struct { float* X; double k; } scale_ctx;
+
+static void scale_range(void* arg, int64_t begin, int64_t end) {
+  const scale_ctx* c = (const scale_ctx*)arg;
+  float* X = c->X;
+  const double k = c->k;
+  for (int64_t i = begin; i < end; i++) X[i] = (float)((double)X[i] * k);
+}
+
+static napi_value scale_in_place(napi_env env, napi_callback_info info) {
+  const char* fn = "scaleInPlace";
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 3) { throw_type(env, "scaleInPlace(X, n, k) takes 3 arguments"); return NULL; }
+  float* X;
+  int64_t n;
+  double k;
+  if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
+  if (!get_number(env, fn, argv[2], "k", &k)) return NULL;
+  scale_ctx c = {X, k};
+  parallel_range(n, scale_range, &c);
+  return NULL;
 }
 
 static napi_value adamw_update_js(napi_env env, napi_callback_info info) {
@@ -658,6 +734,7 @@ NAPI_MODULE_INIT() {
     {"softmaxBackwardRows", NULL, softmax_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"adamwUpdate", NULL, adamw_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sumSquares", NULL, sum_squares, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scaleInPlace", NULL, scale_in_place, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -255,6 +255,30 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.sumSquares(X, n + 1), /sumSquares: X has 1037 elements, fewer than n = 1038/);
     });
 
+    it("adamwUpdate and scaleInPlace over 300 007 elements (split across threads natively) give the float64 formula's bits", () => {
+      const n = 300_007; // above the native backend's threshold for splitting (2^16 per thread), odd
+      const P = randRows(3, 1, n, 1), M = randRows(4, 1, n, 0.1), V = randRows(5, 1, n, 0.1).map((x) => x * x);
+      const G = randRows(6, 1, n, 2);
+      const [P64, M64, V64] = [Float32Array.from(P), Float32Array.from(M), Float32Array.from(V)];
+      const [lr, b1, b2, eps, wd, t] = [3e-4, 0.9, 0.95, 1e-8, 0.1, 7];
+      const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+      backend.adamwUpdate(P, G, M, V, n, lr, b1, b2, eps, 1 - lr * wd, bc1, bc2);
+      for (let i = 0; i < n; i++) {
+        M64[i] = b1 * M64[i]! + (1 - b1) * G[i]!;
+        V64[i] = b2 * V64[i]! + (1 - b2) * G[i]! * G[i]!;
+        P64[i] = P64[i]! * (1 - lr * wd) - (lr * (M64[i]! / bc1)) / (Math.sqrt(V64[i]! / bc2) + eps);
+      }
+      assert.deepEqual(M, M64);
+      assert.deepEqual(V, V64);
+      assert.deepEqual(P, P64);
+      const k = 0.123456789012345; // not a float32: the product is taken in float64
+      const X = randRows(7, 1, n + 5, 3), X64 = Float32Array.from(X);
+      backend.scaleInPlace(X, n, k);
+      for (let i = 0; i < n; i++) X64[i] = X64[i]! * k;
+      assert.deepEqual(X, X64, "scaleInPlace; the 5 elements past n stay as they were");
+      assert.throws(() => backend.scaleInPlace(X, n + 6, k), /scaleInPlace: X has 300012 elements, fewer than n = 300013/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);

@@ -31,7 +31,7 @@ export interface OpenblasInfo {
 const KERNELS = [
   "sgemm", "sgemmStridedBatched", "logSumExpRows", "softmaxScaleRows", "geluForward", "geluBackward",
   "lnScaleRows", "lnNormalizeRows", "affineRows", "lnScaleBackwardRows", "lnNormalizeBackwardRows", "affineBackwardRows",
-  "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares",
+  "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares", "scaleInPlace",
 ] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 

@@ -63,6 +63,7 @@ export interface Backend {
    * on both backends (so they agree bit for bit):
    *   M ← β1·M + (1−β1)·g;  V ← β2·V + (1−β2)·g²;  P ← P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
    * with shrink = 1 − lr·weight_decay, bc1 = 1 − β1^t, bc2 = 1 − β2^t (computed by the caller).
+   * The native backend splits large n over OpenBLAS's thread count (elementwise, so the same bits).
    */
   adamwUpdate(
     P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, n: number,
@@ -70,4 +71,6 @@ export interface Backend {
   ): void;
   /** Σ X[i]² for i < n, accumulated in float64 (the order may differ between backends). */
   sumSquares(X: Float32Array, n: number): number;
+  /** In place: X[i] ← X[i]·k for i < n, the product in float64 rounded to float32 (same bits on both backends). */
+  scaleInPlace(X: Float32Array, n: number, k: number): void;
 }
