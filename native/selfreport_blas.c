@@ -305,6 +305,93 @@ static void choose_simd(void) {}
 #define DISPATCH(f, ...) f##_base(__VA_ARGS__)
 #endif
 
+/*
+ * Elementwise kernels over whole parameter sets (AdamW, gradient clipping) split their range over
+ * OpenBLAS's thread count (OPENBLAS_NUM_THREADS; at most 8), each thread taking one contiguous part
+ * of at least MIN_PER_THREAD elements. Every element is computed the same way whichever thread does
+ * it, so the result does not depend on the split.
+ */
+#define MIN_PER_THREAD (1 << 16)
+#define MAX_THREADS 8
+typedef void (*range_fn)(void* ctx, int64_t begin, int64_t end);
+typedef struct { range_fn fn; void* ctx; int64_t begin, end; } range_job;
+
+static void* run_range_job(void* arg) {
+  range_job* j = (range_job*)arg;
+  j->fn(j->ctx, j->begin, j->end);
+  return NULL;
+}
+
+/* Splits [0, n) into up to `threads` parts of at least MIN_PER_THREAD / cost units each (cost: elements per unit). */
+static void parallel_units(int64_t n, int64_t cost, range_fn fn, void* ctx) {
+  int64_t threads = openblas_get_num_threads();
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (cost < 1) cost = 1;
+  if (threads > n * cost / MIN_PER_THREAD) threads = n * cost / MIN_PER_THREAD;
+  if (threads > n) threads = n;
+  if (threads <= 1) { fn(ctx, 0, n); return; }
+  range_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; t++) {
+    jobs[t] = (range_job){fn, ctx, t * per, (t + 1) * per < n ? (t + 1) * per : n};
+  }
+  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_range_job, &jobs[t]) == 0;
+  fn(ctx, jobs[0].begin, jobs[0].end);
+  for (int64_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else fn(ctx, jobs[t].begin, jobs[t].end); /* no thread: do its part here */
+  }
+}
+
+static void parallel_range(int64_t n, range_fn fn, void* ctx) { parallel_units(n, 1, fn, ctx); }
+
+/*
+ * The row kernels, split the same way: by whole rows (each row is computed exactly as in one
+ * thread), and GELU by blocks of 8 elements, so only the last part has a tail shorter than a
+ * vector, as in one thread. affine_bwd sums over rows into GW and GB, so it stays in one thread.
+ */
+enum row_kind { RK_LSE, RK_SOFTMAX_SCALE, RK_GELU_FWD, RK_GELU_BWD, RK_LN_SCALE, RK_LN_NORMALIZE, RK_AFFINE, RK_LN_SCALE_BWD, RK_LN_NORMALIZE_BWD, RK_SOFTMAX, RK_SOFTMAX_BWD };
+typedef struct {
+  enum row_kind kind;
+  int64_t cols, n;
+  const float *a, *b, *c, *d;
+  float *o1, *o2;
+  float eps;
+} row_job;
+
+#define ROWS(p, r) ((p) ? (p) + (r) * c->cols : NULL)
+static void row_range(void* arg, int64_t r0, int64_t r1) {
+  const row_job* c = (const row_job*)arg;
+  const int64_t k = r1 - r0, C = c->cols;
+  switch (c->kind) {
+    case RK_LSE: DISPATCH(lse_rows, c->a + r0 * C, k, C, c->o1 + r0); break;
+    case RK_SOFTMAX_SCALE: DISPATCH(softmax_scale, c->o1 + r0 * C, k, C, c->a + r0, c->b + r0); break;
+    case RK_GELU_FWD: {
+      const int64_t i0 = r0 * 8, i1 = r1 * 8 < c->n ? r1 * 8 : c->n;
+      DISPATCH(gelu_fwd, c->a + i0, i1 - i0, c->o1 + i0);
+      break;
+    }
+    case RK_GELU_BWD: {
+      const int64_t i0 = r0 * 8, i1 = r1 * 8 < c->n ? r1 * 8 : c->n;
+      DISPATCH(gelu_bwd, c->a + i0, c->b + i0, i1 - i0, c->o1 + i0);
+      break;
+    }
+    case RK_LN_SCALE: DISPATCH(ln_scale, c->a + r0 * C, k, C, c->eps, c->o1 + r0, c->o2 + r0); break;
+    case RK_LN_NORMALIZE: DISPATCH(ln_normalize, c->a + r0 * C, k, C, c->b + r0, c->o1 + r0 * C); break;
+    case RK_AFFINE: DISPATCH(affine, c->a + r0 * C, k, C, c->b, c->c, c->o1 + r0 * C); break;
+    case RK_LN_SCALE_BWD: DISPATCH(ln_scale_bwd, c->a + r0, c->b + r0 * C, k, C, c->c + r0, c->d + r0, c->o1 + r0 * C); break;
+    case RK_LN_NORMALIZE_BWD: DISPATCH(ln_normalize_bwd, c->a + r0 * C, c->b + r0 * C, k, C, c->c + r0, ROWS(c->o1, r0), c->o2 ? c->o2 + r0 : NULL); break;
+    case RK_SOFTMAX: DISPATCH(softmax_rows, c->a + r0 * C, k, C, c->o1 + r0 * C); break;
+    case RK_SOFTMAX_BWD: DISPATCH(softmax_bwd_rows, c->a + r0 * C, c->b + r0 * C, k, C, c->o1 + r0 * C); break;
+  }
+}
+#undef ROWS
+
+static void run_rows(row_job job, int64_t rows) { parallel_units(rows, job.cols, row_range, &job); }
+static void run_gelu(row_job job) { job.cols = 8; parallel_units((job.n + 7) / 8, 8, row_range, &job); }
+
 static bool get_rows(napi_env env, const char* fn, napi_value* argv, float** X, int64_t* rows, int64_t* cols) {
   int64_t len;
   char msg[MSG_LEN];
@@ -340,7 +427,7 @@ static napi_value log_sum_exp_rows(napi_env env, napi_callback_info info) {
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "out", rows, "rows", &out)) return NULL;
-  DISPATCH(lse_rows, X, rows, cols, out);
+  run_rows((row_job){.kind = RK_LSE, .cols = cols, .a = X, .o1 = out}, rows);
   return NULL;
 }
 
@@ -355,7 +442,7 @@ static napi_value softmax_scale_rows(napi_env env, napi_callback_info info) {
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "lse", rows, "rows", &lse)) return NULL;
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
-  DISPATCH(softmax_scale, X, rows, cols, lse, scale);
+  run_rows((row_job){.kind = RK_SOFTMAX_SCALE, .cols = cols, .a = lse, .b = scale, .o1 = X}, rows);
   return NULL;
 }
 
@@ -371,7 +458,7 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
   if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
   if (!get_vector(env, fn, argv[2], "Y", n, "n", &Y)) return NULL;
-  DISPATCH(gelu_fwd, X, n, Y);
+  run_gelu((row_job){.kind = RK_GELU_FWD, .n = n, .a = X, .o1 = Y});
   return NULL;
 }
 
@@ -388,7 +475,7 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
   if (!get_vector(env, fn, argv[1], "G", n, "n", &G)) return NULL;
   if (!get_vector(env, fn, argv[3], "DX", n, "n", &DX)) return NULL;
-  DISPATCH(gelu_bwd, X, G, n, DX);
+  run_gelu((row_job){.kind = RK_GELU_BWD, .n = n, .a = X, .b = G, .o1 = DX});
   return NULL;
 }
 
@@ -414,7 +501,7 @@ static napi_value ln_scale_rows(napi_env env, napi_callback_info info) {
   if (!get_number(env, fn, argv[3], "eps", &eps)) return NULL;
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
   if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
-  DISPATCH(ln_scale, X, rows, cols, (float)eps, scale, mean);
+  run_rows((row_job){.kind = RK_LN_SCALE, .cols = cols, .a = X, .o1 = scale, .o2 = mean, .eps = (float)eps}, rows);
   return NULL;
 }
 
@@ -430,7 +517,7 @@ static napi_value ln_normalize_rows(napi_env env, napi_callback_info info) {
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "S", rows, "rows", &S)) return NULL;
   if (!get_vector(env, fn, argv[4], "out", rows * cols, "rows·cols", &out)) return NULL;
-  DISPATCH(ln_normalize, X, rows, cols, S, out);
+  run_rows((row_job){.kind = RK_LN_NORMALIZE, .cols = cols, .a = X, .b = S, .o1 = out}, rows);
   return NULL;
 }
 
@@ -447,7 +534,7 @@ static napi_value affine_rows(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[3], "w", cols, "cols", &w)) return NULL;
   if (!get_optional_vector(env, fn, argv[4], "b", cols, "cols", &b)) return NULL;
   if (!get_vector(env, fn, argv[5], "out", rows * cols, "rows·cols", &out)) return NULL;
-  DISPATCH(affine, X, rows, cols, w, b, out);
+  run_rows((row_job){.kind = RK_AFFINE, .cols = cols, .a = X, .b = w, .c = b, .o1 = out}, rows);
   return NULL;
 }
 
@@ -467,7 +554,7 @@ static napi_value ln_scale_backward_rows(napi_env env, napi_callback_info info) 
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
   if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
   if (!get_vector(env, fn, argv[6], "GX", rows * cols, "rows·cols", &GX)) return NULL;
-  DISPATCH(ln_scale_bwd, G, X, rows, cols, scale, mean, GX);
+  run_rows((row_job){.kind = RK_LN_SCALE_BWD, .cols = cols, .a = G, .b = X, .c = scale, .d = mean, .o1 = GX}, rows);
   return NULL;
 }
 
@@ -487,7 +574,7 @@ static napi_value ln_normalize_backward_rows(napi_env env, napi_callback_info in
   if (!get_vector(env, fn, argv[4], "S", rows, "rows", &S)) return NULL;
   if (!get_optional_vector(env, fn, argv[5], "GX", rows * cols, "rows·cols", &GX)) return NULL;
   if (!get_optional_vector(env, fn, argv[6], "GS", rows, "rows", &GS)) return NULL;
-  DISPATCH(ln_normalize_bwd, G, Y, rows, cols, S, GX, GS);
+  run_rows((row_job){.kind = RK_LN_NORMALIZE_BWD, .cols = cols, .a = G, .b = Y, .c = S, .o1 = GX, .o2 = GS}, rows);
   return NULL;
 }
 
@@ -523,7 +610,7 @@ static napi_value softmax_rows(napi_env env, napi_callback_info info) {
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "Y", rows * cols, "rows·cols", &Y)) return NULL;
-  DISPATCH(softmax_rows, X, rows, cols, Y);
+  run_rows((row_job){.kind = RK_SOFTMAX, .cols = cols, .a = X, .o1 = Y}, rows);
   return NULL;
 }
 
@@ -541,7 +628,7 @@ static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
   if (!get_vector(env, fn, argv[1], "Y", rows * cols, "rows·cols", &Y)) return NULL;
   if (!get_vector(env, fn, argv[4], "DX", rows * cols, "rows·cols", &DX)) return NULL;
-  DISPATCH(softmax_bwd_rows, G, Y, rows, cols, DX);
+  run_rows((row_job){.kind = RK_SOFTMAX_BWD, .cols = cols, .a = G, .b = Y, .o1 = DX}, rows);
   return NULL;
 }
 
@@ -551,43 +638,6 @@ static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
  * at the same points), so both backends give the same bits:
  *   M = β1·M + (1−β1)·g;  V = β2·V + (1−β2)·g·g;  P = P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
  */
-/*
- * Elementwise kernels over whole parameter sets (AdamW, gradient clipping) split their range over
- * OpenBLAS's thread count (OPENBLAS_NUM_THREADS; at most 8), each thread taking one contiguous part
- * of at least MIN_PER_THREAD elements. Every element is computed the same way whichever thread does
- * it, so the result does not depend on the split.
- */
-#define MIN_PER_THREAD (1 << 16)
-#define MAX_THREADS 8
-typedef void (*range_fn)(void* ctx, int64_t begin, int64_t end);
-typedef struct { range_fn fn; void* ctx; int64_t begin, end; } range_job;
-
-static void* run_range_job(void* arg) {
-  range_job* j = (range_job*)arg;
-  j->fn(j->ctx, j->begin, j->end);
-  return NULL;
-}
-
-static void parallel_range(int64_t n, range_fn fn, void* ctx) {
-  int64_t threads = openblas_get_num_threads();
-  if (threads > MAX_THREADS) threads = MAX_THREADS;
-  if (threads > n / MIN_PER_THREAD) threads = n / MIN_PER_THREAD;
-  if (threads <= 1) { fn(ctx, 0, n); return; }
-  range_job jobs[MAX_THREADS];
-  pthread_t ids[MAX_THREADS];
-  bool started[MAX_THREADS] = {false};
-  const int64_t per = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; t++) {
-    jobs[t] = (range_job){fn, ctx, t * per, (t + 1) * per < n ? (t + 1) * per : n};
-  }
-  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_range_job, &jobs[t]) == 0;
-  fn(ctx, jobs[0].begin, jobs[0].end);
-  for (int64_t t = 1; t < threads; t++) {
-    if (started[t]) pthread_join(ids[t], NULL);
-    else fn(ctx, jobs[t].begin, jobs[t].end); /* no thread: do its part here */
-  }
-}
-
 typedef struct { float *P, *M, *V; const float* G; double lr, b1, b2, eps, shrink, bc1, bc2; } adamw_ctx;
 
 static void adamw_range(void* arg, int64_t begin, int64_t end) {

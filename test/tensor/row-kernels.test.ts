@@ -317,3 +317,46 @@ describe("row kernels, native base (non-AVX2) build", () => {
     assert.match(r.stdout, /# fail 0/);
   });
 });
+
+describe("row kernels, native, split across threads", () => {
+  it("give the same bits with 1, 2 and 3 threads (OPENBLAS_NUM_THREADS) on sizes that split unevenly", async () => {
+    const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
+    if (!loadNativeBackend().ok) return; // no addon: nothing is split
+    const { spawnSync } = await import("node:child_process");
+    const { fileURLToPath } = await import("node:url");
+    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+    const nativePath = fileURLToPath(new URL(`../../src/tensor/backend/native${ext}`, import.meta.url));
+    // Every row kernel once, on 1001 rows of 333 (333 333 elements: several parts of 2^16), GELU on
+    // 333 333 + 5 elements; prints a checksum of every output's bits.
+    const script = `import(${JSON.stringify(nativePath)}).then((m) => {
+      const be = m.loadNativeBackend().backend;
+      let s = 7;
+      const rnd = (n, k = 3) => Float32Array.from({ length: n }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s / 2 ** 32 - 0.5) * k; });
+      const [R, C] = [1001, 333], N = R * C + 5;
+      const X = rnd(R * C), G = rnd(R * C), w = rnd(C), b = rnd(C), gr = rnd(R);
+      const outs = [];
+      const f = (n) => { const a = new Float32Array(n); outs.push(a); return a; };
+      const acc = (n, v = 0.5) => { const a = new Float32Array(n).fill(v); outs.push(a); return a; };
+      be.logSumExpRows(X, R, C, f(R));
+      const P = Float32Array.from(X); outs.push(P); be.softmaxScaleRows(P, R, C, outs[0], rnd(R));
+      const XG = rnd(N), GG = rnd(N);
+      be.geluForward(XG, N, f(N)); be.geluBackward(XG, GG, N, acc(N));
+      const scale = f(R), mean = f(R); be.lnScaleRows(X, R, C, 1e-5, scale, mean);
+      const Y = f(R * C); be.lnNormalizeRows(X, R, C, scale, Y);
+      be.affineRows(Y, R, C, w, b, f(R * C));
+      be.lnScaleBackwardRows(gr, X, R, C, scale, mean, acc(R * C));
+      be.lnNormalizeBackwardRows(G, Y, R, C, scale, acc(R * C), acc(R));
+      const SM = f(R * C); be.softmaxRows(X, R, C, SM);
+      be.softmaxBackwardRows(G, SM, R, C, acc(R * C));
+      const sums = outs.map((a) => { let h = 0; for (const u of new Uint32Array(a.buffer)) h = (Math.imul(h, 31) + u) >>> 0; return h; });
+      console.log(JSON.stringify(sums));
+    })`;
+    const sums = ["1", "2", "3"].map((threads) => {
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, OPENBLAS_NUM_THREADS: threads } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout.trim()) as number[];
+    });
+    assert.deepEqual(sums[1], sums[0], "2 threads vs 1");
+    assert.deepEqual(sums[2], sums[0], "3 threads vs 1");
+  });
+});

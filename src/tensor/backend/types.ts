@@ -11,6 +11,10 @@
  *   op(B) likewise: B is [K, N] (ldb ≥ N), or with transB [N, K] (ldb ≥ K).
  *   C is [M, N] with row stride ldc (ldc ≥ N).
  * A, B and C are Float32Array views (use subarray for offsets); C must not overlap A or B.
+ *
+ * The native backend runs the row kernels on large inputs in OpenBLAS's thread count (OPENBLAS_NUM_THREADS),
+ * split by whole rows (GELU by blocks of 8 elements), so each value is computed as in one thread: the
+ * same bits whatever the thread count. affineBackwardRows (sums over rows) stays in one thread.
  */
 export interface Backend {
   readonly name: "native" | "js";
