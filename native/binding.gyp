@@ -13,7 +13,7 @@
         "/usr/include/openblas",
         "/opt/OpenBLAS/include"
       ],
-      "libraries": ["-lopenblas", "-lm"],
+      "libraries": ["-lopenblas", "-lm", "-lpthread"],
       # The reassociation flags let GCC vectorise the row kernels' max/sum reductions; no
       # -ffinite-math-only, because -inf (masked scores) must keep its meaning.
       "cflags": ["-O3", "-std=c11", "-Wall", "-Wextra", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-Wno-psabi"],

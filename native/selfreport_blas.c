@@ -36,6 +36,9 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #define MAX_ARGS 17
 #define MSG_LEN 512
@@ -325,6 +328,93 @@ static void choose_simd(void) {}
 #define DISPATCH_MK(f, ...) f##_base(__VA_ARGS__)
 #endif
 
+/*
+ * Elementwise kernels over whole parameter sets (AdamW, gradient clipping) split their range over
+ * OpenBLAS's thread count (OPENBLAS_NUM_THREADS; at most 8), each thread taking one contiguous part
+ * of at least MIN_PER_THREAD elements. Every element is computed the same way whichever thread does
+ * it, so the result does not depend on the split.
+ */
+#define MIN_PER_THREAD (1 << 16)
+#define MAX_THREADS 8
+typedef void (*range_fn)(void* ctx, int64_t begin, int64_t end);
+typedef struct { range_fn fn; void* ctx; int64_t begin, end; } range_job;
+
+static void* run_range_job(void* arg) {
+  range_job* j = (range_job*)arg;
+  j->fn(j->ctx, j->begin, j->end);
+  return NULL;
+}
+
+/* Splits [0, n) into up to `threads` parts of at least MIN_PER_THREAD / cost units each (cost: elements per unit). */
+static void parallel_units(int64_t n, int64_t cost, range_fn fn, void* ctx) {
+  int64_t threads = openblas_get_num_threads();
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  if (cost < 1) cost = 1;
+  if (threads > n * cost / MIN_PER_THREAD) threads = n * cost / MIN_PER_THREAD;
+  if (threads > n) threads = n;
+  if (threads <= 1) { fn(ctx, 0, n); return; }
+  range_job jobs[MAX_THREADS];
+  pthread_t ids[MAX_THREADS];
+  bool started[MAX_THREADS] = {false};
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; t++) {
+    jobs[t] = (range_job){fn, ctx, t * per, (t + 1) * per < n ? (t + 1) * per : n};
+  }
+  for (int64_t t = 1; t < threads; t++) started[t] = pthread_create(&ids[t], NULL, run_range_job, &jobs[t]) == 0;
+  fn(ctx, jobs[0].begin, jobs[0].end);
+  for (int64_t t = 1; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    else fn(ctx, jobs[t].begin, jobs[t].end); /* no thread: do its part here */
+  }
+}
+
+static void parallel_range(int64_t n, range_fn fn, void* ctx) { parallel_units(n, 1, fn, ctx); }
+
+/*
+ * The row kernels, split the same way: by whole rows (each row is computed exactly as in one
+ * thread), and GELU by blocks of 8 elements, so only the last part has a tail shorter than a
+ * vector, as in one thread. affine_bwd sums over rows into GW and GB, so it stays in one thread.
+ */
+enum row_kind { RK_LSE, RK_SOFTMAX_SCALE, RK_GELU_FWD, RK_GELU_BWD, RK_LN_SCALE, RK_LN_NORMALIZE, RK_AFFINE, RK_LN_SCALE_BWD, RK_LN_NORMALIZE_BWD, RK_SOFTMAX, RK_SOFTMAX_BWD };
+typedef struct {
+  enum row_kind kind;
+  int64_t cols, n;
+  const float *a, *b, *c, *d;
+  float *o1, *o2;
+  float eps;
+} row_job;
+
+#define ROWS(p, r) ((p) ? (p) + (r) * c->cols : NULL)
+static void row_range(void* arg, int64_t r0, int64_t r1) {
+  const row_job* c = (const row_job*)arg;
+  const int64_t k = r1 - r0, C = c->cols;
+  switch (c->kind) {
+    case RK_LSE: DISPATCH(lse_rows, c->a + r0 * C, k, C, c->o1 + r0); break;
+    case RK_SOFTMAX_SCALE: DISPATCH(softmax_scale, c->o1 + r0 * C, k, C, c->a + r0, c->b + r0); break;
+    case RK_GELU_FWD: {
+      const int64_t i0 = r0 * 8, i1 = r1 * 8 < c->n ? r1 * 8 : c->n;
+      DISPATCH(gelu_fwd, c->a + i0, i1 - i0, c->o1 + i0);
+      break;
+    }
+    case RK_GELU_BWD: {
+      const int64_t i0 = r0 * 8, i1 = r1 * 8 < c->n ? r1 * 8 : c->n;
+      DISPATCH(gelu_bwd, c->a + i0, c->b + i0, i1 - i0, c->o1 + i0);
+      break;
+    }
+    case RK_LN_SCALE: DISPATCH(ln_scale, c->a + r0 * C, k, C, c->eps, c->o1 + r0, c->o2 + r0); break;
+    case RK_LN_NORMALIZE: DISPATCH(ln_normalize, c->a + r0 * C, k, C, c->b + r0, c->o1 + r0 * C); break;
+    case RK_AFFINE: DISPATCH(affine, c->a + r0 * C, k, C, c->b, c->c, c->o1 + r0 * C); break;
+    case RK_LN_SCALE_BWD: DISPATCH(ln_scale_bwd, c->a + r0, c->b + r0 * C, k, C, c->c + r0, c->d + r0, c->o1 + r0 * C); break;
+    case RK_LN_NORMALIZE_BWD: DISPATCH(ln_normalize_bwd, c->a + r0 * C, c->b + r0 * C, k, C, c->c + r0, ROWS(c->o1, r0), c->o2 ? c->o2 + r0 : NULL); break;
+    case RK_SOFTMAX: DISPATCH(softmax_rows, c->a + r0 * C, k, C, c->o1 + r0 * C); break;
+    case RK_SOFTMAX_BWD: DISPATCH(softmax_bwd_rows, c->a + r0 * C, c->b + r0 * C, k, C, c->o1 + r0 * C); break;
+  }
+}
+#undef ROWS
+
+static void run_rows(row_job job, int64_t rows) { parallel_units(rows, job.cols, row_range, &job); }
+static void run_gelu(row_job job) { job.cols = 8; parallel_units((job.n + 7) / 8, 8, row_range, &job); }
+
 static bool get_rows(napi_env env, const char* fn, napi_value* argv, float** X, int64_t* rows, int64_t* cols) {
   int64_t len;
   char msg[MSG_LEN];
@@ -360,7 +450,7 @@ static napi_value log_sum_exp_rows(napi_env env, napi_callback_info info) {
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "out", rows, "rows", &out)) return NULL;
-  DISPATCH(lse_rows, X, rows, cols, out);
+  run_rows((row_job){.kind = RK_LSE, .cols = cols, .a = X, .o1 = out}, rows);
   return NULL;
 }
 
@@ -375,7 +465,7 @@ static napi_value softmax_scale_rows(napi_env env, napi_callback_info info) {
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "lse", rows, "rows", &lse)) return NULL;
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
-  DISPATCH(softmax_scale, X, rows, cols, lse, scale);
+  run_rows((row_job){.kind = RK_SOFTMAX_SCALE, .cols = cols, .a = lse, .b = scale, .o1 = X}, rows);
   return NULL;
 }
 
@@ -391,7 +481,7 @@ static napi_value gelu_forward(napi_env env, napi_callback_info info) {
   if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
   if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
   if (!get_vector(env, fn, argv[2], "Y", n, "n", &Y)) return NULL;
-  DISPATCH(gelu_fwd, X, n, Y);
+  run_gelu((row_job){.kind = RK_GELU_FWD, .n = n, .a = X, .o1 = Y});
   return NULL;
 }
 
@@ -408,7 +498,7 @@ static napi_value gelu_backward(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
   if (!get_vector(env, fn, argv[1], "G", n, "n", &G)) return NULL;
   if (!get_vector(env, fn, argv[3], "DX", n, "n", &DX)) return NULL;
-  DISPATCH(gelu_bwd, X, G, n, DX);
+  run_gelu((row_job){.kind = RK_GELU_BWD, .n = n, .a = X, .b = G, .o1 = DX});
   return NULL;
 }
 
@@ -434,7 +524,7 @@ static napi_value ln_scale_rows(napi_env env, napi_callback_info info) {
   if (!get_number(env, fn, argv[3], "eps", &eps)) return NULL;
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
   if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
-  DISPATCH(ln_scale, X, rows, cols, (float)eps, scale, mean);
+  run_rows((row_job){.kind = RK_LN_SCALE, .cols = cols, .a = X, .o1 = scale, .o2 = mean, .eps = (float)eps}, rows);
   return NULL;
 }
 
@@ -450,7 +540,7 @@ static napi_value ln_normalize_rows(napi_env env, napi_callback_info info) {
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "S", rows, "rows", &S)) return NULL;
   if (!get_vector(env, fn, argv[4], "out", rows * cols, "rows·cols", &out)) return NULL;
-  DISPATCH(ln_normalize, X, rows, cols, S, out);
+  run_rows((row_job){.kind = RK_LN_NORMALIZE, .cols = cols, .a = X, .b = S, .o1 = out}, rows);
   return NULL;
 }
 
@@ -467,7 +557,7 @@ static napi_value affine_rows(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[3], "w", cols, "cols", &w)) return NULL;
   if (!get_optional_vector(env, fn, argv[4], "b", cols, "cols", &b)) return NULL;
   if (!get_vector(env, fn, argv[5], "out", rows * cols, "rows·cols", &out)) return NULL;
-  DISPATCH(affine, X, rows, cols, w, b, out);
+  run_rows((row_job){.kind = RK_AFFINE, .cols = cols, .a = X, .b = w, .c = b, .o1 = out}, rows);
   return NULL;
 }
 
@@ -487,7 +577,7 @@ static napi_value ln_scale_backward_rows(napi_env env, napi_callback_info info) 
   if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
   if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
   if (!get_vector(env, fn, argv[6], "GX", rows * cols, "rows·cols", &GX)) return NULL;
-  DISPATCH(ln_scale_bwd, G, X, rows, cols, scale, mean, GX);
+  run_rows((row_job){.kind = RK_LN_SCALE_BWD, .cols = cols, .a = G, .b = X, .c = scale, .d = mean, .o1 = GX}, rows);
   return NULL;
 }
 
@@ -507,7 +597,7 @@ static napi_value ln_normalize_backward_rows(napi_env env, napi_callback_info in
   if (!get_vector(env, fn, argv[4], "S", rows, "rows", &S)) return NULL;
   if (!get_optional_vector(env, fn, argv[5], "GX", rows * cols, "rows·cols", &GX)) return NULL;
   if (!get_optional_vector(env, fn, argv[6], "GS", rows, "rows", &GS)) return NULL;
-  DISPATCH(ln_normalize_bwd, G, Y, rows, cols, S, GX, GS);
+  run_rows((row_job){.kind = RK_LN_NORMALIZE_BWD, .cols = cols, .a = G, .b = Y, .c = S, .o1 = GX, .o2 = GS}, rows);
   return NULL;
 }
 
@@ -543,7 +633,7 @@ static napi_value softmax_rows(napi_env env, napi_callback_info info) {
   int64_t rows, cols;
   if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
   if (!get_vector(env, fn, argv[3], "Y", rows * cols, "rows·cols", &Y)) return NULL;
-  DISPATCH(softmax_rows, X, rows, cols, Y);
+  run_rows((row_job){.kind = RK_SOFTMAX, .cols = cols, .a = X, .o1 = Y}, rows);
   return NULL;
 }
 
@@ -561,7 +651,7 @@ static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
   if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
   if (!get_vector(env, fn, argv[1], "Y", rows * cols, "rows·cols", &Y)) return NULL;
   if (!get_vector(env, fn, argv[4], "DX", rows * cols, "rows·cols", &DX)) return NULL;
-  DISPATCH(softmax_bwd_rows, G, Y, rows, cols, DX);
+  run_rows((row_job){.kind = RK_SOFTMAX_BWD, .cols = cols, .a = G, .b = Y, .o1 = DX}, rows);
   return NULL;
 }
 
@@ -571,9 +661,14 @@ static napi_value softmax_backward_rows(napi_env env, napi_callback_info info) {
  * at the same points), so both backends give the same bits:
  *   M = β1·M + (1−β1)·g;  V = β2·V + (1−β2)·g·g;  P = P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
  */
-static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n,
-                         double lr, double b1, double b2, double eps, double shrink, double bc1, double bc2) {
-  for (int64_t i = 0; i < n; i++) {
+typedef struct { float *P, *M, *V; const float* G; double lr, b1, b2, eps, shrink, bc1, bc2; } adamw_ctx;
+
+static void adamw_range(void* arg, int64_t begin, int64_t end) {
+  const adamw_ctx* c = (const adamw_ctx*)arg;
+  float *P = c->P, *M = c->M, *V = c->V;
+  const float* G = c->G;
+  const double lr = c->lr, b1 = c->b1, b2 = c->b2, eps = c->eps, shrink = c->shrink, bc1 = c->bc1, bc2 = c->bc2;
+  for (int64_t i = begin; i < end; i++) {
     const double g = G[i];
     M[i] = (float)(b1 * (double)M[i] + (1.0 - b1) * g);
     V[i] = (float)(b2 * (double)V[i] + (1.0 - b2) * g * g);
@@ -581,6 +676,39 @@ static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n
     const double vh = (double)V[i] / bc2;
     P[i] = (float)((double)P[i] * shrink - (lr * mh) / (sqrt(vh) + eps));
   }
+}
+
+static void adamw_update(float* P, const float* G, float* M, float* V, int64_t n,
+                         double lr, double b1, double b2, double eps, double shrink, double bc1, double bc2) {
+  adamw_ctx c = {P, M, V, G, lr, b1, b2, eps, shrink, bc1, bc2};
+  parallel_range(n, adamw_range, &c);
+}
+
+/* scaleInPlace(X, n, k): X[i] = (float)(X[i]·k) with the product in double (gradient clipping). */
+typedef struct { float* X; double k; } scale_ctx;
+
+static void scale_range(void* arg, int64_t begin, int64_t end) {
+  const scale_ctx* c = (const scale_ctx*)arg;
+  float* X = c->X;
+  const double k = c->k;
+  for (int64_t i = begin; i < end; i++) X[i] = (float)((double)X[i] * k);
+}
+
+static napi_value scale_in_place(napi_env env, napi_callback_info info) {
+  const char* fn = "scaleInPlace";
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 3) { throw_type(env, "scaleInPlace(X, n, k) takes 3 arguments"); return NULL; }
+  float* X;
+  int64_t n;
+  double k;
+  if (!get_dim(env, fn, argv[1], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "X", n, "n", &X)) return NULL;
+  if (!get_number(env, fn, argv[2], "k", &k)) return NULL;
+  scale_ctx c = {X, k};
+  parallel_range(n, scale_range, &c);
+  return NULL;
 }
 
 static napi_value adamw_update_js(napi_env env, napi_callback_info info) {
@@ -776,6 +904,26 @@ static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info)
   return NULL;
 }
 
+/*
+ * Keep freed heap memory for reuse (glibc only). Every op returns a fresh Float32Array, which Node
+ * allocates with calloc; by default glibc serves large ones (above 128 KB, rising to 32 MB) with a
+ * fresh mmap and gives freed heap tops back to the OS (trim), so each forward touches hundreds of
+ * megabytes of new pages: one page fault per 4 KB, which on a virtual machine costs more than the
+ * arithmetic (a [1024, 50257] logits buffer: ~1.4 s of faults vs 36 ms reused, measured on a loaded
+ * 2-core VM). With mmap off and trimming off, freed buffers stay in the heap and the next op reuses
+ * them, like a buffer pool that the garbage collector fills. The cost: the process keeps its peak
+ * heap (RSS does not shrink after a big step). SELFREPORT_KEEP_MEMORY=0 keeps glibc's defaults.
+ */
+static const char* keep_memory = "off";
+static void choose_malloc(void) {
+#if defined(__GLIBC__)
+  const char* want = getenv("SELFREPORT_KEEP_MEMORY");
+  if (want && strcmp(want, "0") == 0) return;
+  /* mmap still serves an allocation when the heap cannot grow (glibc falls back to it). */
+  if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT32_MAX) == 1) keep_memory = "on";
+#endif
+}
+
 /* { config: openblas_get_config(), numThreads: openblas_get_num_threads() }, for bench headers. */
 static napi_value openblas_info(napi_env env, napi_callback_info info) {
   (void)info;
@@ -790,11 +938,15 @@ static napi_value openblas_info(napi_env env, napi_callback_info info) {
   napi_value mk;
   if (napi_create_string_utf8(env, use_avx512 ? "avx512" : use_avx2 ? "avx2" : "base", NAPI_AUTO_LENGTH, &mk) != napi_ok) return NULL;
   napi_set_named_property(env, obj, "multiheadKernels", mk);
+  napi_value keep;
+  if (napi_create_string_utf8(env, keep_memory, NAPI_AUTO_LENGTH, &keep) != napi_ok) return NULL;
+  napi_set_named_property(env, obj, "keepMemory", keep);
   return obj;
 }
 
 NAPI_MODULE_INIT() {
   choose_simd();
+  choose_malloc();
   napi_property_descriptor props[] = {
     {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_enumerable, NULL},
     {"sgemmStridedBatched", NULL, sgemm_strided_batched, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -815,6 +967,7 @@ NAPI_MODULE_INIT() {
     {"sumSquares", NULL, sum_squares, NULL, NULL, NULL, napi_enumerable, NULL},
     {"clipAdamwBlocks", NULL, clip_adamw_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crossEntropyBlocks", NULL, cross_entropy_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scaleInPlace", NULL, scale_in_place, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

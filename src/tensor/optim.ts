@@ -117,10 +117,7 @@ export function clipGradNorm(params: readonly Tensor[], maxNorm: number): number
   const norm = Math.sqrt(ss);
   if (maxNorm > 0 && norm > maxNorm) {
     const k = maxNorm / (norm + 1e-6);
-    for (const p of params) {
-      const g = p.grad;
-      if (g !== null) for (let j = 0; j < g.length; j++) g[j]! *= k;
-    }
+    for (const p of params) if (p.grad !== null) be.scaleInPlace(p.grad, p.grad.length, k);
   }
   return norm;
 }

@@ -11,6 +11,8 @@
  * requires a gradient; `noGrad(fn)` turns recording off for inference, caching and analyses.
  */
 
+import { Buffer } from "node:buffer";
+
 export type Shape = readonly number[];
 
 export interface GradNode {
@@ -419,6 +421,20 @@ export function tensor(values: ArrayLike<number>, shape?: Shape, requiresGrad = 
 
 export function scalar(v: number): Tensor {
   return new Tensor(Float32Array.of(v), [], false);
+}
+
+/** Below this many elements a fresh buffer is simply zeroed (the saving is too small to matter). */
+const UNINIT_MIN = 4096;
+
+/**
+ * A Float32Array of n elements whose contents are unspecified (reused heap memory, not zeroed), for
+ * an op's output that the op then writes in full. Skips the memset of `new Float32Array(n)`, which
+ * on big outputs costs as much as a simple kernel. Small sizes are zeroed arrays.
+ */
+export function emptyF32(n: number): Float32Array {
+  if (n < UNINIT_MIN) return new Float32Array(n);
+  const bytes = Buffer.allocUnsafeSlow(n * 4); // its own ArrayBuffer at offset 0, not the shared pool
+  return new Float32Array(bytes.buffer, bytes.byteOffset, n);
 }
 
 export function zeros(shape: Shape, requiresGrad = false): Tensor {

@@ -257,3 +257,31 @@ test("getBackend() reads SELFREPORT_BACKEND in a fresh process (js is silent, a 
     assert.match(dflt.stderr, /^selfreport: native OpenBLAS backend unavailable \(.*\); using the pure TypeScript backend \(slower\)\.$/m);
   }
 });
+
+test("with the native addon loaded, fresh op outputs reuse freed heap memory instead of page-faulting (SELFREPORT_KEEP_MEMORY=0 restores glibc's defaults)", (t) => {
+  const native = loadNativeBackend();
+  if (!native.ok || native.info.keepMemory !== "on") { t.skip("needs the native addon on glibc"); return; }
+  const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+  const indexPath = fileURLToPath(new URL(`../../src/tensor/index${ext}`, import.meta.url));
+  // 60 GELUs of 8 MB (2048 pages) each, a full GC after each so the output is freed before the next.
+  const script = `import(${JSON.stringify(indexPath)}).then((T) => {
+    const n = 2 * 1024 * 1024;
+    const x = new T.Tensor(new Float32Array(n).fill(0.5), [n]);
+    const once = () => { T.noGrad(() => T.geluNew(x)); gc(); };
+    once(); once();
+    const f0 = process.resourceUsage().minorPageFault;
+    for (let i = 0; i < 60; i++) once();
+    console.log((process.resourceUsage().minorPageFault - f0) / 60);
+  })`;
+  const faultsPerOp = (keep: string): number => {
+    const r = spawnSync(process.execPath, ["--expose-gc", "--input-type=module", "-e", script], {
+      encoding: "utf8", env: { ...process.env, SELFREPORT_BACKEND: "native", SELFREPORT_KEEP_MEMORY: keep },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return Number(r.stdout.trim());
+  };
+  const kept = faultsPerOp("1");
+  const fresh = faultsPerOp("0");
+  assert.ok(kept < 2048 / 8, `kept memory: ${kept} page faults per 8 MB output, expected under 256`);
+  assert.ok(fresh > 2 * kept, `glibc defaults: ${fresh} page faults per output, expected well above the kept ${kept}`);
+});

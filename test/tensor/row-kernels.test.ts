@@ -258,6 +258,30 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.sumSquares(X, n + 1), /sumSquares: X has 1037 elements, fewer than n = 1038/);
     });
 
+    it("adamwUpdate and scaleInPlace over 300 007 elements (split across threads natively) give the float64 formula's bits", () => {
+      const n = 300_007; // above the native backend's threshold for splitting (2^16 per thread), odd
+      const P = randRows(3, 1, n, 1), M = randRows(4, 1, n, 0.1), V = randRows(5, 1, n, 0.1).map((x) => x * x);
+      const G = randRows(6, 1, n, 2);
+      const [P64, M64, V64] = [Float32Array.from(P), Float32Array.from(M), Float32Array.from(V)];
+      const [lr, b1, b2, eps, wd, t] = [3e-4, 0.9, 0.95, 1e-8, 0.1, 7];
+      const bc1 = 1 - b1 ** t, bc2 = 1 - b2 ** t;
+      backend.adamwUpdate(P, G, M, V, n, lr, b1, b2, eps, 1 - lr * wd, bc1, bc2);
+      for (let i = 0; i < n; i++) {
+        M64[i] = b1 * M64[i]! + (1 - b1) * G[i]!;
+        V64[i] = b2 * V64[i]! + (1 - b2) * G[i]! * G[i]!;
+        P64[i] = P64[i]! * (1 - lr * wd) - (lr * (M64[i]! / bc1)) / (Math.sqrt(V64[i]! / bc2) + eps);
+      }
+      assert.deepEqual(M, M64);
+      assert.deepEqual(V, V64);
+      assert.deepEqual(P, P64);
+      const k = 0.123456789012345; // not a float32: the product is taken in float64
+      const X = randRows(7, 1, n + 5, 3), X64 = Float32Array.from(X);
+      backend.scaleInPlace(X, n, k);
+      for (let i = 0; i < n; i++) X64[i] = X64[i]! * k;
+      assert.deepEqual(X, X64, "scaleInPlace; the 5 elements past n stay as they were");
+      assert.throws(() => backend.scaleInPlace(X, n + 6, k), /scaleInPlace: X has 300012 elements, fewer than n = 300013/);
+    });
+
     it("clipAdamwBlocks: per block, clipping by the block's own norm then AdamW, the same bits as the definition", () => {
       const [wsize, bsize, blocks] = [1037, 7, 4]; // not multiples of any vector width
       const [lr, b1, b2, eps, wd, maxNorm] = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1];
@@ -450,3 +474,46 @@ for (const simd of ["base", "avx2"] as const) {
     });
   });
 }
+
+describe("row kernels, native, split across threads", () => {
+  it("give the same bits with 1, 2 and 3 threads (OPENBLAS_NUM_THREADS) on sizes that split unevenly", async () => {
+    const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
+    if (!loadNativeBackend().ok) return; // no addon: nothing is split
+    const { spawnSync } = await import("node:child_process");
+    const { fileURLToPath } = await import("node:url");
+    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+    const nativePath = fileURLToPath(new URL(`../../src/tensor/backend/native${ext}`, import.meta.url));
+    // Every row kernel once, on 1001 rows of 333 (333 333 elements: several parts of 2^16), GELU on
+    // 333 333 + 5 elements; prints a checksum of every output's bits.
+    const script = `import(${JSON.stringify(nativePath)}).then((m) => {
+      const be = m.loadNativeBackend().backend;
+      let s = 7;
+      const rnd = (n, k = 3) => Float32Array.from({ length: n }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s / 2 ** 32 - 0.5) * k; });
+      const [R, C] = [1001, 333], N = R * C + 5;
+      const X = rnd(R * C), G = rnd(R * C), w = rnd(C), b = rnd(C), gr = rnd(R);
+      const outs = [];
+      const f = (n) => { const a = new Float32Array(n); outs.push(a); return a; };
+      const acc = (n, v = 0.5) => { const a = new Float32Array(n).fill(v); outs.push(a); return a; };
+      be.logSumExpRows(X, R, C, f(R));
+      const P = Float32Array.from(X); outs.push(P); be.softmaxScaleRows(P, R, C, outs[0], rnd(R));
+      const XG = rnd(N), GG = rnd(N);
+      be.geluForward(XG, N, f(N)); be.geluBackward(XG, GG, N, acc(N));
+      const scale = f(R), mean = f(R); be.lnScaleRows(X, R, C, 1e-5, scale, mean);
+      const Y = f(R * C); be.lnNormalizeRows(X, R, C, scale, Y);
+      be.affineRows(Y, R, C, w, b, f(R * C));
+      be.lnScaleBackwardRows(gr, X, R, C, scale, mean, acc(R * C));
+      be.lnNormalizeBackwardRows(G, Y, R, C, scale, acc(R * C), acc(R));
+      const SM = f(R * C); be.softmaxRows(X, R, C, SM);
+      be.softmaxBackwardRows(G, SM, R, C, acc(R * C));
+      const sums = outs.map((a) => { let h = 0; for (const u of new Uint32Array(a.buffer)) h = (Math.imul(h, 31) + u) >>> 0; return h; });
+      console.log(JSON.stringify(sums));
+    })`;
+    const sums = ["1", "2", "3"].map((threads) => {
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, OPENBLAS_NUM_THREADS: threads } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout.trim()) as number[];
+    });
+    assert.deepEqual(sums[1], sums[0], "2 threads vs 1");
+    assert.deepEqual(sums[2], sums[0], "3 threads vs 1");
+  });
+});

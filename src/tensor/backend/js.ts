@@ -503,6 +503,12 @@ export const jsBackend: Backend = {
     }
   },
 
+  scaleInPlace(X, n, k) {
+    checkVectors("scaleInPlace", n, [["X", X]]);
+    if (typeof k !== "number") throw new TypeError(`scaleInPlace: k must be a number, got ${typeof k}`);
+    for (let i = 0; i < n; i++) X[i] = X[i]! * k;
+  },
+
   sumSquares(X, n) {
     checkVectors("sumSquares", n, [["X", X]]);
     let s = 0;

@@ -26,13 +26,18 @@ export interface OpenblasInfo {
    * (SELFREPORT_SIMD=avx2 or base forces a narrower one); "js" when the addon predates them.
    */
   multiheadKernels: "avx512" | "avx2" | "base" | "js";
+  /**
+   * "on": the addon told glibc to keep freed memory in the heap for reuse (no mmap, no trim), so
+   * fresh op outputs do not page-fault; "off" on other C libraries or with SELFREPORT_KEEP_MEMORY=0.
+   */
+  keepMemory: "on" | "off";
 }
 
 /** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
 const KERNELS = [
   "sgemm", "sgemmStridedBatched", "logSumExpRows", "softmaxScaleRows", "geluForward", "geluBackward",
   "lnScaleRows", "lnNormalizeRows", "affineRows", "lnScaleBackwardRows", "lnNormalizeBackwardRows", "affineBackwardRows",
-  "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares",
+  "softmaxRows", "softmaxBackwardRows", "adamwUpdate", "sumSquares", "scaleInPlace",
 ] as const satisfies readonly (keyof Backend)[];
 /**
  * Kernels added after the addon's first release: an older build without them still loads, and these

@@ -11,6 +11,10 @@
  *   op(B) likewise: B is [K, N] (ldb ≥ N), or with transB [N, K] (ldb ≥ K).
  *   C is [M, N] with row stride ldc (ldc ≥ N).
  * A, B and C are Float32Array views (use subarray for offsets); C must not overlap A or B.
+ *
+ * The native backend runs the row kernels on large inputs in OpenBLAS's thread count (OPENBLAS_NUM_THREADS),
+ * split by whole rows (GELU by blocks of 8 elements), so each value is computed as in one thread: the
+ * same bits whatever the thread count. affineBackwardRows (sums over rows) stays in one thread.
  */
 export interface Backend {
   readonly name: "native" | "js";
@@ -63,6 +67,7 @@ export interface Backend {
    * on both backends (so they agree bit for bit):
    *   M ← β1·M + (1−β1)·g;  V ← β2·V + (1−β2)·g²;  P ← P·shrink − lr·(M/bc1) / (√(V/bc2) + eps)
    * with shrink = 1 − lr·weight_decay, bc1 = 1 − β1^t, bc2 = 1 − β2^t (computed by the caller).
+   * The native backend splits large n over OpenBLAS's thread count (elementwise, so the same bits).
    */
   adamwUpdate(
     P: Float32Array, G: Float32Array, M: Float32Array, V: Float32Array, n: number,
@@ -96,4 +101,6 @@ export interface Backend {
     Out: Float32Array, rows: number, blocks: number, P: number, bias: Float32Array, labels: Int32Array, kc: number,
     loss: Float64Array, dB: Float32Array | null,
   ): void;
+  /** In place: X[i] ← X[i]·k for i < n, the product in float64 rounded to float32 (same bits on both backends). */
+  scaleInPlace(X: Float32Array, n: number, k: number): void;
 }

@@ -11,7 +11,7 @@
  *
  * keyMask (optional) is [B, T] with 1 for real tokens and 0 for padding: padded keys get -∞.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32 } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
 
 interface Dims {
@@ -107,7 +107,7 @@ function zeroMasked(dS: Float32Array, S: Float32Array): void {
 export function attnScores(q: Tensor, k: Tensor, keyMask: Uint8Array | null = null): Tensor {
   const d = qkvDims("attnScores", q, [k], keyMask);
   const { B, T, H } = d;
-  const S = new Float32Array(B * H * T * T);
+  const S = emptyF32(B * H * T * T); // written in full: the product (beta 0), then the mask
   scoresForward(q.data, k.data, S, d, keyMask);
   return record("attnScores", new Tensor(S, [B, H, T, T]), [q, k], (g) => {
     const dS = g.slice();
@@ -122,12 +122,12 @@ export function attnApply(pattern: Tensor, v: Tensor): Tensor {
   if (pattern.ndim !== 4 || pattern.shape[0] !== B || pattern.shape[1] !== H || pattern.shape[2] !== T || pattern.shape[3] !== T) {
     throw new ShapeError(`attnApply: pattern ${shapeStr(pattern.shape)} does not match v ${shapeStr(v.shape)}, expected [${B}, ${H}, ${T}, ${T}]`);
   }
-  const Z = new Float32Array(v.size);
+  const Z = emptyF32(v.size); // beta-0 products write every entry
   applyForward(pattern.data, v.data, Z, d);
   return record("attnApply", new Tensor(Z, v.shape), [pattern, v], (g) => {
     applyBackward(g, pattern.data, v.data, null, v.requiresGrad ? gradOf(v) : null, d);
     if (pattern.requiresGrad) {
-      const dP = new Float32Array(pattern.size);
+      const dP = emptyF32(pattern.size); // overwritten by applyBackward
       applyBackward(g, pattern.data, v.data, dP, null, d);
       const gp = gradOf(pattern);
       for (let i = 0; i < dP.length; i++) gp[i]! += dP[i]!;
@@ -139,14 +139,14 @@ export function attnApply(pattern: Tensor, v: Tensor): Tensor {
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, keyMask: Uint8Array | null = null): Tensor {
   const d = qkvDims("causalAttention", q, [k, v], keyMask);
   const { B, T, H } = d;
-  const P = new Float32Array(B * H * T * T);
+  const P = emptyF32(B * H * T * T);
   scoresForward(q.data, k.data, P, d, keyMask);
   const be = getBackend();
   be.softmaxRows(P, B * H * T, T, P);
-  const Z = new Float32Array(v.size);
+  const Z = emptyF32(v.size);
   applyForward(P, v.data, Z, d);
   return record("causalAttention", new Tensor(Z, v.shape), [q, k, v], (g) => {
-    const dP = new Float32Array(P.length);
+    const dP = emptyF32(P.length); // overwritten by applyBackward (beta 0)
     applyBackward(g, P, v.data, dP, v.requiresGrad ? gradOf(v) : null, d);
     if (!q.requiresGrad && !k.requiresGrad) return;
     const dS = new Float32Array(P.length);

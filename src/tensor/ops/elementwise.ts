@@ -2,7 +2,7 @@
  * Elementwise ops: broadcasting binary arithmetic (numpy rules) and unary functions.
  * Each op computes its output and registers its backward beside it.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel, sameShape, type Shape } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, numel, sameShape, emptyF32, type Shape } from "../tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Broadcasting
@@ -93,7 +93,7 @@ type BinaryKind = "add" | "sub" | "mul" | "div";
 function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const outShape = broadcastShapes(kind, a.shape, b.shape);
   const n = numel(outShape);
-  const out = new Float32Array(n);
+  const out = emptyF32(n); // every branch below writes out[0..n)
   const A = a.data;
   const B = b.data;
   const aa = accessFor(outShape, a.shape);
@@ -159,7 +159,7 @@ export const div = (a: Tensor, b: Tensor): Tensor => binary("div", a, b);
 /** a · s + t, elementwise, for constants s and t. */
 export function affineScalar(a: Tensor, s: number, t = 0): Tensor {
   const A = a.data;
-  const out = new Float32Array(A.length);
+  const out = emptyF32(A.length);
   for (let i = 0; i < A.length; i++) out[i] = A[i]! * s + t;
   return record("affineScalar", new Tensor(out, a.shape), [a], (g) => {
     const ga = gradOf(a);
@@ -177,7 +177,7 @@ export const neg = (a: Tensor): Tensor => affineScalar(a, -1, 0);
  */
 function unary(op: string, a: Tensor, f: (x: number) => number, df: (x: number, y: number) => number): Tensor {
   const A = a.data;
-  const out = new Float32Array(A.length);
+  const out = emptyF32(A.length);
   for (let i = 0; i < A.length; i++) out[i] = f(A[i]!);
   return record(op, new Tensor(out, a.shape), [a], (g) => {
     const ga = gradOf(a);

@@ -7,7 +7,7 @@
  *     → [..., M, N]
  *   linear(x, W, bias): x [..., in] · W [in, out] + bias [out]   (TransformerLens's right-multiplied layout)
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
 
 export interface MatmulOptions {
@@ -53,7 +53,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
         ` (inner dims ${K} and ${Kb}${bBatched ? ", batch dims must match" : ""})`,
     );
   }
-  const out = new Float32Array(batch * M * N);
+  const out = K > 0 ? emptyF32(batch * M * N) : new Float32Array(batch * M * N); // a beta-0 product over K > 0 writes every entry
   const A = a.data;
   const B = b.data;
   const sA = M * K;
@@ -102,7 +102,7 @@ export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
     throw new ShapeError(`linear: bias ${shapeStr(bias.shape)} does not match weight ${shapeStr(W.shape)}, expected [${O}]`);
   }
   const rows = x.size / I;
-  const out = new Float32Array(rows * O);
+  const out = bias !== null || I > 0 ? emptyF32(rows * O) : new Float32Array(rows * O); // the bias rows, or a beta-0 product over I > 0, fill it
   if (bias !== null) for (let r = 0; r < rows; r++) out.set(bias.data, r * O);
   gemm(false, false, rows, O, I, x.data, 0, W.data, 0, bias === null ? 0 : 1, out, 0, 1);
   const inputs = bias === null ? [x, W] : [x, W, bias];

@@ -3,7 +3,7 @@
  * LayerNorm (in TransformerLens's two hookable steps), GELU (gelu_new), softmax, log-softmax,
  * cross-entropy, MSE and dropout.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32 } from "../tensor.ts";
 import type { Rng } from "../random.ts";
 import { getBackend } from "../backend/index.ts";
 
@@ -35,7 +35,7 @@ export function lnNormalize(x: Tensor, scale: Tensor): Tensor {
   if (scale.size !== rows) throw new ShapeError(`lnNormalize: scale ${shapeStr(scale.shape)} does not match input ${shapeStr(x.shape)}`);
   const X = x.data;
   const S = scale.data;
-  const out = new Float32Array(x.size);
+  const out = emptyF32(x.size);
   getBackend().lnNormalizeRows(X, rows, C, S, out);
   return record("lnNormalize", new Tensor(out, x.shape), [x, scale], (g) => {
     getBackend().lnNormalizeBackwardRows(g, out, rows, C, S, x.requiresGrad ? gradOf(x) : null, scale.requiresGrad ? gradOf(scale) : null);
@@ -50,7 +50,7 @@ export function affineLast(x: Tensor, w: Tensor, b: Tensor | null): Tensor {
   }
   const X = x.data;
   const W = w.data;
-  const out = new Float32Array(x.size);
+  const out = emptyF32(x.size);
   getBackend().affineRows(X, rows, C, W, b === null ? null : b.data, out);
   return record("affineLast", new Tensor(out, x.shape), b === null ? [x, w] : [x, w, b], (g) => {
     const gb = b !== null && b.requiresGrad ? gradOf(b) : null;
@@ -73,7 +73,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor | null, eps: number): 
 export function geluNew(x: Tensor): Tensor {
   const X = x.data;
   const n = X.length;
-  const out = new Float32Array(n);
+  const out = emptyF32(n);
   getBackend().geluForward(X, n, out);
   return record("geluNew", new Tensor(out, x.shape), [x], (g) => {
     getBackend().geluBackward(X, g, n, gradOf(x));
@@ -85,7 +85,7 @@ export function geluNew(x: Tensor): Tensor {
 
 export function softmax(x: Tensor): Tensor {
   const [rows, C] = lastDim("softmax", x);
-  const out = new Float32Array(x.size);
+  const out = emptyF32(x.size);
   getBackend().softmaxRows(x.data, rows, C, out);
   return record("softmax", new Tensor(out, x.shape), [x], (g) => getBackend().softmaxBackwardRows(g, out, rows, C, gradOf(x)));
 }

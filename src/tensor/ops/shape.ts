@@ -2,7 +2,7 @@
  * Ops that move data without arithmetic: reshape, permute/transpose, slice, index-select,
  * gather, concat and embedding lookup. Their backward scatters the gradient back.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { normAxis } from "./reduce.ts";
 
 /** Same data, new shape (one dimension may be -1). Shares the storage: no copy. */
@@ -32,7 +32,7 @@ export function permute(a: Tensor, perm: readonly number[]): Tensor {
   const inStrides = stridesOf(a.shape);
   const stridesInOutOrder = perm.map((p) => inStrides[p]!);
   const index = permuteIndex(a.shape, perm, outShape, stridesInOutOrder); // out flat -> in flat
-  const out = new Float32Array(a.size);
+  const out = emptyF32(a.size);
   const A = a.data;
   for (let i = 0; i < out.length; i++) out[i] = A[index[i]!]!;
   return record("permute", new Tensor(out, outShape), [a], (g) => {
@@ -245,7 +245,7 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be [vocab, d], got ${shapeStr(weight.shape)}`);
   if (numel(idsShape) !== ids.length) throw new ShapeError(`embedding: ${ids.length} ids do not fill shape ${shapeStr(idsShape)}`);
   const [V, C] = [weight.shape[0]!, weight.shape[1]!];
-  const out = new Float32Array(ids.length * C);
+  const out = emptyF32(ids.length * C);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i]!;
     if (id < 0 || id >= V) throw new ShapeError(`embedding: token id ${id} is out of range for a vocabulary of ${V}`);
