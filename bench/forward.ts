@@ -21,7 +21,7 @@ import { getBackend } from "../src/tensor/backend/index.ts";
 import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer, type TokenBatch } from "../src/model/transformer.ts";
 import type { BenchRow } from "./run.ts";
-import { PYTHON, envCount, median, timeRuns, nodePeakRssMb, sgemmReference, sgemmRefText, rooflineCell, gflopsCell } from "./util.ts";
+import { PYTHON, envCount, median, timeRuns, nodePeakRssMb, sgemmReference, sgemmRefText, forwardRows } from "./util.ts";
 import { forwardFlops } from "./flops.ts";
 
 const BATCH = 8;
@@ -127,7 +127,6 @@ export async function benchForward(): Promise<BenchRow[]> {
   const torch = timeTorch();
   const ref = await sgemmReference();
   const flops = forwardFlops({ nLayers: SIZES.nLayers, dModel: SIZES.dModel, dMlp: 4 * SIZES.dModel, dVocab: SIZES.dVocab }, BATCH, POS, { unembed: true });
-  const tokS = (s: number): number => (BATCH * POS) / s;
   console.log([
     `GPT-2 small shapes (12 × 768, 12 heads, d_mlp 3072, vocab 50257), batch ${BATCH} × ${POS}, caching ${CACHED}`,
     `backend ${getBackend().name}`,
@@ -135,29 +134,5 @@ export async function benchForward(): Promise<BenchRow[]> {
     `median of ${RUNS} after ${WARMUP} warm-up`,
     `${(flops / 1e9).toFixed(0)} GFLOP of matmuls per batch; ${sgemmRefText(ref)}`,
   ].join("; ") + "\n");
-  const rows: BenchRow[] = [{
-    implementation: `selfreport (${getBackend().name})`,
-    "tokens/s": tokS(ours).toFixed(0),
-    "ms / batch": (ours * 1000).toFixed(0),
-    "peak RSS MB": rssMb.toFixed(0),
-    "GFLOP/s": gflopsCell(flops, ours),
-    "of sgemm": rooflineCell(flops, ours, ref.gflops, 85),
-    "ours/torch": "",
-  }];
-  if ("error" in torch) {
-    rows[0]!["ours/torch"] = "n/a";
-  } else {
-    const t = median(torch.seconds);
-    rows.push({
-      implementation: `torch ${torch.version}`,
-      "tokens/s": tokS(t).toFixed(0),
-      "ms / batch": (t * 1000).toFixed(0),
-      "peak RSS MB": (torch.maxrss_kb / 1024).toFixed(0),
-      "GFLOP/s": gflopsCell(flops, t),
-      "of sgemm": rooflineCell(flops, t, ref.gflops, null),
-      "ours/torch": "",
-    });
-    rows[0]!["ours/torch"] = (t / ours).toFixed(2);
-  }
-  return rows;
+  return forwardRows({ tokensPerBatch: BATCH * POS, oursSeconds: ours, oursRssMb: rssMb, flops, refGflops: ref.gflops, targetPct: 85, torch });
 }

@@ -30,7 +30,7 @@ import { HookedTransformer, type TokenBatch } from "../src/model/transformer.ts"
 import { writeSafetensors, type WritableTensor } from "../src/io/safetensors.ts";
 import { writeJsonAtomic } from "../src/io/atomic.ts";
 import type { BenchRow } from "./run.ts";
-import { envCount, filledNormal, median, timeRuns, nodePeakRssMb, randomTokens, runTorch, isNumberArray, sgemmReference, sgemmRefText, rooflineCell, gflopsCell, type TorchCommon } from "./util.ts";
+import { envCount, filledNormal, median, timeRuns, nodePeakRssMb, randomTokens, runTorch, isNumberArray, sgemmReference, sgemmRefText, forwardRows, type TorchCommon } from "./util.ts";
 import { forwardFlops } from "./flops.ts";
 
 const BATCH = 4;
@@ -233,7 +233,6 @@ export async function benchQwen(): Promise<BenchRow[]> {
   const torch = timeTorch(cfg);
   const ref = await sgemmReference();
   const flops = forwardFlops({ nLayers: cfg.nLayers, dModel: cfg.dModel, dMlp: cfg.dMlp, dVocab: cfg.dVocab, dKv: (cfg.nKeyValueHeads ?? cfg.nHeads) * cfg.dHead, gatedMlp: true }, BATCH, POS, { unembed: true });
-  const tokS = (s: number): number => (BATCH * POS) / s;
   console.log([
     `Qwen2-0.5B shapes (24 × 896, 14 heads / 2 KV heads, d_mlp 4864 gated, vocab 151936 tied; ${(nParams / 1e6).toFixed(0)} M parameters), random weights, batch ${BATCH} × ${POS}, caching ${CACHED}`,
     `backend ${getBackend().name}`,
@@ -242,32 +241,10 @@ export async function benchQwen(): Promise<BenchRow[]> {
     `${(flops / 1e9).toFixed(0)} GFLOP of matmuls per batch; ${sgemmRefText(ref)}`,
     `load average at start ${load} (shared machine)`,
   ].join("; ") + "\n");
-  const rows: BenchRow[] = [{
-    measure: "forward",
-    implementation: `selfreport (${getBackend().name})`,
-    "tokens/s": tokS(ours).toFixed(0),
-    "ms / batch": (ours * 1000).toFixed(0),
-    "peak RSS MB": rssMb.toFixed(0),
-    "GFLOP/s": gflopsCell(flops, ours),
-    "of sgemm": rooflineCell(flops, ours, ref.gflops, 85),
-    "ours/torch": "n/a",
-  }];
-  if ("error" in torch) {
-    rows[0]!["ours/torch"] = `n/a (${torch.error})`;
-  } else {
-    const t = median(torch.seconds);
-    rows.push({
-      measure: "forward",
-      implementation: `torch ${torch.version}`,
-      "tokens/s": tokS(t).toFixed(0),
-      "ms / batch": (t * 1000).toFixed(0),
-      "peak RSS MB": (torch.maxrss_kb / 1024).toFixed(0),
-      "GFLOP/s": gflopsCell(flops, t),
-      "of sgemm": rooflineCell(flops, t, ref.gflops, null),
-      "ours/torch": "",
-    });
-    rows[0]!["ours/torch"] = `${(t / ours).toFixed(2)} (target ≥ 1.0)`;
-  }
+  const rows: BenchRow[] = forwardRows({
+    tokensPerBatch: BATCH * POS, oursSeconds: ours, oursRssMb: rssMb, flops, refGflops: ref.gflops, targetPct: 85, torch,
+    ratioTarget: "target ≥ 1.0", first: { measure: "forward" },
+  });
   if (process.env["BENCH_QWEN_MEMORY"] === "0") return rows;
   const dir = mkdtempSync(join(tmpdir(), "selfreport-bench-qwen-"));
   try {

@@ -5,6 +5,7 @@
  */
 import { spawnSync } from "node:child_process";
 import type { TokenBatch } from "../src/model/transformer.ts";
+import { getBackend } from "../src/tensor/backend/index.ts";
 
 /** Debian's Python, which sees python3-numpy and python3-torch (the pyenv shim on PATH does not). */
 export const PYTHON = "/usr/bin/python3";
@@ -165,4 +166,26 @@ export function rooflineCell(flops: number, seconds: number | null, refGflops: n
 /** Achieved GFLOP/s of `flops` in `seconds`. */
 export function gflopsCell(flops: number, seconds: number | null): string {
   return seconds === null || !(seconds > 0) ? "n/a" : (flops / seconds / 1e9).toFixed(1);
+}
+
+/**
+ * The two rows of a forward-throughput section (forward, qwen): ours and torch's tokens/s, ms per
+ * batch, peak RSS, GFLOP/s and fraction of sgemm (ours against `targetPct`), and ours/torch on our
+ * row (with `ratioTarget` when given); torch's row is left out when it could not run. `first`
+ * columns lead each row (e.g. a `measure` column).
+ */
+export function forwardRows(o: {
+  tokensPerBatch: number; oursSeconds: number; oursRssMb: number; flops: number; refGflops: number; targetPct: number;
+  torch: (TorchCommon & { seconds: number[] }) | { error: string }; ratioTarget?: string; first?: Record<string, string>;
+}): Record<string, string>[] {
+  const tokS = (s: number): string => (o.tokensPerBatch / s).toFixed(0);
+  const row = (implementation: string, seconds: number, rssMb: number, targetPct: number | null): Record<string, string> => ({
+    ...o.first, implementation, "tokens/s": tokS(seconds), "ms / batch": (seconds * 1000).toFixed(0), "peak RSS MB": rssMb.toFixed(0),
+    "GFLOP/s": gflopsCell(o.flops, seconds), "of sgemm": rooflineCell(o.flops, seconds, o.refGflops, targetPct), "ours/torch": "",
+  });
+  const ours = row(`selfreport (${getBackend().name})`, o.oursSeconds, o.oursRssMb, o.targetPct);
+  if ("error" in o.torch) return [{ ...ours, "ours/torch": `n/a (${o.torch.error})` }];
+  const t = median(o.torch.seconds);
+  ours["ours/torch"] = `${(t / o.oursSeconds).toFixed(2)}${o.ratioTarget === undefined ? "" : ` (${o.ratioTarget})`}`;
+  return [ours, row(`torch ${o.torch.version}`, t, o.torch.maxrss_kb / 1024, null)];
 }
