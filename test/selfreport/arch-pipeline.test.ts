@@ -3,7 +3,8 @@
  * RMSNorm, rotary, grouped-query attention) and a GPT-NeoX one, each with a character-level
  * SentencePiece tokenizer.json whose digits are not GPT-2's ids: `dataset` from text, `train` with
  * every head and freezing mode (the token head answers with the vocabulary's own digit tokens),
- * `analyze weights|patching|residual`, `report` and `predict`.
+ * `analyze weights|patching|residual`, `report` and `predict`; and a sweep whose multi-output token head
+ * answers with the same digits, reported with `report --sweep`.
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -59,5 +60,14 @@ for (const arch of ["llama", "neox"] as const) {
     }
     const w = JSON.parse(readFileSync(join(token, "analysis", "weights", "summary.json"), "utf8")) as { vectors: string[] };
     assert.deepEqual(w.vectors, arch === "llama" ? ["W_in_raw", "W_in_folded", "W_gate_raw", "W_gate_folded", "W_out"] : ["W_in_raw", "W_in_folded", "W_out"]);
+
+    // a sweep on the same model: its multi-output token head answers with the vocabulary's digits too
+    const sweep = join(dir, "sweep");
+    await ok(["sweep", "--model", model, "--layers", "1", "--neurons", "2,3", "--heads", "regression,token", "--freeze", "frozen",
+      "--corpus", corpus, "--n", "200", "--max-len", "16", "--epochs", "2", "--workers", "1", "--out", sweep]);
+    const job = readRun(join(sweep, "jobs", "L1-N3-token-frozen"));
+    assert.deepEqual(job.config.head_config.digit_tokens, tok.digitIds);
+    await ok(["analyze", "weights", "--run", join(sweep, "jobs", "L1-N3-token-frozen"), "--max-examples", "40", "--force"]);
+    await ok(["report", "--sweep", sweep, "--out", join(dir, "sweep.html")]);
   });
 }
