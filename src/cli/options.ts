@@ -1,6 +1,5 @@
 /** Parsers for command-line option values: each bad value gets one error naming it and what was expected. */
 import { SelfreportError } from "../errors.ts";
-import type { Command } from "commander";
 import { resolveModelDir } from "../model/resolve.ts";
 
 export function parseIntOption(name: string, min = -Infinity, max = Infinity): (value: string) => number {
@@ -55,17 +54,3 @@ export function modelInput(nameOrDir: string): string {
   }
 }
 
-/**
- * The subcommand `analyze NAME` with the options every analysis shares: --run, --data, --out (default
- * RUN_DIR/analysis/NAME, where `selfreport report` reads it) and --force. `runHelp` and `dataHelp`
- * say what this analysis needs of them.
- */
-export function analysisCommand(analyze: Command, name: string, description: string, help: { run?: string; data?: string } = {}): Command {
-  return analyze
-    .command(name)
-    .description(description)
-    .requiredOption("--run <run_dir>", help.run ?? "run directory")
-    .option("--data <file.safetensors>", help.data ?? "dataset (default: the one recorded in the run's config.json)")
-    .option("--out <dir>", `output directory for summary.json and the SVG plots (default: RUN_DIR/analysis/${name}, where \`selfreport report\` reads it)`)
-    .option("--force", "replace an existing analysis folder (never anything else)", false);
-}

@@ -3,13 +3,12 @@
  *  [--set-values a,b,…] [--controls 20] [--seed 0] [--positions read|all|both]`.
  */
 import type { Command } from "commander";
-import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
-import { analysisDir } from "../../selfreport/run.ts";
+import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { patchingAnalysisInterruptibly, patchingPlots, PATCHING_DEFAULTS, PATCH_POSITIONS, type PatchPositions } from "../../analysis/patching.ts";
 import { SelfreportError } from "../../errors.ts";
-import { expectFolderPath } from "../../io/paths.ts";
-import { analysisCommand, parseIntOption, parseNumberList } from "../options.ts";
-import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
+import { parseIntOption, parseNumberList } from "../options.ts";
+import { analysisCommand, analysisOutput } from "./analysis-command.ts";
+import { deferringSignals, interruptible } from "../interrupts.ts";
 
 function ci(v: [number, number] | null | undefined): string {
   return v == null ? "n/a" : `[${v[0].toFixed(4)}, ${v[1].toFixed(4)}]`;
@@ -33,10 +32,7 @@ export function registerPatchingAnalysis(analyze: Command): void {
     .option("--seed <seed>", "seed of the controls, resample sources and bootstrap", parseIntOption("--seed"), PATCHING_DEFAULTS.seed)
     .option("--positions <where>", "patch the neuron at the read position only (read), at every position (all, as the original notebooks did; slower) or both (read, plus an all-positions summary)", parsePositions, PATCHING_DEFAULTS.positions)
     .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number; scales: number[]; setValues?: number[]; controls: number; seed: number; positions: PatchPositions }) => {
-      const out = o.out ?? analysisDir(o.run, "patching");
-      expectFolderPath(out, "--out", "an analysis output folder");
-      checkAnalysisOutput(out, o.run, o.data, o.force);
-      const stopped = nothingWritten("analyze patching", out);
+      const { out, stopped } = analysisOutput("patching", o);
       const { summary, files } = await deferringSignals(stopped, async (beforeWriting) => {
         const ctx = loadAnalysisContext(o.run, o.data);
         const summary = await patchingAnalysisInterruptibly(ctx, {

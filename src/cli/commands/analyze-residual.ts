@@ -1,11 +1,10 @@
 /** `selfreport analyze residual --run RUN_DIR [--data FILE] [--out DIR] [--n-inputs 500]` (unfrozen / partial runs). */
 import type { Command } from "commander";
-import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
-import { analysisDir } from "../../selfreport/run.ts";
+import { loadAnalysisContext, writeAnalysisOutput } from "../../analysis/context.ts";
 import { residualAnalysisInterruptibly, residualPlots, RESIDUAL_DEFAULTS } from "../../analysis/residual.ts";
-import { expectFolderPath } from "../../io/paths.ts";
-import { analysisCommand, parseIntOption } from "../options.ts";
-import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
+import { parseIntOption } from "../options.ts";
+import { analysisCommand, analysisOutput } from "./analysis-command.ts";
+import { deferringSignals, interruptible } from "../interrupts.ts";
 
 const f = (v: number | null, digits = 3): string => (v === null ? "n/a" : v.toFixed(digits));
 
@@ -15,10 +14,7 @@ export function registerResidualAnalysis(analyze: Command): void {
   })
     .option("--n-inputs <n>", "inputs to compare on (test split first)", parseIntOption("--n-inputs", 3), RESIDUAL_DEFAULTS.nInputs)
     .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; nInputs: number }) => {
-      const out = o.out ?? analysisDir(o.run, "residual");
-      expectFolderPath(out, "--out", "an analysis output folder");
-      checkAnalysisOutput(out, o.run, o.data, o.force);
-      const stopped = nothingWritten("analyze residual", out);
+      const { out, stopped } = analysisOutput("residual", o);
       const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
         const ctx = loadAnalysisContext(o.run, o.data);
         const s = await residualAnalysisInterruptibly(ctx, { nInputs: o.nInputs }, stopped);

@@ -1,14 +1,14 @@
 /** `selfreport analyze weights --run RUN_DIR [--data FILE] [--out DIR] [--max-examples N]`. */
 import type { Command } from "commander";
-import { checkAnalysisOutput, loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
+import { loadAnalysisContext, writeAnalysisOutput, hasNoDataset } from "../../analysis/context.ts";
 import { weightsOnlyAnalysis } from "../../analysis/weights-only.ts";
-import { readRun, loadRunModel, analysisDir } from "../../selfreport/run.ts";
+import { readRun, loadRunModel } from "../../selfreport/run.ts";
 import { weightsAnalysisInterruptibly, weightsPlots, WEIGHTS_DEFAULTS, type Comparison } from "../../analysis/weights.ts";
 import { SelfreportError } from "../../errors.ts";
-import { expectFolderPath } from "../../io/paths.ts";
 import { weightsVerdict } from "../../report/verdicts.ts";
-import { analysisCommand, parseIntOption } from "../options.ts";
-import { deferringSignals, interruptible, nothingWritten } from "../interrupts.ts";
+import { parseIntOption } from "../options.ts";
+import { analysisCommand, analysisOutput } from "./analysis-command.ts";
+import { deferringSignals, interruptible } from "../interrupts.ts";
 
 function parseMaxExamples(value: string): number {
   const n = parseIntOption("--max-examples")(value);
@@ -28,10 +28,7 @@ export function registerWeightsAnalysis(analyze: Command): void {
   })
     .option("--max-examples <n>", "examples for the covariance, gradients and variances", parseMaxExamples, WEIGHTS_DEFAULTS.maxExamples)
     .action(interruptible(async (o: { run: string; data?: string; out?: string; force: boolean; maxExamples: number }) => {
-      const out = o.out ?? analysisDir(o.run, "weights");
-      expectFolderPath(out, "--out", "an analysis output folder");
-      checkAnalysisOutput(out, o.run, o.data, o.force);
-      const stopped = nothingWritten("analyze weights", out);
+      const { out, stopped } = analysisOutput("weights", o);
       const run = readRun(o.run);
       if (hasNoDataset(run, o.data)) {
         const { s, files } = await deferringSignals(stopped, async (beforeWriting) => {
