@@ -338,6 +338,31 @@ export function gradOf(t: Tensor): Float32Array {
 }
 
 /**
+ * For a backward that can either overwrite or add (a product with beta 0 or 1): t's gradient buffer
+ * and the beta to write it with. A tensor without a gradient yet gets an uninitialised buffer and
+ * beta 0 (the product writes every entry), which saves zero-filling it first.
+ */
+export function gradForProduct(t: Tensor): [grad: Float32Array, beta: 0 | 1] {
+  if (t.grad !== null) return [t.grad, 1];
+  t.grad = emptyF32(t.data.length);
+  return [t.grad, 0];
+}
+
+/**
+ * Adds `g` (same length) into t's gradient: a copy of g when t has none yet (instead of zeros, then
+ * an add), else an elementwise add. For ops whose gradient passes through unchanged (add, reshape).
+ */
+export function addGrad(t: Tensor, g: Float32Array): void {
+  if (t.grad === null) t.grad = g.slice();
+  else addInto(t.grad, g);
+}
+
+/** dst[i] += src[i] for every i of src (a small function of its own, so it stays monomorphic and fast). */
+export function addInto(dst: Float32Array, src: Float32Array): void {
+  for (let i = 0; i < src.length; i++) dst[i]! += src[i]!;
+}
+
+/**
  * Reverse-mode differentiation from `root` (normally a scalar loss). `gradRoot` defaults to ones.
  * Adds into the `.grad` of every leaf that requires a gradient (so zero them between steps);
  * intermediate gradients are freed afterwards unless the tensor called retainGrad().

@@ -2,7 +2,7 @@
  * Elementwise ops: broadcasting binary arithmetic (numpy rules) and unary functions.
  * Each op computes its output and registers its backward beside it.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel, sameShape, emptyF32, type Shape } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, addGrad, addInto, shapeStr, numel, sameShape, emptyF32, type Shape } from "../tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Broadcasting
@@ -72,7 +72,7 @@ export function broadcastIndex(outShape: Shape, inShape: Shape): Int32Array {
 function accumulate(dst: Float32Array, g: Float32Array, access: Access, scale: Float32Array | null, scaleAccess: Access | null): void {
   const n = g.length;
   if (scale === null && access.kind === "same") { // the residual stream's adds: a plain dst += g
-    for (let i = 0; i < n; i++) dst[i]! += g[i]!;
+    addInto(dst, g);
     return;
   }
   for (let i = 0; i < n; i++) {
@@ -90,6 +90,17 @@ function readIndex(a: Access, i: number): number {
 
 type BinaryKind = "add" | "sub" | "mul" | "div";
 
+/**
+ * Same-shape loops, one small function per op: a loop inside a switch of the general binary() ran
+ * 3× slower (8 → 2.7 ms for the residual stream's [1024, 768] add against 0.9 ms for a plain loop).
+ */
+const SAME_SHAPE: Record<BinaryKind, (A: Float32Array, B: Float32Array, out: Float32Array) => void> = {
+  add: (A, B, out) => { for (let i = 0; i < out.length; i++) out[i] = A[i]! + B[i]!; },
+  sub: (A, B, out) => { for (let i = 0; i < out.length; i++) out[i] = A[i]! - B[i]!; },
+  mul: (A, B, out) => { for (let i = 0; i < out.length; i++) out[i] = A[i]! * B[i]!; },
+  div: (A, B, out) => { for (let i = 0; i < out.length; i++) out[i] = A[i]! / B[i]!; },
+};
+
 function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const outShape = broadcastShapes(kind, a.shape, b.shape);
   const n = numel(outShape);
@@ -98,14 +109,7 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const B = b.data;
   const aa = accessFor(outShape, a.shape);
   const ba = accessFor(outShape, b.shape);
-  if (aa.kind === "same" && ba.kind === "same") {
-    switch (kind) {
-      case "add": for (let i = 0; i < n; i++) out[i] = A[i]! + B[i]!; break;
-      case "sub": for (let i = 0; i < n; i++) out[i] = A[i]! - B[i]!; break;
-      case "mul": for (let i = 0; i < n; i++) out[i] = A[i]! * B[i]!; break;
-      case "div": for (let i = 0; i < n; i++) out[i] = A[i]! / B[i]!; break;
-    }
-  } else if (aa.kind === "same" && ba.kind === "suffix") {
+  if (aa.kind === "same" && ba.kind === "same") SAME_SHAPE[kind](A, B, out); else if (aa.kind === "same" && ba.kind === "suffix") {
     const m = ba.size;
     for (let i0 = 0; i0 < n; i0 += m) {
       switch (kind) {
@@ -125,7 +129,8 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
   const result = new Tensor(out, outShape);
   return record(kind, result, [a, b], (g) => {
     if (a.requiresGrad) {
-      if (kind === "add" || kind === "sub") accumulate(gradOf(a), g, aa, null, null);
+      if ((kind === "add" || kind === "sub") && aa.kind === "same") addGrad(a, g);
+      else if (kind === "add" || kind === "sub") accumulate(gradOf(a), g, aa, null, null);
       else if (kind === "mul") accumulate(gradOf(a), g, aa, B, ba);
       else {
         const ga = gradOf(a);
@@ -133,6 +138,7 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
       }
     }
     if (b.requiresGrad) {
+      if (kind === "add" && ba.kind === "same") { addGrad(b, g); return; }
       const gb = gradOf(b);
       if (kind === "add") accumulate(gb, g, ba, null, null);
       else if (kind === "sub") for (let i = 0; i < n; i++) gb[readIndex(ba, i)]! -= g[i]!;

@@ -7,7 +7,7 @@
  *     → [..., M, N]
  *   linear(x, W, bias): x [..., in] · W [in, out] + bias [out]   (TransformerLens's right-multiplied layout)
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, gradForProduct, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
 
 export interface MatmulOptions {
@@ -66,15 +66,16 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return record("matmul", new Tensor(out, [...batchShape, M, N]), [a, b], (g) => {
     // g: [batch, M, N]
     if (a.requiresGrad) {
-      const ga = gradOf(a);
+      // dA += …, or = when a has no gradient yet (a product over N > 0 writes every entry of it)
+      const [ga, beta] = N > 0 && M > 0 ? gradForProduct(a) : [gradOf(a), 1 as const];
       if (flat) {
         // dA[batch·M, K] += g · op(B)ᵀ
-        gemm(false, !transB, batch * M, K, N, g, 0, B, 0, 1, ga, 0, 1);
+        gemm(false, !transB, batch * M, K, N, g, 0, B, 0, beta, ga, 0, 1);
       } else if (!transA) {
-        gemm(false, !transB, M, K, N, g, M * N, B, sB, 1, ga, sA, batch);
+        gemm(false, !transB, M, K, N, g, M * N, B, sB, beta, ga, sA, batch);
       } else {
         // A_i is [K, M]: dA_i = op(B_i) · g_iᵀ → [K, M]
-        gemm(transB, true, K, M, N, B, sB, g, M * N, 1, ga, sA, batch);
+        gemm(transB, true, K, M, N, B, sB, g, M * N, beta, ga, sA, batch);
       }
     }
     if (b.requiresGrad) {
@@ -107,7 +108,10 @@ export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
   gemm(false, false, rows, O, I, x.data, 0, W.data, 0, bias === null ? 0 : 1, out, 0, 1);
   const inputs = bias === null ? [x, W] : [x, W, bias];
   return record("linear", new Tensor(out, [...x.shape.slice(0, -1), O]), inputs, (g) => {
-    if (x.requiresGrad) gemm(false, true, rows, I, O, g, 0, W.data, 0, 1, gradOf(x), 0, 1); // dx += g · Wᵀ
+    if (x.requiresGrad && I > 0) { // dx += g · Wᵀ (or = when x has no gradient yet)
+      const [gx, beta] = O > 0 ? gradForProduct(x) : [gradOf(x), 1 as const];
+      gemm(false, true, rows, I, O, g, 0, W.data, 0, beta, gx, 0, 1);
+    }
     if (W.requiresGrad) gemm(true, false, I, O, rows, x.data, 0, g, 0, 1, gradOf(W), 0, 1); // dW += xᵀ · g
     if (bias !== null && bias.requiresGrad) { // db += 1ᵀ · g, the column sums of g [rows, O], as a [1, rows]·[rows, O] product
       gemm(false, false, 1, O, rows, new Float32Array(rows).fill(1), 0, g, 0, 1, gradOf(bias), 0, 1);

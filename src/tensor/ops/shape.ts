@@ -2,7 +2,7 @@
  * Ops that move data without arithmetic: reshape, permute/transpose, slice, index-select,
  * gather, concat and embedding lookup. Their backward scatters the gradient back.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, numel, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, addGrad, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { normAxis } from "./reduce.ts";
 
 /** Same data, new shape (one dimension may be -1). Shares the storage: no copy. */
@@ -16,10 +16,7 @@ export function reshape(a: Tensor, shape: readonly number[]): Tensor {
   }
   if (numel(target) !== a.size) throw new ShapeError(`reshape: cannot reshape ${shapeStr(a.shape)} (${a.size} elements) into ${shapeStr(shape)}`);
   target = target.map((d) => d);
-  return record("reshape", new Tensor(a.data, target), [a], (g) => {
-    const ga = gradOf(a);
-    for (let i = 0; i < g.length; i++) ga[i]! += g[i]!;
-  });
+  return record("reshape", new Tensor(a.data, target), [a], (g) => addGrad(a, g));
 }
 
 /** Reorders the axes: output axis i is input axis perm[i]. Copies. */
@@ -31,14 +28,32 @@ export function permute(a: Tensor, perm: readonly number[]): Tensor {
   const outShape = perm.map((p) => a.shape[p]!);
   const inStrides = stridesOf(a.shape);
   const stridesInOutOrder = perm.map((p) => inStrides[p]!);
-  const index = permuteIndex(a.shape, perm, outShape, stridesInOutOrder); // out flat -> in flat
+  // Trailing axes that stay in place move as contiguous runs (e.g. d_head in [H, C, Dh] → [C, H, Dh]).
+  let k = n;
+  let run = 1;
+  while (k > 0 && perm[k - 1] === k - 1) run *= a.shape[--k]!;
+  const index = permuteIndex(a.shape, perm, outShape.slice(0, k), stridesInOutOrder.slice(0, k)); // out run r → its input offset
   const out = emptyF32(a.size);
-  const A = a.data;
-  for (let i = 0; i < out.length; i++) out[i] = A[index[i]!]!;
-  return record("permute", new Tensor(out, outShape), [a], (g) => {
-    const ga = gradOf(a);
-    for (let i = 0; i < g.length; i++) ga[index[i]!]! += g[i]!;
-  });
+  if (a.size > 0) gatherRuns(a.data, index, run, out);
+  return record("permute", new Tensor(out, outShape), [a], (g) => scatterAddRuns(g, index, run, gradOf(a)));
+}
+
+/** out[r·run + j] = A[index[r] + j]: the runs of a permutation, gathered in output order. */
+function gatherRuns(A: Float32Array, index: Int32Array, run: number, out: Float32Array): void {
+  for (let r = 0; r < index.length; r++) {
+    const s = index[r]!;
+    const o = r * run;
+    for (let j = 0; j < run; j++) out[o + j] = A[s + j]!;
+  }
+}
+
+/** GA[index[r] + j] += G[r·run + j]: gatherRuns's backward. */
+function scatterAddRuns(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void {
+  for (let r = 0; r < index.length; r++) {
+    const s = index[r]!;
+    const o = r * run;
+    for (let j = 0; j < run; j++) GA[s + j]! += G[o + j]!;
+  }
 }
 
 /** Swaps two axes. */
@@ -65,7 +80,7 @@ export function stridesOf(shape: readonly number[]): number[] {
 const permuteCache = new Map<string, Int32Array>();
 
 function permuteIndex(inShape: readonly number[], perm: readonly number[], outShape: readonly number[], strides: readonly number[]): Int32Array {
-  const key = `${inShape.join(",")}|${perm.join(",")}`;
+  const key = `${inShape.join(",")}|${perm.join(",")}|${outShape.length}`;
   let index = permuteCache.get(key);
   if (index === undefined) {
     index = gatherIndex(outShape, strides);
