@@ -270,6 +270,20 @@ static void RK_NAME(affine)(const float* X, int64_t rows, int64_t C, const float
 }
 
 /*
+ * layer_norm: LayerNorm of each row while it sits in cache: ln_scale, ln_normalize and affine on that
+ * row, in that order, so the same bits as the three kernels one after another (affine in place on out).
+ */
+static void RK_NAME(layer_norm)(const float* X, int64_t rows, int64_t C, float eps, const float* w, const float* b, float* out, float* scale, float* mean) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* x = X + r * C;
+    float* y = out + r * C;
+    RK_NAME(ln_scale)(x, 1, C, eps, scale + r, mean + r);
+    RK_NAME(ln_normalize)(x, 1, C, scale + r, y);
+    RK_NAME(affine)(y, 1, C, w, b, y);
+  }
+}
+
+/*
  * LayerNorm backward, one kernel per forward step (each adds into its gradients, as every backward does):
  *   ln_scale_bwd      GX[r] += G[r] / (C·scale[r]) · (X[r] − mean[r])
  *   ln_normalize_bwd  GX[r] += (G[r] − mean(G[r])) / S[r];  GS[r] −= (G[r]·Y[r]) / S[r]   (Y = forward output)

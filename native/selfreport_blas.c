@@ -375,12 +375,12 @@ static void parallel_range(int64_t n, range_fn fn, void* ctx) { parallel_units(n
  * thread), and GELU by blocks of 8 elements, so only the last part has a tail shorter than a
  * vector, as in one thread. affine_bwd sums over rows into GW and GB, so it stays in one thread.
  */
-enum row_kind { RK_LSE, RK_SOFTMAX_SCALE, RK_GELU_FWD, RK_GELU_BWD, RK_LN_SCALE, RK_LN_NORMALIZE, RK_AFFINE, RK_LN_SCALE_BWD, RK_LN_NORMALIZE_BWD, RK_SOFTMAX, RK_SOFTMAX_BWD };
+enum row_kind { RK_LSE, RK_SOFTMAX_SCALE, RK_GELU_FWD, RK_GELU_BWD, RK_LN_SCALE, RK_LN_NORMALIZE, RK_AFFINE, RK_LN_SCALE_BWD, RK_LN_NORMALIZE_BWD, RK_SOFTMAX, RK_SOFTMAX_BWD, RK_LAYER_NORM };
 typedef struct {
   enum row_kind kind;
   int64_t cols, n;
   const float *a, *b, *c, *d;
-  float *o1, *o2;
+  float *o1, *o2, *o3;
   float eps;
 } row_job;
 
@@ -408,6 +408,7 @@ static void row_range(void* arg, int64_t r0, int64_t r1) {
     case RK_LN_NORMALIZE_BWD: DISPATCH(ln_normalize_bwd, c->a + r0 * C, c->b + r0 * C, k, C, c->c + r0, ROWS(c->o1, r0), c->o2 ? c->o2 + r0 : NULL); break;
     case RK_SOFTMAX: DISPATCH(softmax_rows, c->a + r0 * C, k, C, c->o1 + r0 * C); break;
     case RK_SOFTMAX_BWD: DISPATCH(softmax_bwd_rows, c->a + r0 * C, c->b + r0 * C, k, C, c->o1 + r0 * C); break;
+    case RK_LAYER_NORM: DISPATCH(layer_norm, c->a + r0 * C, k, C, c->eps, c->b, c->c, c->o1 + r0 * C, c->o2 + r0, c->o3 + r0); break;
   }
 }
 #undef ROWS
@@ -558,6 +559,27 @@ static napi_value affine_rows(napi_env env, napi_callback_info info) {
   if (!get_optional_vector(env, fn, argv[4], "b", cols, "cols", &b)) return NULL;
   if (!get_vector(env, fn, argv[5], "out", rows * cols, "rows·cols", &out)) return NULL;
   run_rows((row_job){.kind = RK_AFFINE, .cols = cols, .a = X, .b = w, .c = b, .o1 = out}, rows);
+  return NULL;
+}
+
+/* layerNormRows(X, rows, cols, eps, w, b | null, out, scale, mean): lnScaleRows, lnNormalizeRows and affineRows per row. */
+static napi_value layer_norm_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "layerNormRows";
+  size_t argc = 9;
+  napi_value argv[9];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 9) { throw_type(env, "layerNormRows(X, rows, cols, eps, w, b, out, scale, mean) takes 9 arguments"); return NULL; }
+  float *X, *w, *b, *out, *scale, *mean;
+  int64_t rows, cols;
+  double eps;
+  if (!get_rows(env, fn, argv, &X, &rows, &cols)) return NULL;
+  if (!get_number(env, fn, argv[3], "eps", &eps)) return NULL;
+  if (!get_vector(env, fn, argv[4], "w", cols, "cols", &w)) return NULL;
+  if (!get_optional_vector(env, fn, argv[5], "b", cols, "cols", &b)) return NULL;
+  if (!get_vector(env, fn, argv[6], "out", rows * cols, "rows·cols", &out)) return NULL;
+  if (!get_vector(env, fn, argv[7], "scale", rows, "rows", &scale)) return NULL;
+  if (!get_vector(env, fn, argv[8], "mean", rows, "rows", &mean)) return NULL;
+  run_rows((row_job){.kind = RK_LAYER_NORM, .cols = cols, .a = X, .b = w, .c = b, .o1 = out, .o2 = scale, .o3 = mean, .eps = (float)eps}, rows);
   return NULL;
 }
 
@@ -958,6 +980,7 @@ NAPI_MODULE_INIT() {
     {"lnScaleRows", NULL, ln_scale_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnNormalizeRows", NULL, ln_normalize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"affineRows", NULL, affine_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"layerNormRows", NULL, layer_norm_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnScaleBackwardRows", NULL, ln_scale_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnNormalizeBackwardRows", NULL, ln_normalize_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"affineBackwardRows", NULL, affine_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -18,7 +18,7 @@
  */
 import {
   Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
-  lnScale, lnNormalize, affineLast, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
+  lnScale, lnNormalize, affineLast, layerNorm, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
   rmsScale, divByScale, silu, siluMul, geluExact, rotary, RotaryTable, mul, indexSelect,
 } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
@@ -390,6 +390,9 @@ export class HookedTransformer {
       const scale = hooks.run(`${prefix}.hook_scale`, rmsScale(x, this.cfg.lnEps)); //       [..., 1]
       const normalized = hooks.run(`${prefix}.hook_normalized`, divByScale(x, scale)); //    [..., C]
       return affineLast(normalized, this.p(`${prefix}.w`), null);
+    }
+    if (!hooks.needs(`${prefix}.hook_scale`)) { // one op, the same bits (layerNorm)
+      return hooks.run(`${prefix}.hook_normalized`, layerNorm(x, this.p(`${prefix}.w`), this.p(`${prefix}.b`), this.cfg.lnEps));
     }
     const scale = hooks.run(`${prefix}.hook_scale`, lnScale(x, this.cfg.lnEps)); //          [..., 1]
     const normalized = lnNormalize(x, scale); //                                            [..., C] x̂

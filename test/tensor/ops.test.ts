@@ -537,6 +537,37 @@ for (const backend of availableBackends()) {
           });
         });
       }
+      it("layerNorm as one op equals lnScale → lnNormalize → affineLast bit for bit, forward and every gradient", () => {
+        const rng = mulberry32(185);
+        const shape = [3, 37, 48]; // rows split over threads; 48 and 37 are not multiples of the vector width
+        const C = 48;
+        const xs = randArray(rng, numelOf(shape)).map((v, i) => 3 * v + (i % C) * 0.1 - 2);
+        const ws = positive(rng, C, 0.5);
+        const bs = randArray(rng, C);
+        const gOut = randArray(rng, numelOf(shape));
+        for (const withBias of [true, false]) {
+          for (const xGrad of [true, false]) {
+            const make = (): [Tensor, Tensor, Tensor] => [new Tensor(xs.slice(), shape, xGrad), new Tensor(ws.slice(), [C], true), new Tensor(bs.slice(), [C], true)];
+            const [x1, w1, b1] = make();
+            const [x2, w2, b2] = make();
+            const fused = layerNorm(x1, w1, withBias ? b1 : null, EPS_LN);
+            const chain = affineLast(lnNormalize(x2, lnScale(x2, EPS_LN)), w2, withBias ? b2 : null);
+            const what = `${withBias ? "with" : "without"} bias, x ${xGrad ? "" : "not "}requiring a gradient`;
+            assertExact(`layerNorm ${what}`, fused.data, chain.data, shape);
+            backward(fused, gOut);
+            backward(chain, gOut);
+            if (xGrad) assertExact(`dx ${what}`, x1.grad!, x2.grad!, shape);
+            else assert.equal(x1.grad, null);
+            assertExact(`dw ${what}`, w1.grad!, w2.grad!, [C]);
+            if (withBias) assertExact(`db ${what}`, b1.grad!, b2.grad!, [C]);
+          }
+        }
+      });
+      it("layerNorm's shape errors name the op and the shapes", () => {
+        const x = tensor(new Float32Array(6), [2, 3]);
+        assert.throws(() => layerNorm(x, tensor(new Float32Array(4), [4]), null, EPS_LN), /layerNorm: weight \[4\] do not match last dim of \[2, 3\]/);
+        assert.throws(() => layerNorm(x, tensor(new Float32Array(3), [3]), tensor(new Float32Array(2), [2]), EPS_LN), /layerNorm: weight \[3\] \/ bias \[2\] do not match last dim of \[2, 3\]/);
+      });
       it("affineLast with and without bias, and with x not requiring a gradient", () => {
         const rng = mulberry32(181);
         const shape = [2, 3, 5];

@@ -432,6 +432,25 @@ for (const backend of availableBackends()) {
       assert.throws(() => composed.clipAdamwBlocks(f32(3), f32(3), f32(3), f32(3), 1, f32(3), f32(3), f32(3), f32(2), 1, 3, 1, 1, 0.9, 0.999, 1e-8, 1, 1, 1), /clipAdamwBlocks: VB has 2 elements, fewer than blocks·bsize = 3/);
     });
 
+    it("layerNormRows equals lnScaleRows, lnNormalizeRows and affineRows in place, bit for bit, and so does the composed fallback", () => {
+      const [rows, cols] = [67, 45]; // split over threads; 45 is not a multiple of the vector width
+      const X = randRows(31, rows, cols, 3).map((v, i) => v + (i % cols) * 0.05);
+      const w = randRows(32, 1, cols, 1), b = randRows(33, 1, cols, 1);
+      for (const bias of [b, null]) {
+        const [s1, m1, o1] = [f32(rows), f32(rows), f32(rows * cols)];
+        backend.lnScaleRows(X, rows, cols, 1e-5, s1, m1);
+        backend.lnNormalizeRows(X, rows, cols, s1, o1);
+        backend.affineRows(o1, rows, cols, w, bias, o1);
+        for (const impl of [backend, composedLaterKernels(backend)]) {
+          const [s2, m2, o2] = [f32(rows), f32(rows), f32(rows * cols)];
+          impl.layerNormRows(X, rows, cols, 1e-5, w, bias, o2, s2, m2);
+          assert.deepEqual([o2, s2, m2], [o1, s1, m1], `layerNormRows ${impl === backend ? "" : "composed "}${bias === null ? "without" : "with"} bias`);
+        }
+      }
+      assert.throws(() => backend.layerNormRows(X, rows, cols, 1e-5, f32(cols - 1), null, f32(rows * cols), f32(rows), f32(rows)), /layerNormRows: w has 44 elements, fewer than cols = 45/);
+      assert.throws(() => backend.layerNormRows(X, rows, cols, 1e-5, w, null, f32(rows * cols), f32(rows), f32(rows - 1)), /layerNormRows: mean has 66 elements, fewer than rows = 67/);
+    });
+
     it("bad arguments get one clear error", () => {
       const X = new Float32Array(6);
       assert.throws(() => backend.logSumExpRows(X, 2, 4, new Float32Array(2)), /logSumExpRows: X has 6 elements, fewer than rows·cols = 8/);

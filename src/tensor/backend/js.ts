@@ -335,6 +335,13 @@ export function crossEntropyBlocksFrom(
   if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
 }
 
+/** layerNormRows's argument checks (shared with the composed fallback in native.ts). */
+export function checkLayerNormRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array): void {
+  checkRows("layerNormRows", X, rows, cols, [["scale", scale], ["mean", mean]]);
+  checkVectors("layerNormRows", cols, b === null ? [["w", w]] : [["w", w], ["b", b]], "cols");
+  checkVectors("layerNormRows", rows * cols, [["out", out]], "rows·cols");
+}
+
 export const jsBackend: Backend = {
   name: "js",
 
@@ -385,6 +392,13 @@ export const jsBackend: Backend = {
       if (b === null) for (let c = 0; c < cols; c++) out[o + c] = X[o + c]! * w[c]!;
       else for (let c = 0; c < cols; c++) out[o + c] = X[o + c]! * w[c]! + b[c]!;
     }
+  },
+
+  layerNormRows(X, rows, cols, eps, w, b, out, scale, mean) {
+    checkLayerNormRows(X, rows, cols, w, b, out, scale, mean);
+    jsBackend.lnScaleRows(X, rows, cols, eps, scale, mean);
+    jsBackend.lnNormalizeRows(X, rows, cols, scale, out);
+    jsBackend.affineRows(out, rows, cols, w, b, out);
   },
 
   geluBackward(X, G, n, DX) {

@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, crossEntropyBlocksFrom } from "./js.ts";
+import { checkClipAdamwBlocks, checkLayerNormRows, crossEntropyBlocksFrom } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -44,7 +44,7 @@ const KERNELS = [
  * are composed from its other kernels (composedLaterKernels: the same results, slower) until `npm ci`
  * rebuilds it.
  */
-const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks"] as const satisfies readonly (keyof Backend)[];
+const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
@@ -128,6 +128,12 @@ function tryLoad(): NativeLoadResult {
  */
 export function composedLaterKernels(k: Kernels): LaterKernels {
   return {
+    layerNormRows(X, rows, cols, eps, w, b, out, scale, mean) {
+      checkLayerNormRows(X, rows, cols, w, b, out, scale, mean);
+      k.lnScaleRows(X, rows, cols, eps, scale, mean);
+      k.lnNormalizeRows(X, rows, cols, scale, out);
+      k.affineRows(out, rows, cols, w, b, out);
+    },
     clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
       checkClipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks);
       for (let a = 0; a < blocks; a++) {

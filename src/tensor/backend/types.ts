@@ -49,6 +49,11 @@ export interface Backend {
   lnNormalizeRows(X: Float32Array, rows: number, cols: number, S: Float32Array, out: Float32Array): void;
   /** out[r, c] = X[r, c]·w[c] + b[c] (b null: no bias). */
   affineRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array): void;
+  /**
+   * LayerNorm in one call: lnScaleRows (scale, mean), lnNormalizeRows into out, then affineRows on out in
+   * place, row by row while the row is in cache: the same bits as those three calls.
+   */
+  layerNormRows(X: Float32Array, rows: number, cols: number, eps: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array): void;
   /** lnScale's backward: GX[r, c] += G[r] / (cols·scale[r]) · (X[r, c] − mean[r]) (mean and scale from lnScaleRows). */
   lnScaleBackwardRows(G: Float32Array, X: Float32Array, rows: number, cols: number, scale: Float32Array, mean: Float32Array, GX: Float32Array): void;
   /**
