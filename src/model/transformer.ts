@@ -18,7 +18,7 @@
  */
 import {
   Tensor, Rng, noGrad, zeros, fillNormal, add, linear, matmul, reshape, permute, slice, embedding,
-  lnScale, lnNormalize, affineLast, layerNorm, geluNew, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
+  lnScale, lnNormalize, affineLast, layerNorm, geluNew, geluNewInPlace, addInPlace, isGradEnabled, softmax, attnScores, attnApply, causalAttention, unembedCrossEntropy, ShapeError,
   rmsScale, divByScale, silu, siluMul, geluExact, rotary, RotaryTable, mul, indexSelect,
 } from "../tensor/index.ts";
 import { SelfreportError } from "../errors.ts";
@@ -340,12 +340,13 @@ export class HookedTransformer {
     if (this.spec.parallelAttnMlp) {
       const x2 = this.layerNorm(residPre, `${p}.ln2`, hooks); //                            [B, T, C]
       const mlpOut = this.mlp(l, x2, hooks); //                                             [B, T, C]
-      return { resid: hooks.run(name("hook_resid_post"), add(add(residPre, attnOut), mlpOut)), k: k.data, v: v.data };
+      const both = residualAdd(residualAdd(residPre, attnOut, name("hook_attn_out"), hooks), mlpOut, name("hook_mlp_out"), hooks);
+      return { resid: hooks.run(name("hook_resid_post"), both), k: k.data, v: v.data };
     }
-    const residMid = hooks.run(name("hook_resid_mid"), add(residPre, attnOut)); //          [B, T, C]
+    const residMid = hooks.run(name("hook_resid_mid"), residualAdd(residPre, attnOut, name("hook_attn_out"), hooks)); // [B, T, C]
     const x2 = this.layerNorm(residMid, `${p}.ln2`, hooks); //                              [B, T, C]
     const mlpOut = this.mlp(l, x2, hooks); //                                               [B, T, C]
-    return { resid: hooks.run(name("hook_resid_post"), add(residMid, mlpOut)), k: k.data, v: v.data }; // [B, T, C]
+    return { resid: hooks.run(name("hook_resid_post"), residualAdd(residMid, mlpOut, name("hook_mlp_out"), hooks)), k: k.data, v: v.data }; // [B, T, C]
   }
 
   /**
@@ -364,7 +365,9 @@ export class HookedTransformer {
       post = hooks.run(name("mlp.hook_post"), bIn.requiresGrad || bIn.data.some((x) => x !== 0) ? add(gated, bIn) : gated);
     } else {
       const pre = hooks.run(name("mlp.hook_pre"), linear(x, this.W_in(l), this.b_in(l))); // [B, T, M]
-      post = hooks.run(name("mlp.hook_post"), this.act(pre));
+      // nobody holds an unhooked pre outside autograd: GELU overwrites it (the same bits, no new buffer)
+      const overwrite = this.cfg.actFn === "gelu_new" && !hooks.needs(name("mlp.hook_pre")) && !(isGradEnabled() && pre.requiresGrad);
+      post = hooks.run(name("mlp.hook_post"), overwrite ? geluNewInPlace(pre) : this.act(pre));
     }
     return hooks.run(name("hook_mlp_out"), linear(post, this.W_out(l), this.b_out(l))); //  [B, T, C]
   }
@@ -448,6 +451,16 @@ export class HookedTransformer {
   runWithHooks(tokens: TokenBatch, hooks: readonly Hook[], opts: ForwardOptions = {}): ForwardResult {
     return this.forward(tokens, { ...opts, hooks: [...(opts.hooks ?? []), ...hooks] });
   }
+}
+
+/**
+ * residual + out, where `out` is a block's fresh attention or MLP output at hook point `outHook`. Outside
+ * autograd and with nobody hooking that point, nothing else holds `out`, so the sum is written over its
+ * buffer (addInPlace: the same bits as add) instead of a new [B, T, C] one.
+ */
+function residualAdd(residual: Tensor, out: Tensor, outHook: string, hooks: HookRunner): Tensor {
+  const recorded = isGradEnabled() && (residual.requiresGrad || out.requiresGrad);
+  return recorded || hooks.needs(outHook) ? add(residual, out) : addInPlace(residual, out);
 }
 
 /** W [H, C, Dh] → [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1, as in GPT-2's c_attn. */

@@ -127,6 +127,28 @@ test("the fused attention path (nobody hooks scores or pattern) matches the refe
   assertNear(t, "logits (fused)", plain.logits!, ref.logits);
 });
 
+test("nothing hooked (one-op LayerNorm, sums and GELU written over fresh outputs) gives the same bits as every point hooked, and leaves the input untouched", (t) => {
+  const m = tiny(t, { seed: 6 });
+  for (const weights of ["raw", "tl"] as const) {
+    const { model } = loadModel(m.dir, { weights });
+    const rows = randomRows(7, 2, 11, 64);
+    const plain = noGrad(() => model.forward(batchOf(rows)));
+    // every point but the attention pattern's (whose hooks switch attention to its two-op form, tested above)
+    const hooked = noGrad(() => model.runWithCache(batchOf(rows), (n) => !/hook_(attn_scores|pattern)$/.test(n)));
+    assert.deepEqual(plain.logits!.data, hooked.logits!.data, `${weights}: logits differ between the unhooked and the fully hooked forward`);
+    // runBlocks must not write over the residual stream it is given
+    const resid = hooked.cache.get("blocks.0.hook_resid_post")!;
+    const before = resid.data.slice();
+    const after = noGrad(() => model.runBlocks(resid, 1, model.cfg.nLayers));
+    assert.deepEqual(resid.data, before, `${weights}: runBlocks changed its input`);
+    assert.deepEqual(after.data, hooked.cache.get(`blocks.${model.cfg.nLayers - 1}.hook_resid_post`)!.data);
+    // cached activations are not overwritten by later in-place work
+    const pre = hooked.cache.get("blocks.0.mlp.hook_pre")!;
+    const post = hooked.cache.get("blocks.0.mlp.hook_post")!;
+    assert.notDeepEqual(pre.data, post.data);
+  }
+});
+
 test("the PyTorch fixture: runWithCache matches HF GPT-2 math computed by torch (make_gpt2_tiny.py)", (t) => {
   const dir = join(repoRoot(), "test", "fixtures", "gpt2-tiny");
   const { model } = loadModel(dir, { weights: "raw" });

@@ -11,7 +11,7 @@ import {
   sum, mean, max, argmaxLast,
   reshape, permute, transpose, slice, indexSelect, selectPositions, gatherLast, concat, embedding,
   matmul, linear,
-  lnScale, lnNormalize, affineLast, layerNorm, geluNew, softmax, logSoftmax, crossEntropy, mse, dropout,
+  lnScale, lnNormalize, affineLast, layerNorm, geluNew, geluNewInPlace, addInPlace, noGrad, softmax, logSoftmax, crossEntropy, mse, dropout,
   backward, ShapeError,
 } from "../../src/tensor/index.ts";
 import { mulberry32 } from "../helpers/rng.ts";
@@ -562,6 +562,23 @@ for (const backend of availableBackends()) {
             if (withBias) assertExact(`db ${what}`, b1.grad!, b2.grad!, [C]);
           }
         }
+      });
+      it("geluNewInPlace and addInPlace give geluNew's and add's bits over their input's buffer, outside autograd only", () => {
+        const rng = mulberry32(186);
+        const xs = randArray(rng, 5 * 37, 3);
+        const x = new Tensor(xs.slice(), [5, 37]);
+        const want = geluNew(new Tensor(xs.slice(), [5, 37])).data;
+        const y = geluNewInPlace(x);
+        assert.equal(y, x);
+        assertExact("geluNewInPlace", y.data, want, [5, 37]);
+        const a = new Tensor(randArray(rng, 6), [2, 3]), b = new Tensor(randArray(rng, 6), [2, 3]);
+        const sum = add(a, b).data;
+        assertExact("addInPlace", addInPlace(a, b).data, sum, [2, 3]);
+        const w = new Tensor(randArray(rng, 6), [2, 3], true);
+        assert.throws(() => geluNewInPlace(w), /geluNewInPlace: x requires a gradient; use geluNew/);
+        assert.throws(() => addInPlace(a, w), /addInPlace: an input requires a gradient; use add/);
+        assert.throws(() => addInPlace(a, new Tensor(new Float32Array(3), [3])), /addInPlace: shapes \[2, 3\] and \[3\] differ/);
+        assert.equal(noGrad(() => geluNewInPlace(w)), w); // under noGrad nothing is recorded, so it may
       });
       it("layerNorm's shape errors name the op and the shapes", () => {
         const x = tensor(new Float32Array(6), [2, 3]);

@@ -2,7 +2,7 @@
  * Elementwise ops: broadcasting binary arithmetic (numpy rules) and unary functions.
  * Each op computes its output and registers its backward beside it.
  */
-import { Tensor, ShapeError, record, gradOf, addGrad, addInto, shapeStr, numel, sameShape, emptyF32, type Shape } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, addGrad, addInto, shapeStr, numel, sameShape, emptyF32, isGradEnabled, type Shape } from "../tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Broadcasting
@@ -155,6 +155,18 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
 }
 
 export const add = (a: Tensor, b: Tensor): Tensor => binary("add", a, b);
+
+/**
+ * a + b written over b's own buffer (the same bits as add(a, b)), for a fresh op output b that nobody
+ * else holds, outside autograd: the residual stream's adds, sparing a new buffer each. Throws if a
+ * gradient would be needed or the shapes differ.
+ */
+export function addInPlace(a: Tensor, b: Tensor): Tensor {
+  if (isGradEnabled() && (a.requiresGrad || b.requiresGrad)) throw new Error("addInPlace: an input requires a gradient; use add");
+  if (!sameShape(a.shape, b.shape)) throw new ShapeError(`addInPlace: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ`);
+  addInto(b.data, a.data);
+  return b;
+}
 export const sub = (a: Tensor, b: Tensor): Tensor => binary("sub", a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary("mul", a, b);
 export const div = (a: Tensor, b: Tensor): Tensor => binary("div", a, b);

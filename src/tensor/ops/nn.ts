@@ -3,7 +3,7 @@
  * LayerNorm (in TransformerLens's two hookable steps), GELU (gelu_new), softmax, log-softmax,
  * cross-entropy, MSE and dropout.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32, isGradEnabled } from "../tensor.ts";
 import type { Rng } from "../random.ts";
 import { getBackend } from "../backend/index.ts";
 
@@ -104,6 +104,17 @@ export function geluNew(x: Tensor): Tensor {
   return record("geluNew", new Tensor(out, x.shape), [x], (g) => {
     getBackend().geluBackward(X, g, n, gradOf(x));
   });
+}
+
+/**
+ * geluNew written over x's own buffer (the same bits as geluNew), for a fresh activation that nobody
+ * else holds, outside autograd: it spares a new output buffer, whose first writes cost more than the
+ * GELU itself. Throws if x would need a gradient.
+ */
+export function geluNewInPlace(x: Tensor): Tensor {
+  if (isGradEnabled() && x.requiresGrad) throw new Error("geluNewInPlace: x requires a gradient; use geluNew, which keeps its input for the backward pass");
+  getBackend().geluForward(x.data, x.size, x.data);
+  return x;
 }
 
 // ---------------------------------------------------------------------------------------------
