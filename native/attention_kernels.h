@@ -17,10 +17,15 @@
 #define VF RK_NAME(vf)
 #if RK_W == 8 && defined(__x86_64__)
 #define AK_FMA(a, b, c) ((VF)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define AK_SPLAT(x) ((VF)_mm256_set1_ps(x)) /* one vbroadcastss (splat's lane loop compiles to inserts) */
+#elif RK_W == 4 && defined(__x86_64__)
+#define AK_FMA(a, b, c) ((a) * (b) + (c))
+#define AK_SPLAT(x) ((VF)_mm_set1_ps(x))
 #else
 #define AK_FMA(a, b, c) ((a) * (b) + (c))
+#define AK_SPLAT(x) RK_NAME(splat)(x)
 #endif
-#define AK_R 4 /* rows per register block */
+#define AK_R 6 /* rows per register block: 6 × AK_V = 12 accumulators cover the FMA latency */
 #define AK_V 2 /* vectors per register block */
 #define AK_TILE (AK_V * RK_W)
 
@@ -32,7 +37,7 @@ static inline __attribute__((always_inline)) void RK_NAME(ak_nt_block)(const int
     VF y[AK_V];
     for (int v = 0; v < AK_V; v++) y[v] = RK_NAME(load)(YT + d * ldt + v * RK_W);
     for (int r = 0; r < nr; r++) {
-      const VF x = RK_NAME(splat)(X[r * ldx + d]);
+      const VF x = AK_SPLAT(X[r * ldx + d]);
       for (int v = 0; v < AK_V; v++) acc[r][v] = AK_FMA(x, y[v], acc[r][v]);
     }
   }
@@ -51,7 +56,7 @@ static inline __attribute__((always_inline)) void RK_NAME(ak_nn_block)(const int
     VF y[AK_V];
     for (int v = 0; v < nv; v++) y[v] = RK_NAME(load)(Y + c * ldy + v * RK_W);
     for (int r = 0; r < nr; r++) {
-      const VF a = RK_NAME(splat)(A[r * ar + c * ac]);
+      const VF a = AK_SPLAT(A[r * ar + c * ac]);
       for (int v = 0; v < nv; v++) acc[r][v] = AK_FMA(a, y[v], acc[r][v]);
     }
   }
@@ -82,15 +87,48 @@ static inline __attribute__((always_inline)) void RK_NAME(ak_nn_rows)(const int 
 
 /* Calls CALL(n) with n = nr as a constant (1 ≤ nr ≤ AK_R), so the register blocks unroll. */
 #define AK_ROWS(nr, CALL) \
-  switch (nr) { case 4: CALL(4); break; case 3: CALL(3); break; case 2: CALL(2); break; default: CALL(1); break; }
-
-/* kT[d, j] = K[j·ld + d] for j < T, 0 for T ≤ j < Tp. */
-static void RK_NAME(ak_transpose)(const float* K, int64_t T, int64_t ld, int64_t Dh, int64_t Tp, float* kT) {
-  for (int64_t d = 0; d < Dh; d++) {
-    float* row = kT + d * Tp;
-    for (int64_t j = 0; j < T; j++) row[j] = K[j * ld + d];
-    for (int64_t j = T; j < Tp; j++) row[j] = 0.0f;
+  switch (nr) { \
+    case 6: CALL(6); break; case 5: CALL(5); break; case 4: CALL(4); break; \
+    case 3: CALL(3); break; case 2: CALL(2); break; default: CALL(1); break; \
   }
+
+/*
+ * kT[d, j] = K[j·ld + d] for j < T, 0 for T ≤ j < Tp. K's rows are read whole (reading a column would
+ * touch T lines H·Dh floats apart, which share a few cache sets); AVX2 moves 8×8 blocks in registers.
+ */
+static void RK_NAME(ak_transpose)(const float* K, int64_t T, int64_t ld, int64_t Dh, int64_t Tp, float* kT) {
+  int64_t j0 = 0;
+#if RK_W == 8 && defined(__x86_64__)
+  const int64_t dbody = Dh - Dh % 8;
+  for (; j0 + 8 <= T; j0 += 8) {
+    for (int64_t d0 = 0; d0 < dbody; d0 += 8) {
+      __m256 r0 = _mm256_loadu_ps(K + (j0 + 0) * ld + d0), r1 = _mm256_loadu_ps(K + (j0 + 1) * ld + d0);
+      __m256 r2 = _mm256_loadu_ps(K + (j0 + 2) * ld + d0), r3 = _mm256_loadu_ps(K + (j0 + 3) * ld + d0);
+      __m256 r4 = _mm256_loadu_ps(K + (j0 + 4) * ld + d0), r5 = _mm256_loadu_ps(K + (j0 + 5) * ld + d0);
+      __m256 r6 = _mm256_loadu_ps(K + (j0 + 6) * ld + d0), r7 = _mm256_loadu_ps(K + (j0 + 7) * ld + d0);
+      __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+      __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+      __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+      __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+      __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+      __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+      __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+      __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+      float* o = kT + d0 * Tp + j0;
+      _mm256_storeu_ps(o + 0 * Tp, _mm256_permute2f128_ps(u0, u4, 0x20));
+      _mm256_storeu_ps(o + 1 * Tp, _mm256_permute2f128_ps(u1, u5, 0x20));
+      _mm256_storeu_ps(o + 2 * Tp, _mm256_permute2f128_ps(u2, u6, 0x20));
+      _mm256_storeu_ps(o + 3 * Tp, _mm256_permute2f128_ps(u3, u7, 0x20));
+      _mm256_storeu_ps(o + 4 * Tp, _mm256_permute2f128_ps(u0, u4, 0x31));
+      _mm256_storeu_ps(o + 5 * Tp, _mm256_permute2f128_ps(u1, u5, 0x31));
+      _mm256_storeu_ps(o + 6 * Tp, _mm256_permute2f128_ps(u2, u6, 0x31));
+      _mm256_storeu_ps(o + 7 * Tp, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (int64_t j = j0; j < j0 + 8; j++) for (int64_t d = dbody; d < Dh; d++) kT[d * Tp + j] = K[j * ld + d];
+  }
+#endif
+  for (int64_t j = j0; j < T; j++) for (int64_t d = 0; d < Dh; d++) kT[d * Tp + j] = K[j * ld + d];
+  for (int64_t d = 0; d < Dh; d++) for (int64_t j = T; j < Tp; j++) kT[d * Tp + j] = 0.0f;
 }
 
 /*
@@ -230,4 +268,5 @@ static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float*
 #undef AK_V
 #undef AK_R
 #undef AK_FMA
+#undef AK_SPLAT
 #undef VF

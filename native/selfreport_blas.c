@@ -929,12 +929,12 @@ static void attn_range(void* arg, int64_t p0, int64_t p1) {
   attn_job* c = (attn_job*)arg;
   const int64_t T = c->T, H = c->H, Dh = c->Dh, ld = H * Dh;
   const int64_t Tp = (T + 15) / 16 * 16; /* at least each build's rounding of T (8 or 16 keys) */
-  const size_t n = (size_t)(Dh * Tp + 4 * Tp + (c->backward ? T * T : Tp));
+  const size_t n = (size_t)(Dh * Tp + 6 * Tp + (c->backward ? T * T : Tp));
   float* scratch = malloc((n + 1) * sizeof(float));
   if (scratch == NULL) { c->failed = 1; return; }
   float* tile = scratch;            /* kT or vT [Dh, Tp] */
-  float* S = tile + Dh * Tp;        /* [4, Tp] */
-  float* last = S + 4 * Tp;         /* madd [Tp] or dS [T, T] */
+  float* S = tile + Dh * Tp;        /* [AK_R = 6, Tp] */
+  float* last = S + 6 * Tp;         /* madd [Tp] or dS [T, T] */
   for (int64_t p = p0; p < p1; p++) {
     const int64_t b = p / H, h = p % H, off = b * T * ld + h * Dh;
     float* Pp = c->P + p * T * T;
