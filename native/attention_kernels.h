@@ -131,15 +131,29 @@ static void RK_NAME(ak_transpose)(const float* K, int64_t T, int64_t ld, int64_t
   for (int64_t d = 0; d < Dh; d++) for (int64_t j = T; j < Tp; j++) kT[d * Tp + j] = 0.0f;
 }
 
+/* dst [T, Dh] = src's T rows of Dh (row stride ld): the rows a product walks through, packed so that
+ * they do not share the few cache sets that rows H·Dh floats apart fall in. */
+static void RK_NAME(ak_pack)(const float* src, int64_t T, int64_t ld, int64_t Dh, float* dst) {
+  for (int64_t j = 0; j < T; j++) memcpy(dst + j * Dh, src + j * ld, (size_t)Dh * sizeof(float));
+}
+
 /*
- * One (b, h) pair's forward. mask: the batch's [T] key mask or NULL. Scratch: kT [Dh, Tp], S [AK_R, Tp],
- * madd [Tp] (0 for a visible key, −∞ for a padded one).
+ * One (b, h) pair's forward. mask: the batch's [T] key mask or NULL. P NULL: the pattern is not kept (each
+ * block's rows live in scratch). scratch: at least Dh·Tp + (AK_R + 1)·Tp + T·Dh + AK_R·T floats (Tp: T
+ * rounded up to 16), for kT [Dh, Tp], S [AK_R, Tp], madd [Tp] (0 for a visible key, −∞ for a padded one),
+ * V packed [T, Dh] and a block of pattern rows [AK_R, T].
  */
 static void RK_NAME(attn_fwd_pair)(const float* Q, const float* K, const float* V, int64_t T, int64_t ld, int64_t Dh, float scale, const uint8_t* mask,
-                                   float* P, float* Z, float* kT, float* S, float* madd) {
+                                   float* P, float* Z, float* scratch) {
   const float ninf = -__builtin_inff();
   const int64_t Tp = (T + AK_TILE - 1) / AK_TILE * AK_TILE;
+  float* kT = scratch;
+  float* S = kT + Dh * Tp;
+  float* madd = S + AK_R * Tp;
+  float* Vp = madd + Tp;
+  float* Pbuf = Vp + T * Dh;
   RK_NAME(ak_transpose)(K, T, ld, Dh, Tp, kT);
+  RK_NAME(ak_pack)(V, T, ld, Dh, Vp);
   for (int64_t j = 0; j < Tp; j++) madd[j] = j < T && (mask == NULL || mask[j] != 0) ? 0.0f : ninf;
   const VF sc = RK_NAME(splat)(scale);
   for (int64_t i0 = 0; i0 < T; i0 += AK_R) {
@@ -150,11 +164,12 @@ static void RK_NAME(attn_fwd_pair)(const float* Q, const float* K, const float* 
       AK_ROWS(nr, AK_SCORES)
 #undef AK_SCORES
     }
+    float* Pblk = P != NULL ? P + i0 * T : Pbuf; /* the block's rows of the pattern [nr, T] */
     for (int r = 0; r < nr; r++) {
       const int64_t i = i0 + r, n = i + 1;
       const int64_t body = n - n % RK_W;
       float* s = S + r * Tp;
-      float* p = P + i * T;
+      float* p = Pblk + r * T;
       /* x = scale·s + madd over keys 0..i, into p; the row maximum. */
       VF mv = RK_NAME(splat)(ninf);
       for (int64_t j = 0; j < body; j += RK_W) {
@@ -193,27 +208,37 @@ static void RK_NAME(attn_fwd_pair)(const float* Q, const float* K, const float* 
       for (int64_t j = n; j < T; j++) p[j] = 0.0f;
     }
     /* Z rows of the block: P's entries above the diagonal are 0, so every row may run to the block's last key. */
-#define AK_Z(n) RK_NAME(ak_nn_rows)(n, P + i0 * T, T, 1, 0, n_keys, V, ld, Dh, Z + i0 * ld, ld, false)
+#define AK_Z(n) RK_NAME(ak_nn_rows)(n, Pblk, T, 1, 0, n_keys, Vp, Dh, Dh, Z + i0 * ld, ld, false)
     AK_ROWS(nr, AK_Z)
 #undef AK_Z
   }
 }
 
 /*
- * One (b, h) pair's backward; dQ, dK, dV may be NULL (not wanted) and are added into.
- * Scratch: vT [Dh, Tp], S [AK_R, Tp], dS [T, T] (only needed with dQ or dK).
+ * One (b, h) pair's backward; dQ, dK, dV may be NULL (not wanted) and are added into. scratch: at least
+ * Dh·Tp + AK_R·Tp + T·T + 3·T·Dh floats (Tp: T rounded up to 16), for vT [Dh, Tp], S [AK_R, Tp], dS [T, T]
+ * and Q, K, dZ packed [T, Dh].
  */
 static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float* K, const float* V, const float* P, int64_t T, int64_t ld, int64_t Dh, float scale,
-                                   float* dQ, float* dK, float* dV, float* vT, float* S, float* dS) {
+                                   float* dQ, float* dK, float* dV, float* scratch) {
   const int64_t Tp = (T + AK_TILE - 1) / AK_TILE * AK_TILE;
+  float* vT = scratch;
+  float* S = vT + Dh * Tp;
+  float* dS = S + AK_R * Tp;
+  float* Qp = dS + T * T;
+  float* Kp = Qp + T * Dh;
+  float* dZp = Kp + T * Dh;
+  RK_NAME(ak_pack)(dZ, T, ld, Dh, dZp);
   if (dQ != NULL || dK != NULL) {
     RK_NAME(ak_transpose)(V, T, ld, Dh, Tp, vT);
+    if (dQ != NULL) RK_NAME(ak_pack)(K, T, ld, Dh, Kp);
+    if (dK != NULL) RK_NAME(ak_pack)(Q, T, ld, Dh, Qp);
     const VF sc = RK_NAME(splat)(scale);
     for (int64_t i0 = 0; i0 < T; i0 += AK_R) {
       const int nr = (int)(T - i0 < AK_R ? T - i0 : AK_R);
       const int64_t n_keys = i0 + nr;
       for (int64_t j0 = 0; j0 < n_keys; j0 += AK_TILE) {
-#define AK_DP(n) RK_NAME(ak_nt_block)(n, dZ + i0 * ld, ld, vT + j0, Tp, Dh, S + j0, Tp)
+#define AK_DP(n) RK_NAME(ak_nt_block)(n, dZp + i0 * Dh, Dh, vT + j0, Tp, Dh, S + j0, Tp)
         AK_ROWS(nr, AK_DP)
 #undef AK_DP
       }
@@ -238,7 +263,7 @@ static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float*
         for (int64_t j = n; j < T; j++) ds[j] = 0.0f;
       }
       if (dQ != NULL) {
-#define AK_DQ(n) RK_NAME(ak_nn_rows)(n, dS + i0 * T, T, 1, 0, n_keys, K, ld, Dh, dQ + i0 * ld, ld, true)
+#define AK_DQ(n) RK_NAME(ak_nn_rows)(n, dS + i0 * T, T, 1, 0, n_keys, Kp, Dh, Dh, dQ + i0 * ld, ld, true)
         AK_ROWS(nr, AK_DQ)
 #undef AK_DQ
       }
@@ -247,7 +272,7 @@ static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float*
       /* dK[j] += Σ_{i ≥ j} dS[i, j]·Q[i]: dS read transposed; entries with i < j are 0. */
       for (int64_t j0 = 0; j0 < T; j0 += AK_R) {
         const int nr = (int)(T - j0 < AK_R ? T - j0 : AK_R);
-#define AK_DK(n) RK_NAME(ak_nn_rows)(n, dS + j0, 1, T, j0, T, Q, ld, Dh, dK + j0 * ld, ld, true)
+#define AK_DK(n) RK_NAME(ak_nn_rows)(n, dS + j0, 1, T, j0, T, Qp, Dh, Dh, dK + j0 * ld, ld, true)
         AK_ROWS(nr, AK_DK)
 #undef AK_DK
       }
@@ -256,7 +281,7 @@ static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float*
   if (dV != NULL) {
     for (int64_t j0 = 0; j0 < T; j0 += AK_R) {
       const int nr = (int)(T - j0 < AK_R ? T - j0 : AK_R);
-#define AK_DV(n) RK_NAME(ak_nn_rows)(n, P + j0, 1, T, j0, T, dZ, ld, Dh, dV + j0 * ld, ld, true)
+#define AK_DV(n) RK_NAME(ak_nn_rows)(n, P + j0, 1, T, j0, T, dZp, Dh, Dh, dV + j0 * ld, ld, true)
       AK_ROWS(nr, AK_DV)
 #undef AK_DV
     }

@@ -929,20 +929,18 @@ static void attn_range(void* arg, int64_t p0, int64_t p1) {
   attn_job* c = (attn_job*)arg;
   const int64_t T = c->T, H = c->H, Dh = c->Dh, ld = H * Dh;
   const int64_t Tp = (T + 15) / 16 * 16; /* at least each build's rounding of T (8 or 16 keys) */
-  const size_t n = (size_t)(Dh * Tp + 6 * Tp + (c->backward ? T * T : Tp));
+  /* Enough for either pair kernel (attention_kernels.h; AK_R ≤ 7 rows): tiles, scores, dS, packed rows. */
+  const size_t n = (size_t)(Dh * Tp + 8 * Tp + T * T + 3 * T * Dh + 8 * T);
   float* scratch = malloc((n + 1) * sizeof(float));
   if (scratch == NULL) { c->failed = 1; return; }
-  float* tile = scratch;            /* kT or vT [Dh, Tp] */
-  float* S = tile + Dh * Tp;        /* [AK_R = 6, Tp] */
-  float* last = S + 6 * Tp;         /* madd [Tp] or dS [T, T] */
   for (int64_t p = p0; p < p1; p++) {
     const int64_t b = p / H, h = p % H, off = b * T * ld + h * Dh;
-    float* Pp = c->P + p * T * T;
+    float* Pp = c->P != NULL ? c->P + p * T * T : NULL;
     if (!c->backward) {
-      DISPATCH(attn_fwd_pair, c->Q + off, c->K + off, c->V + off, T, ld, Dh, c->scale, c->mask ? c->mask + b * T : NULL, Pp, c->Z + off, tile, S, last);
+      DISPATCH(attn_fwd_pair, c->Q + off, c->K + off, c->V + off, T, ld, Dh, c->scale, c->mask ? c->mask + b * T : NULL, Pp, c->Z + off, scratch);
     } else {
       DISPATCH(attn_bwd_pair, c->dZ + off, c->Q + off, c->K + off, c->V + off, Pp, T, ld, Dh, c->scale,
-               c->dQ ? c->dQ + off : NULL, c->dK ? c->dK + off : NULL, c->dV ? c->dV + off : NULL, tile, S, last);
+               c->dQ ? c->dQ + off : NULL, c->dK ? c->dK + off : NULL, c->dV ? c->dV + off : NULL, scratch);
     }
   }
   free(scratch);
@@ -963,7 +961,7 @@ static bool get_attn_dims(napi_env env, const char* fn, napi_value* argv, int64_
   return true;
 }
 
-/* causalAttentionForward(Q, K, V, B, T, H, Dh, scale, keyMask | null, P, Z): see Backend. */
+/* causalAttentionForward(Q, K, V, B, T, H, Dh, scale, keyMask | null, P | null, Z): see Backend. */
 static napi_value causal_attention_forward(napi_env env, napi_callback_info info) {
   const char* fn = "causalAttentionForward";
   size_t argc = 11;
@@ -998,7 +996,7 @@ static napi_value causal_attention_forward(napi_env env, napi_callback_info info
     }
     mask = data;
   }
-  if (!get_vector(env, fn, argv[9], "P", np, "B·H·T·T", &P)) return NULL;
+  if (!get_optional_vector(env, fn, argv[9], "P", np, "B·H·T·T", &P)) return NULL;
   if (!get_vector(env, fn, argv[10], "Z", n, "B·T·H·Dh", &Z)) return NULL;
   attn_job job = {.Q = Q, .K = K, .V = V, .mask = mask, .P = P, .Z = Z, .T = T, .H = H, .Dh = Dh, .scale = (float)scale, .backward = false, .failed = 0};
   parallel_units(B * H, T * T * (Dh + 1), attn_range, &job);

@@ -349,7 +349,7 @@ function checkAttention(fn: string, B: number, T: number, H: number, Dh: number,
  */
 export function causalAttentionForwardJs(...[Q, K, V, B, T, H, Dh, scale, keyMask, P, Z]: Parameters<Backend["causalAttentionForward"]>): void {
   const fn = "causalAttentionForward";
-  checkAttention(fn, B, T, H, Dh, scale, [["Q", Q], ["K", K], ["V", V], ["Z", Z]], [["P", P]]);
+  checkAttention(fn, B, T, H, Dh, scale, [["Q", Q], ["K", K], ["V", V], ["Z", Z]], P === null ? [] : [["P", P]]);
   if (keyMask !== null) {
     if (!(keyMask instanceof Uint8Array)) throw new TypeError(`${fn}: keyMask must be a Uint8Array or null`);
     if (keyMask.length < B * T) throw new RangeError(`${fn}: keyMask has ${keyMask.length} elements, fewer than B·T = ${B * T}`);
@@ -373,7 +373,7 @@ export function causalAttentionForwardJs(...[Q, K, V, B, T, H, Dh, scale, keyMas
           s[j] = Math.fround(scale * dot);
           if (s[j]! > m) m = s[j]!;
         }
-        P.fill(0, po, po + T);
+        P?.fill(0, po, po + T);
         const zo = base + i * ld;
         if (m === -Infinity) { for (let d = 0; d < Dh; d++) Z[zo + d] = 0; continue; }
         let sum = 0;
@@ -386,7 +386,7 @@ export function causalAttentionForwardJs(...[Q, K, V, B, T, H, Dh, scale, keyMas
         z.fill(0);
         for (let j = 0; j <= i; j++) {
           const w = Math.fround(s[j]! * inv);
-          P[po + j] = w;
+          if (P !== null) P[po + j] = w;
           if (w === 0) continue;
           const vo = base + j * ld;
           for (let d = 0; d < Dh; d++) z[d]! += w * V[vo + d]!;

@@ -108,12 +108,13 @@ export interface Backend {
    * (b, h): S = scale·q·kᵀ over keys j ≤ i that are not padded (keyMask[b·T + j] = 1; keyMask null: none
    * padded), P[b, h, i, :] = softmax of S (row maximum subtracted first) on those keys and exactly 0 on
    * every other key, Z[b, i, h, :] = Σ_j P[b, h, i, j]·V[b, j, h, :]. P [B, H, T, T] and Z are written in
-   * full; a query that sees no key gets P = 0 and Z = 0. The native backend splits the (b, h) pairs over
-   * threads (the same bits whatever the thread count) and skips the products above the diagonal.
+   * full; a query that sees no key gets P = 0 and Z = 0. P null: the pattern is not kept (no backward
+   * will follow), Z the same. The native backend splits the (b, h) pairs over threads (the same bits
+   * whatever the thread count) and skips the products above the diagonal.
    */
   causalAttentionForward(
     Q: Float32Array, K: Float32Array, V: Float32Array, B: number, T: number, H: number, Dh: number, scale: number,
-    keyMask: Uint8Array | null, P: Float32Array, Z: Float32Array,
+    keyMask: Uint8Array | null, P: Float32Array | null, Z: Float32Array,
   ): void;
   /**
    * causalAttentionForward's backward from its P, adding into dQ, dK, dV (null: not wanted), per (b, h):

@@ -14,7 +14,7 @@
  *
  * keyMask (optional) is [B, T] with 1 for real tokens and 0 for padding: padded keys get -∞.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32, isGradEnabled } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
 
 interface Dims {
@@ -144,10 +144,12 @@ export function causalAttention(q: Tensor, k: Tensor, v: Tensor, keyMask: Uint8A
   const { B, T, H, Dh } = d;
   const scale = 1 / Math.sqrt(Dh);
   const be = getBackend();
-  const P = emptyF32(B * H * T * T); // [B, H, T, T], written in full (0 on masked keys)
+  // The pattern [B, H, T, T] (written in full, 0 on masked keys) only when a backward may follow.
+  const P = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad) ? emptyF32(B * H * T * T) : null;
   const Z = emptyF32(v.size); // [B, T, H, Dh], written in full
   be.causalAttentionForward(q.data, k.data, v.data, B, T, H, Dh, scale, keyMask, P, Z);
   return record("causalAttention", new Tensor(Z, v.shape), [q, k, v], (g) => {
+    if (P === null) throw new Error("causalAttention: backward without the pattern (recorded with gradients off)");
     be.causalAttentionBackward(g, q.data, k.data, v.data, P, B, T, H, Dh, scale,
       q.requiresGrad ? gradOf(q) : null, k.requiresGrad ? gradOf(k) : null, v.requiresGrad ? gradOf(v) : null);
   });
