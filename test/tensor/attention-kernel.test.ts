@@ -2,8 +2,8 @@
  * The backends' fused causal attention kernels (causalAttentionForward / causalAttentionBackward, used by
  * causalAttention in src/tensor/ops/attention.ts) on a GPT-2-like head size: the native kernel against
  * the js backend's float64 loops (forward, pattern and all three gradients, which are added into), the
- * exact zeros of the pattern (above the diagonal, padded keys, a query that sees no key), a backward for
- * only some of q, k, v, the same bits with 1, 2 and 3 threads and with the base SIMD build, and the
+ * exact zeros of the pattern (above the diagonal, padded keys, a query that sees no key), z without a
+ * pattern to keep, a backward for only some of q, k, v, the same bits with 1, 2 and 3 threads and with the base SIMD build, and the
  * argument errors.
  */
 import { describe, it } from "node:test";
@@ -79,6 +79,15 @@ for (const be of availableBackends()) {
             }
           }
         }
+      }
+    });
+
+    it("without a pattern to keep (P null, as under noGrad) z has the same bits", () => {
+      for (const mask of [keyMask, null]) {
+        const { Z } = run(be, mask);
+        const Z2 = new Float32Array(N).fill(NaN);
+        be.causalAttentionForward(Q, K, V, B, T, H, Dh, scale, mask, null, Z2);
+        assertExact(`z without P, ${mask === null ? "no mask" : "padding"}`, Z2, Z, [B, T, H, Dh]);
       }
     });
 
