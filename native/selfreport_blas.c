@@ -7,6 +7,8 @@
  *   openblasInfo() -> { config: string, numThreads: number }
  *   logSumExpRows(X, rows, cols, out)        out[r] = log Σ_c exp(X[r, c])
  *   softmaxScaleRows(X, rows, cols, lse, scale)  X[r, c] ← scale[r] · exp(X[r, c] − lse[r]) in place
+ *   causalAttentionForward / causalAttentionBackward  fused causal attention per (batch, head)
+ *                                            (attention_kernels.h; see src/tensor/backend/types.ts)
  *
  * The two row kernels carry softmax / cross-entropy over GPT-2's 50257-token vocabulary, where
  * a scalar exp per element costs more than the matrix products around it. They use a
