@@ -9,7 +9,8 @@
  * its products are strided sub-matrices (row stride H·Dh), done as one batched sgemm per b over the
  * full T×T square. The fused op, used when nobody is hooking them, is one backend kernel forward
  * (causalAttentionForward: scores, mask, softmax and z per (b, h), only keys j ≤ i, split over threads
- * natively) and one backward (causalAttentionBackward); it keeps only the pattern for the backward pass.
+ * natively) and one backward (causalAttentionBackward); it keeps only the pattern, and only when a backward
+ * may follow (under noGrad or without inputs requiring grad it keeps nothing).
  * The two forms agree to float32 rounding, not bit for bit (their sums run in different orders).
  *
  * keyMask (optional) is [B, T] with 1 for real tokens and 0 for padding: padded keys get -∞.
