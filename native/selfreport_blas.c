@@ -7,6 +7,8 @@
  *   openblasInfo() -> { config: string, numThreads: number }
  *   logSumExpRows(X, rows, cols, out)        out[r] = log Σ_c exp(X[r, c])
  *   softmaxScaleRows(X, rows, cols, lse, scale)  X[r, c] ← scale[r] · exp(X[r, c] − lse[r]) in place
+ *   causalAttentionForward / causalAttentionBackward  fused causal attention per (batch, head)
+ *                                            (attention_kernels.h; see src/tensor/backend/types.ts)
  *
  * The two row kernels carry softmax / cross-entropy over GPT-2's 50257-token vocabulary, where
  * a scalar exp per element costs more than the matrix products around it. They use a
@@ -38,6 +40,9 @@
 #include <string.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
 #endif
 
 #define MAX_ARGS 17
@@ -280,6 +285,7 @@ static napi_value sgemm_strided_batched(napi_env env, napi_callback_info info) {
 #define RK_W 4
 #define RK_NAME(f) f##_base
 #include "row_kernels.h"
+#include "attention_kernels.h"
 #undef RK_W
 #undef RK_NAME
 #define MK_NAME(f) f##_base
@@ -292,6 +298,7 @@ static napi_value sgemm_strided_batched(napi_env env, napi_callback_info info) {
 #define RK_W 8
 #define RK_NAME(f) f##_avx2
 #include "row_kernels.h"
+#include "attention_kernels.h"
 #undef RK_W
 #undef RK_NAME
 #pragma GCC pop_options
@@ -927,6 +934,129 @@ static napi_value cross_entropy_blocks_js(napi_env env, napi_callback_info info)
 }
 
 /*
+ * Fused causal attention (attention_kernels.h). The B·H (batch, head) pairs are split over threads as
+ * the row kernels are (parallel_units, OpenBLAS's thread count); each pair writes only its own rows of
+ * Z, dQ, dK, dV (its head's columns) and its own [T, T] block of P, and is computed the same way in any
+ * thread, so the result has the same bits whatever the thread count. Each thread allocates its scratch.
+ */
+typedef struct {
+  const float *Q, *K, *V, *dZ;
+  const uint8_t* mask;
+  float *P, *Z, *dQ, *dK, *dV;
+  int64_t T, H, Dh;
+  float scale;
+  bool backward;
+  volatile int failed;
+} attn_job;
+
+static void attn_range(void* arg, int64_t p0, int64_t p1) {
+  attn_job* c = (attn_job*)arg;
+  const int64_t T = c->T, H = c->H, Dh = c->Dh, ld = H * Dh;
+  const int64_t Tp = (T + 15) / 16 * 16; /* at least each build's rounding of T (8 or 16 keys) */
+  /* Enough for either pair kernel (attention_kernels.h; AK_R ≤ 7 rows): tiles, scores, dS, packed rows. */
+  const size_t n = (size_t)(Dh * Tp + 8 * Tp + T * T + 3 * T * Dh + 8 * T);
+  float* scratch = malloc((n + 1) * sizeof(float));
+  if (scratch == NULL) { c->failed = 1; return; }
+  for (int64_t p = p0; p < p1; p++) {
+    const int64_t b = p / H, h = p % H, off = b * T * ld + h * Dh;
+    float* Pp = c->P != NULL ? c->P + p * T * T : NULL;
+    if (!c->backward) {
+      DISPATCH(attn_fwd_pair, c->Q + off, c->K + off, c->V + off, T, ld, Dh, c->scale, c->mask ? c->mask + b * T : NULL, Pp, c->Z + off, scratch);
+    } else {
+      DISPATCH(attn_bwd_pair, c->dZ + off, c->Q + off, c->K + off, c->V + off, Pp, T, ld, Dh, c->scale,
+               c->dQ ? c->dQ + off : NULL, c->dK ? c->dK + off : NULL, c->dV ? c->dV + off : NULL, scratch);
+    }
+  }
+  free(scratch);
+}
+
+/* B, T, H, Dh (arguments first..first+3) and B·T·H·Dh, B·H·T·T, checked against overflow. */
+static bool get_attn_dims(napi_env env, const char* fn, napi_value* argv, int64_t* B, int64_t* T, int64_t* H, int64_t* Dh) {
+  if (!get_dim(env, fn, argv[0], "B", B)) return false;
+  if (!get_dim(env, fn, argv[1], "T", T)) return false;
+  if (!get_dim(env, fn, argv[2], "H", H)) return false;
+  if (!get_dim(env, fn, argv[3], "Dh", Dh)) return false;
+  const double qkv = (double)*B * (double)*T * (double)*H * (double)*Dh, p = (double)*B * (double)*H * (double)*T * (double)*T;
+  if (qkv > 9.0e15 || p > 9.0e15) {
+    char msg[MSG_LEN];
+    snprintf(msg, sizeof msg, "%s: B·T·H·Dh = %.17g or B·H·T·T = %.17g is too large", fn, qkv, p);
+    return throw_range(env, msg);
+  }
+  return true;
+}
+
+/* causalAttentionForward(Q, K, V, B, T, H, Dh, scale, keyMask | null, P | null, Z): see Backend. */
+static napi_value causal_attention_forward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalAttentionForward";
+  size_t argc = 11;
+  napi_value argv[11];
+  char msg[MSG_LEN];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 11) { throw_type(env, "causalAttentionForward(Q, K, V, B, T, H, Dh, scale, keyMask, P, Z) takes 11 arguments"); return NULL; }
+  int64_t B, T, H, Dh;
+  if (!get_attn_dims(env, fn, argv + 3, &B, &T, &H, &Dh)) return NULL;
+  const int64_t n = B * T * H * Dh, np = B * H * T * T;
+  float *Q, *K, *V, *P, *Z;
+  double scale;
+  if (!get_vector(env, fn, argv[0], "Q", n, "B·T·H·Dh", &Q)) return NULL;
+  if (!get_vector(env, fn, argv[1], "K", n, "B·T·H·Dh", &K)) return NULL;
+  if (!get_vector(env, fn, argv[2], "V", n, "B·T·H·Dh", &V)) return NULL;
+  if (!get_number(env, fn, argv[7], "scale", &scale)) return NULL;
+  const uint8_t* mask = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[8], &t) != napi_ok) return NULL;
+  if (t != napi_null) {
+    bool is_typed = false;
+    napi_typedarray_type type;
+    size_t len = 0;
+    void* data = NULL;
+    if (napi_is_typedarray(env, argv[8], &is_typed) != napi_ok) return NULL;
+    if (is_typed && napi_get_typedarray_info(env, argv[8], &type, &len, &data, NULL, NULL) != napi_ok) return NULL;
+    if (!is_typed || type != napi_uint8_array) { throw_type(env, "causalAttentionForward: keyMask must be a Uint8Array or null"); return NULL; }
+    if ((int64_t)len < B * T) {
+      snprintf(msg, sizeof msg, "%s: keyMask has %lld elements, fewer than B·T = %lld", fn, (long long)len, (long long)(B * T));
+      throw_range(env, msg);
+      return NULL;
+    }
+    mask = data;
+  }
+  if (!get_optional_vector(env, fn, argv[9], "P", np, "B·H·T·T", &P)) return NULL;
+  if (!get_vector(env, fn, argv[10], "Z", n, "B·T·H·Dh", &Z)) return NULL;
+  attn_job job = {.Q = Q, .K = K, .V = V, .mask = mask, .P = P, .Z = Z, .T = T, .H = H, .Dh = Dh, .scale = (float)scale, .backward = false, .failed = 0};
+  parallel_units(B * H, T * T * (Dh + 1), attn_range, &job);
+  if (job.failed) throw_range(env, "causalAttentionForward: out of memory for the scratch tiles");
+  return NULL;
+}
+
+/* causalAttentionBackward(dZ, Q, K, V, P, B, T, H, Dh, scale, dQ | null, dK | null, dV | null): see Backend. */
+static napi_value causal_attention_backward(napi_env env, napi_callback_info info) {
+  const char* fn = "causalAttentionBackward";
+  size_t argc = 13;
+  napi_value argv[13];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 13) { throw_type(env, "causalAttentionBackward(dZ, Q, K, V, P, B, T, H, Dh, scale, dQ, dK, dV) takes 13 arguments"); return NULL; }
+  int64_t B, T, H, Dh;
+  if (!get_attn_dims(env, fn, argv + 5, &B, &T, &H, &Dh)) return NULL;
+  const int64_t n = B * T * H * Dh, np = B * H * T * T;
+  float *dZ, *Q, *K, *V, *P, *dQ, *dK, *dV;
+  double scale;
+  if (!get_vector(env, fn, argv[0], "dZ", n, "B·T·H·Dh", &dZ)) return NULL;
+  if (!get_vector(env, fn, argv[1], "Q", n, "B·T·H·Dh", &Q)) return NULL;
+  if (!get_vector(env, fn, argv[2], "K", n, "B·T·H·Dh", &K)) return NULL;
+  if (!get_vector(env, fn, argv[3], "V", n, "B·T·H·Dh", &V)) return NULL;
+  if (!get_vector(env, fn, argv[4], "P", np, "B·H·T·T", &P)) return NULL;
+  if (!get_number(env, fn, argv[9], "scale", &scale)) return NULL;
+  if (!get_optional_vector(env, fn, argv[10], "dQ", n, "B·T·H·Dh", &dQ)) return NULL;
+  if (!get_optional_vector(env, fn, argv[11], "dK", n, "B·T·H·Dh", &dK)) return NULL;
+  if (!get_optional_vector(env, fn, argv[12], "dV", n, "B·T·H·Dh", &dV)) return NULL;
+  if (dQ == NULL && dK == NULL && dV == NULL) return NULL;
+  attn_job job = {.Q = Q, .K = K, .V = V, .dZ = dZ, .P = P, .dQ = dQ, .dK = dK, .dV = dV, .T = T, .H = H, .Dh = Dh, .scale = (float)scale, .backward = true, .failed = 0};
+  parallel_units(B * H, T * T * (Dh + 1), attn_range, &job);
+  if (job.failed) throw_range(env, "causalAttentionBackward: out of memory for the scratch tiles");
+  return NULL;
+}
+
+/*
  * Keep freed heap memory for reuse (glibc only). Every op returns a fresh Float32Array, which Node
  * allocates with calloc; by default glibc serves large ones (above 128 KB, rising to 32 MB) with a
  * fresh mmap and gives freed heap tops back to the OS (trim), so each forward touches hundreds of
@@ -991,6 +1121,8 @@ NAPI_MODULE_INIT() {
     {"clipAdamwBlocks", NULL, clip_adamw_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crossEntropyBlocks", NULL, cross_entropy_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"scaleInPlace", NULL, scale_in_place, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"causalAttentionForward", NULL, causal_attention_forward, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"causalAttentionBackward", NULL, causal_attention_backward, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

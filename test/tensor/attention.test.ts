@@ -1,7 +1,8 @@
 /**
  * src/tensor/ops/attention.ts: attnScores, attnApply and the fused causalAttention against a float64
  * reference with causal and key-padding masks (gradients by central differences), the fused op
- * against the two-op form (exactly), and the masking guarantees, on every available backend.
+ * against the two-op form (to float32 rounding), and the masking guarantees, on every available backend.
+ * The fused kernels themselves: attention-kernel.test.ts.
  */
 import { describe, it, before } from "node:test";
 import assert from "node:assert/strict";
@@ -10,7 +11,7 @@ import {
 } from "../../src/tensor/index.ts";
 import { mulberry32 } from "../helpers/rng.ts";
 import {
-  gradcheck, assertExact, randArray, refScores, refApply, refAttention, attends, numelOf, type AttnDims, type Rand,
+  gradcheck, assertExact, assertClose, randArray, refScores, refApply, refAttention, attends, numelOf, type AttnDims, type Rand,
 } from "./gradcheck.ts";
 
 interface AttnCase {
@@ -140,9 +141,13 @@ for (const backend of availableBackends()) {
       });
     });
 
+    // The fused op runs the backend's causalAttention kernels (only keys j ≤ i, its own summation
+    // order; natively with fused multiply-adds), the two-op form batched sgemms over the full square:
+    // the same sums in other orders, so they agree to float32 rounding, not bit for bit.
     describe("fused vs two-op", () => {
+      const tol = { atol: 1e-6, rtol: 1e-6 };
       for (const c of CASES) {
-        it(`agree exactly, forward and every gradient: ${c.label}`, () => {
+        it(`agree to float32 rounding (1e-6), forward and every gradient: ${c.label}`, () => {
           const rng = mulberry32(401 + c.d.T);
           const data = qkv(rng, c.d);
           const R = randArray(rng, numelOf(shapeOf(c.d)));
@@ -150,12 +155,12 @@ for (const backend of availableBackends()) {
           const [q2, k2, v2] = leaves(c.d, data);
           const fused = causalAttention(q1!, k1!, v1!, c.mask);
           const twoOp = attnApply(softmax(attnScores(q2!, k2!, c.mask)), v2!);
-          assertExact("z", fused.data, twoOp.data, fused.shape);
+          assertClose("z", fused.data, twoOp.data, tol, fused.shape);
           backward(fused, R);
           backward(twoOp, R);
-          assertExact("dq", q1!.grad!, q2!.grad!, q1!.shape);
-          assertExact("dk", k1!.grad!, k2!.grad!, k1!.shape);
-          assertExact("dv", v1!.grad!, v2!.grad!, v1!.shape);
+          assertClose("dq", q1!.grad!, q2!.grad!, tol, q1!.shape);
+          assertClose("dk", k1!.grad!, k2!.grad!, tol, k1!.shape);
+          assertClose("dv", v1!.grad!, v2!.grad!, tol, v1!.shape);
         });
       }
     });

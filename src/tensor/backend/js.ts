@@ -342,8 +342,139 @@ export function checkLayerNormRows(X: Float32Array, rows: number, cols: number, 
   checkVectors("layerNormRows", rows * cols, [["out", out]], "rows·cols");
 }
 
+/** Argument checks of causalAttentionForward / causalAttentionBackward (shared with the native backend's fallback). */
+function checkAttention(fn: string, B: number, T: number, H: number, Dh: number, scale: number, qkv: [string, Float32Array][], p: [string, Float32Array][]): void {
+  for (const [name, v] of [["B", B], ["T", T], ["H", H], ["Dh", Dh]] as const) checkDim(fn, name, v);
+  if (typeof scale !== "number") throw new TypeError(`${fn}: scale must be a number`);
+  checkVectors(fn, B * T * H * Dh, qkv, "B·T·H·Dh");
+  checkVectors(fn, B * H * T * T, p, "B·H·T·T");
+}
+
+/**
+ * causalAttentionForward (see Backend) in plain loops: scores and sums in float64, exp by Math.exp as
+ * softmaxRows; the js backend's own and the native backend's fallback for an addon built before it.
+ */
+export function causalAttentionForwardJs(...[Q, K, V, B, T, H, Dh, scale, keyMask, P, Z]: Parameters<Backend["causalAttentionForward"]>): void {
+  const fn = "causalAttentionForward";
+  checkAttention(fn, B, T, H, Dh, scale, [["Q", Q], ["K", K], ["V", V], ["Z", Z]], P === null ? [] : [["P", P]]);
+  if (keyMask !== null) {
+    if (!(keyMask instanceof Uint8Array)) throw new TypeError(`${fn}: keyMask must be a Uint8Array or null`);
+    if (keyMask.length < B * T) throw new RangeError(`${fn}: keyMask has ${keyMask.length} elements, fewer than B·T = ${B * T}`);
+  }
+  const ld = H * Dh;
+  const s = new Float64Array(T); // one row of scores
+  const z = new Float64Array(Dh);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = b * T * ld + h * Dh;
+      const pBase = (b * H + h) * T * T;
+      for (let i = 0; i < T; i++) {
+        const qo = base + i * ld;
+        const po = pBase + i * T;
+        let m = -Infinity;
+        for (let j = 0; j <= i; j++) {
+          if (keyMask !== null && keyMask[b * T + j] === 0) { s[j] = -Infinity; continue; }
+          const ko = base + j * ld;
+          let dot = 0;
+          for (let d = 0; d < Dh; d++) dot += Q[qo + d]! * K[ko + d]!;
+          s[j] = Math.fround(scale * dot);
+          if (s[j]! > m) m = s[j]!;
+        }
+        P?.fill(0, po, po + T);
+        const zo = base + i * ld;
+        if (m === -Infinity) { for (let d = 0; d < Dh; d++) Z[zo + d] = 0; continue; }
+        let sum = 0;
+        for (let j = 0; j <= i; j++) {
+          const e = Math.exp(s[j]! - m);
+          s[j] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        z.fill(0);
+        for (let j = 0; j <= i; j++) {
+          const w = Math.fround(s[j]! * inv);
+          if (P !== null) P[po + j] = w;
+          if (w === 0) continue;
+          const vo = base + j * ld;
+          for (let d = 0; d < Dh; d++) z[d]! += w * V[vo + d]!;
+        }
+        for (let d = 0; d < Dh; d++) Z[zo + d] = z[d]!;
+      }
+    }
+  }
+}
+
+/** causalAttentionBackward (see Backend) in plain loops, sums in float64. */
+export function causalAttentionBackwardJs(...[dZ, Q, K, V, P, B, T, H, Dh, scale, dQ, dK, dV]: Parameters<Backend["causalAttentionBackward"]>): void {
+  const fn = "causalAttentionBackward";
+  const grads: [string, Float32Array][] = [];
+  for (const [name, a] of [["dQ", dQ], ["dK", dK], ["dV", dV]] as const) if (a !== null) grads.push([name, a]);
+  checkAttention(fn, B, T, H, Dh, scale, [["dZ", dZ], ["Q", Q], ["K", K], ["V", V], ...grads], [["P", P]]);
+  const ld = H * Dh;
+  const ds = new Float64Array(T); // one row of dS
+  const acc = new Float64Array(Dh);
+  const dKacc = dK === null ? null : new Float64Array(T * Dh); // one head's dK sums [T, Dh]
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = b * T * ld + h * Dh;
+      const pBase = (b * H + h) * T * T;
+      if (dV !== null) {
+        for (let j = 0; j < T; j++) {
+          acc.fill(0);
+          for (let i = j; i < T; i++) {
+            const w = P[pBase + i * T + j]!;
+            if (w === 0) continue;
+            const go = base + i * ld;
+            for (let d = 0; d < Dh; d++) acc[d]! += w * dZ[go + d]!;
+          }
+          const o = base + j * ld;
+          for (let d = 0; d < Dh; d++) dV[o + d]! += acc[d]!;
+        }
+      }
+      if (dQ === null && dK === null) continue;
+      dKacc?.fill(0);
+      for (let i = 0; i < T; i++) {
+        const go = base + i * ld;
+        const po = pBase + i * T;
+        let dot = 0;
+        for (let j = 0; j <= i; j++) {
+          const vo = base + j * ld;
+          let dp = 0;
+          for (let d = 0; d < Dh; d++) dp += dZ[go + d]! * V[vo + d]!;
+          ds[j] = dp;
+          dot += P[po + j]! * dp;
+        }
+        for (let j = 0; j <= i; j++) ds[j] = scale * P[po + j]! * (ds[j]! - dot);
+        if (dQ !== null) {
+          acc.fill(0);
+          for (let j = 0; j <= i; j++) {
+            if (ds[j] === 0) continue;
+            const ko = base + j * ld;
+            for (let d = 0; d < Dh; d++) acc[d]! += ds[j]! * K[ko + d]!;
+          }
+          const o = base + i * ld;
+          for (let d = 0; d < Dh; d++) dQ[o + d]! += acc[d]!;
+        }
+        if (dKacc !== null) {
+          const qo = base + i * ld;
+          for (let j = 0; j <= i; j++) {
+            if (ds[j] === 0) continue;
+            for (let d = 0; d < Dh; d++) dKacc[j * Dh + d]! += ds[j]! * Q[qo + d]!;
+          }
+        }
+      }
+      if (dK !== null && dKacc !== null) {
+        for (let j = 0; j < T; j++) for (let d = 0; d < Dh; d++) dK[base + j * ld + d]! += dKacc[j * Dh + d]!;
+      }
+    }
+  }
+}
+
 export const jsBackend: Backend = {
   name: "js",
+
+  causalAttentionForward: causalAttentionForwardJs,
+  causalAttentionBackward: causalAttentionBackwardJs,
 
   geluForward(X, n, Y) {
     checkVectors("geluForward", n, [["X", X], ["Y", Y]]);

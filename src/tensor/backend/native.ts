@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, checkLayerNormRows, crossEntropyBlocksFrom } from "./js.ts";
+import { checkClipAdamwBlocks, checkLayerNormRows, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -41,10 +41,10 @@ const KERNELS = [
 ] as const satisfies readonly (keyof Backend)[];
 /**
  * Kernels added after the addon's first release: an older build without them still loads, and these
- * are composed from its other kernels (composedLaterKernels: the same results, slower) until `npm ci`
- * rebuilds it.
+ * are composed from its other kernels (composedLaterKernels: the same results, slower; the fused
+ * attention kernels: the js backend's loops, equal to a tolerance and much slower) until `npm ci` rebuilds it.
  */
-const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows"] as const satisfies readonly (keyof Backend)[];
+const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "causalAttentionForward", "causalAttentionBackward"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
@@ -124,7 +124,8 @@ function tryLoad(): NativeLoadResult {
 /**
  * The later kernels from the older ones, step by step as the multi-output trainer took them before they
  * existed (sumSquares, scaling, adamwUpdate; bias add, logSumExpRows, softmaxScaleRows and loops): what
- * an addon built before them runs. Argument checks and errors are the js backend's.
+ * an addon built before them runs; the fused attention kernels are the js backend's. Argument checks and
+ * errors are the js backend's.
  */
 export function composedLaterKernels(k: Kernels): LaterKernels {
   return {
@@ -156,5 +157,8 @@ export function composedLaterKernels(k: Kernels): LaterKernels {
     crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
       crossEntropyBlocksFrom(k, Out, rows, blocks, P, bias, labels, kc, loss, dB);
     },
+    // The fused attention kernels fall back to the js backend's loops (correct, much slower).
+    causalAttentionForward: causalAttentionForwardJs,
+    causalAttentionBackward: causalAttentionBackwardJs,
   };
 }

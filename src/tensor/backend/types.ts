@@ -1,7 +1,7 @@
 /**
  * The one seam between selfreport's tensor engine and the hardware: dense matrix products, and the
- * hot loops around them (softmax rows, GELU, LayerNorm forward and backward, the AdamW update, the gradient
- * norm), which the native backend runs vectorised. Everything else (shape ops, broadcasting,
+ * hot loops around them (softmax rows, GELU, LayerNorm forward and backward, fused causal attention, the
+ * AdamW update, the gradient norm), which the native backend runs vectorised. Everything else (shape ops, broadcasting,
  * attention bookkeeping, the remaining backward loops) is plain TypeScript over typed arrays.
  *
  * Conventions (as in BLAS, but row-major only):
@@ -108,4 +108,28 @@ export interface Backend {
   ): void;
   /** In place: X[i] ← X[i]·k for i < n, the product in float64 rounded to float32 (same bits on both backends). */
   scaleInPlace(X: Float32Array, n: number, k: number): void;
+  /**
+   * Fused causal self-attention forward. Q, K, V and Z are [B, T, H, Dh] (row stride H·Dh); for each
+   * (b, h): S = scale·q·kᵀ over keys j ≤ i that are not padded (keyMask[b·T + j] = 1; keyMask null: none
+   * padded), P[b, h, i, :] = softmax of S (row maximum subtracted first) on those keys and exactly 0 on
+   * every other key, Z[b, i, h, :] = Σ_j P[b, h, i, j]·V[b, j, h, :]. P [B, H, T, T] and Z are written in
+   * full; a query that sees no key gets P = 0 and Z = 0. P null: the pattern is not kept (no backward
+   * will follow), Z the same. The native backend splits the (b, h) pairs over threads (the same bits
+   * whatever the thread count) and skips the products above the diagonal.
+   */
+  causalAttentionForward(
+    Q: Float32Array, K: Float32Array, V: Float32Array, B: number, T: number, H: number, Dh: number, scale: number,
+    keyMask: Uint8Array | null, P: Float32Array | null, Z: Float32Array,
+  ): void;
+  /**
+   * causalAttentionForward's backward from its P, adding into dQ, dK, dV (null: not wanted), per (b, h):
+   *   dV[j] += Σ_i P[i, j]·dZ[i];  dP[i, j] = dZ[i]·V[j];  dS[i, j] = P[i, j]·(dP[i, j] − Σ_j' P[i, j']·dP[i, j'])
+   *   dQ[i] += scale·Σ_j dS[i, j]·K[j];  dK[j] += scale·Σ_i dS[i, j]·Q[i]
+   * Only j ≤ i is computed (P is 0 elsewhere). dQ, dK, dV may be one array (q, k, v the same tensor).
+   */
+  causalAttentionBackward(
+    dZ: Float32Array, Q: Float32Array, K: Float32Array, V: Float32Array, P: Float32Array,
+    B: number, T: number, H: number, Dh: number, scale: number,
+    dQ: Float32Array | null, dK: Float32Array | null, dV: Float32Array | null,
+  ): void;
 }

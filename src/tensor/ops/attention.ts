@@ -5,13 +5,17 @@
  *   attnApply(pattern, v)       pattern [B, H, Tq, Tk], v [B, T, H, Dh] → z [B, T, H, Dh]
  *   causalAttention(q, k, v, keyMask)  the same three steps (scores → softmax → z) as one op
  *
- * The two-op form exists so that hook_attn_scores and hook_pattern can be read and replaced; the
- * fused op is used when nobody is hooking them. Both share the kernels below and agree exactly.
- * Per (b, h) the products are strided sub-matrices (row stride H·Dh), done as one batched sgemm per b.
+ * The two-op form exists so that hook_attn_scores and hook_pattern can be read and replaced: per (b, h)
+ * its products are strided sub-matrices (row stride H·Dh), done as one batched sgemm per b over the
+ * full T×T square. The fused op, used when nobody is hooking them, is one backend kernel forward
+ * (causalAttentionForward: scores, mask, softmax and z per (b, h), only keys j ≤ i, split over threads
+ * natively) and one backward (causalAttentionBackward); it keeps only the pattern, and only when a backward
+ * may follow (under noGrad or without inputs requiring grad it keeps nothing).
+ * The two forms agree to float32 rounding, not bit for bit (their sums run in different orders).
  *
  * keyMask (optional) is [B, T] with 1 for real tokens and 0 for padding: padded keys get -∞.
  */
-import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, shapeStr, emptyF32, isGradEnabled } from "../tensor.ts";
 import { getBackend } from "../backend/index.ts";
 
 interface Dims {
@@ -135,22 +139,19 @@ export function attnApply(pattern: Tensor, v: Tensor): Tensor {
   });
 }
 
-/** scores → softmax → z in one op; keeps only the pattern for the backward pass. */
+/** scores → softmax → z in one op (the backend's fused kernels); keeps only the pattern for the backward pass. */
 export function causalAttention(q: Tensor, k: Tensor, v: Tensor, keyMask: Uint8Array | null = null): Tensor {
   const d = qkvDims("causalAttention", q, [k, v], keyMask);
-  const { B, T, H } = d;
-  const P = emptyF32(B * H * T * T);
-  scoresForward(q.data, k.data, P, d, keyMask);
+  const { B, T, H, Dh } = d;
+  const scale = 1 / Math.sqrt(Dh);
   const be = getBackend();
-  be.softmaxRows(P, B * H * T, T, P);
-  const Z = emptyF32(v.size);
-  applyForward(P, v.data, Z, d);
+  // The pattern [B, H, T, T] (written in full, 0 on masked keys) only when a backward may follow.
+  const P = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad) ? emptyF32(B * H * T * T) : null;
+  const Z = emptyF32(v.size); // [B, T, H, Dh], written in full
+  be.causalAttentionForward(q.data, k.data, v.data, B, T, H, Dh, scale, keyMask, P, Z);
   return record("causalAttention", new Tensor(Z, v.shape), [q, k, v], (g) => {
-    const dP = emptyF32(P.length); // overwritten by applyBackward (beta 0)
-    applyBackward(g, P, v.data, dP, v.requiresGrad ? gradOf(v) : null, d);
-    if (!q.requiresGrad && !k.requiresGrad) return;
-    const dS = new Float32Array(P.length);
-    be.softmaxBackwardRows(dP, P, B * H * T, T, dS); // masked entries have P = 0, hence dS = 0
-    scoresBackward(dS, q.data, k.data, q.requiresGrad ? gradOf(q) : null, k.requiresGrad ? gradOf(k) : null, d);
+    if (P === null) throw new Error("causalAttention: backward without the pattern (recorded with gradients off)");
+    be.causalAttentionBackward(g, q.data, k.data, v.data, P, B, T, H, Dh, scale,
+      q.requiresGrad ? gradOf(q) : null, k.requiresGrad ? gradOf(k) : null, v.requiresGrad ? gradOf(v) : null);
   });
 }
