@@ -333,8 +333,28 @@ export function record(op: string, out: Tensor, inputs: readonly Tensor[], backw
 
 /** The gradient buffer of `t`, allocated (zeros) on first use. Ops call this from their backward. */
 export function gradOf(t: Tensor): Float32Array {
-  if (t.grad === null) t.grad = new Float32Array(t.data.length);
+  if (t.grad === null) t.grad = takePooled(t.data.length)?.fill(0) ?? new Float32Array(t.data.length);
   return t.grad;
+}
+
+/**
+ * Gradient buffers of intermediates whose backward has run, by length, for reuse later in the same
+ * backward pass (see backward): a warm buffer instead of fresh memory, and far fewer allocations for
+ * the garbage collector. Null outside backward.
+ */
+let gradPool: Map<number, Float32Array[]> | null = null;
+/** At most this many spare buffers of one length are kept. */
+const GRAD_POOL_DEPTH = 4;
+
+function takePooled(n: number): Float32Array | undefined {
+  return gradPool?.get(n)?.pop();
+}
+
+function givePooled(buf: Float32Array): void {
+  if (gradPool === null || buf.length < UNINIT_MIN) return;
+  const list = gradPool.get(buf.length);
+  if (list === undefined) gradPool.set(buf.length, [buf]);
+  else if (list.length < GRAD_POOL_DEPTH) list.push(buf);
 }
 
 /**
@@ -344,7 +364,7 @@ export function gradOf(t: Tensor): Float32Array {
  */
 export function gradForProduct(t: Tensor): [grad: Float32Array, beta: 0 | 1] {
   if (t.grad !== null) return [t.grad, 1];
-  t.grad = emptyF32(t.data.length);
+  t.grad = takePooled(t.data.length) ?? emptyF32(t.data.length);
   return [t.grad, 0];
 }
 
@@ -353,8 +373,12 @@ export function gradForProduct(t: Tensor): [grad: Float32Array, beta: 0 | 1] {
  * an add), else an elementwise add. For ops whose gradient passes through unchanged (add, reshape).
  */
 export function addGrad(t: Tensor, g: Float32Array): void {
-  if (t.grad === null) t.grad = g.slice();
-  else addInto(t.grad, g);
+  if (t.grad !== null) addInto(t.grad, g);
+  else {
+    const buf = takePooled(g.length);
+    if (buf === undefined) t.grad = g.slice();
+    else (t.grad = buf).set(g);
+  }
 }
 
 /** dst[i] += src[i] for every i of src (a small function of its own, so it stays monomorphic and fast). */
@@ -386,28 +410,40 @@ export function backward(root: Tensor, gradRoot?: Float32Array): void {
   if (gradRoot) for (let i = 0; i < g.length; i++) g[i]! += gradRoot[i]!;
   else g[0]! += 1;
 
-  for (let i = order.length - 1; i >= 0; i--) {
-    const t = order[i]!;
-    const node = t.node!;
-    if (t.grad !== null) {
-      node.backward(t.grad);
-      if (nanCheck) {
-        for (const inp of node.inputs) {
-          if (inp.grad !== null && firstNonFinite(inp.grad) >= 0) {
-            throw new NanError(`backward of ${node.op}: produced a non-finite gradient for input ${shapeStr(inp.shape)}`);
+  // An intermediate's gradient is dead once its node's backward has run (nothing else holds it: ops
+  // read gradOut only while they run): it goes to the pool for the next gradient of its length.
+  const outerPool = gradPool;
+  gradPool = new Map();
+  try {
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i]!;
+      const node = t.node!;
+      if (t.grad !== null) {
+        node.backward(t.grad);
+        if (nanCheck) {
+          for (const inp of node.inputs) {
+            if (inp.grad !== null && firstNonFinite(inp.grad) >= 0) {
+              throw new NanError(`backward of ${node.op}: produced a non-finite gradient for input ${shapeStr(inp.shape)}`);
+            }
           }
         }
       }
+      if (!t.retainsGrad) {
+        if (t.grad !== null) givePooled(t.grad);
+        t.grad = null;
+      } else restoreEarlier(t, earlier);
     }
-    if (!t.retainsGrad) t.grad = null;
-    else {
-      const before = earlier.get(t);
-      if (before) {
-        if (t.grad !== null) for (let j = 0; j < before.length; j++) before[j]! += t.grad[j]!;
-        t.grad = before;
-      }
-    }
+  } finally {
+    gradPool = outerPool;
   }
+}
+
+/** A retained gradient from an earlier pass gets this pass's gradient added (PyTorch accumulates the same way). */
+function restoreEarlier(t: Tensor, earlier: Map<Tensor, Float32Array>): void {
+  const before = earlier.get(t);
+  if (before === undefined) return;
+  if (t.grad !== null) addInto(before, t.grad);
+  t.grad = before;
 }
 
 /** Non-leaf tensors reachable from root, inputs before outputs. */
