@@ -18,8 +18,11 @@ export type Shape = readonly number[];
 export interface GradNode {
   readonly op: string;
   readonly inputs: readonly Tensor[];
-  /** Adds d(loss)/d(input) into input.grad for every input that requires a gradient. */
-  readonly backward: (gradOut: Float32Array) => void;
+  /**
+   * Adds d(loss)/d(input) into input.grad for every input that requires a gradient. `owned`: nothing
+   * else will read gradOut afterwards, so one input may adopt the buffer itself (passGrad).
+   */
+  readonly backward: (gradOut: Float32Array, owned: boolean) => void;
 }
 
 export class Tensor {
@@ -314,7 +317,7 @@ function firstNonFinite(a: Float32Array): number {
  * Called by every op after computing `out`. Attaches the gradient node when recording is on
  * and an input requires a gradient; runs the NaN check when enabled. Returns `out`.
  */
-export function record(op: string, out: Tensor, inputs: readonly Tensor[], backward: (gradOut: Float32Array) => void): Tensor {
+export function record(op: string, out: Tensor, inputs: readonly Tensor[], backward: (gradOut: Float32Array, owned: boolean) => void): Tensor {
   if (nanCheck) {
     const i = firstNonFinite(out.data);
     if (i >= 0) {
@@ -381,6 +384,20 @@ export function addGrad(t: Tensor, g: Float32Array): void {
   }
 }
 
+/**
+ * Passes g on to t unchanged (reshape, add): when the op owns g (see GradNode.backward) and t has no
+ * gradient yet, g becomes t's gradient without a copy; else addGrad. Returns whether t adopted g: at
+ * most one input of a node may (the others get copies), so two tensors never share a gradient buffer.
+ */
+export function passGrad(t: Tensor, g: Float32Array, owned: boolean): boolean {
+  if (owned && t.grad === null) {
+    t.grad = g;
+    return true;
+  }
+  addGrad(t, g);
+  return false;
+}
+
 /** dst[i] += src[i] for every i of src (a small function of its own, so it stays monomorphic and fast). */
 export function addInto(dst: Float32Array, src: Float32Array): void {
   for (let i = 0; i < src.length; i++) dst[i]! += src[i]!;
@@ -418,8 +435,9 @@ export function backward(root: Tensor, gradRoot?: Float32Array): void {
     for (let i = order.length - 1; i >= 0; i--) {
       const t = order[i]!;
       const node = t.node!;
-      if (t.grad !== null) {
-        node.backward(t.grad);
+      const g = t.grad;
+      if (g !== null) {
+        node.backward(g, !t.retainsGrad);
         if (nanCheck) {
           for (const inp of node.inputs) {
             if (inp.grad !== null && firstNonFinite(inp.grad) >= 0) {
@@ -429,7 +447,7 @@ export function backward(root: Tensor, gradRoot?: Float32Array): void {
         }
       }
       if (!t.retainsGrad) {
-        if (t.grad !== null) givePooled(t.grad);
+        if (g !== null && !node.inputs.some((inp) => inp.grad === g)) givePooled(g); // unless an input adopted it
         t.grad = null;
       } else restoreEarlier(t, earlier);
     }

@@ -45,6 +45,53 @@ for (const backend of availableBackends()) {
         assertClose("dW", W.grad!, [2 * (1 + 9), 2 * (2 + 12), 2 * (2 + 12), 2 * (4 + 16)], TOL);
       });
 
+      it("gradients passed on unchanged (reshape, add) are adopted by at most one input, never shared", () => {
+        const c = tensor([1, 2, 3, 4, 5, 6], [6]);
+        const x = tensor([0, 0, 0, 0, 0, 0], [2, 3], true);
+        const y = reshape(x, [6]);
+        backward(sum(mul(add(y, y), c))); // d/dx = 2c
+        assertExact("dx of add(y, y), y = reshape(x)", x.grad!, [2, 4, 6, 8, 10, 12]);
+        const a = tensor([1, 1, 1, 1, 1, 1], [6], true);
+        const b = tensor([2, 2, 2, 2, 2, 2], [6], true);
+        backward(sum(mul(add(a, b), c)));
+        assert.notEqual(a.grad, b.grad, "a and b share one gradient buffer");
+        a.grad![0] = 100;
+        assertExact("db after writing into da", b.grad!, [1, 2, 3, 4, 5, 6]);
+        const d = tensor([3, 3, 3, 3, 3, 3], [6], true);
+        backward(sum(mul(sub(d, d), c)));
+        assertExact("d(d − d)/dd", d.grad!, [0, 0, 0, 0, 0, 0]);
+      });
+
+      it("pooled gradient buffers (≥ 4096 elements) give the same gradients on every pass, and a retained gradient keeps its own buffer", () => {
+        const n = 5000;
+        const xs = Float32Array.from({ length: n }, (_, i) => Math.sin(i));
+        const ws = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+        const x = new Tensor(xs.slice(), [50, 100], true);
+        const w = new Tensor(ws.slice(), [n], true);
+        let kept: Tensor | null = null;
+        const pass = (): void => {
+          const h = mul(reshape(x, [n]), w); //    x ⊙ w
+          const y = add(h, square(h)).retainGrad(); // h + h²
+          kept = y;
+          backward(sum(mul(y, reshape(x, [n])))); // Σ (h + h²)·x
+        };
+        pass();
+        const dx1 = x.grad!.slice();
+        const dw1 = w.grad!.slice();
+        // by hand: L = Σ x·(xw + x²w²): dL/dx = 2xw + 3x²w², dL/dw = x² + 2x³w; dL/dy = x
+        assertClose("dx", dx1, Array.from(xs, (v, i) => 2 * v * ws[i]! + 3 * v * v * ws[i]! * ws[i]!), TOL);
+        assertClose("dw", dw1, Array.from(xs, (v, i) => v * v + 2 * v * v * v * ws[i]!), TOL);
+        assertExact("retained dy", kept!.grad!, xs);
+        x.grad = null;
+        w.grad = null;
+        pass(); // the same graph again, now from freshly dropped gradients
+        assertExact("dx on a second pass", x.grad!, dx1);
+        assertExact("dw on a second pass", w.grad!, dw1);
+        assertExact("retained dy on a second pass", kept!.grad!, xs);
+        assert.notEqual(x.grad, w.grad);
+        assert.notEqual(kept!.grad, x.grad);
+      });
+
       it("a leaf without requiresGrad gets no gradient, and ops on such leaves record nothing", () => {
         const x = tensor([1, 2], [2], true);
         const c = tensor([3, 4], [2]);

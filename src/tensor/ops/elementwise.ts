@@ -2,7 +2,7 @@
  * Elementwise ops: broadcasting binary arithmetic (numpy rules) and unary functions.
  * Each op computes its output and registers its backward beside it.
  */
-import { Tensor, ShapeError, record, gradOf, addGrad, addInto, shapeStr, numel, sameShape, emptyF32, isGradEnabled, type Shape } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, passGrad, addInto, shapeStr, numel, sameShape, emptyF32, isGradEnabled, type Shape } from "../tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Broadcasting
@@ -127,9 +127,10 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
     }
   }
   const result = new Tensor(out, outShape);
-  return record(kind, result, [a, b], (g) => {
+  return record(kind, result, [a, b], (g, owned) => {
+    let adopted = false; // a took g itself (passGrad): b gets a copy
     if (a.requiresGrad) {
-      if ((kind === "add" || kind === "sub") && aa.kind === "same") addGrad(a, g);
+      if ((kind === "add" || kind === "sub") && aa.kind === "same") adopted = passGrad(a, g, owned);
       else if (kind === "add" || kind === "sub") accumulate(gradOf(a), g, aa, null, null);
       else if (kind === "mul") accumulate(gradOf(a), g, aa, B, ba);
       else {
@@ -138,7 +139,7 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
       }
     }
     if (b.requiresGrad) {
-      if (kind === "add" && ba.kind === "same") { addGrad(b, g); return; }
+      if (kind === "add" && ba.kind === "same") { passGrad(b, g, owned && !adopted); return; }
       const gb = gradOf(b);
       if (kind === "add") accumulate(gb, g, ba, null, null);
       else if (kind === "sub") for (let i = 0; i < n; i++) gb[readIndex(ba, i)]! -= g[i]!;

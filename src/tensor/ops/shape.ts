@@ -2,7 +2,7 @@
  * Ops that move data without arithmetic: reshape, permute/transpose, slice, index-select,
  * gather, concat and embedding lookup. Their backward scatters the gradient back.
  */
-import { Tensor, ShapeError, record, gradOf, addGrad, shapeStr, numel, emptyF32 } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, passGrad, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { normAxis } from "./reduce.ts";
 
 /** Same data, new shape (one dimension may be -1). Shares the storage: no copy. */
@@ -16,7 +16,7 @@ export function reshape(a: Tensor, shape: readonly number[]): Tensor {
   }
   if (numel(target) !== a.size) throw new ShapeError(`reshape: cannot reshape ${shapeStr(a.shape)} (${a.size} elements) into ${shapeStr(shape)}`);
   target = target.map((d) => d);
-  return record("reshape", new Tensor(a.data, target), [a], (g) => addGrad(a, g));
+  return record("reshape", new Tensor(a.data, target), [a], (g, owned) => void passGrad(a, g, owned));
 }
 
 /** Reorders the axes: output axis i is input axis perm[i]. Copies. */
