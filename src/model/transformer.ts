@@ -454,13 +454,13 @@ export class HookedTransformer {
 }
 
 /**
- * residual + out, where `out` is a block's fresh attention or MLP output at hook point `outHook`. Outside
- * autograd and with nobody hooking that point, nothing else holds `out`, so the sum is written over its
- * buffer (addInPlace: the same bits as add) instead of a new [B, T, C] one.
+ * residual + out, where `out` is a block's fresh attention or MLP output (a linear layer's output) at
+ * hook point `outHook`. With nobody hooking that point nothing else holds `out`, and no backward reads
+ * its value, so the sum is written over its buffer (addInPlace: the same bits and gradients as add)
+ * instead of a new [B, T, C] one.
  */
 function residualAdd(residual: Tensor, out: Tensor, outHook: string, hooks: HookRunner): Tensor {
-  const recorded = isGradEnabled() && (residual.requiresGrad || out.requiresGrad);
-  return recorded || hooks.needs(outHook) ? add(residual, out) : addInPlace(residual, out);
+  return hooks.needs(outHook) ? add(residual, out) : addInPlace(residual, out);
 }
 
 /** W [H, C, Dh] → [C, H·Dh]: the columns of head h are h·Dh..(h+1)·Dh-1, as in GPT-2's c_attn. */

@@ -576,7 +576,13 @@ for (const backend of availableBackends()) {
         assertExact("addInPlace", addInPlace(a, b).data, sum, [2, 3]);
         const w = new Tensor(randArray(rng, 6), [2, 3], true);
         assert.throws(() => geluNewInPlace(w), /geluNewInPlace: x requires a gradient; use geluNew/);
-        assert.throws(() => addInPlace(a, w), /addInPlace: an input requires a gradient; use add/);
+        // recorded like add: the same gradients into both inputs, in separate buffers
+        const p = new Tensor(randArray(rng, 6), [2, 3], true), q = new Tensor(randArray(rng, 6), [2, 3], true);
+        const gOut = randArray(rng, 6);
+        backward(addInPlace(p, q), gOut);
+        assertExact("d/dp of addInPlace", p.grad!, gOut, [2, 3]);
+        assertExact("d/dq of addInPlace", q.grad!, gOut, [2, 3]);
+        assert.notEqual(p.grad, q.grad);
         assert.throws(() => addInPlace(a, new Tensor(new Float32Array(3), [3])), /addInPlace: shapes \[2, 3\] and \[3\] differ/);
         assert.equal(noGrad(() => geluNewInPlace(w)), w); // under noGrad nothing is recorded, so it may
       });

@@ -2,7 +2,7 @@
  * Elementwise ops: broadcasting binary arithmetic (numpy rules) and unary functions.
  * Each op computes its output and registers its backward beside it.
  */
-import { Tensor, ShapeError, record, gradOf, passGrad, addInto, shapeStr, numel, sameShape, emptyF32, isGradEnabled, type Shape } from "../tensor.ts";
+import { Tensor, ShapeError, record, gradOf, passGrad, addInto, shapeStr, numel, sameShape, emptyF32, type Shape } from "../tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Broadcasting
@@ -158,15 +158,18 @@ function binary(kind: BinaryKind, a: Tensor, b: Tensor): Tensor {
 export const add = (a: Tensor, b: Tensor): Tensor => binary("add", a, b);
 
 /**
- * a + b written over b's own buffer (the same bits as add(a, b)), for a fresh op output b that nobody
- * else holds, outside autograd: the residual stream's adds, sparing a new buffer each. Throws if a
- * gradient would be needed or the shapes differ.
+ * a + b written over b's own buffer (the same bits as add(a, b)), recorded for autograd as add is.
+ * For the residual stream's adds, where b is a fresh op output that nobody else holds and whose value
+ * no backward reads (a linear layer's output: linear's backward reads its input and weight, never its
+ * output): it spares a new buffer per add. Throws if the shapes differ.
  */
 export function addInPlace(a: Tensor, b: Tensor): Tensor {
-  if (isGradEnabled() && (a.requiresGrad || b.requiresGrad)) throw new Error("addInPlace: an input requires a gradient; use add");
   if (!sameShape(a.shape, b.shape)) throw new ShapeError(`addInPlace: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} differ`);
   addInto(b.data, a.data);
-  return b;
+  return record("add", new Tensor(b.data, b.shape), [a, b], (g, owned) => {
+    const adopted = a.requiresGrad && passGrad(a, g, owned);
+    if (b.requiresGrad) passGrad(b, g, owned && !adopted);
+  });
 }
 export const sub = (a: Tensor, b: Tensor): Tensor => binary("sub", a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary("mul", a, b);

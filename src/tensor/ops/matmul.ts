@@ -94,7 +94,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   });
 }
 
-/** x [..., in] · W [in, out] + bias [out] → [..., out], with the bias fused into the product. */
+/**
+ * x [..., in] · W [in, out] + bias [out] → [..., out], with the bias fused into the product. Its
+ * backward reads x, W and the output's gradient, never the output itself (the model's residual adds
+ * write over the output: addInPlace).
+ */
 export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
   if (W.ndim !== 2) throw new ShapeError(`linear: weight must be [in, out], got ${shapeStr(W.shape)}`);
   const [I, O] = [W.shape[0]!, W.shape[1]!];

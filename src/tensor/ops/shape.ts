@@ -40,6 +40,10 @@ export function permute(a: Tensor, perm: readonly number[]): Tensor {
 
 /** out[r·run + j] = A[index[r] + j]: the runs of a permutation, gathered in output order. */
 function gatherRuns(A: Float32Array, index: Int32Array, run: number, out: Float32Array): void {
+  if (run >= 32) { // long runs (d_head): one memcpy each beats an element loop
+    for (let r = 0; r < index.length; r++) out.set(A.subarray(index[r]!, index[r]! + run), r * run);
+    return;
+  }
   for (let r = 0; r < index.length; r++) {
     const s = index[r]!;
     const o = r * run;
