@@ -353,6 +353,27 @@ static void RK_NAME(affine_bwd)(const float* G, const float* X, int64_t rows, in
 }
 
 /*
+ * layer_norm_bwd: layer_norm's backward row by row while the row is in cache, as the three ops'
+ * backwards run one after another (affine_bwd, ln_normalize_bwd, ln_scale_bwd) on x̂ recomputed by
+ * ln_normalize: the same bits. GW and GB sum over rows in row order, so it runs in one thread. Any of
+ * GX, GW, GB may be NULL; xhat and ghat are scratch rows of C floats.
+ */
+static void RK_NAME(layer_norm_bwd)(const float* G, const float* X, int64_t rows, int64_t C, const float* scale, const float* mean, const float* w,
+                                    float* GX, float* GW, float* GB, float* xhat, float* ghat) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = G + r * C;
+    const float* x = X + r * C;
+    RK_NAME(ln_normalize)(x, 1, C, scale + r, xhat);
+    if (GX) memset(ghat, 0, (size_t)C * sizeof(float));
+    RK_NAME(affine_bwd)(g, xhat, 1, C, w, GX ? ghat : NULL, GW, GB);
+    if (!GX) continue;
+    float gs = 0.0f;
+    RK_NAME(ln_normalize_bwd)(ghat, xhat, 1, C, scale + r, GX + r * C, &gs);
+    RK_NAME(ln_scale_bwd)(&gs, x, 1, C, scale + r, mean + r, GX + r * C);
+  }
+}
+
+/*
  * ce_blocks: cross-entropy of the multi-output bin heads (src/sweep/multihead.ts) over Out [rows,
  * blocks·P], block a of row r being neuron a's P logits before the bias; this call does blocks
  * [a0, a1) (blocks are independent: any split gives the same bits). Per row, as the single trainer's

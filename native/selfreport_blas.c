@@ -590,6 +590,33 @@ static napi_value layer_norm_rows(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX | null, GW | null, GB | null): layerNormRows's
+ * backward (row_kernels.h layer_norm_bwd), in one thread: its GW and GB sum over rows in order. */
+static napi_value layer_norm_backward_rows(napi_env env, napi_callback_info info) {
+  const char* fn = "layerNormBackwardRows";
+  size_t argc = 10;
+  napi_value argv[10];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 10) { throw_type(env, "layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX, GW, GB) takes 10 arguments"); return NULL; }
+  float *G, *X, *scale, *mean, *w, *GX, *GW, *GB;
+  int64_t rows, cols;
+  if (!get_dim(env, fn, argv[2], "rows", &rows)) return NULL;
+  if (!get_dim(env, fn, argv[3], "cols", &cols)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", rows * cols, "rows·cols", &G)) return NULL;
+  if (!get_vector(env, fn, argv[1], "X", rows * cols, "rows·cols", &X)) return NULL;
+  if (!get_vector(env, fn, argv[4], "scale", rows, "rows", &scale)) return NULL;
+  if (!get_vector(env, fn, argv[5], "mean", rows, "rows", &mean)) return NULL;
+  if (!get_vector(env, fn, argv[6], "w", cols, "cols", &w)) return NULL;
+  if (!get_optional_vector(env, fn, argv[7], "GX", rows * cols, "rows·cols", &GX)) return NULL;
+  if (!get_optional_vector(env, fn, argv[8], "GW", cols, "cols", &GW)) return NULL;
+  if (!get_optional_vector(env, fn, argv[9], "GB", cols, "cols", &GB)) return NULL;
+  float* scratch = (float*)malloc((size_t)(2 * (cols > 0 ? cols : 1)) * sizeof(float));
+  if (!scratch) { throw_range(env, "layerNormBackwardRows: out of memory for two scratch rows"); return NULL; }
+  DISPATCH(layer_norm_bwd, G, X, rows, cols, scale, mean, w, GX, GW, GB, scratch, scratch + cols);
+  free(scratch);
+  return NULL;
+}
+
 /* lnScaleBackwardRows(G, X, rows, cols, scale, mean, GX): GX[r] += G[r]/(cols·scale[r])·(X[r] − mean[r]). */
 static napi_value ln_scale_backward_rows(napi_env env, napi_callback_info info) {
   const char* fn = "lnScaleBackwardRows";
@@ -1120,6 +1147,7 @@ NAPI_MODULE_INIT() {
     {"lnNormalizeRows", NULL, ln_normalize_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"affineRows", NULL, affine_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"layerNormRows", NULL, layer_norm_rows, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"layerNormBackwardRows", NULL, layer_norm_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnScaleBackwardRows", NULL, ln_scale_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"lnNormalizeBackwardRows", NULL, ln_normalize_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},
     {"affineBackwardRows", NULL, affine_backward_rows, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -447,6 +447,27 @@ for (const backend of availableBackends()) {
           assert.deepEqual([o2, s2, m2], [o1, s1, m1], `layerNormRows ${impl === backend ? "" : "composed "}${bias === null ? "without" : "with"} bias`);
         }
       }
+      // the backward: the four calls it fuses, with and without each gradient
+      const [S, Mn] = [f32(rows), f32(rows)];
+      backend.lnScaleRows(X, rows, cols, 1e-5, S, Mn);
+      const G = randRows(34, rows, cols, 1);
+      const start = (): Float32Array[] => [randRows(35, rows, cols, 1), randRows(36, 1, cols, 1), randRows(37, 1, cols, 1)]; // gradients already holding values: the kernels add
+      for (const want of [[true, true, true], [false, true, true], [true, false, false], [false, false, true]] as const) {
+        const [gx1, gw1, gb1] = start();
+        const xHat = f32(rows * cols), gHat = f32(rows * cols), gs = f32(rows);
+        backend.lnNormalizeRows(X, rows, cols, S, xHat);
+        backend.affineBackwardRows(G, xHat, rows, cols, w, want[0] ? gHat : null, want[1] ? gw1! : null, want[2] ? gb1! : null);
+        if (want[0]) {
+          backend.lnNormalizeBackwardRows(gHat, xHat, rows, cols, S, gx1!, gs);
+          backend.lnScaleBackwardRows(gs, X, rows, cols, S, Mn, gx1!);
+        }
+        for (const impl of [backend, composedLaterKernels(backend)]) {
+          const [gx2, gw2, gb2] = start();
+          impl.layerNormBackwardRows(G, X, rows, cols, S, Mn, w, want[0] ? gx2! : null, want[1] ? gw2! : null, want[2] ? gb2! : null);
+          assert.deepEqual([gx2, gw2, gb2], [gx1, gw1, gb1], `layerNormBackwardRows ${impl === backend ? "" : "composed "}wanting GX ${want[0]}, GW ${want[1]}, GB ${want[2]}`);
+        }
+      }
+      assert.throws(() => backend.layerNormBackwardRows(G, X, rows, cols, S, Mn, w, f32(5), null, null), /layerNormBackwardRows: GX has 5 elements, fewer than rows·cols = 3015/);
       assert.throws(() => backend.layerNormRows(X, rows, cols, 1e-5, f32(cols - 1), null, f32(rows * cols), f32(rows), f32(rows)), /layerNormRows: w has 44 elements, fewer than cols = 45/);
       assert.throws(() => backend.layerNormRows(X, rows, cols, 1e-5, w, null, f32(rows * cols), f32(rows), f32(rows - 1)), /layerNormRows: mean has 66 elements, fewer than rows = 67/);
     });

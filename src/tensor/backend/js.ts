@@ -335,6 +335,25 @@ export function crossEntropyBlocksFrom(
   if (dB !== null) for (let j = 0; j < KP; j++) dB[j] = acc[j]!;
 }
 
+/** layerNormBackwardRows from the four kernels it fuses (the js backend's, or an older addon's). */
+export function layerNormBackwardFrom(
+  K: Pick<Backend, "lnNormalizeRows" | "affineBackwardRows" | "lnNormalizeBackwardRows" | "lnScaleBackwardRows">,
+  G: Float32Array, X: Float32Array, rows: number, cols: number, scale: Float32Array, mean: Float32Array, w: Float32Array,
+  GX: Float32Array | null, GW: Float32Array | null, GB: Float32Array | null,
+): void {
+  checkRows("layerNormBackwardRows", G, rows, cols, [["scale", scale], ["mean", mean]]);
+  checkVectors("layerNormBackwardRows", rows * cols, GX === null ? [["X", X]] : [["X", X], ["GX", GX]], "rows·cols");
+  checkVectors("layerNormBackwardRows", cols, [["w", w], ...(GW === null ? [] : [["GW", GW]] as [string, Float32Array][]), ...(GB === null ? [] : [["GB", GB]] as [string, Float32Array][])], "cols");
+      const xHat = new Float32Array(rows * cols);
+      K.lnNormalizeRows(X, rows, cols, scale, xHat);
+      const gHat = GX === null ? null : new Float32Array(rows * cols);
+      K.affineBackwardRows(G, xHat, rows, cols, w, gHat, GW, GB);
+      if (gHat === null || GX === null) return;
+      const gScale = new Float32Array(rows);
+      K.lnNormalizeBackwardRows(gHat, xHat, rows, cols, scale, GX, gScale);
+      K.lnScaleBackwardRows(gScale, X, rows, cols, scale, mean, GX);
+}
+
 /** layerNormRows's argument checks (shared with the composed fallback in native.ts). */
 export function checkLayerNormRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array): void {
   checkRows("layerNormRows", X, rows, cols, [["scale", scale], ["mean", mean]]);
@@ -530,6 +549,10 @@ export const jsBackend: Backend = {
     jsBackend.lnScaleRows(X, rows, cols, eps, scale, mean);
     jsBackend.lnNormalizeRows(X, rows, cols, scale, out);
     jsBackend.affineRows(out, rows, cols, w, b, out);
+  },
+
+  layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX, GW, GB) {
+    layerNormBackwardFrom(jsBackend, G, X, rows, cols, scale, mean, w, GX, GW, GB);
   },
 
   geluBackward(X, G, n, DX) {

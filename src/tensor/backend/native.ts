@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, checkLayerNormRows, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
+import { checkClipAdamwBlocks, checkLayerNormRows, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -44,7 +44,7 @@ const KERNELS = [
  * are composed from its other kernels (composedLaterKernels: the same results, slower; the fused
  * attention kernels: the js backend's loops, equal to a tolerance and much slower) until `npm ci` rebuilds it.
  */
-const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "causalAttentionForward", "causalAttentionBackward"] as const satisfies readonly (keyof Backend)[];
+const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "layerNormBackwardRows", "causalAttentionForward", "causalAttentionBackward"] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
@@ -134,6 +134,9 @@ export function composedLaterKernels(k: Kernels): LaterKernels {
       k.lnScaleRows(X, rows, cols, eps, scale, mean);
       k.lnNormalizeRows(X, rows, cols, scale, out);
       k.affineRows(out, rows, cols, w, b, out);
+    },
+    layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX, GW, GB) {
+      layerNormBackwardFrom(k, G, X, rows, cols, scale, mean, w, GX, GW, GB);
     },
     clipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks, maxNorm, lr, beta1, beta2, eps, shrink, bc1, bc2) {
       checkClipAdamwBlocks(W, GW, MW, VW, wsize, B, GB, MB, VB, bsize, blocks);

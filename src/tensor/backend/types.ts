@@ -54,6 +54,12 @@ export interface Backend {
    * place, row by row while the row is in cache: the same bits as those three calls.
    */
   layerNormRows(X: Float32Array, rows: number, cols: number, eps: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array): void;
+  /**
+   * layerNormRows's backward, adding into GX, GW, GB (null: not wanted): x̂ recomputed by lnNormalizeRows,
+   * then affineBackwardRows(G, x̂ → Ĝ), lnNormalizeBackwardRows(Ĝ, x̂ → GX, GS) and lnScaleBackwardRows(GS → GX),
+   * row by row: the same bits as those calls. One thread (GW, GB sum over rows in order).
+   */
+  layerNormBackwardRows(G: Float32Array, X: Float32Array, rows: number, cols: number, scale: Float32Array, mean: Float32Array, w: Float32Array, GX: Float32Array | null, GW: Float32Array | null, GB: Float32Array | null): void;
   /** lnScale's backward: GX[r, c] += G[r] / (cols·scale[r]) · (X[r, c] − mean[r]) (mean and scale from lnScaleRows). */
   lnScaleBackwardRows(G: Float32Array, X: Float32Array, rows: number, cols: number, scale: Float32Array, mean: Float32Array, GX: Float32Array): void;
   /**

@@ -75,17 +75,10 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor | null, eps: number): 
   const mean = new Float32Array(rows); //     [rows]
   getBackend().layerNormRows(X, rows, C, eps, W, b === null ? null : b.data, out, scale, mean);
   return record("layerNorm", new Tensor(out, x.shape), b === null ? [x, w] : [x, w, b], (g) => {
-    // the three ops' backwards in the order autograd runs them: affineLast, lnNormalize, lnScale
-    const be = getBackend();
-    const xHat = emptyF32(x.size);
-    be.lnNormalizeRows(X, rows, C, scale, xHat);
-    const gHat = x.requiresGrad ? new Float32Array(x.size) : null;
-    be.affineBackwardRows(g, xHat, rows, C, W, gHat, w.requiresGrad ? gradOf(w) : null, b !== null && b.requiresGrad ? gradOf(b) : null);
-    if (gHat === null) return;
-    const gScale = new Float32Array(rows);
-    const gx = gradOf(x);
-    be.lnNormalizeBackwardRows(gHat, xHat, rows, C, scale, gx, gScale);
-    be.lnScaleBackwardRows(gScale, X, rows, C, scale, mean, gx);
+    // the three ops' backwards in the order autograd runs them (affineLast, lnNormalize, lnScale), x̂ recomputed
+    const gw = w.requiresGrad ? gradOf(w) : null;
+    const gb = b !== null && b.requiresGrad ? gradOf(b) : null;
+    getBackend().layerNormBackwardRows(g, X, rows, C, scale, mean, W, x.requiresGrad ? gradOf(x) : null, gw, gb);
   });
 }
 
