@@ -442,6 +442,17 @@ test("malformed tokenizer.json: one error naming the file and the field", () => 
   assert.throws(() => sp.decode([999999]), (e: unknown) => e instanceof SelfreportError && e.message.includes("999999"));
 });
 
+test("Llama 2 layout: a text holding ▁ (SentencePiece's space marker) itself gets Hugging Face's ids and decodes as Hugging Face decodes it", async () => {
+  const dir = write(llama2Json());
+  const ours = tokenizerFromJsonFile(join(dir, "tokenizer.json"));
+  const ref = HfTokenizer.fromFile(join(dir, "tokenizer.json"));
+  for (const t of ["\u2581", "a\u2581b", "\u2581\u2581 x"]) {
+    const ids = ours.encode(t);
+    assert.deepEqual(ids, await refIds(ref, t), JSON.stringify(t));
+    assert.equal(ours.decode(ids), await ref.decode(ids, false), JSON.stringify(t));
+  }
+});
+
 /** Code points that the pre-tokenisers treat specially, mixed with arbitrary ones. */
 const UNIT = fc.oneof(
   { arbitrary: fc.string({ unit: "grapheme", minLength: 1, maxLength: 1 }), weight: 3 },
@@ -450,7 +461,7 @@ const UNIT = fc.oneof(
 );
 const TEXT = fc.string({ unit: UNIT, maxLength: 30 });
 
-test("property: Llama 3 and Llama 2 layouts give Hugging Face tokenizers' ids on random strings, and round-trip", async () => {
+test("property: Llama 3 and Llama 2 layouts give Hugging Face tokenizers' ids and decoding on random strings, and round-trip", async () => {
   for (const [label, json] of [["llama3", llama3Json()], ["llama2", llama2Json()]] as const) {
     const dir = write(json);
     const ours = tokenizerFromJsonFile(join(dir, "tokenizer.json"));
@@ -459,7 +470,9 @@ test("property: Llama 3 and Llama 2 layouts give Hugging Face tokenizers' ids on
       fc.asyncProperty(TEXT, async (t) => {
         const ids = ours.encode(t);
         assert.deepEqual(ids, await refIds(ref, t), `${label}: ${JSON.stringify(t)}`);
-        assert.equal(ours.decode(ids), t, `${label} round trip: ${JSON.stringify(t)}`);
+        assert.equal(ours.decode(ids), await ref.decode(ids, false), `${label} decode: ${JSON.stringify(t)}`);
+        // SentencePiece's ▁ stands for a space, so a text holding ▁ itself does not come back (in Hugging Face's neither)
+        if (!(label === "llama2" && t.includes("\u2581"))) assert.equal(ours.decode(ids), t, `${label} round trip: ${JSON.stringify(t)}`);
       }),
       { numRuns: 300 },
     );
