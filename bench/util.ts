@@ -133,7 +133,7 @@ export async function measureSgemmGflops(): Promise<number> {
     const A = filledNormal(M * K, 1); // [M, K]
     const B = filledNormal(K * N, 2); // [K, N]
     const C = new Float32Array(M * N); // [M, N]
-    const s = median(timeRuns(() => backend.sgemm(false, false, M, N, K, 1, A, K, B, N, 0, C, N), 2, 5));
+    const s = median(timeRuns(() => backend.sgemm(false, false, M, N, K, 1, A, K, B, N, 0, C, N), 3, 15)); // as the sgemm section
     return (2 * M * N * K) / s / 1e9;
   });
   return rates.reduce((a, b) => a + b, 0) / rates.length;
@@ -141,13 +141,19 @@ export async function measureSgemmGflops(): Promise<number> {
 
 let sgemmRef: { gflops: number; source: string } | null = null;
 
-/** The reference sgemm GFLOP/s of this run: BENCH_SGEMM_GFLOPS when set (by run.ts), else measured now, once. */
+/**
+ * The reference sgemm GFLOP/s of a section: measured in its own process (once), and when run.ts gave
+ * the run's start value (BENCH_SGEMM_GFLOPS), the higher of the two. On a shared VM one measurement can
+ * land in a slow moment (a start value of 141 against 188 in the sgemm section right after was seen);
+ * the higher rate is the machine's limit, so a fraction against it errs low, not high.
+ */
 export async function sgemmReference(): Promise<{ gflops: number; source: string }> {
   if (sgemmRef !== null) return sgemmRef;
   const given = Number(process.env[SGEMM_REF_ENV]);
+  const own = await measureSgemmGflops();
   sgemmRef = Number.isFinite(given) && given > 0
-    ? { gflops: given, source: "measured once at the start of this bench run" }
-    : { gflops: await measureSgemmGflops(), source: "measured at this section's start" };
+    ? { gflops: Math.max(given, own), source: `the higher of the run's start (${given.toFixed(1)}) and this section's own measurement (${own.toFixed(1)})` }
+    : { gflops: own, source: "measured in this section" };
   return sgemmRef;
 }
 

@@ -108,7 +108,7 @@ export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
   }
   const rows = x.size / I;
   const out = bias !== null || I > 0 ? emptyF32(rows * O) : new Float32Array(rows * O); // the bias rows, or a beta-0 product over I > 0, fill it
-  if (bias !== null) for (let r = 0; r < rows; r++) out.set(bias.data, r * O);
+  if (bias !== null && rows > 0) fillRows(out, bias.data, rows);
   gemm(false, false, rows, O, I, x.data, 0, W.data, 0, bias === null ? 0 : 1, out, 0, 1);
   const inputs = bias === null ? [x, W] : [x, W, bias];
   return record("linear", new Tensor(out, [...x.shape.slice(0, -1), O]), inputs, (g) => {
@@ -121,4 +121,11 @@ export function linear(x: Tensor, W: Tensor, bias: Tensor | null): Tensor {
       gemm(false, false, 1, O, rows, new Float32Array(rows).fill(1), 0, g, 0, 1, gradOf(bias), 0, 1);
     }
   });
+}
+
+/** out[r, :] = row for r < rows: the row once, then copies of what is already filled, doubling (log₂ rows copies). */
+function fillRows(out: Float32Array, row: Float32Array, rows: number): void {
+  const n = rows * row.length;
+  out.set(row, 0);
+  for (let filled = row.length; filled < n; filled *= 2) out.copyWithin(filled, 0, Math.min(filled, n - filled));
 }
