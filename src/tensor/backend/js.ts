@@ -354,11 +354,17 @@ export function layerNormBackwardFrom(
       K.lnScaleBackwardRows(gScale, X, rows, cols, scale, mean, GX);
 }
 
-/** layerNormRows's argument checks (shared with the composed fallback in native.ts). */
-export function checkLayerNormRows(X: Float32Array, rows: number, cols: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array): void {
+/** layerNormRows from the three kernels it fuses (the js backend's, or an older addon's): the same bits. */
+export function layerNormFrom(
+  K: Pick<Backend, "lnScaleRows" | "lnNormalizeRows" | "affineRows">,
+  X: Float32Array, rows: number, cols: number, eps: number, w: Float32Array, b: Float32Array | null, out: Float32Array, scale: Float32Array, mean: Float32Array,
+): void {
   checkRows("layerNormRows", X, rows, cols, [["scale", scale], ["mean", mean]]);
   checkVectors("layerNormRows", cols, b === null ? [["w", w]] : [["w", w], ["b", b]], "cols");
   checkVectors("layerNormRows", rows * cols, [["out", out]], "rows·cols");
+  K.lnScaleRows(X, rows, cols, eps, scale, mean);
+  K.lnNormalizeRows(X, rows, cols, scale, out);
+  K.affineRows(out, rows, cols, w, b, out);
 }
 
 /** Argument checks of causalAttentionForward / causalAttentionBackward (shared with the native backend's fallback). */
@@ -545,10 +551,7 @@ export const jsBackend: Backend = {
   },
 
   layerNormRows(X, rows, cols, eps, w, b, out, scale, mean) {
-    checkLayerNormRows(X, rows, cols, w, b, out, scale, mean);
-    jsBackend.lnScaleRows(X, rows, cols, eps, scale, mean);
-    jsBackend.lnNormalizeRows(X, rows, cols, scale, out);
-    jsBackend.affineRows(out, rows, cols, w, b, out);
+    layerNormFrom(jsBackend, X, rows, cols, eps, w, b, out, scale, mean);
   },
 
   layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX, GW, GB) {

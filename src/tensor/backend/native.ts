@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, checkLayerNormRows, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
+import { checkClipAdamwBlocks, layerNormFrom, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -130,10 +130,7 @@ function tryLoad(): NativeLoadResult {
 export function composedLaterKernels(k: Kernels): LaterKernels {
   return {
     layerNormRows(X, rows, cols, eps, w, b, out, scale, mean) {
-      checkLayerNormRows(X, rows, cols, w, b, out, scale, mean);
-      k.lnScaleRows(X, rows, cols, eps, scale, mean);
-      k.lnNormalizeRows(X, rows, cols, scale, out);
-      k.affineRows(out, rows, cols, w, b, out);
+      layerNormFrom(k, X, rows, cols, eps, w, b, out, scale, mean);
     },
     layerNormBackwardRows(G, X, rows, cols, scale, mean, w, GX, GW, GB) {
       layerNormBackwardFrom(k, G, X, rows, cols, scale, mean, w, GX, GW, GB);
