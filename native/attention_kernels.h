@@ -184,27 +184,7 @@ static void RK_NAME(attn_fwd_pair)(const float* Q, const float* K, const float* 
         m = p[j] > m ? p[j] : m;
       }
       if (m == ninf) { memset(p, 0, (size_t)T * sizeof(float)); continue; }
-      const VF mm = RK_NAME(splat)(m);
-      VF sv = RK_NAME(splat)(0.0f);
-      for (int64_t j = 0; j < body; j += RK_W) {
-        VF e = RK_NAME(vexp)(RK_NAME(load)(p + j) - mm);
-        memcpy(p + j, &e, sizeof e);
-        sv += e;
-      }
-      if (body < n) {
-        VF e = RK_NAME(vexp)(RK_NAME(tail)(p + body, n - body, ninf) - mm); /* padding lanes give 0 */
-        for (int64_t j = 0; j < n - body; j++) p[body + j] = e[j];
-        sv += e;
-      }
-      double sum = 0.0;
-      for (int w = 0; w < RK_W; w++) sum += sv[w];
-      const float inv = (float)(1.0 / sum);
-      const VF iv = RK_NAME(splat)(inv);
-      for (int64_t j = 0; j < body; j += RK_W) {
-        VF v = RK_NAME(load)(p + j) * iv;
-        memcpy(p + j, &v, sizeof v);
-      }
-      for (int64_t j = body; j < n; j++) p[j] *= inv;
+      RK_NAME(softmax_from_max)(p, n, m, p); /* row_kernels.h, in place */
       for (int64_t j = n; j < T; j++) p[j] = 0.0f;
     }
     /* Z rows of the block: P's entries above the diagonal are 0, so every row may run to the block's last key. */

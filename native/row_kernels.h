@@ -102,35 +102,42 @@ static void RK_NAME(softmax_scale)(float* X, int64_t rows, int64_t cols, const f
   }
 }
 
+/* y[0..n) = exp(x − m) / Σ exp(x − m) given the row maximum m of x[0..n) (not −∞); y may be x.
+ * softmax_rows and the fused attention kernel (attention_kernels.h) share it. */
+static inline __attribute__((always_inline)) void RK_NAME(softmax_from_max)(const float* x, int64_t n, float m, float* y) {
+  const float ninf = -__builtin_inff();
+  const int64_t body = n - n % RK_W;
+  const VF mm = RK_NAME(splat)(m);
+  VF sv = RK_NAME(splat)(0.0f);
+  for (int64_t c = 0; c < body; c += RK_W) {
+    VF e = RK_NAME(vexp)(RK_NAME(load)(x + c) - mm);
+    memcpy(y + c, &e, sizeof e);
+    sv += e;
+  }
+  if (body < n) {
+    VF e = RK_NAME(vexp)(RK_NAME(tail)(x + body, n - body, ninf) - mm); /* padding lanes give 0 */
+    for (int64_t j = 0; j < n - body; j++) y[body + j] = e[j];
+    sv += e;
+  }
+  double s = 0.0;
+  for (int j = 0; j < RK_W; j++) s += sv[j];
+  const float inv = (float)(1.0 / s);
+  const VF iv = RK_NAME(splat)(inv);
+  for (int64_t c = 0; c < body; c += RK_W) {
+    VF v = RK_NAME(load)(y + c) * iv;
+    memcpy(y + c, &v, sizeof v);
+  }
+  for (int64_t c = body; c < n; c++) y[c] *= inv;
+}
+
 static void RK_NAME(softmax_rows)(const float* X, int64_t rows, int64_t cols, float* Y) {
   const float ninf = -__builtin_inff();
-  const int64_t body = cols - cols % RK_W;
   for (int64_t r = 0; r < rows; r++) {
     const float* x = X + r * cols;
     float* y = Y + r * cols;
     const float m = RK_NAME(row_max)(x, cols);
     if (m == ninf) { memset(y, 0, (size_t)cols * sizeof(float)); continue; }
-    const VF mm = RK_NAME(splat)(m);
-    VF sv = RK_NAME(splat)(0.0f);
-    for (int64_t c = 0; c < body; c += RK_W) {
-      VF e = RK_NAME(vexp)(RK_NAME(load)(x + c) - mm);
-      memcpy(y + c, &e, sizeof e);
-      sv += e;
-    }
-    if (body < cols) {
-      VF e = RK_NAME(vexp)(RK_NAME(tail)(x + body, cols - body, ninf) - mm); /* padding lanes give 0 */
-      for (int64_t j = 0; j < cols - body; j++) y[body + j] = e[j];
-      sv += e;
-    }
-    double s = 0.0;
-    for (int j = 0; j < RK_W; j++) s += sv[j];
-    const float inv = (float)(1.0 / s);
-    const VF iv = RK_NAME(splat)(inv);
-    for (int64_t c = 0; c < body; c += RK_W) {
-      VF v = RK_NAME(load)(y + c) * iv;
-      memcpy(y + c, &v, sizeof v);
-    }
-    for (int64_t c = body; c < cols; c++) y[c] *= inv;
+    RK_NAME(softmax_from_max)(x, cols, m, y);
   }
 }
 
