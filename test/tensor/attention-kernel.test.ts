@@ -14,6 +14,7 @@ import { loadNativeBackend } from "../../src/tensor/backend/native.ts";
 import type { Backend } from "../../src/tensor/backend/types.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 import { assertClose, assertExact } from "./gradcheck.ts";
+import { runNativeChild } from "../helpers/native-child.ts";
 
 /** B = 2, T = 37 (not a multiple of 8 or 16), H = 3, Dh = 64: GPT-2's head size. */
 const [B, T, H, Dh] = [2, 37, 3, 64];
@@ -130,13 +131,8 @@ describe("fused attention kernels, native against the js backend's float64 loops
 
   it("give the same bits with 1, 2 and 3 threads (OPENBLAS_NUM_THREADS) and the base build (SELFREPORT_SIMD=base) agrees to float32 rounding", { skip }, async () => {
     if (!loaded.ok) return;
-    const { spawnSync } = await import("node:child_process");
-    const { fileURLToPath } = await import("node:url");
-    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-    const nativePath = fileURLToPath(new URL(`../../src/tensor/backend/native${ext}`, import.meta.url));
     // B·H = 2·7 = 14 pairs of T 130: enough work to split; prints every output's bits.
-    const script = `import(${JSON.stringify(nativePath)}).then((m) => {
-      const be = m.loadNativeBackend().backend;
+    const script = `
       let s = 11;
       const rnd = (n) => Float32Array.from({ length: n }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s / 2 ** 32 - 0.5) * 4; });
       const [B, T, H, Dh] = [2, 130, 7, 64], n = B * T * H * Dh;
@@ -145,20 +141,11 @@ describe("fused attention kernels, native against the js backend's float64 loops
       be.causalAttentionForward(Q, K, V, B, T, H, Dh, 0.125, mask, P, Z);
       const dQ = new Float32Array(n), dK = new Float32Array(n), dV = new Float32Array(n);
       be.causalAttentionBackward(G, Q, K, V, P, B, T, H, Dh, 0.125, dQ, dK, dV);
-      process.stdout.write(JSON.stringify([P, Z, dQ, dK, dV].map((a) => Array.from(a))));
-    })`;
-    const outputs = ["1", "2", "3"].map((threads) => {
-      const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: threads };
-      delete env.SELFREPORT_SIMD;
-      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { env, encoding: "utf8", maxBuffer: 1 << 30 });
-      assert.equal(r.status, 0, r.stderr);
-      return r.stdout;
-    });
+      process.stdout.write(JSON.stringify([P, Z, dQ, dK, dV].map((a) => Array.from(a))));`;
+    const outputs = ["1", "2", "3"].map((threads) => runNativeChild(script, { OPENBLAS_NUM_THREADS: threads, SELFREPORT_SIMD: undefined }));
     assert.ok(outputs[1] === outputs[0], "2 threads gave other bits than 1");
     assert.ok(outputs[2] === outputs[0], "3 threads gave other bits than 1");
-    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { env: { ...process.env, SELFREPORT_SIMD: "base" }, encoding: "utf8", maxBuffer: 1 << 30 });
-    assert.equal(r.status, 0, r.stderr);
-    const base = JSON.parse(r.stdout) as number[][];
+    const base = JSON.parse(runNativeChild(script, { SELFREPORT_SIMD: "base" })) as number[][];
     const def = JSON.parse(outputs[0]!) as number[][];
     ["P", "z", "dq", "dk", "dv"].forEach((name, i) => assertClose(`base build vs default build: ${name}`, base[i]!, def[i]!, { atol: 1e-6, rtol: 1e-5 }));
   });

@@ -10,6 +10,7 @@ import { availableBackends } from "../../src/tensor/backend/index.ts";
 import { composedLaterKernels } from "../../src/tensor/backend/native.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 import { assertClose } from "./gradcheck.ts";
+import { runNativeChild } from "../helpers/native-child.ts";
 
 function refLse(X: Float32Array, rows: number, cols: number): Float64Array {
   const out = new Float64Array(rows);
@@ -519,14 +520,9 @@ describe("row kernels, native, split across threads", () => {
   it("give the same bits with 1, 2 and 3 threads (OPENBLAS_NUM_THREADS) on sizes that split unevenly", async () => {
     const { loadNativeBackend } = await import("../../src/tensor/backend/native.ts");
     if (!loadNativeBackend().ok) return; // no addon: nothing is split
-    const { spawnSync } = await import("node:child_process");
-    const { fileURLToPath } = await import("node:url");
-    const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-    const nativePath = fileURLToPath(new URL(`../../src/tensor/backend/native${ext}`, import.meta.url));
     // Every row kernel once, on 1001 rows of 333 (333 333 elements: several parts of 2^16), GELU on
     // 333 333 + 5 elements; prints a checksum of every output's bits.
-    const script = `import(${JSON.stringify(nativePath)}).then((m) => {
-      const be = m.loadNativeBackend().backend;
+    const script = `
       let s = 7;
       const rnd = (n, k = 3) => Float32Array.from({ length: n }, () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (s / 2 ** 32 - 0.5) * k; });
       const [R, C] = [1001, 333], N = R * C + 5;
@@ -546,13 +542,8 @@ describe("row kernels, native, split across threads", () => {
       const SM = f(R * C); be.softmaxRows(X, R, C, SM);
       be.softmaxBackwardRows(G, SM, R, C, acc(R * C));
       const sums = outs.map((a) => { let h = 0; for (const u of new Uint32Array(a.buffer)) h = (Math.imul(h, 31) + u) >>> 0; return h; });
-      console.log(JSON.stringify(sums));
-    })`;
-    const sums = ["1", "2", "3"].map((threads) => {
-      const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { ...process.env, OPENBLAS_NUM_THREADS: threads } });
-      assert.equal(r.status, 0, r.stderr);
-      return JSON.parse(r.stdout.trim()) as number[];
-    });
+      console.log(JSON.stringify(sums));`;
+    const sums = ["1", "2", "3"].map((threads) => JSON.parse(runNativeChild(script, { OPENBLAS_NUM_THREADS: threads }).trim()) as number[]);
     assert.deepEqual(sums[1], sums[0], "2 threads vs 1");
     assert.deepEqual(sums[2], sums[0], "3 threads vs 1");
   });
