@@ -101,7 +101,7 @@ export async function benchSgemm(): Promise<BenchRow[]> {
   const native = loadNativeBackend();
   const numpy = timeNumpy();
   console.log([
-    native.ok ? `native: ${native.info.config.trim()}, OpenBLAS threads: ${native.info.numThreads}` : `native: unavailable (${native.reason})`,
+    native.ok ? `native: ${native.info.config.trim()}, OpenBLAS threads: ${native.info.numThreads}, OPENBLAS_THREAD_TIMEOUT: ${native.info.threadTimeout}` : `native: unavailable (${native.reason})`,
     "error" in numpy ? `numpy: ${numpy.error}` : `numpy: ${numpy.version} (${PYTHON})`,
     `runs: native/numpy median of ${NATIVE_RUNS} after ${NATIVE_WARMUP} warm-up, ` +
       (JS_RUNS > 0 ? `js median of ${JS_RUNS} after ${JS_WARMUP}` : "js skipped (BENCH_JS_RUNS=0)"),

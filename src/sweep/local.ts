@@ -10,6 +10,7 @@
 import { Worker } from "node:worker_threads";
 import { JobRunner, workerName, type JobResult } from "./jobs.ts";
 import { info } from "../util/progress.ts";
+import { loadNativeBackend } from "../tensor/backend/native.ts";
 import { Interrupted, interruptibleSection, interruptSignal, onInterruptSignal } from "../util/interrupt.ts";
 import type { SweepManifest, Task } from "./spec.ts";
 import type { ThreadData, ThreadReply } from "./thread.ts";
@@ -41,6 +42,7 @@ export class TaskThreads {
    */
   constructor(readonly sweepDir: string, readonly manifest: SweepManifest, readonly size: number, readonly opts: { onThreadDeath?: "record" | "reject" } = {}) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`TaskThreads: size must be a positive integer, got ${size}`);
+    loadNativeBackend(); // OpenBLAS loads here, on the main thread, so it reads the environment our settings go into (withQuietBlasHelpers)
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 

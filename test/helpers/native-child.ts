@@ -1,7 +1,7 @@
 /**
  * Runs a script against the native backend in a child Node process, for tests whose setting only
  * takes effect at load time (OPENBLAS_NUM_THREADS, SELFREPORT_SIMD). The script is the body of a
- * function given `be`, the loaded native backend; what it prints is returned.
+ * function given `be`, the loaded native backend, and `m`, the native module; what it prints is returned.
  */
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";

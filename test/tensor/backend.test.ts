@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { availableBackends, chooseBackend } from "../../src/tensor/backend/index.ts";
 import { jsBackend, sgemmReference } from "../../src/tensor/backend/js.ts";
-import { findRepoRoot, loadNativeBackend } from "../../src/tensor/backend/native.ts";
+import { findRepoRoot, loadNativeBackend, QUIET_BLAS_HELPERS } from "../../src/tensor/backend/native.ts";
+import { runNativeChild } from "../helpers/native-child.ts";
 import { mulberry32, randn } from "../helpers/rng.ts";
 
 const backends = availableBackends();
@@ -284,4 +285,27 @@ test("with the native addon loaded, fresh op outputs reuse freed heap memory ins
   const fresh = faultsPerOp("0");
   assert.ok(kept < 2048 / 8, `kept memory: ${kept} page faults per 8 MB output, expected under 256`);
   assert.ok(fresh > 2 * kept, `glibc defaults: ${fresh} page faults per output, expected well above the kept ${kept}`);
+});
+
+test("OpenBLAS's helper threads sleep right after a product (OPENBLAS_THREAD_TIMEOUT=4 while the library loads, then removed); a value the user set is kept", (t) => {
+  const native = loadNativeBackend();
+  if (!native.ok || native.info.numThreads < 2) { t.skip("needs the native addon with 2 or more BLAS threads"); return; }
+  // Three 512³ products on all BLAS threads, then the main thread blocks for 300 ms: the process's CPU
+  // time in that wait is what the helper threads spend spinning (OpenBLAS's default: 2^28 cycles).
+  const body = `
+    const n = 512, A = new Float32Array(n * n).fill(0.5), C = new Float32Array(n * n);
+    for (let i = 0; i < 3; i++) be.sgemm(false, false, n, n, n, 1, A, n, A, n, 0, C, n);
+    const c0 = process.cpuUsage();
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    const c = process.cpuUsage(c0);
+    console.log(JSON.stringify({ idleMs: (c.user + c.system) / 1000, read: m.loadNativeBackend().info.threadTimeout, env: process.env.OPENBLAS_THREAD_TIMEOUT ?? null }));`;
+  const run = (value: string | undefined): { idleMs: number; read: string; env: string | null } =>
+    JSON.parse(runNativeChild(body, { OPENBLAS_THREAD_TIMEOUT: value })) as { idleMs: number; read: string; env: string | null };
+  const ours = run(undefined);
+  assert.equal(ours.read, QUIET_BLAS_HELPERS);
+  assert.equal(ours.env, null, "our setting must not reach child processes");
+  assert.ok(ours.idleMs < 30, `helpers spun ${ours.idleMs} ms of CPU in a 300 ms wait, expected asleep (< 30 ms)`);
+  const users = run("28");
+  assert.deepEqual([users.read, users.env], ["28", "28"]);
+  assert.ok(users.idleMs > 50, `with OpenBLAS's default timeout the helpers spun only ${users.idleMs} ms; the check above would prove nothing`);
 });

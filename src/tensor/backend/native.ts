@@ -31,6 +31,11 @@ export interface OpenblasInfo {
    * fresh op outputs do not page-fault; "off" on other C libraries or with SELFREPORT_KEEP_MEMORY=0.
    */
   keepMemory: "on" | "off";
+  /**
+   * OPENBLAS_THREAD_TIMEOUT as OpenBLAS read it when it loaded: selfreport's QUIET_BLAS_HELPERS unless
+   * the user had set it (withQuietBlasHelpers).
+   */
+  threadTimeout: string;
 }
 
 /** The Backend methods, which the addon (native/selfreport_blas.c) exports under the same names. */
@@ -50,7 +55,7 @@ type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
 /** The addon's exports: the kernels, plus what OpenBLAS says about itself. */
 interface BlasAddon extends Kernels, Partial<LaterKernels> {
-  openblasInfo(): OpenblasInfo;
+  openblasInfo(): Omit<OpenblasInfo, "threadTimeout">;
 }
 
 export type NativeLoadResult =
@@ -90,6 +95,36 @@ export function findRepoRoot(from: string = dirname(fileURLToPath(import.meta.ur
 
 let cached: NativeLoadResult | null = null;
 
+/**
+ * After each product, OpenBLAS's helper threads spin for 2^OPENBLAS_THREAD_TIMEOUT cycles (default
+ * 2^28, about 0.1 s) before they sleep. With as many cores as BLAS threads (2 here), that spinning
+ * takes the core that our own threaded kernels (GELU, LayerNorm, attention, AdamW) need right after a
+ * product: a GELU of [1024, 3072] after an sgemm took 3.1 ms instead of 1.7. 4 (2^4 cycles, OpenBLAS's
+ * minimum) lets the helpers sleep at once; waking them for the next product cost nothing measurable,
+ * even for back-to-back 64³ products (6.4 µs a call either way).
+ */
+export const QUIET_BLAS_HELPERS = "4";
+
+/**
+ * Runs `load` (which loads the OpenBLAS library) with OPENBLAS_THREAD_TIMEOUT=QUIET_BLAS_HELPERS
+ * unless the user set it (to anything but ""), and returns what it returns with the value OpenBLAS read. OpenBLAS reads
+ * the variable once, when the library loads. Our setting is removed again afterwards, so child
+ * processes (torch in the bench, a notebook's kernel) start with their own defaults. Only the main
+ * thread changes the real environment: a worker thread loading first keeps OpenBLAS's default (the
+ * sweep loads the addon on the main thread before it starts workers).
+ */
+export function withQuietBlasHelpers<T>(load: () => T): { value: T; threadTimeout: string } {
+  const given = process.env["OPENBLAS_THREAD_TIMEOUT"];
+  if (given !== undefined && given !== "") return { value: load(), threadTimeout: given };
+  process.env["OPENBLAS_THREAD_TIMEOUT"] = QUIET_BLAS_HELPERS;
+  try {
+    return { value: load(), threadTimeout: QUIET_BLAS_HELPERS };
+  } finally {
+    if (given === undefined) delete process.env["OPENBLAS_THREAD_TIMEOUT"];
+    else process.env["OPENBLAS_THREAD_TIMEOUT"] = given;
+  }
+}
+
 /** Loads the addon once per process; later calls return the same result. Never throws. */
 export function loadNativeBackend(): NativeLoadResult {
   if (cached === null) cached = tryLoad();
@@ -104,8 +139,9 @@ function tryLoad(): NativeLoadResult {
     return { ok: false, reason: `${path} not built; install libopenblas-dev and run npm ci`, path };
   }
   let mod: unknown;
+  let threadTimeout: string;
   try {
-    mod = createRequire(import.meta.url)(path);
+    ({ value: mod, threadTimeout } = withQuietBlasHelpers((): unknown => createRequire(import.meta.url)(path)));
   } catch (err) {
     const message = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return { ok: false, reason: `cannot load ${path}: ${message}`, path };
@@ -118,7 +154,7 @@ function tryLoad(): NativeLoadResult {
   const later = Object.fromEntries(LATER_KERNELS.map((name) => [name, typeof addon[name] === "function" ? addon[name] : composed[name]])) as unknown as LaterKernels;
   const backend: Backend = { name: "native", ...kernels, ...later };
   const info = addon.openblasInfo();
-  return { ok: true, backend, info: { ...info, multiheadKernels: info.multiheadKernels ?? "js" }, path };
+  return { ok: true, backend, info: { ...info, multiheadKernels: info.multiheadKernels ?? "js", threadTimeout }, path };
 }
 
 /**
