@@ -13,7 +13,8 @@
  *          loss.item(), backward, clip_grad_norm_(1.0), torch.optim.AdamW with the same settings
  * Median of RUNS steps after WARMUP; ours/torch is the ratio of tokens/s (> 1: we are faster).
  * Roofline: 3 × the forward's matmul FLOPs (bench/flops.ts: 4 blocks + the unembedding; every weight
- * trains) ÷ seconds, as a fraction of this run's reference sgemm GFLOP/s. Target ≥ 75 %.
+ * trains) ÷ seconds, as a fraction of the reference sgemm GFLOP/s measured right before each timed step
+ * (util.ts timeRunsPaired); ours' fraction is the median of the per-step fractions. Target ≥ 75 %.
  * Peak RSS: this section's Node process (run.ts runs each section in a child) and torch's subprocess.
  */
 import { Rng, backward, adamW, clipGradNorm, getBackend } from "../src/tensor/index.ts";
@@ -21,8 +22,8 @@ import { makeConfig } from "../src/model/config.ts";
 import { HookedTransformer } from "../src/model/transformer.ts";
 import { sampleWindows, PRETRAIN_DEFAULTS } from "../src/lm/pretrain.ts";
 import type { BenchRow } from "./run.ts";
-import { envCount, median, timeRuns, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon,
-  sgemmReference, sgemmRefText, rooflineCell, gflopsCell } from "./util.ts";
+import { envCount, median, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon,
+  sgemmRefText, rooflineCell, gflopsCell, timeRunsPaired, pairedSummary, pctCell, type PairedRuns } from "./util.ts";
 import { forwardFlops, trainStepFlops } from "./flops.ts";
 
 const SIZES = { nLayers: PRETRAIN_DEFAULTS.layers, dModel: PRETRAIN_DEFAULTS.dModel, nHeads: PRETRAIN_DEFAULTS.heads, nCtx: PRETRAIN_DEFAULTS.ctx, dVocab: 50257 };
@@ -47,7 +48,7 @@ function randomStream(n: number, vocab: number): Int32Array {
 }
 
 /** Median seconds of one training step, built exactly as pretrain() builds its loop. */
-function timeOurs(): number {
+function timeOurs(): PairedRuns {
   const cfg = makeConfig(SIZES);
   const model = HookedTransformer.init(cfg, 1234);
   const trainable = model.parameters().filter((t) => t !== model.b_U);
@@ -65,7 +66,7 @@ function timeOurs(): number {
     clipGradNorm(trainable, GRAD_CLIP);
     opt.step(LR);
   };
-  return median(timeRuns(once, WARMUP, RUNS));
+  return timeRunsPaired(once, WARMUP, RUNS);
 }
 
 /** The torch side: prints {"version", "threads", "maxrss_kb", "seconds": [...], "loss"} as JSON. */
@@ -130,9 +131,10 @@ interface TorchPretrain extends TorchCommon {
 }
 
 export async function benchPretrain(): Promise<BenchRow[]> {
-  const ours = timeOurs();
-  const rssMb = nodePeakRssMb();
   const { nLayers, dModel, nHeads, nCtx, dVocab } = SIZES;
+  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, BATCH, POS, { unembed: true }));
+  const { seconds: ours, ref, pct } = pairedSummary(timeOurs(), flops);
+  const rssMb = nodePeakRssMb();
   const torch = runTorch<TorchPretrain>(
     TORCH_SCRIPT,
     [nLayers, dModel, nHeads, 4 * dModel, nCtx, dVocab, BATCH, POS, WARMUP, RUNS, LR, WEIGHT_DECAY, GRAD_CLIP],
@@ -140,8 +142,6 @@ export async function benchPretrain(): Promise<BenchRow[]> {
   );
   const theirs = "error" in torch ? null : median(torch.seconds);
   const tokS = (s: number): number => (BATCH * POS) / s;
-  const ref = await sgemmReference();
-  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, BATCH, POS, { unembed: true }));
   console.log([
     `${nLayers} layers, d_model ${dModel}, ${nHeads} heads, d_mlp ${4 * dModel}, n_ctx ${nCtx}, vocab ${dVocab}, tied; batch ${BATCH} × ${POS}`,
     `AdamW + clip ${GRAD_CLIP}; backend ${getBackend().name}`,
@@ -155,7 +155,7 @@ export async function benchPretrain(): Promise<BenchRow[]> {
     "ms / step": fmtMs(ours),
     "peak RSS MB": rssMb.toFixed(0),
     "GFLOP/s": gflopsCell(flops, ours),
-    "of sgemm": rooflineCell(flops, ours, ref.gflops, 75),
+    "of sgemm": pctCell(pct, 75),
     "ours/torch": speedRatio(ours, theirs),
   }];
   if (!("error" in torch) && theirs !== null) {

@@ -15,7 +15,8 @@
  *          clip_grad_norm_(1.0), torch.optim.AdamW with the same parameter groups and settings
  *   Median of RUNS steps after WARMUP; ours/torch is the ratio of speeds (> 1: we are faster).
  *   Roofline: 3 × the forward's matmul FLOPs (bench/flops.ts: 12 blocks, no unembedding; every block
- *   trains) ÷ seconds, as a fraction of this run's reference sgemm GFLOP/s. Target ≥ 75 %.
+ *   trains) ÷ seconds, as a fraction of the reference sgemm GFLOP/s measured right before each timed
+ *   step (util.ts timeRunsPaired); ours' fraction is the median of the per-step fractions. Target ≥ 75 %.
  *
  * selfreport-frozen: what the frozen feature cache buys. Examples per second of one training epoch
  *   of the regression head over N_EXAMPLES examples, batch 64 (TRAIN_DEFAULTS), GPT-2-small widths:
@@ -39,7 +40,7 @@ import { TRAIN_DEFAULTS, defaultLr } from "../src/selfreport/train.ts";
 import type { BenchRow } from "./run.ts";
 import {
   envCount, median, timeRuns, filledNormal, randomTokens, runTorch, isNumberArray, fmtMs, speedRatio, nodePeakRssMb, PYTHON, type TorchCommon,
-  sgemmReference, sgemmRefText, rooflineCell, gflopsCell,
+  sgemmReference, sgemmRefText, rooflineCell, gflopsCell, timeRunsPaired, pairedSummary, pctCell, type PairedRuns,
 } from "./util.ts";
 import { forwardFlops, trainStepFlops } from "./flops.ts";
 
@@ -63,8 +64,8 @@ const featureLayerOf = (cfg: ModelConfig): number => cfg.nLayers - 1;
 // ---------------------------------------------------------------------------------------------
 // selfreport-step
 
-/** Median seconds of one unfrozen training step, built as train() builds it for --freeze unfrozen. */
-function timeOursStep(): number {
+/** Seconds of each timed unfrozen training step, built as train() builds it for --freeze unfrozen, each paired with a reference sgemm burst. */
+function timeOursStep(): PairedRuns {
   const model = HookedTransformer.init(makeConfig(SIZES), 0);
   const featureLayer = featureLayerOf(model.cfg);
   const headCfg = makeHeadConfig("regression", { inputDim: model.cfg.dModel });
@@ -86,7 +87,7 @@ function timeOursStep(): number {
     clipGradNorm(trainable, TRAIN_DEFAULTS.gradClip);
     opt.step(defaultLr("unfrozen"));
   };
-  return median(timeRuns(once, STEP_WARMUP, STEP_RUNS));
+  return timeRunsPaired(once, STEP_WARMUP, STEP_RUNS);
 }
 
 /** The torch side: prints {"version", "threads", "maxrss_kb", "seconds": [...]} as JSON. */
@@ -150,17 +151,16 @@ interface TorchStep extends TorchCommon {
 }
 
 export async function benchSelfreportStep(): Promise<BenchRow[]> {
-  const ours = timeOursStep();
-  const rssMb = nodePeakRssMb();
   const { nLayers, dModel, nHeads, nCtx, dVocab } = SIZES;
+  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, STEP_BATCH, STEP_POS, { unembed: false }));
+  const { seconds: ours, ref, pct } = pairedSummary(timeOursStep(), flops);
+  const rssMb = nodePeakRssMb();
   const torch = runTorch<TorchStep>(
     TORCH_STEP_SCRIPT,
     [nLayers, dModel, nHeads, nCtx, dVocab, STEP_BATCH, STEP_POS, STEP_WARMUP, STEP_RUNS, defaultLr("unfrozen"), TRAIN_DEFAULTS.weightDecay, TRAIN_DEFAULTS.gradClip],
     (r) => isNumberArray(r.seconds),
   );
   const theirs = "error" in torch ? null : median(torch.seconds);
-  const ref = await sgemmReference();
-  const flops = trainStepFlops(forwardFlops({ nLayers, dModel, dMlp: 4 * dModel, dVocab }, STEP_BATCH, STEP_POS, { unembed: false }));
   console.log([
     `GPT-2 small shapes (12 × 768, 12 heads, d_mlp 3072, vocab 50257), batch ${STEP_BATCH} × ${STEP_POS}, regression head on resid_post of block 11 at the last position`,
     `unfrozen: backward through the whole model, AdamW + clip ${TRAIN_DEFAULTS.gradClip}; backend ${getBackend().name}`,
@@ -175,7 +175,7 @@ export async function benchSelfreportStep(): Promise<BenchRow[]> {
     "examples/s": exS(ours).toFixed(1),
     "peak RSS MB": rssMb.toFixed(0),
     "GFLOP/s": gflopsCell(flops, ours),
-    "of sgemm": rooflineCell(flops, ours, ref.gflops, 75),
+    "of sgemm": pctCell(pct, 75),
     "ours/torch": speedRatio(ours, theirs),
   }];
   if (!("error" in torch) && theirs !== null) {

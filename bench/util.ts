@@ -162,11 +162,73 @@ export function sgemmRefText(ref: { gflops: number; source: string }): string {
   return `roofline: sgemm ${ref.gflops.toFixed(1)} GFLOP/s (mean of the 3 GPT-2-small shapes, ${ref.source})`;
 }
 
+/**
+ * The reference sgemm GFLOP/s right now, from a short burst: for each SGEMM_REF_SHAPES shape the median
+ * of 3 calls after 1 warm-up, then the mean of the three rates (about 0.3 s). Each shape's buffers are
+ * dropped before the next, so at most one shape's (about 25 MB) is alive.
+ */
+export function sgemmBurstGflops(): number {
+  const backend = getBackend();
+  const rates = SGEMM_REF_SHAPES.map(([M, K, N]) => {
+    const A = filledNormal(M * K, 1); // [M, K]
+    const B = filledNormal(K * N, 2); // [K, N]
+    const C = new Float32Array(M * N); // [M, N]
+    const s = median(timeRuns(() => backend.sgemm(false, false, M, N, K, 1, A, K, B, N, 0, C, N), 1, 3));
+    return (2 * M * N * K) / s / 1e9;
+  });
+  return rates.reduce((a, b) => a + b, 0) / rates.length;
+}
+
+/** Timed runs, each paired with the reference sgemm rate measured right before it. */
+export interface PairedRuns {
+  seconds: number[];
+  refGflops: number[];
+}
+
+/**
+ * timeRuns with a reference sgemm burst (sgemmBurstGflops) right before each timed run. On a shared VM
+ * the machine's speed drifts by ±10 % within a minute; a fraction of one run against the rate of the
+ * same moment cancels that drift, where a reference taken once, seconds or a torch run away, does not.
+ */
+export function timeRunsPaired(fn: () => void, warmup: number, runs: number): PairedRuns {
+  for (let i = 0; i < warmup; i++) fn();
+  const seconds: number[] = [];
+  const refGflops: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    refGflops.push(sgemmBurstGflops());
+    seconds.push(timeRuns(fn, 0, 1)[0]!);
+  }
+  return { seconds, refGflops };
+}
+
+/**
+ * What a section reports from paired runs: the median seconds, the median reference rate (for torch's
+ * row and the context line), and ours' fraction of sgemm = the median over runs of
+ * (flops ÷ seconds_i) ÷ ref_i, in percent.
+ */
+export function pairedSummary(p: PairedRuns, flops: number): { seconds: number; ref: { gflops: number; source: string }; pct: number } {
+  const pcts = p.seconds.map((s, i) => (flops / s / 1e9 / p.refGflops[i]!) * 100);
+  const lo = Math.min(...p.refGflops);
+  const hi = Math.max(...p.refGflops);
+  return {
+    seconds: median(p.seconds),
+    pct: median(pcts),
+    ref: {
+      gflops: median(p.refGflops),
+      source: `measured right before each timed run, median of ${p.refGflops.length}, range ${lo.toFixed(1)}–${hi.toFixed(1)}; ours' fraction is the median of the per-run fractions (${pcts.map((x) => x.toFixed(0)).join(", ")} %), torch's is against the median rate`,
+    },
+  };
+}
+
+/** "62 % (target ≥ 85 %)" from a percentage. */
+export function pctCell(pct: number, targetPct: number | null): string {
+  return Number.isFinite(pct) ? `${pct.toFixed(0)} %${targetPct === null ? "" : ` (target ≥ ${targetPct} %)`}` : "n/a";
+}
+
 /** "62 % (target ≥ 85 %)": the fraction of the reference sgemm rate reached by `flops` in `seconds`. */
 export function rooflineCell(flops: number, seconds: number | null, refGflops: number, targetPct: number | null): string {
   if (seconds === null || !(seconds > 0) || !(refGflops > 0)) return "n/a";
-  const pct = (flops / seconds / 1e9 / refGflops) * 100;
-  return `${pct.toFixed(0)} %${targetPct === null ? "" : ` (target ≥ ${targetPct} %)`}`;
+  return pctCell((flops / seconds / 1e9 / refGflops) * 100, targetPct);
 }
 
 /** Achieved GFLOP/s of `flops` in `seconds`. */
@@ -182,6 +244,8 @@ export function gflopsCell(flops: number, seconds: number | null): string {
  */
 export function forwardRows(o: {
   tokensPerBatch: number; oursSeconds: number; oursRssMb: number; flops: number; refGflops: number; targetPct: number;
+  /** Ours' fraction of sgemm in percent when measured paired (pairedSummary); else from refGflops. */
+  oursPct?: number;
   torch: (TorchCommon & { seconds: number[] }) | { error: string }; ratioTarget?: string; first?: Record<string, string>;
 }): Record<string, string>[] {
   const tokS = (s: number): string => (o.tokensPerBatch / s).toFixed(0);
@@ -190,6 +254,7 @@ export function forwardRows(o: {
     "GFLOP/s": gflopsCell(o.flops, seconds), "of sgemm": rooflineCell(o.flops, seconds, o.refGflops, targetPct), "ours/torch": "",
   });
   const ours = row(`selfreport (${getBackend().name})`, o.oursSeconds, o.oursRssMb, o.targetPct);
+  if (o.oursPct !== undefined) ours["of sgemm"] = pctCell(o.oursPct, o.targetPct);
   if ("error" in o.torch) return [{ ...ours, "ours/torch": `n/a (${o.torch.error})` }];
   const t = median(o.torch.seconds);
   ours["ours/torch"] = `${(t / o.oursSeconds).toFixed(2)}${o.ratioTarget === undefined ? "" : ` (${o.ratioTarget})`}`;
