@@ -776,6 +776,91 @@ static napi_value scale_in_place(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * addInto(Y, X, n): Y[i] += X[i] for i < n, a float32 sum (the JS loop's double sum of two floats
+ * rounds to the same float, so both backends give the same bits). Gradient accumulation and the
+ * residual adds that write over their input.
+ */
+typedef struct { float* Y; const float* X; } add_ctx;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void add_range(void* arg, int64_t begin, int64_t end) {
+  const add_ctx* c = (const add_ctx*)arg;
+  float* Y = c->Y;
+  const float* X = c->X;
+  for (int64_t i = begin; i < end; i++) Y[i] += X[i];
+}
+
+static napi_value add_into(napi_env env, napi_callback_info info) {
+  const char* fn = "addInto";
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 3) { throw_type(env, "addInto(Y, X, n) takes 3 arguments"); return NULL; }
+  float *Y, *X;
+  int64_t n;
+  if (!get_dim(env, fn, argv[2], "n", &n)) return NULL;
+  if (!get_vector(env, fn, argv[0], "Y", n, "n", &Y)) return NULL;
+  if (!get_vector(env, fn, argv[1], "X", n, "n", &X)) return NULL;
+  add_ctx c = {Y, X};
+  parallel_range(n, add_range, &c);
+  return NULL;
+}
+
+/*
+ * scatterAddRuns(G, index, run, GA): GA[index[r] + j] += G[r·run + j] for r < index.length, j < run
+ * (a permutation's backward; an embedding's, with index = id·d). Threads split the columns j, so each
+ * element's additions happen in the order of r in one thread, as in the JS loop, even when two runs
+ * land on the same place (a repeated token id).
+ */
+typedef struct { const float* G; const int32_t* index; int64_t runs, run; float* GA; } scatter_ctx;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void scatter_cols(void* arg, int64_t j0, int64_t j1) {
+  const scatter_ctx* c = (const scatter_ctx*)arg;
+  for (int64_t r = 0; r < c->runs; r++) {
+    float* d = c->GA + c->index[r];
+    const float* g = c->G + r * c->run;
+    for (int64_t j = j0; j < j1; j++) d[j] += g[j];
+  }
+}
+
+static napi_value scatter_add_runs(napi_env env, napi_callback_info info) {
+  const char* fn = "scatterAddRuns";
+  char msg[MSG_LEN];
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 4) { throw_type(env, "scatterAddRuns(G, index, run, GA) takes 4 arguments"); return NULL; }
+  bool is_typed;
+  napi_typedarray_type type;
+  void* data;
+  size_t runs;
+  if (napi_is_typedarray(env, argv[1], &is_typed) != napi_ok) return NULL;
+  if (is_typed && napi_get_typedarray_info(env, argv[1], &type, &runs, &data, NULL, NULL) != napi_ok) return NULL;
+  if (!is_typed || type != napi_int32_array) { throw_type(env, "scatterAddRuns: index must be an Int32Array"); return NULL; }
+  int64_t run, lenGA;
+  float *G, *GA;
+  if (!get_dim(env, fn, argv[2], "run", &run)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", (int64_t)runs * run, "index.length·run", &G)) return NULL;
+  if (!get_f32(env, fn, argv[3], "GA", &GA, &lenGA)) return NULL;
+  const int32_t* index = data;
+  for (size_t r = 0; r < runs; r++) {
+    if (index[r] < 0 || (int64_t)index[r] + run > lenGA) {
+      snprintf(msg, sizeof msg, "%s: index[%lld] = %d puts a run of %lld outside GA's %lld elements", fn, (long long)r, index[r], (long long)run, (long long)lenGA);
+      throw_range(env, msg);
+      return NULL;
+    }
+  }
+  scatter_ctx c = {G, index, (int64_t)runs, run, GA};
+  parallel_units(run, (int64_t)runs, scatter_cols, &c);
+  return NULL;
+}
+
 static napi_value adamw_update_js(napi_env env, napi_callback_info info) {
   const char* fn = "adamwUpdate";
   size_t argc = 12;
@@ -1158,6 +1243,8 @@ NAPI_MODULE_INIT() {
     {"clipAdamwBlocks", NULL, clip_adamw_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crossEntropyBlocks", NULL, cross_entropy_blocks_js, NULL, NULL, NULL, napi_enumerable, NULL},
     {"scaleInPlace", NULL, scale_in_place, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"addInto", NULL, add_into, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scatterAddRuns", NULL, scatter_add_runs, NULL, NULL, NULL, napi_enumerable, NULL},
     {"causalAttentionForward", NULL, causal_attention_forward, NULL, NULL, NULL, napi_enumerable, NULL},
     {"causalAttentionBackward", NULL, causal_attention_backward, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -12,6 +12,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { getBackend } from "./backend/index.ts";
 
 export type Shape = readonly number[];
 
@@ -400,7 +401,8 @@ export function passGrad(t: Tensor, g: Float32Array, owned: boolean): boolean {
 
 /** dst[i] += src[i] for every i of src (a small function of its own, so it stays monomorphic and fast). */
 export function addInto(dst: Float32Array, src: Float32Array): void {
-  for (let i = 0; i < src.length; i++) dst[i]! += src[i]!;
+  if (src.length >= UNINIT_MIN) getBackend().addInto(dst, src, src.length); // vectorised, on all BLAS threads natively
+  else for (let i = 0; i < src.length; i++) dst[i]! += src[i]!;
 }
 
 /**

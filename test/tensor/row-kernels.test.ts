@@ -283,6 +283,32 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.scaleInPlace(X, n + 6, k), /scaleInPlace: X has 300012 elements, fewer than n = 300013/);
     });
 
+    it("addInto over 300 007 elements (split across threads natively) gives the float32 sums; the elements past n stay", () => {
+      const n = 300_007;
+      const Y = randRows(8, 1, n + 5, 3), X = randRows(9, 1, n + 5, 1e-3); // small addends: the sum rounds
+      const Y32 = Float32Array.from(Y);
+      for (let i = 0; i < n; i++) Y32[i] = Math.fround(Y32[i]! + X[i]!);
+      backend.addInto(Y, X, n);
+      assert.deepEqual(Y, Y32);
+      assert.throws(() => backend.addInto(Y, new Float32Array(3), n), /addInto: X has 3 elements, fewer than n = 300007/);
+    });
+
+    it("scatterAddRuns adds each run where its index says, in the order of the runs when runs land on the same place", () => {
+      // 40 000 runs of 70 (an embedding's backward with repeated ids: 5 rows receive 8 000 runs each), split over threads natively
+      const [run, runs, rows] = [70, 40_000, 5];
+      const G = randRows(10, 1, runs * run, 1);
+      const index = Int32Array.from({ length: runs }, (_, r) => ((r * 7) % rows) * run);
+      const GA = randRows(11, 1, rows * run + 3, 1);
+      const want = Float32Array.from(GA);
+      for (let r = 0; r < runs; r++) for (let j = 0; j < run; j++) want[index[r]! + j] = Math.fround(want[index[r]! + j]! + G[r * run + j]!);
+      backend.scatterAddRuns(G, index, run, GA);
+      assert.deepEqual(GA, want);
+      assert.throws(() => backend.scatterAddRuns(G, Int32Array.of(0, rows * run - 66), run, GA), /scatterAddRuns: index\[1\] = 284 puts a run of 70 outside GA's 353 elements/);
+      assert.throws(() => backend.scatterAddRuns(G, Int32Array.of(-1), run, GA), /scatterAddRuns: index\[0\] = -1 puts a run of 70 outside GA's 353 elements/);
+      assert.throws(() => backend.scatterAddRuns(new Float32Array(10), index, run, GA), /scatterAddRuns: G has 10 elements, fewer than index.length·run = 2800000/);
+      assert.throws(() => backend.scatterAddRuns(G, Array.from(index) as unknown as Int32Array, run, GA), /scatterAddRuns: index must be an Int32Array/);
+    });
+
     it("clipAdamwBlocks: per block, clipping by the block's own norm then AdamW, the same bits as the definition", () => {
       const [wsize, bsize, blocks] = [1037, 7, 4]; // not multiples of any vector width
       const [lr, b1, b2, eps, wd, maxNorm] = [1e-3, 0.9, 0.999, 1e-8, 0.01, 1];

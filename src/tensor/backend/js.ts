@@ -495,6 +495,24 @@ export function causalAttentionBackwardJs(...[dZ, Q, K, V, P, B, T, H, Dh, scale
   }
 }
 
+/** The js backend's scatterAddRuns (also what an addon built before it runs). */
+export function scatterAddRunsJs(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void {
+  if (!(index instanceof Int32Array)) throw new TypeError("scatterAddRuns: index must be an Int32Array");
+  checkDim("scatterAddRuns", "run", run);
+  checkVectors("scatterAddRuns", index.length * run, [["G", G]], "index.length·run");
+  if (!(GA instanceof Float32Array)) throw new TypeError("scatterAddRuns: GA must be a Float32Array");
+  for (let r = 0; r < index.length; r++) {
+    if (index[r]! < 0 || index[r]! + run > GA.length) {
+      throw new RangeError(`scatterAddRuns: index[${r}] = ${index[r]} puts a run of ${run} outside GA's ${GA.length} elements`);
+    }
+  }
+  for (let r = 0; r < index.length; r++) {
+    const s = index[r]!;
+    const o = r * run;
+    for (let j = 0; j < run; j++) GA[s + j]! += G[o + j]!;
+  }
+}
+
 export const jsBackend: Backend = {
   name: "js",
 
@@ -679,6 +697,13 @@ export const jsBackend: Backend = {
     if (typeof k !== "number") throw new TypeError(`scaleInPlace: k must be a number, got ${typeof k}`);
     for (let i = 0; i < n; i++) X[i] = X[i]! * k;
   },
+
+  addInto(Y, X, n) {
+    checkVectors("addInto", n, [["Y", Y], ["X", X]]);
+    for (let i = 0; i < n; i++) Y[i]! += X[i]!;
+  },
+
+  scatterAddRuns: scatterAddRunsJs,
 
   sumSquares(X, n) {
     checkVectors("sumSquares", n, [["X", X]]);

@@ -11,7 +11,9 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
-import { checkClipAdamwBlocks, layerNormFrom, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs } from "./js.ts";
+import {
+  jsBackend, checkClipAdamwBlocks, layerNormFrom, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs, scatterAddRunsJs,
+} from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
 export interface OpenblasInfo {
@@ -49,7 +51,10 @@ const KERNELS = [
  * are composed from its other kernels (composedLaterKernels: the same results, slower; the fused
  * attention kernels: the js backend's loops, equal to a tolerance and much slower) until `npm ci` rebuilds it.
  */
-const LATER_KERNELS = ["clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "layerNormBackwardRows", "causalAttentionForward", "causalAttentionBackward"] as const satisfies readonly (keyof Backend)[];
+const LATER_KERNELS = [
+  "clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "layerNormBackwardRows", "causalAttentionForward", "causalAttentionBackward",
+  "addInto", "scatterAddRuns",
+] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
 
@@ -193,8 +198,10 @@ export function composedLaterKernels(k: Kernels): LaterKernels {
     crossEntropyBlocks(Out, rows, blocks, P, bias, labels, kc, loss, dB) {
       crossEntropyBlocksFrom(k, Out, rows, blocks, P, bias, labels, kc, loss, dB);
     },
-    // The fused attention kernels fall back to the js backend's loops (correct, much slower).
+    // The fused attention kernels fall back to the js backend's loops (correct, much slower); so do the adds.
     causalAttentionForward: causalAttentionForwardJs,
     causalAttentionBackward: causalAttentionBackwardJs,
+    addInto: jsBackend.addInto,
+    scatterAddRuns: scatterAddRunsJs,
   };
 }

@@ -114,6 +114,14 @@ export interface Backend {
   ): void;
   /** In place: X[i] ← X[i]·k for i < n, the product in float64 rounded to float32 (same bits on both backends). */
   scaleInPlace(X: Float32Array, n: number, k: number): void;
+  /** In place: Y[i] ← Y[i] + X[i] for i < n, a float32 sum (same bits on both backends). */
+  addInto(Y: Float32Array, X: Float32Array, n: number): void;
+  /**
+   * In place: GA[index[r] + j] += G[r·run + j] for r < index.length, j < run, in the order of r for
+   * each element (runs may overlap: an embedding's backward with a repeated id). Throws a RangeError
+   * when a run would fall outside GA.
+   */
+  scatterAddRuns(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void;
   /**
    * Fused causal self-attention forward. Q, K, V and Z are [B, T, H, Dh] (row stride H·Dh); for each
    * (b, h): S = scale·q·kᵀ over keys j ≤ i that are not padded (keyMask[b·T + j] = 1; keyMask null: none

@@ -4,6 +4,7 @@
  */
 import { Tensor, ShapeError, record, gradOf, passGrad, shapeStr, numel, emptyF32 } from "../tensor.ts";
 import { normAxis } from "./reduce.ts";
+import { getBackend } from "../backend/index.ts";
 
 /** Same data, new shape (one dimension may be -1). Shares the storage: no copy. */
 export function reshape(a: Tensor, shape: readonly number[]): Tensor {
@@ -35,7 +36,7 @@ export function permute(a: Tensor, perm: readonly number[]): Tensor {
   const index = permuteIndex(a.shape, perm, outShape.slice(0, k), stridesInOutOrder.slice(0, k)); // out run r → its input offset
   const out = emptyF32(a.size);
   if (a.size > 0) gatherRuns(a.data, index, run, out);
-  return record("permute", new Tensor(out, outShape), [a], (g) => scatterAddRuns(g, index, run, gradOf(a)));
+  return record("permute", new Tensor(out, outShape), [a], (g) => getBackend().scatterAddRuns(g, index, run, gradOf(a)));
 }
 
 /** out[r·run + j] = A[index[r] + j]: the runs of a permutation, gathered in output order. */
@@ -48,15 +49,6 @@ function gatherRuns(A: Float32Array, index: Int32Array, run: number, out: Float3
     const s = index[r]!;
     const o = r * run;
     for (let j = 0; j < run; j++) out[o + j] = A[s + j]!;
-  }
-}
-
-/** GA[index[r] + j] += G[r·run + j]: gatherRuns's backward. */
-function scatterAddRuns(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void {
-  for (let r = 0; r < index.length; r++) {
-    const s = index[r]!;
-    const o = r * run;
-    for (let j = 0; j < run; j++) GA[s + j]! += G[o + j]!;
   }
 }
 
@@ -271,10 +263,7 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
     out.set(weight.data.subarray(id * C, (id + 1) * C), i * C);
   }
   return record("embedding", new Tensor(out, [...idsShape, C]), [weight], (g) => {
-    const gw = gradOf(weight);
-    for (let i = 0; i < ids.length; i++) {
-      const dst = ids[i]! * C;
-      for (let c = 0; c < C; c++) gw[dst + c]! += g[i * C + c]!;
-    }
+    const rowStarts = Int32Array.from(ids, (id) => id * C); // gw[id·C + c] += g[i·C + c], in the order of i
+    getBackend().scatterAddRuns(g, rowStarts, C, gradOf(weight));
   });
 }
