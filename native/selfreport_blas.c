@@ -810,6 +810,61 @@ static napi_value add_into(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * gatherRuns(A, index, run, out): out[r·run + j] = A[index[r] + j] for r < index.length, j < run (a
+ * permutation's runs gathered in output order; a bias row repeated over the rows of a product's
+ * output, with every index 0). Threads split the runs; each run is one memcpy.
+ */
+typedef struct { const float* A; const int32_t* index; int64_t run; float* out; } gather_ctx;
+
+static void gather_runs_range(void* arg, int64_t r0, int64_t r1) {
+  const gather_ctx* c = (const gather_ctx*)arg;
+  for (int64_t r = r0; r < r1; r++) memcpy(c->out + r * c->run, c->A + c->index[r], (size_t)c->run * sizeof(float));
+}
+
+/* index: an Int32Array whose runs of `run` all lie inside an array of `len` elements, else a RangeError. */
+static bool get_run_index(napi_env env, const char* fn, napi_value v, int64_t run, int64_t len, const char* into, const int32_t** index, int64_t* runs) {
+  char msg[MSG_LEN];
+  bool is_typed;
+  napi_typedarray_type type;
+  void* data;
+  size_t n;
+  if (napi_is_typedarray(env, v, &is_typed) != napi_ok) return false;
+  if (is_typed && napi_get_typedarray_info(env, v, &type, &n, &data, NULL, NULL) != napi_ok) return false;
+  if (!is_typed || type != napi_int32_array) {
+    snprintf(msg, sizeof msg, "%s: index must be an Int32Array", fn);
+    return throw_type(env, msg);
+  }
+  const int32_t* idx = data;
+  for (size_t r = 0; r < n; r++) {
+    if (idx[r] < 0 || (int64_t)idx[r] + run > len) {
+      snprintf(msg, sizeof msg, "%s: index[%lld] = %d puts a run of %lld outside %s's %lld elements", fn, (long long)r, idx[r], (long long)run, into, (long long)len);
+      return throw_range(env, msg);
+    }
+  }
+  *index = idx;
+  *runs = (int64_t)n;
+  return true;
+}
+
+static napi_value gather_runs(napi_env env, napi_callback_info info) {
+  const char* fn = "gatherRuns";
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc != 4) { throw_type(env, "gatherRuns(A, index, run, out) takes 4 arguments"); return NULL; }
+  int64_t run, lenA, runs;
+  float *A, *out;
+  const int32_t* index;
+  if (!get_dim(env, fn, argv[2], "run", &run)) return NULL;
+  if (!get_f32(env, fn, argv[0], "A", &A, &lenA)) return NULL;
+  if (!get_run_index(env, fn, argv[1], run, lenA, "A", &index, &runs)) return NULL;
+  if (!get_vector(env, fn, argv[3], "out", runs * run, "index.length·run", &out)) return NULL;
+  gather_ctx c = {A, index, run, out};
+  parallel_units(runs, run, gather_runs_range, &c);
+  return NULL;
+}
+
+/*
  * scatterAddRuns(G, index, run, GA): GA[index[r] + j] += G[r·run + j] for r < index.length, j < run
  * (a permutation's backward; an embedding's, with index = id·d). Threads split the columns j, so each
  * element's additions happen in the order of r in one thread, as in the JS loop, even when two runs
@@ -831,32 +886,18 @@ static void scatter_cols(void* arg, int64_t j0, int64_t j1) {
 
 static napi_value scatter_add_runs(napi_env env, napi_callback_info info) {
   const char* fn = "scatterAddRuns";
-  char msg[MSG_LEN];
   size_t argc = 4;
   napi_value argv[4];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (argc != 4) { throw_type(env, "scatterAddRuns(G, index, run, GA) takes 4 arguments"); return NULL; }
-  bool is_typed;
-  napi_typedarray_type type;
-  void* data;
-  size_t runs;
-  if (napi_is_typedarray(env, argv[1], &is_typed) != napi_ok) return NULL;
-  if (is_typed && napi_get_typedarray_info(env, argv[1], &type, &runs, &data, NULL, NULL) != napi_ok) return NULL;
-  if (!is_typed || type != napi_int32_array) { throw_type(env, "scatterAddRuns: index must be an Int32Array"); return NULL; }
-  int64_t run, lenGA;
+  int64_t run, lenGA, runs;
   float *G, *GA;
+  const int32_t* index;
   if (!get_dim(env, fn, argv[2], "run", &run)) return NULL;
-  if (!get_vector(env, fn, argv[0], "G", (int64_t)runs * run, "index.length·run", &G)) return NULL;
   if (!get_f32(env, fn, argv[3], "GA", &GA, &lenGA)) return NULL;
-  const int32_t* index = data;
-  for (size_t r = 0; r < runs; r++) {
-    if (index[r] < 0 || (int64_t)index[r] + run > lenGA) {
-      snprintf(msg, sizeof msg, "%s: index[%lld] = %d puts a run of %lld outside GA's %lld elements", fn, (long long)r, index[r], (long long)run, (long long)lenGA);
-      throw_range(env, msg);
-      return NULL;
-    }
-  }
-  scatter_ctx c = {G, index, (int64_t)runs, run, GA};
+  if (!get_run_index(env, fn, argv[1], run, lenGA, "GA", &index, &runs)) return NULL;
+  if (!get_vector(env, fn, argv[0], "G", runs * run, "index.length·run", &G)) return NULL;
+  scatter_ctx c = {G, index, runs, run, GA};
   parallel_units(run, (int64_t)runs, scatter_cols, &c);
   return NULL;
 }
@@ -1245,6 +1286,7 @@ NAPI_MODULE_INIT() {
     {"scaleInPlace", NULL, scale_in_place, NULL, NULL, NULL, napi_enumerable, NULL},
     {"addInto", NULL, add_into, NULL, NULL, NULL, napi_enumerable, NULL},
     {"scatterAddRuns", NULL, scatter_add_runs, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"gatherRuns", NULL, gather_runs, NULL, NULL, NULL, napi_enumerable, NULL},
     {"causalAttentionForward", NULL, causal_attention_forward, NULL, NULL, NULL, napi_enumerable, NULL},
     {"causalAttentionBackward", NULL, causal_attention_backward, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -293,6 +293,23 @@ for (const backend of availableBackends()) {
       assert.throws(() => backend.addInto(Y, new Float32Array(3), n), /addInto: X has 3 elements, fewer than n = 300007/);
     });
 
+    it("gatherRuns copies each run from where its index says, long runs (split over threads natively), short ones and one row repeated", () => {
+      for (const [run, runs] of [[70, 40_000], [3, 50_000]] as const) {
+        const A = randRows(12, 1, 5000, 1);
+        const index = Int32Array.from({ length: runs }, (_, r) => (r * 7919) % (5000 - run + 1));
+        const out = new Float32Array(runs * run + 2).fill(9);
+        backend.gatherRuns(A, index, run, out);
+        const want = new Float32Array(runs * run + 2).fill(9);
+        for (let r = 0; r < runs; r++) for (let j = 0; j < run; j++) want[r * run + j] = A[index[r]! + j]!;
+        assert.deepEqual(out, want, `run ${run}; the 2 elements past index.length·run stay`);
+      }
+      const row = randRows(13, 1, 768, 1), rows = new Float32Array(100 * 768);
+      backend.gatherRuns(row, new Int32Array(100), 768, rows);
+      for (let r = 0; r < 100; r++) assert.deepEqual(rows.subarray(r * 768, (r + 1) * 768), row);
+      assert.throws(() => backend.gatherRuns(row, Int32Array.of(0, 1), 768, rows), /gatherRuns: index\[1\] = 1 puts a run of 768 outside A's 768 elements/);
+      assert.throws(() => backend.gatherRuns(row, new Int32Array(101), 768, rows), /gatherRuns: out has 76800 elements, fewer than index.length·run = 77568/);
+    });
+
     it("scatterAddRuns adds each run where its index says, in the order of the runs when runs land on the same place", () => {
       // 40 000 runs of 70 (an embedding's backward with repeated ids: 5 rows receive 8 000 runs each), split over threads natively
       const [run, runs, rows] = [70, 40_000, 5];

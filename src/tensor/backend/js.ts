@@ -495,17 +495,36 @@ export function causalAttentionBackwardJs(...[dZ, Q, K, V, P, B, T, H, Dh, scale
   }
 }
 
-/** The js backend's scatterAddRuns (also what an addon built before it runs). */
-export function scatterAddRunsJs(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void {
-  if (!(index instanceof Int32Array)) throw new TypeError("scatterAddRuns: index must be an Int32Array");
-  checkDim("scatterAddRuns", "run", run);
-  checkVectors("scatterAddRuns", index.length * run, [["G", G]], "index.length·run");
-  if (!(GA instanceof Float32Array)) throw new TypeError("scatterAddRuns: GA must be a Float32Array");
+/** The checks of gatherRuns and scatterAddRuns: `runs` [index.length·run] and every run inside `into`. */
+function checkRuns(fn: string, runs: [string, Float32Array], index: Int32Array, run: number, into: [string, Float32Array]): void {
+  if (!(index instanceof Int32Array)) throw new TypeError(`${fn}: index must be an Int32Array`);
+  checkDim(fn, "run", run);
+  checkVectors(fn, index.length * run, [runs], "index.length·run");
+  if (!(into[1] instanceof Float32Array)) throw new TypeError(`${fn}: ${into[0]} must be a Float32Array`);
   for (let r = 0; r < index.length; r++) {
-    if (index[r]! < 0 || index[r]! + run > GA.length) {
-      throw new RangeError(`scatterAddRuns: index[${r}] = ${index[r]} puts a run of ${run} outside GA's ${GA.length} elements`);
+    if (index[r]! < 0 || index[r]! + run > into[1].length) {
+      throw new RangeError(`${fn}: index[${r}] = ${index[r]} puts a run of ${run} outside ${into[0]}'s ${into[1].length} elements`);
     }
   }
+}
+
+/** The js backend's gatherRuns (also what an addon built before it runs): one copy per run when runs are long. */
+export function gatherRunsJs(A: Float32Array, index: Int32Array, run: number, out: Float32Array): void {
+  checkRuns("gatherRuns", ["out", out], index, run, ["A", A]);
+  if (run >= 32) {
+    for (let r = 0; r < index.length; r++) out.set(A.subarray(index[r]!, index[r]! + run), r * run);
+    return;
+  }
+  for (let r = 0; r < index.length; r++) {
+    const s = index[r]!;
+    const o = r * run;
+    for (let j = 0; j < run; j++) out[o + j] = A[s + j]!;
+  }
+}
+
+/** The js backend's scatterAddRuns (also what an addon built before it runs). */
+export function scatterAddRunsJs(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void {
+  checkRuns("scatterAddRuns", ["G", G], index, run, ["GA", GA]);
   for (let r = 0; r < index.length; r++) {
     const s = index[r]!;
     const o = r * run;
@@ -704,6 +723,7 @@ export const jsBackend: Backend = {
   },
 
   scatterAddRuns: scatterAddRunsJs,
+  gatherRuns: gatherRunsJs,
 
   sumSquares(X, n) {
     checkVectors("sumSquares", n, [["X", X]]);

@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Backend } from "./types.ts";
 import {
-  jsBackend, checkClipAdamwBlocks, layerNormFrom, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs, scatterAddRunsJs,
+  jsBackend, checkClipAdamwBlocks, layerNormFrom, layerNormBackwardFrom, crossEntropyBlocksFrom, causalAttentionForwardJs, causalAttentionBackwardJs, scatterAddRunsJs, gatherRunsJs,
 } from "./js.ts";
 
 /** What OpenBLAS reports about itself (for bench headers and `selfreport model`). */
@@ -53,7 +53,7 @@ const KERNELS = [
  */
 const LATER_KERNELS = [
   "clipAdamwBlocks", "crossEntropyBlocks", "layerNormRows", "layerNormBackwardRows", "causalAttentionForward", "causalAttentionBackward",
-  "addInto", "scatterAddRuns",
+  "addInto", "scatterAddRuns", "gatherRuns",
 ] as const satisfies readonly (keyof Backend)[];
 type Kernels = Pick<Backend, (typeof KERNELS)[number]>;
 type LaterKernels = Pick<Backend, (typeof LATER_KERNELS)[number]>;
@@ -203,5 +203,6 @@ export function composedLaterKernels(k: Kernels): LaterKernels {
     causalAttentionBackward: causalAttentionBackwardJs,
     addInto: jsBackend.addInto,
     scatterAddRuns: scatterAddRunsJs,
+    gatherRuns: gatherRunsJs,
   };
 }

@@ -123,6 +123,11 @@ export interface Backend {
    */
   scatterAddRuns(G: Float32Array, index: Int32Array, run: number, GA: Float32Array): void;
   /**
+   * out[r·run + j] = A[index[r] + j] for r < index.length, j < run: runs gathered in output order (a
+   * permutation; a row repeated, with every index 0). Throws a RangeError when a run would fall outside A.
+   */
+  gatherRuns(A: Float32Array, index: Int32Array, run: number, out: Float32Array): void;
+  /**
    * Fused causal self-attention forward. Q, K, V and Z are [B, T, H, Dh] (row stride H·Dh); for each
    * (b, h): S = scale·q·kᵀ over keys j ≤ i that are not padded (keyMask[b·T + j] = 1; keyMask null: none
    * padded), P[b, h, i, :] = softmax of S (row maximum subtracted first) on those keys and exactly 0 on

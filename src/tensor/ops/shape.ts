@@ -35,21 +35,8 @@ export function permute(a: Tensor, perm: readonly number[]): Tensor {
   while (k > 0 && perm[k - 1] === k - 1) run *= a.shape[--k]!;
   const index = permuteIndex(a.shape, perm, outShape.slice(0, k), stridesInOutOrder.slice(0, k)); // out run r → its input offset
   const out = emptyF32(a.size);
-  if (a.size > 0) gatherRuns(a.data, index, run, out);
+  if (a.size > 0) getBackend().gatherRuns(a.data, index, run, out);
   return record("permute", new Tensor(out, outShape), [a], (g) => getBackend().scatterAddRuns(g, index, run, gradOf(a)));
-}
-
-/** out[r·run + j] = A[index[r] + j]: the runs of a permutation, gathered in output order. */
-function gatherRuns(A: Float32Array, index: Int32Array, run: number, out: Float32Array): void {
-  if (run >= 32) { // long runs (d_head): one memcpy each beats an element loop
-    for (let r = 0; r < index.length; r++) out.set(A.subarray(index[r]!, index[r]! + run), r * run);
-    return;
-  }
-  for (let r = 0; r < index.length; r++) {
-    const s = index[r]!;
-    const o = r * run;
-    for (let j = 0; j < run; j++) out[o + j] = A[s + j]!;
-  }
 }
 
 /** Swaps two axes. */
@@ -256,14 +243,11 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   if (weight.ndim !== 2) throw new ShapeError(`embedding: weight must be [vocab, d], got ${shapeStr(weight.shape)}`);
   if (numel(idsShape) !== ids.length) throw new ShapeError(`embedding: ${ids.length} ids do not fill shape ${shapeStr(idsShape)}`);
   const [V, C] = [weight.shape[0]!, weight.shape[1]!];
+  for (const id of ids) if (id < 0 || id >= V) throw new ShapeError(`embedding: token id ${id} is out of range for a vocabulary of ${V}`);
+  const rowStarts = Int32Array.from(ids, (id) => id * C); // where each id's row starts in weight
   const out = emptyF32(ids.length * C);
-  for (let i = 0; i < ids.length; i++) {
-    const id = ids[i]!;
-    if (id < 0 || id >= V) throw new ShapeError(`embedding: token id ${id} is out of range for a vocabulary of ${V}`);
-    out.set(weight.data.subarray(id * C, (id + 1) * C), i * C);
-  }
+  getBackend().gatherRuns(weight.data, rowStarts, C, out);
   return record("embedding", new Tensor(out, [...idsShape, C]), [weight], (g) => {
-    const rowStarts = Int32Array.from(ids, (id) => id * C); // gw[id·C + c] += g[i·C + c], in the order of i
-    getBackend().scatterAddRuns(g, rowStarts, C, gradOf(weight));
+    getBackend().scatterAddRuns(g, rowStarts, C, gradOf(weight)); // gw[id·C + c] += g[i·C + c], in the order of i
   });
 }
