@@ -244,7 +244,9 @@ export function embedding(weight: Tensor, ids: Int32Array, idsShape: readonly nu
   if (numel(idsShape) !== ids.length) throw new ShapeError(`embedding: ${ids.length} ids do not fill shape ${shapeStr(idsShape)}`);
   const [V, C] = [weight.shape[0]!, weight.shape[1]!];
   for (const id of ids) if (id < 0 || id >= V) throw new ShapeError(`embedding: token id ${id} is out of range for a vocabulary of ${V}`);
-  const rowStarts = Int32Array.from(ids, (id) => id * C); // where each id's row starts in weight
+  // where each id's row starts in weight; Int32 like a permute's index, so a weight of 2^31 or more
+  // elements (8 GiB) gets gatherRuns's RangeError instead of a result
+  const rowStarts = Int32Array.from(ids, (id) => id * C);
   const out = emptyF32(ids.length * C);
   getBackend().gatherRuns(weight.data, rowStarts, C, out);
   return record("embedding", new Tensor(out, [...idsShape, C]), [weight], (g) => {
