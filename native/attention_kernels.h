@@ -228,12 +228,7 @@ static void RK_NAME(attn_bwd_pair)(const float* dZ, const float* Q, const float*
         const float* dp = S + r * Tp;
         const float* p = P + i * T;
         float* ds = dS + i * T;
-        VF acc = RK_NAME(splat)(0.0f);
-        for (int64_t j = 0; j < body; j += RK_W) acc += RK_NAME(load)(dp + j) * RK_NAME(load)(p + j);
-        double dot = 0.0;
-        for (int w = 0; w < RK_W; w++) dot += acc[w];
-        for (int64_t j = body; j < n; j++) dot += (double)dp[j] * (double)p[j];
-        const float dt = (float)dot;
+        const float dt = RK_NAME(dot_rows)(dp, p, n);
         const VF dd = RK_NAME(splat)(dt);
         for (int64_t j = 0; j < body; j += RK_W) {
           VF v = sc * (RK_NAME(load)(p + j) * (RK_NAME(load)(dp + j) - dd));

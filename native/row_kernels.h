@@ -141,18 +141,25 @@ static void RK_NAME(softmax_rows)(const float* X, int64_t rows, int64_t cols, fl
   }
 }
 
+/* Σ a[c]·b[c] over c < n, rounded to float: vector lanes over the first n − n % RK_W, their sum in
+ * double, then the tail in double (softmax's backward and the attention kernel's dS). */
+static inline float RK_NAME(dot_rows)(const float* a, const float* b, int64_t n) {
+  const int64_t body = n - n % RK_W;
+  VF acc = RK_NAME(splat)(0.0f);
+  for (int64_t c = 0; c < body; c += RK_W) acc += RK_NAME(load)(a + c) * RK_NAME(load)(b + c);
+  double dot = 0.0;
+  for (int j = 0; j < RK_W; j++) dot += acc[j];
+  for (int64_t c = body; c < n; c++) dot += (double)a[c] * (double)b[c];
+  return (float)dot;
+}
+
 static void RK_NAME(softmax_bwd_rows)(const float* G, const float* Y, int64_t rows, int64_t cols, float* DX) {
   const int64_t body = cols - cols % RK_W;
   for (int64_t r = 0; r < rows; r++) {
     const float* g = G + r * cols;
     const float* y = Y + r * cols;
     float* dx = DX + r * cols;
-    VF acc = RK_NAME(splat)(0.0f);
-    for (int64_t c = 0; c < body; c += RK_W) acc += RK_NAME(load)(g + c) * RK_NAME(load)(y + c);
-    double dot = 0.0;
-    for (int j = 0; j < RK_W; j++) dot += acc[j];
-    for (int64_t c = body; c < cols; c++) dot += (double)g[c] * (double)y[c];
-    const float d = (float)dot;
+    const float d = RK_NAME(dot_rows)(g, y, cols);
     const VF dd = RK_NAME(splat)(d);
     for (int64_t c = 0; c < body; c += RK_W) {
       VF v = RK_NAME(load)(dx + c) + RK_NAME(load)(y + c) * (RK_NAME(load)(g + c) - dd);
